@@ -1,0 +1,347 @@
+//! `fieldkit data check`: counts, size histogram and every problem in a dataset, without
+//! stopping at the first one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::dataset::coco::CocoDataset;
+use crate::dataset::imagefolder::ImageFolder;
+use crate::dataset::yolo::{label_path_for, parse_label_text, YoloDataset};
+use crate::dataset::is_image;
+use crate::error::{CoreError, Result};
+use crate::image_io;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub severity: Severity,
+    pub path: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        match self.line {
+            Some(l) => write!(f, "{sev}: {}:{l}: {}", self.path.display(), self.message),
+            None => write!(f, "{sev}: {}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SplitSummary {
+    pub name: String,
+    pub images: usize,
+    /// Images per class (classification) or boxes per class (detection).
+    pub class_counts: BTreeMap<String, usize>,
+    /// Detection only: images with no objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub background_images: Option<usize>,
+    /// "WIDTHxHEIGHT" -> number of images.
+    pub image_sizes: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DataReport {
+    pub format: &'static str,
+    pub source: PathBuf,
+    pub classes: Vec<String>,
+    pub splits: Vec<SplitSummary>,
+    pub errors: usize,
+    pub warnings: usize,
+    pub problems: Vec<Problem>,
+}
+
+impl DataReport {
+    pub fn has_errors(&self) -> bool {
+        self.errors > 0
+    }
+}
+
+/// Checks a dataset, detecting its format: a `data.yaml` (or folder holding one) is YOLO,
+/// a `.json` file is COCO (images beside it), any other folder is ImageFolder.
+pub fn check(path: &Path) -> Result<DataReport> {
+    let is_yaml = |p: &Path| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    if path.is_file() && is_yaml(path) || path.is_dir() && path.join("data.yaml").is_file() {
+        check_yolo(path)
+    } else if path.is_file() && path.extension().and_then(|e| e.to_str()) == Some("json") {
+        check_coco(path, path.parent().unwrap_or(Path::new(".")))
+    } else if path.is_dir() {
+        check_imagefolder(path)
+    } else if !path.exists() {
+        Err(CoreError::invalid(path, "does not exist"))
+    } else {
+        Err(CoreError::invalid(path, "not a dataset: expected a data.yaml, a COCO .json or an ImageFolder directory"))
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn error(&mut self, path: &Path, line: Option<usize>, message: impl Into<String>) {
+        self.0.push(Problem { severity: Severity::Error, path: path.to_path_buf(), line, message: message.into() });
+    }
+    fn warn(&mut self, path: &Path, message: impl Into<String>) {
+        self.0.push(Problem { severity: Severity::Warning, path: path.to_path_buf(), line: None, message: message.into() });
+    }
+    fn from_core(&mut self, e: CoreError) {
+        match e {
+            CoreError::Record { path, line, msg } => self.error(&path, Some(line), msg),
+            CoreError::Invalid { path, msg } | CoreError::Image { path, msg } => self.error(&path, None, msg),
+            CoreError::Io { path, source } => self.error(&path, None, source.to_string()),
+            CoreError::Argument(m) => self.error(Path::new("-"), None, m),
+        }
+    }
+    fn finish(mut self, format: &'static str, source: &Path, classes: Vec<String>, splits: Vec<SplitSummary>) -> DataReport {
+        self.0.sort_by(|a, b| (a.severity, &a.path, a.line).cmp(&(b.severity, &b.path, b.line)));
+        let errors = self.0.iter().filter(|p| p.severity == Severity::Error).count();
+        DataReport { format, source: source.to_path_buf(), classes, splits, errors, warnings: self.0.len() - errors, problems: self.0 }
+    }
+}
+
+/// Decodes every image (two threads), returning per-image size or error message and a
+/// content hash for duplicate detection.
+struct ScannedImage {
+    size: std::result::Result<(u32, u32), String>,
+    hash: [u8; 32],
+}
+
+fn scan_images(paths: &[PathBuf]) -> Vec<ScannedImage> {
+    use sha2::{Digest, Sha256};
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<ScannedImage>>> = Mutex::new((0..paths.len()).map(|_| None).collect());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= paths.len() {
+                    break;
+                }
+                let scanned = match std::fs::read(&paths[i]) {
+                    Ok(bytes) => ScannedImage {
+                        size: image_io::decode_rgb(&bytes).map(|im| im.dimensions()),
+                        hash: Sha256::digest(&bytes).into(),
+                    },
+                    Err(e) => ScannedImage { size: Err(format!("cannot read: {e}")), hash: [0; 32] },
+                };
+                out.lock().unwrap()[i] = Some(scanned);
+            });
+        }
+    });
+    out.into_inner().unwrap().into_iter().map(|s| s.expect("every index scanned")).collect()
+}
+
+/// Records sizes and unreadable images of one split, and remembers hashes for the
+/// cross-split duplicate check.
+fn record_images(
+    split: &str,
+    paths: &[PathBuf],
+    summary: &mut SplitSummary,
+    problems: &mut Problems,
+    seen: &mut HashMap<[u8; 32], (String, PathBuf)>,
+) -> Vec<Option<(u32, u32)>> {
+    let scanned = scan_images(paths);
+    let mut sizes = Vec::with_capacity(paths.len());
+    for (path, s) in paths.iter().zip(scanned) {
+        match s.size {
+            Ok((w, h)) => {
+                *summary.image_sizes.entry(format!("{w}x{h}")).or_default() += 1;
+                sizes.push(Some((w, h)));
+            }
+            Err(msg) => {
+                problems.error(path, None, format!("unreadable image: {msg}"));
+                sizes.push(None);
+            }
+        }
+        if s.hash != [0; 32] {
+            match seen.get(&s.hash) {
+                Some((other_split, other)) if other_split != split => problems.warn(
+                    path,
+                    format!("same bytes as {} in split '{other_split}' (leaks between splits)", other.display()),
+                ),
+                Some(_) => {}
+                None => {
+                    seen.insert(s.hash, (split.to_string(), path.clone()));
+                }
+            }
+        }
+    }
+    sizes
+}
+
+pub fn check_imagefolder(root: &Path) -> Result<DataReport> {
+    let splits = ImageFolder::splits(root)?;
+    if splits.is_empty() {
+        return Err(CoreError::invalid(root, "no splits found: expected <root>/<split>/<class>/*.jpg (e.g. train/ and valid/)"));
+    }
+    let mut problems = Problems::default();
+    let mut classes: Vec<String> = Vec::new();
+    for split in &splits {
+        for c in ImageFolder::open(root, split).map(|d| d.classes).unwrap_or_default() {
+            if !classes.contains(&c) {
+                classes.push(c);
+            }
+        }
+    }
+    classes.sort();
+    let mut seen = HashMap::new();
+    let mut summaries = Vec::new();
+    for split in &splits {
+        let dir = root.join(split);
+        let mut summary = SplitSummary { name: split.clone(), ..Default::default() };
+        for entry in std::fs::read_dir(&dir).map_err(|e| CoreError::io(&dir, e))?.flatten() {
+            if entry.path().is_file() {
+                problems.warn(&entry.path(), "file directly in the split folder is not in any class (ignored)");
+            }
+        }
+        let ds = match ImageFolder::open_with_classes(root, split, &classes) {
+            Ok(ds) => ds,
+            Err(e) => {
+                problems.from_core(e);
+                summaries.push(summary);
+                continue;
+            }
+        };
+        for (class, n) in classes.iter().zip(ds.class_counts()) {
+            summary.class_counts.insert(class.clone(), n);
+            if n == 0 {
+                problems.warn(&dir.join(class), format!("class '{class}' has no images in split '{split}'"));
+            }
+        }
+        for class in &classes {
+            let cdir = dir.join(class);
+            if let Ok(rd) = std::fs::read_dir(&cdir) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_file() && !is_image(&p) {
+                        problems.warn(&p, "not an image file (.jpg, .jpeg, .png): ignored");
+                    }
+                }
+            }
+        }
+        let paths: Vec<PathBuf> = ds.samples.iter().map(|s| s.path.clone()).collect();
+        summary.images = paths.len();
+        record_images(split, &paths, &mut summary, &mut problems, &mut seen);
+        summaries.push(summary);
+    }
+    Ok(problems.finish("imagefolder", root, classes, summaries))
+}
+
+pub fn check_yolo(path: &Path) -> Result<DataReport> {
+    let ds = YoloDataset::from_yaml(path)?;
+    let mut problems = Problems::default();
+    let mut seen = HashMap::new();
+    let mut summaries = Vec::new();
+    for split in ds.splits.keys() {
+        let mut summary = SplitSummary { name: split.clone(), background_images: Some(0), ..Default::default() };
+        for n in &ds.names {
+            summary.class_counts.insert(n.clone(), 0);
+        }
+        let images = match ds.split_images(split) {
+            Ok(i) => i,
+            Err(e) => {
+                problems.from_core(e);
+                summaries.push(summary);
+                continue;
+            }
+        };
+        summary.images = images.len();
+        if images.is_empty() {
+            problems.error(&ds.yaml, None, format!("split '{split}' has no images"));
+        }
+        let mut label_files = std::collections::HashSet::new();
+        for image in &images {
+            let label = label_path_for(image);
+            let boxes = match std::fs::read_to_string(&label) {
+                Ok(text) => {
+                    label_files.insert(label.clone());
+                    let (boxes, errs) = parse_label_text(&label, &text, ds.num_classes());
+                    errs.into_iter().for_each(|e| problems.from_core(e));
+                    boxes
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    problems.warn(image, format!("missing label file {} (treated as background)", label.display()));
+                    vec![]
+                }
+                Err(e) => {
+                    problems.error(&label, None, format!("cannot read label: {e}"));
+                    vec![]
+                }
+            };
+            if boxes.is_empty() {
+                *summary.background_images.as_mut().unwrap() += 1;
+            }
+            for b in &boxes {
+                *summary.class_counts.get_mut(&ds.names[b.class]).unwrap() += 1;
+            }
+        }
+        // Orphan labels: a label whose image is gone usually means a broken export.
+        let label_dirs: std::collections::BTreeSet<PathBuf> =
+            label_files.iter().filter_map(|l| l.parent().map(Path::to_path_buf)).collect();
+        for dir in label_dirs {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.extension().and_then(|x| x.to_str()) == Some("txt") && !label_files.contains(&p) {
+                    problems.warn(&p, "label file has no matching image");
+                }
+            }
+        }
+        record_images(split, &images, &mut summary, &mut problems, &mut seen);
+        summaries.push(summary);
+    }
+    Ok(problems.finish("yolo", &ds.yaml, ds.names.clone(), summaries))
+}
+
+pub fn check_coco(json: &Path, image_dir: &Path) -> Result<DataReport> {
+    let ds = CocoDataset::read(json)?;
+    let mut problems = Problems::default();
+    let mut cats: Vec<_> = ds.categories.clone();
+    cats.sort_by_key(|c| c.id);
+    let classes: Vec<String> = cats.iter().map(|c| c.name.clone()).collect();
+    let name_of: HashMap<u64, &str> = cats.iter().map(|c| (c.id, c.name.as_str())).collect();
+    let mut summary = SplitSummary { name: "all".into(), images: ds.images.len(), background_images: Some(0), ..Default::default() };
+    for c in &classes {
+        summary.class_counts.insert(c.clone(), 0);
+    }
+    let mut per_image: HashMap<u64, usize> = HashMap::new();
+    let dims: HashMap<u64, (u32, u32)> = ds.images.iter().map(|i| (i.id, (i.width, i.height))).collect();
+    for a in &ds.annotations {
+        *summary.class_counts.get_mut(name_of[&a.category_id]).unwrap() += 1;
+        *per_image.entry(a.image_id).or_default() += 1;
+        let (w, h) = dims[&a.image_id];
+        let [x, y, bw, bh] = a.bbox;
+        if x < -0.5 || y < -0.5 || x + bw > w as f64 + 0.5 || y + bh > h as f64 + 0.5 {
+            problems.warn(json, format!("annotation id {}: bbox {:?} extends outside its {w}x{h} image", a.id, a.bbox));
+        }
+    }
+    summary.background_images = Some(ds.images.iter().filter(|i| !per_image.contains_key(&i.id)).count());
+    let paths: Vec<PathBuf> = ds.images.iter().map(|i| image_dir.join(&i.file_name)).collect();
+    let mut seen = HashMap::new();
+    let sizes = record_images("all", &paths, &mut summary, &mut problems, &mut seen);
+    for ((im, path), size) in ds.images.iter().zip(&paths).zip(sizes) {
+        if let Some((w, h)) = size {
+            if (w, h) != (im.width, im.height) {
+                problems.error(path, None, format!("image is {w}x{h} but the JSON says {}x{} (image id {})", im.width, im.height, im.id));
+            }
+        }
+    }
+    Ok(problems.finish("coco", json, classes, vec![summary]))
+}

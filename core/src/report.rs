@@ -1,0 +1,207 @@
+//! Report output shared by every stage: CSV, JSON and PNG plots (confusion matrix heat map,
+//! precision-recall curves, line charts for training curves), all written atomically.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+use crate::error::{CoreError, Result};
+use crate::fsio;
+
+pub use crate::fsio::write_json;
+
+static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSansMono.ttf");
+static REGISTER: Once = Once::new();
+
+fn ensure_font() {
+    REGISTER.call_once(|| {
+        // The bundled font is known-good; failure here would be a build defect.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Writes a CSV file with a header row.
+pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let csv_err = |e: csv::Error| CoreError::invalid(path, format!("cannot write CSV: {e}"));
+    w.write_record(header).map_err(csv_err)?;
+    for (i, r) in rows.iter().enumerate() {
+        if r.len() != header.len() {
+            return Err(CoreError::invalid(path, format!("row {i} has {} fields, header has {}", r.len(), header.len())));
+        }
+        w.write_record(r).map_err(csv_err)?;
+    }
+    let bytes = w.into_inner().map_err(|e| CoreError::invalid(path, format!("cannot write CSV: {e}")))?;
+    fsio::write_atomic(path, &bytes)
+}
+
+/// Renders into an RGB buffer, then encodes and writes the PNG atomically.
+fn render_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend, plotters::coord::Shift>) -> std::result::Result<(), String>,
+) -> Result<()> {
+    ensure_font();
+    let mut buf = vec![255u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| CoreError::invalid(path, format!("plot: {e}")))?;
+        draw(root.clone()).map_err(|e| CoreError::invalid(path, format!("plot: {e}")))?;
+        root.present().map_err(|e| CoreError::invalid(path, format!("plot: {e}")))?;
+    }
+    let img = image::RgbImage::from_raw(size.0, size.1, buf).expect("buffer sized for the image");
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| CoreError::invalid(path, format!("PNG encode: {e}")))?;
+    fsio::write_atomic(path, &png)
+}
+
+fn s<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// Confusion matrix heat map: colour is the row-normalised rate (recall per true class),
+/// the cell text the raw count.
+pub fn plot_confusion(path: &Path, matrix: &[Vec<u64>], labels: &[String], title: &str) -> Result<()> {
+    let n = labels.len();
+    if matrix.len() != n || matrix.iter().any(|r| r.len() != n) {
+        return Err(CoreError::Argument(format!("confusion matrix is not {n}x{n}")));
+    }
+    let cell = (640 / n.max(1)).clamp(28, 80) as u32;
+    let label_w = labels.iter().map(|l| l.len()).max().unwrap_or(4) as u32 * 8 + 20;
+    let size = (label_w + cell * n as u32 + 40, label_w + cell * n as u32 + 60);
+    render_png(path, size, |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(label_w)
+            .y_label_area_size(label_w)
+            .build_cartesian_2d(0..n, 0..n)
+            .map_err(s)?;
+        let name = |i: &usize| labels.get(*i).cloned().unwrap_or_default();
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(n)
+            .y_labels(n)
+            .x_label_formatter(&name)
+            .y_label_formatter(&|i| labels.get(n.saturating_sub(1 + *i)).cloned().unwrap_or_default())
+            .x_desc("predicted")
+            .y_desc("true")
+            .x_label_style(("sans-serif", 12).into_font().transform(FontTransform::Rotate90))
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(s)?;
+        let mut cells = Vec::new();
+        for (t, row) in matrix.iter().enumerate() {
+            let total: u64 = row.iter().sum();
+            for (p, &c) in row.iter().enumerate() {
+                let rate = if total == 0 { 0.0 } else { c as f64 / total as f64 };
+                let y = n - 1 - t;
+                let shade = (255.0 * (1.0 - rate)) as u8;
+                cells.push(Rectangle::new([(p, y), (p + 1, y + 1)], RGBColor(shade, shade, 255).filled()));
+            }
+        }
+        chart.draw_series(cells).map_err(s)?;
+        let mut texts = Vec::new();
+        for (t, row) in matrix.iter().enumerate() {
+            let total: u64 = row.iter().sum();
+            for (p, &c) in row.iter().enumerate() {
+                let dark = total > 0 && c as f64 / total as f64 > 0.5;
+                let color = if dark { WHITE } else { BLACK };
+                texts.push(Text::new(c.to_string(), (p, n - 1 - t), ("sans-serif", 12).into_font().color(&color)));
+            }
+        }
+        chart.draw_series(texts).map_err(s)?;
+        Ok(())
+    })
+}
+
+/// One line per series; `points` are (x, y).
+pub fn plot_lines(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
+    let pts = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return Err(CoreError::Argument(format!("{title}: nothing to plot")));
+    }
+    if x1 - x0 < 1e-12 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    render_png(path, (800, 500), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+            .map_err(s)?;
+        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).label_style(("sans-serif", 12)).draw().map_err(s)?;
+        for (i, (name, p)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(p.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()), color.stroke_width(2)))
+                .map_err(s)?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(s)?;
+        Ok(())
+    })
+}
+
+/// Precision-recall curves from precision sampled at evenly spaced recall points
+/// (COCO's 101), one per class; classes whose curve is undefined (-1) are skipped.
+pub fn plot_pr_curves(path: &Path, title: &str, curves: &[(String, Vec<f64>)]) -> Result<()> {
+    let series: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .filter(|(_, p)| p.iter().all(|&v| v >= 0.0) && p.len() > 1)
+        .map(|(name, p)| {
+            let n = (p.len() - 1) as f64;
+            (name.clone(), p.iter().enumerate().map(|(i, &v)| (i as f64 / n, v)).collect())
+        })
+        .collect();
+    if series.is_empty() {
+        return Err(CoreError::Argument(format!("{title}: no class has a defined PR curve")));
+    }
+    plot_lines(path, title, "recall", "precision", &series)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_and_plots_are_written() {
+        let d = tempfile::tempdir().unwrap();
+        write_csv(&d.path().join("m.csv"), &["epoch", "loss"], &[vec!["1".into(), "0.5".into()]]).unwrap();
+        assert_eq!(std::fs::read_to_string(d.path().join("m.csv")).unwrap(), "epoch,loss\n1,0.5\n");
+        assert!(write_csv(&d.path().join("bad.csv"), &["a"], &[vec![]]).is_err());
+
+        let labels: Vec<String> = vec!["crop".into(), "weed".into(), "soil".into()];
+        let cm = vec![vec![5, 1, 0], vec![2, 7, 1], vec![0, 0, 3]];
+        let p = d.path().join("cm.png");
+        plot_confusion(&p, &cm, &labels, "confusion").unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        // Some pixels are the saturated blue of a high-recall cell, some dark text.
+        assert!(img.pixels().any(|px| px.0[2] == 255 && px.0[0] < 100));
+        assert!(img.pixels().any(|px| px.0 == [0, 0, 0]));
+
+        let curves = vec![("weed".to_string(), (0..101).map(|i| 1.0 - i as f64 / 200.0).collect())];
+        plot_pr_curves(&d.path().join("pr.png"), "PR", &curves).unwrap();
+        assert!(plot_pr_curves(&d.path().join("none.png"), "PR", &[("x".into(), vec![-1.0; 101])]).is_err());
+    }
+}
