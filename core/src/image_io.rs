@@ -47,6 +47,14 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     }
 }
 
+/// Encodes RGB8 as PNG and writes it atomically.
+pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+    let mut png = Vec::new();
+    img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| CoreError::invalid(path, format!("PNG encode: {e}")))?;
+    crate::fsio::write_atomic(path, &png)
+}
+
 /// Width and height from the header alone, without decoding pixels.
 pub fn dimensions(bytes: &[u8]) -> std::result::Result<(u32, u32), String> {
     ImageReader::new(Cursor::new(bytes))

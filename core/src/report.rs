@@ -51,10 +51,7 @@ fn render_png(
         root.present().map_err(|e| CoreError::invalid(path, format!("plot: {e}")))?;
     }
     let img = image::RgbImage::from_raw(size.0, size.1, buf).expect("buffer sized for the image");
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| CoreError::invalid(path, format!("PNG encode: {e}")))?;
-    fsio::write_atomic(path, &png)
+    crate::image_io::save_png(path, &img)
 }
 
 fn s<E: std::fmt::Display>(e: E) -> String {

@@ -67,7 +67,7 @@ impl YoloDataset {
             None | Some(Value::Null) => yaml_dir.clone(),
             Some(Value::String(p)) => {
                 let p = PathBuf::from(p);
-                if p.is_absolute() { p } else { yaml_dir.join(p) }
+                normalize(&if p.is_absolute() { p } else { yaml_dir.join(p) })
             }
             Some(other) => return Err(CoreError::invalid(&yaml, format!("key 'path': expected a string, got {other:?}"))),
         };
@@ -162,6 +162,43 @@ impl YoloDataset {
             .collect()
     }
 
+    /// The split as COCO ground truth: ids from 1 in sorted image order, category ids =
+    /// class index + 1, file names relative to the dataset root. Reads image headers for sizes.
+    pub fn to_coco(&self, split: &str) -> Result<crate::dataset::coco::CocoDataset> {
+        use crate::dataset::coco::{CocoAnnotation, CocoCategory, CocoDataset, CocoImage};
+        let samples = self.load_split(split)?;
+        let mut out = CocoDataset {
+            categories: self
+                .names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| CocoCategory { id: i as u64 + 1, name: n.clone(), supercategory: None })
+                .collect(),
+            ..Default::default()
+        };
+        for (i, s) in samples.iter().enumerate() {
+            let bytes = std::fs::read(&s.image).map_err(|e| CoreError::io(&s.image, e))?;
+            let (w, h) = crate::image_io::dimensions(&bytes).map_err(|msg| CoreError::Image { path: s.image.clone(), msg })?;
+            let id = i as u64 + 1;
+            let file_name = s.image.strip_prefix(&self.root).unwrap_or(&s.image).to_string_lossy().into_owned();
+            out.images.push(CocoImage { id, file_name, width: w, height: h });
+            for b in &s.boxes {
+                let [x1, y1, x2, y2] = b.to_xyxy(w as f32, h as f32);
+                let bbox = [x1 as f64, y1 as f64, (x2 - x1) as f64, (y2 - y1) as f64];
+                out.annotations.push(CocoAnnotation {
+                    id: out.annotations.len() as u64 + 1,
+                    image_id: id,
+                    category_id: b.class as u64 + 1,
+                    bbox,
+                    area: Some(bbox[2] * bbox[3]),
+                    iscrowd: false,
+                    segmentation: None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     pub fn fingerprint(&self, samples: &[DetSample]) -> String {
         let labels: Vec<String> = samples.iter().map(|s| format!("{}", s.boxes.len())).collect();
         fingerprint(samples.iter().zip(&labels).map(|(s, l)| (s.image.as_path(), l.as_str())))
@@ -213,18 +250,23 @@ fn scalar_to_string(v: &Value) -> Option<String> {
 fn resolve_split_path(root: &Path, entry: &str) -> PathBuf {
     let p = PathBuf::from(entry);
     if p.is_absolute() {
-        return p;
+        return normalize(&p);
     }
-    let direct = root.join(&p);
+    let direct = normalize(&root.join(&p));
     if !direct.exists() {
         if let Some(stripped) = entry.strip_prefix("../") {
-            let alt = root.join(stripped);
+            let alt = normalize(&root.join(stripped));
             if alt.exists() {
                 return alt;
             }
         }
     }
     direct
+}
+
+/// Drops `.` components so reported paths read `data/images/x.jpg`, not `data/./images/x.jpg`.
+fn normalize(p: &Path) -> PathBuf {
+    p.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
 }
 
 fn collect_images_recursive(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -385,7 +427,9 @@ mod tests {
         assert!(val[0].label_missing);
 
         write(&r.join("map.yaml"), "path: .\ntrain: train/images\nnames:\n  1: weed\n  0: crop\n");
-        assert_eq!(YoloDataset::from_yaml(&r.join("map.yaml")).unwrap().names, vec!["crop", "weed"]);
+        let m = YoloDataset::from_yaml(&r.join("map.yaml")).unwrap();
+        assert_eq!(m.names, vec!["crop", "weed"]);
+        assert!(!m.split_images("train").unwrap()[0].to_string_lossy().contains("/./"));
 
         write(&r.join("bad.yaml"), "train: train/images\nnc: 3\nnames: [a, b]\n");
         let e = YoloDataset::from_yaml(&r.join("bad.yaml")).unwrap_err().to_string();

@@ -1,0 +1,6 @@
+//! One module per subcommand. Each `run` returns the process exit code: 0 success,
+//! 1 the check found problems; errors (bad input) propagate and exit with 2.
+
+pub mod data;
+pub mod demo;
+pub mod metrics;

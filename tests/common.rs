@@ -1,0 +1,50 @@
+#![allow(dead_code)]
+//! Helpers shared by the end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn fieldkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fieldkit")).args(args).output().expect("run fieldkit")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn assets() -> PathBuf {
+    repo().join("assets")
+}
+
+/// `../shared`, or `$FIELDKIT_SHARED`.
+pub fn shared() -> PathBuf {
+    let p = std::env::var_os("FIELDKIT_SHARED").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared"));
+    assert!(p.join("assets").is_dir(), "shared assets not found at {} (set FIELDKIT_SHARED)", p.display());
+    p
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+            let mut perm = std::fs::metadata(&to).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perm.set_readonly(false);
+            std::fs::set_permissions(&to, perm).unwrap();
+        }
+    }
+}
+
