@@ -1,0 +1,61 @@
+"""Regenerates the goldens with the reference tools into a temp dir and compares them with
+the checked-in ones, so a hand-edited golden cannot hide a metric bug.
+
+    python check_goldens.py CHECKED_IN_DIR [--shared PATH]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+
+def close(a, b, path):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: keys differ"
+        for k in a:
+            close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{path}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b)):
+            close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert abs(a - b) <= 1e-12, f"{path}: {a} != {b}"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("golden")
+    ap.add_argument("--shared", default=None)
+    args = ap.parse_args()
+    here = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, os.path.join(here, "make_goldens.py"), tmp]
+        if args.shared:
+            cmd += ["--shared", args.shared]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        checked = 0
+        for root, _, files in os.walk(tmp):
+            for f in sorted(files):
+                fresh = os.path.join(root, f)
+                rel = os.path.relpath(fresh, tmp)
+                mine = os.path.join(args.golden, rel)
+                assert os.path.exists(mine), f"{rel}: missing from the checked-in goldens"
+                if f.endswith(".json"):
+                    close(json.load(open(fresh)), json.load(open(mine)), rel)
+                elif f.endswith(".png"):
+                    a = np.asarray(Image.open(fresh).convert("RGB"))
+                    b = np.asarray(Image.open(mine).convert("RGB"))
+                    assert a.shape == b.shape and (a == b).all(), f"{rel}: pixels differ"
+                checked += 1
+    print(f"goldens reproduced by the reference tools: {checked} files identical")
+
+
+if __name__ == "__main__":
+    main()

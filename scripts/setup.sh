@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building and testing fieldkit needs on a Debian machine with rustup.
+# Idempotent; CI runs it first.
+set -euo pipefail
+need_apt=()
+command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+command -v cc >/dev/null || need_apt+=(gcc)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+  else
+    echo "missing: ${need_apt[*]} (install with apt-get)" >&2
+    exit 1
+  fi
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
+rustc --version
+cargo --version
