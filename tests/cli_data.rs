@@ -38,16 +38,11 @@ fn corrupted_label_and_truncated_jpeg_are_named_and_exit_1() {
 }
 
 fn corrupt_yolo_valid(root: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let first = |d: std::path::PathBuf| {
-        let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
-        v.sort();
-        v.remove(0)
-    };
-    let label = first(root.join("labels/valid"));
+    let label = sorted_files(&root.join("labels/valid")).remove(0);
     let text = std::fs::read_to_string(&label).unwrap();
     assert_eq!(text.lines().count(), 1, "test assumes a one-box label");
     std::fs::write(&label, format!("{text}7 0.5 0.5 0.2 0.2\n")).unwrap();
-    let jpeg = first(root.join("images/valid"));
+    let jpeg = sorted_files(&root.join("images/valid")).remove(0);
     let bytes = std::fs::read(&jpeg).unwrap();
     std::fs::write(&jpeg, &bytes[..bytes.len() / 2]).unwrap();
     (label, jpeg)
@@ -58,9 +53,7 @@ fn warnings_pass_unless_strict() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("sesame");
     copy_dir(&assets().join("data/sesame-mini"), &root);
-    let mut labels: Vec<_> = std::fs::read_dir(root.join("labels/train")).unwrap().map(|e| e.unwrap().path()).collect();
-    labels.sort();
-    std::fs::remove_file(&labels[0]).unwrap();
+    std::fs::remove_file(&sorted_files(&root.join("labels/train"))[0]).unwrap();
     let yaml = root.join("data.yaml");
     let o = fieldkit(&["data", "check", "--data", yaml.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
@@ -74,9 +67,7 @@ fn duplicate_across_splits_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("weed");
     copy_dir(&assets().join("data/weed-mini"), &root);
-    let mut train: Vec<_> = std::fs::read_dir(root.join("train/eclipta")).unwrap().map(|e| e.unwrap().path()).collect();
-    train.sort();
-    std::fs::copy(&train[0], root.join("valid/eclipta/leaked.jpg")).unwrap();
+    std::fs::copy(&sorted_files(&root.join("train/eclipta"))[0], root.join("valid/eclipta/leaked.jpg")).unwrap();
     let o = fieldkit(&["data", "check", "--data", root.to_str().unwrap(), "--strict"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("leaked.jpg: same bytes as"), "{}", stdout(&o));

@@ -48,3 +48,10 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
+
+/// Entries of `dir`, sorted.
+pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}

@@ -38,14 +38,9 @@ fn shared_sesame_copy_with_corruptions_exits_1() {
     copy_dir(&src.join("images/valid"), &root.join("images/valid"));
     copy_dir(&src.join("labels/valid"), &root.join("labels/valid"));
     std::fs::write(root.join("data.yaml"), "path: .\nval: images/valid\nnames:\n  0: crop\n  1: weed\n").unwrap();
-    let first = |d: std::path::PathBuf| {
-        let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
-        v.sort();
-        v.swap_remove(10)
-    };
-    let label = first(root.join("labels/valid"));
+    let label = sorted_files(&root.join("labels/valid")).swap_remove(10);
     std::fs::write(&label, "0 0.5 1.7 0.2 0.2\n").unwrap();
-    let jpeg = first(root.join("images/valid"));
+    let jpeg = sorted_files(&root.join("images/valid")).swap_remove(10);
     let bytes = std::fs::read(&jpeg).unwrap();
     std::fs::write(&jpeg, &bytes[..bytes.len() - 4000]).unwrap();
     let o = fieldkit(&["data", "check", "--data", root.join("data.yaml").to_str().unwrap()]);
