@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{CoreError, Result};
 use crate::fsio;
@@ -59,58 +60,47 @@ fn s<E: std::fmt::Display>(e: E) -> String {
 }
 
 /// Confusion matrix heat map: colour is the row-normalised rate (recall per true class),
-/// the cell text the raw count.
+/// the cell text the raw count. Rows are labelled "i name", columns by index i, so long
+/// class names need no rotated text.
 pub fn plot_confusion(path: &Path, matrix: &[Vec<u64>], labels: &[String], title: &str) -> Result<()> {
     let n = labels.len();
-    if matrix.len() != n || matrix.iter().any(|r| r.len() != n) {
+    if n == 0 || matrix.len() != n || matrix.iter().any(|r| r.len() != n) {
         return Err(CoreError::Argument(format!("confusion matrix is not {n}x{n}")));
     }
-    let cell = (640 / n.max(1)).clamp(28, 80) as u32;
-    let label_w = labels.iter().map(|l| l.len()).max().unwrap_or(4) as u32 * 8 + 20;
-    let size = (label_w + cell * n as u32 + 40, label_w + cell * n as u32 + 60);
+    let cell = (560 / n as u32).clamp(24, 72);
+    let row_label_w = (labels.iter().map(|l| l.len()).max().unwrap_or(4) as u32 + 4) * 8 + 16;
+    let (left, top) = (row_label_w + 24, 64u32);
+    let size = (left + cell * n as u32 + 20, top + cell * n as u32 + 50);
     render_png(path, size, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(label_w)
-            .y_label_area_size(label_w)
-            .build_cartesian_2d(0..n, 0..n)
-            .map_err(s)?;
-        let name = |i: &usize| labels.get(*i).cloned().unwrap_or_default();
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_labels(n)
-            .y_labels(n)
-            .x_label_formatter(&name)
-            .y_label_formatter(&|i| labels.get(n.saturating_sub(1 + *i)).cloned().unwrap_or_default())
-            .x_desc("predicted")
-            .y_desc("true")
-            .x_label_style(("sans-serif", 12).into_font().transform(FontTransform::Rotate90))
-            .label_style(("sans-serif", 12))
-            .draw()
-            .map_err(s)?;
-        let mut cells = Vec::new();
+        let centre = |x: u32, y: u32| (x as i32, y as i32);
+        let font = |px: u32| ("sans-serif", px).into_font();
+        let centred = Pos::new(HPos::Center, VPos::Center);
+        root.draw(&Text::new(title.to_string(), centre(size.0 / 2, 18), font(18).color(&BLACK).pos(centred))).map_err(s)?;
+        root.draw(&Text::new("predicted", centre(left + cell * n as u32 / 2, 38), font(13).color(&BLACK).pos(centred))).map_err(s)?;
+        root.draw(&Text::new("true", centre(24, top + cell * n as u32 / 2), font(13).color(&BLACK).pos(centred))).map_err(s)?;
+        let count_px = (cell / 3).clamp(10, 16);
         for (t, row) in matrix.iter().enumerate() {
             let total: u64 = row.iter().sum();
+            let y = top + t as u32 * cell;
+            let label = format!("{t} {}", labels[t]);
+            root.draw(&Text::new(label, (left as i32 - 8, (y + cell / 2) as i32), font(12).color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center))))
+                .map_err(s)?;
             for (p, &c) in row.iter().enumerate() {
                 let rate = if total == 0 { 0.0 } else { c as f64 / total as f64 };
-                let y = n - 1 - t;
+                let x = left + p as u32 * cell;
                 let shade = (255.0 * (1.0 - rate)) as u8;
-                cells.push(Rectangle::new([(p, y), (p + 1, y + 1)], RGBColor(shade, shade, 255).filled()));
+                let fill = RGBColor(shade, shade, 255);
+                root.draw(&Rectangle::new([centre(x, y), centre(x + cell, y + cell)], fill.filled())).map_err(s)?;
+                root.draw(&Rectangle::new([centre(x, y), centre(x + cell, y + cell)], RGBColor(200, 200, 200))).map_err(s)?;
+                let color = if rate > 0.5 { WHITE } else { BLACK };
+                root.draw(&Text::new(c.to_string(), centre(x + cell / 2, y + cell / 2), font(count_px).color(&color).pos(centred)))
+                    .map_err(s)?;
             }
         }
-        chart.draw_series(cells).map_err(s)?;
-        let mut texts = Vec::new();
-        for (t, row) in matrix.iter().enumerate() {
-            let total: u64 = row.iter().sum();
-            for (p, &c) in row.iter().enumerate() {
-                let dark = total > 0 && c as f64 / total as f64 > 0.5;
-                let color = if dark { WHITE } else { BLACK };
-                texts.push(Text::new(c.to_string(), (p, n - 1 - t), ("sans-serif", 12).into_font().color(&color)));
-            }
+        for p in 0..n {
+            let x = left + p as u32 * cell + cell / 2;
+            root.draw(&Text::new(p.to_string(), centre(x, top - 10), font(12).color(&BLACK).pos(centred))).map_err(s)?;
         }
-        chart.draw_series(texts).map_err(s)?;
         Ok(())
     })
 }
