@@ -101,8 +101,47 @@ def make_coco(out):
         json.dump(gt, open(gp, "w"))
         json.dump(preds, open(pp, "w"))
         exp = coco_expected(gp, pp)
+        exp["count"] = count_expected(gt, preds, 0.3)
         json.dump(exp, open(os.path.join(d, "expected.json"), "w"), indent=1)
         print(f"coco/{name}: {len(gt['annotations'])} gt, {len(preds)} preds, mAP {exp['stats'][0]:.4f} mAP50 {exp['stats'][1]:.4f}")
+
+
+def make_boxes(out):
+    """IoU from pycocotools' maskUtils.iou (xywh); GIoU from the paper's formula in numpy."""
+    from pycocotools import mask as mask_utils
+    rng = np.random.default_rng(11)
+    n = 300
+    xy = rng.uniform(0, 80, (n, 2, 2))
+    wh = np.exp(rng.uniform(np.log(1), np.log(60), (n, 2, 2)))
+    a = np.concatenate([xy[:, 0], wh[:, 0]], 1).round(3)  # xywh
+    b = np.concatenate([xy[:, 1], wh[:, 1]], 1).round(3)
+    b[:20] = a[:20]  # identical pairs
+    iou = np.array([mask_utils.iou(a[i:i + 1].tolist(), b[i:i + 1].tolist(), [0])[0][0] for i in range(n)])
+    ax = np.concatenate([a[:, :2], a[:, :2] + a[:, 2:]], 1)
+    bx = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1)
+    inter = np.clip(np.minimum(ax[:, 2:], bx[:, 2:]) - np.maximum(ax[:, :2], bx[:, :2]), 0, None).prod(1)
+    union = a[:, 2:].prod(1) + b[:, 2:].prod(1) - inter
+    hull = (np.maximum(ax[:, 2:], bx[:, 2:]) - np.minimum(ax[:, :2], bx[:, :2])).prod(1)
+    giou = inter / union - (hull - union) / hull
+    d = os.path.join(out, "boxes")
+    os.makedirs(d, exist_ok=True)
+    json.dump({"a_xyxy": ax.tolist(), "b_xyxy": bx.tolist(), "iou": iou.tolist(), "giou": giou.tolist()},
+              open(os.path.join(d, "iou_giou.json"), "w"))
+    print(f"boxes: {n} pairs, mean IoU {iou.mean():.4f}, mean GIoU {giou.mean():.4f}")
+
+
+def count_expected(gt, preds, thr):
+    """Per-image count errors with numpy, from the COCO dicts."""
+    ids = [im["id"] for im in gt["images"]]
+    cats = [c["id"] for c in gt["categories"]]
+    t = np.array([[sum(1 for a in gt["annotations"] if a["image_id"] == i and a["category_id"] == c and not a["iscrowd"])
+                   for c in cats] for i in ids], float)
+    f = np.array([[sum(1 for p in preds if p["image_id"] == i and p["category_id"] == c and p["score"] >= thr)
+                   for c in cats] for i in ids], float)
+    e = f.sum(1) - t.sum(1)
+    return {"threshold": thr, "count_mae": float(np.abs(e).mean()), "count_rmse": float(np.sqrt((e ** 2).mean())),
+            "count_bias": float(e.mean()),
+            "per_class_mae": {str(c): float(np.abs(f[:, k] - t[:, k]).mean()) for k, c in enumerate(cats)}}
 
 
 def make_classify(out):
@@ -170,6 +209,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     make_coco(args.out)
     make_classify(args.out)
+    make_boxes(args.out)
     if os.path.isdir(os.path.join(args.shared, "assets", "images")):
         make_resize(args.out, args.shared)
     else:

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use fieldkit_core::dataset::coco::{read_predictions, CocoDataset};
-use fieldkit_core::metrics::{ClassificationReport, CocoEval};
+use fieldkit_core::metrics::{giou, iou, ClassificationReport, CocoEval, CountReport};
 use serde_json::Value;
 
 fn golden(rel: &str) -> PathBuf {
@@ -40,6 +40,37 @@ fn coco_map_matches_pycocotools() {
         }
     }
     eprintln!("coco parity: worst abs diff {worst:e}");
+}
+
+#[test]
+fn count_errors_match_numpy() {
+    for case in ["basic", "crowd_areas", "missing_class_dense"] {
+        let gt = CocoDataset::read(&golden(&format!("coco/{case}/gt.json"))).unwrap();
+        let preds = read_predictions(&golden(&format!("coco/{case}/pred.json"))).unwrap();
+        let exp = &read(&golden(&format!("coco/{case}/expected.json")))["count"];
+        let r = CountReport::compute(&gt, &preds, exp["threshold"].as_f64().unwrap());
+        let mut worst = 0.0;
+        check_close("count_mae", r.count_mae, exp["count_mae"].as_f64().unwrap(), 1e-12, &mut worst);
+        check_close("count_rmse", r.count_rmse, exp["count_rmse"].as_f64().unwrap(), 1e-12, &mut worst);
+        check_close("count_bias", r.count_bias, exp["count_bias"].as_f64().unwrap(), 1e-12, &mut worst);
+        for c in &gt.categories {
+            let want = exp["per_class_mae"][c.id.to_string()].as_f64().unwrap();
+            check_close(&format!("{case} {} mae", c.name), r.per_class[&c.name].0, want, 1e-12, &mut worst);
+        }
+    }
+}
+
+#[test]
+fn iou_matches_pycocotools_and_giou_matches_numpy() {
+    let g = read(&golden("boxes/iou_giou.json"));
+    let boxes = |k: &str| -> Vec<[f32; 4]> { serde_json::from_value(g[k].clone()).unwrap() };
+    let (a, b) = (boxes("a_xyxy"), boxes("b_xyxy"));
+    let mut worst = 0.0;
+    for i in 0..a.len() {
+        check_close(&format!("iou[{i}]"), iou(&a[i], &b[i]) as f64, g["iou"][i].as_f64().unwrap(), 1e-5, &mut worst);
+        check_close(&format!("giou[{i}]"), giou(&a[i], &b[i]) as f64, g["giou"][i].as_f64().unwrap(), 1e-5, &mut worst);
+    }
+    eprintln!("iou/giou (f32) worst abs diff {worst:e}");
 }
 
 #[test]
