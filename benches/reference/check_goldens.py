@@ -1,7 +1,7 @@
 """Regenerates the goldens with the reference tools into a temp dir and compares them with
 the checked-in ones, so a hand-edited golden cannot hide a metric bug.
 
-    python check_goldens.py CHECKED_IN_DIR [--shared PATH]
+    python check_goldens.py CHECKED_IN_DIR [--script make_goldens.py] [--shared PATH]
 """
 import argparse
 import json
@@ -33,10 +33,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("golden")
     ap.add_argument("--shared", default=None)
+    ap.add_argument("--script", default="make_goldens.py")
     args = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, os.path.join(here, "make_goldens.py"), tmp]
+        cmd = [sys.executable, os.path.join(here, args.script), tmp]
         if args.shared:
             cmd += ["--shared", args.shared]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -49,6 +50,8 @@ def main():
                 assert os.path.exists(mine), f"{rel}: missing from the checked-in goldens"
                 if f.endswith(".json"):
                     close(json.load(open(fresh)), json.load(open(mine)), rel)
+                elif f.endswith(".onnx"):
+                    assert open(fresh, "rb").read() == open(mine, "rb").read(), f"{rel}: model bytes differ"
                 elif f.endswith(".png"):
                     a = np.asarray(Image.open(fresh).convert("RGB"))
                     b = np.asarray(Image.open(mine).convert("RGB"))

@@ -200,6 +200,11 @@ def make_resize(out, shared):
     for tag, size in [("256x192", (256, 192)), ("96x96", (96, 96)), ("500x420", (500, 420))]:
         src.resize(size, Image.BILINEAR).save(os.path.join(d, f"horses_crop.{tag}.png"))
         print(f"preprocess/horses_crop -> {tag}")
+    # OpenCV's INTER_LINEAR (no antialiasing), what YOLOX and most detectors train with.
+    import cv2
+    bgr = cv2.imread(os.path.join(d, "horses_crop.png"))
+    for tag, size in [("277x208", (277, 208)), ("96x96", (96, 96))]:
+        cv2.imwrite(os.path.join(d, f"horses_crop.cv2.{tag}.png"), cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR))
 
 
 if __name__ == "__main__":

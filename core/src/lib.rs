@@ -4,6 +4,7 @@
 
 pub mod card;
 pub mod dataset;
+pub mod detect;
 pub mod error;
 pub mod fsio;
 pub mod image_io;

@@ -184,10 +184,11 @@ impl Preprocess {
                 resize_rgb(img, width, height, self.antialias)?
             }
             Resize::Letterbox { width, height, pad, center } => {
-                let r = (width as f64 / w as f64).min(height as f64 / h as f64);
-                // The epsilon keeps 640*0.65 from truncating to 415.
-                let nw = ((w as f64 * r + 1e-6).floor() as u32).clamp(1, width);
-                let nh = ((h as f64 * r + 1e-6).floor() as u32).clamp(1, height);
+                // Exactly YOLOX's `int(w * r)` in float64, truncation included (773 px at
+                // r = 416/773 gives 415): the model saw that geometry in training.
+                let r = (height as f64 / h as f64).min(width as f64 / w as f64);
+                let nw = ((w as f64 * r) as u32).clamp(1, width);
+                let nh = ((h as f64 * r) as u32).clamp(1, height);
                 let resized = resize_rgb(img, nw, nh, self.antialias)?;
                 let (ox, oy) = if center { ((width - nw) / 2, (height - nh) / 2) } else { (0, 0) };
                 let mut canvas = RgbImage::from_pixel(width, height, image::Rgb([pad; 3]));
@@ -320,6 +321,15 @@ mod tests {
         assert_eq!(p.data[300 * 416 + 5], 114.0);
         let b = p.geometry.to_source([0.0, 0.0, 416.0, 208.0]);
         assert!((b[2] - 640.0).abs() < 1e-3 && (b[3] - 320.0).abs() < 1e-3, "{b:?}");
+    }
+
+    #[test]
+    fn letterbox_truncates_like_yolox() {
+        // 416/773*773 = 415.99999999999994 in float64: YOLOX resizes to 415 px.
+        let (g, geo) = Preprocess::yolox(416).geometric(&gradient(773, 512)).unwrap();
+        assert_eq!(g.dimensions(), (416, 416));
+        assert_eq!(geo.scale_x, 415.0 / 773.0);
+        assert_eq!(g.get_pixel(415, 100).0, [114; 3]);
     }
 
     #[test]

@@ -148,6 +148,19 @@ fn resize_matches_pillow_within_one_level() {
     }
 }
 
+/// `antialias: false` against OpenCV's `cv2.resize(INTER_LINEAR)`, within 1/255.
+#[test]
+fn plain_bilinear_matches_opencv_within_one_level() {
+    let src = image::open(golden("preprocess/horses_crop.png")).unwrap().to_rgb8();
+    for (w, h) in [(277, 208), (96, 96)] {
+        let ours = fieldkit_core::preprocess::resize_rgb(&src, w, h, false).unwrap();
+        let theirs = image::open(golden(&format!("preprocess/horses_crop.cv2.{w}x{h}.png"))).unwrap().to_rgb8();
+        let (max, mean) = pixel_diff(&ours, &theirs);
+        eprintln!("cv2 resize {w}x{h}: max |diff| {max}/255, mean {mean:.4}/255");
+        assert!(max <= 1, "resize to {w}x{h}: max pixel difference {max}/255 exceeds 1/255");
+    }
+}
+
 /// torchvision's eval transform (Pillow resize 256 + centre crop 224) on the shared photos,
 /// the whole path including JPEG decoding. Resizing alone stays within 1/255 (test above);
 /// the JPEG decoders (the image crate's vs Pillow's libjpeg-turbo) differ by up to 4 levels

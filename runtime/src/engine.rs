@@ -1,0 +1,299 @@
+//! Load an ONNX model with its card into an optimized tract plan, then run it from any
+//! number of worker threads, each with its own [`Session`] (tract runs one inference per
+//! state on one thread; parallelism comes from workers).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use fieldkit_core::card::{Decode, ModelCard, Task};
+use fieldkit_core::detect::{self, NmsOptions};
+use fieldkit_core::image_io;
+use image::RgbImage;
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+use crate::error::{Result, RuntimeError};
+
+struct Inner {
+    path: PathBuf,
+    card: ModelCard,
+    plan: Arc<TypedRunnableModel>,
+    /// Model input `(width, height)`.
+    input_size: (u32, u32),
+    output_shape: Vec<usize>,
+    load_ms: f64,
+}
+
+/// A loaded model; cheap to clone and share across threads.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// One worker's inference state.
+pub struct Session {
+    inner: Arc<Inner>,
+    state: TypedSimpleState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PredictOptions {
+    /// Classes reported by a classifier.
+    pub top_k: usize,
+    pub nms: NmsOptions,
+}
+
+impl Default for PredictOptions {
+    fn default() -> Self {
+        PredictOptions { top_k: 5, nms: NmsOptions::default() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassScore {
+    pub index: usize,
+    pub name: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabeledDetection {
+    /// `[x1, y1, x2, y2]` in source-image pixels.
+    pub bbox: [f32; 4],
+    pub class: usize,
+    pub name: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "items", rename_all = "snake_case")]
+pub enum Output {
+    Classes(Vec<ClassScore>),
+    Detections(Vec<LabeledDetection>),
+    Features(Vec<f32>),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Timing {
+    pub preprocess_ms: f64,
+    pub inference_ms: f64,
+    pub postprocess_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub width: u32,
+    pub height: u32,
+    pub output: Output,
+    pub timing: Timing,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn output_name(decode: &Decode) -> &str {
+    match decode {
+        Decode::Softmax { output } | Decode::Probabilities { output } | Decode::Features { output } => output,
+        Decode::Yolox { output, .. } => output,
+    }
+}
+
+impl Engine {
+    /// Loads `model` and its card `<model>.json`, refusing a model whose sha256 differs.
+    pub fn load(model: &Path) -> Result<Self> {
+        let card = ModelCard::load_verified(model)?;
+        Self::with_card(model, card)
+    }
+
+    /// Loads `model` described by `card` without checking the file hash (for a card being
+    /// written, or a third-party model whose card is built in code).
+    pub fn with_card(model: &Path, card: ModelCard) -> Result<Self> {
+        let t0 = Instant::now();
+        let load_err = |msg: String| RuntimeError::Load { path: model.to_path_buf(), msg };
+        let mismatch = |msg: String| RuntimeError::Mismatch { path: model.to_path_buf(), msg };
+        let (width, height) = input_size(&card).map_err(mismatch)?;
+        let bytes = std::fs::read(model).map_err(|e| load_err(e.to_string()))?;
+        // value_info written by other tools (ORT's quantizer) can carry a symbolic batch that
+        // fights our fixed input shape; tract infers every shape itself anyway.
+        let mut m = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .model_for_read(&mut bytes.as_slice())
+            .map_err(|e| load_err(format!("{e:#}")))?;
+        let inputs = m.input_outlets().map_err(|e| load_err(format!("{e:#}")))?.to_vec();
+        let input_names: Vec<String> = inputs.iter().map(|o| m.node(o.node).name.clone()).collect();
+        if input_names.len() != 1 || input_names[0] != card.input.name {
+            return Err(mismatch(format!(
+                "the card expects one input '{}', the model has {:?}",
+                card.input.name, input_names
+            )));
+        }
+        let wanted = output_name(&card.decode);
+        let outputs = m.output_outlets().map_err(|e| load_err(format!("{e:#}")))?.to_vec();
+        let names: Vec<String> = outputs
+            .iter()
+            .map(|o| m.outlet_label(*o).map(str::to_string).unwrap_or_else(|| m.node(o.node).name.clone()))
+            .collect();
+        let pos = names
+            .iter()
+            .position(|n| n == wanted)
+            .ok_or_else(|| mismatch(format!("the card names output '{wanted}', the model has {names:?}")))?;
+        m.select_output_outlets(&[outputs[pos]]).map_err(|e| load_err(format!("{e:#}")))?;
+        m = m
+            .with_input_fact(0, f32::fact([1, 3, height as usize, width as usize]).into())
+            .map_err(|e| load_err(format!("{e:#}")))?;
+        let typed = m.into_optimized().map_err(|e| load_err(format!("cannot optimize for a {width}x{height} input: {e:#}")))?;
+        let output_shape: Vec<usize> = typed
+            .output_fact(0)
+            .map_err(|e| load_err(format!("{e:#}")))?
+            .shape
+            .as_concrete()
+            .ok_or_else(|| load_err("output shape is not fixed for a fixed input".into()))?
+            .to_vec();
+        check_output(&card, &output_shape, width, height).map_err(mismatch)?;
+        let plan = typed.into_runnable().map_err(|e| load_err(format!("{e:#}")))?;
+        Ok(Engine {
+            inner: Arc::new(Inner { path: model.to_path_buf(), card, plan, input_size: (width, height), output_shape, load_ms: ms(t0) }),
+        })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.inner.card
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// `(width, height)` of the model input.
+    pub fn input_size(&self) -> (u32, u32) {
+        self.inner.input_size
+    }
+
+    pub fn output_shape(&self) -> &[usize] {
+        &self.inner.output_shape
+    }
+
+    /// Time spent reading, optimizing and planning the model.
+    pub fn load_ms(&self) -> f64 {
+        self.inner.load_ms
+    }
+
+    pub fn session(&self) -> Result<Session> {
+        let state = self.inner.plan.spawn().map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+        Ok(Session { inner: self.inner.clone(), state })
+    }
+}
+
+fn input_size(card: &ModelCard) -> std::result::Result<(u32, u32), String> {
+    let s = &card.input.shape;
+    let from_card = (s[3] > 0 && s[2] > 0).then(|| (s[3] as u32, s[2] as u32));
+    from_card.or(card.preprocess.output_size()).ok_or_else(|| {
+        format!("input.shape {s:?} has a dynamic height/width and the preprocess spec does not fix it")
+    })
+}
+
+fn check_output(card: &ModelCard, shape: &[usize], width: u32, height: u32) -> std::result::Result<(), String> {
+    let classes = card.classes.len();
+    match (&card.decode, card.task) {
+        (Decode::Softmax { .. } | Decode::Probabilities { .. }, Task::Classify) => {
+            if shape.iter().product::<usize>() != classes {
+                return Err(format!("output shape {shape:?} does not hold the card's {classes} class scores"));
+            }
+        }
+        (Decode::Yolox { strides, .. }, Task::Detect) => {
+            let anchors = detect::yolox_anchor_count(width, height, strides);
+            if shape != [1, anchors, 5 + classes] {
+                return Err(format!(
+                    "output shape {shape:?}, but a YOLOX head with strides {strides:?} on {width}x{height} and {classes} classes gives [1, {anchors}, {}]",
+                    5 + classes
+                ));
+            }
+        }
+        (Decode::Features { .. }, _) => {}
+        (d, t) => return Err(format!("decode {d:?} does not fit task {t:?}")),
+    }
+    Ok(())
+}
+
+impl Session {
+    /// Runs the model on an already preprocessed `[3, H, W]` tensor; returns the raw output.
+    pub fn run_tensor(&mut self, chw: &[f32]) -> Result<Vec<f32>> {
+        let (w, h) = self.inner.input_size;
+        let shape = [1, 3, h as usize, w as usize];
+        if chw.len() != shape.iter().product::<usize>() {
+            return Err(RuntimeError::Run(format!("input holds {} values, the model takes {shape:?}", chw.len())));
+        }
+        let input = Tensor::from_shape(&shape, chw).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+        let out = self.state.run(tvec!(input.into_tvalue())).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+        let view = out[0].to_plain_array_view::<f32>().map_err(|e| RuntimeError::Run(format!("output is not f32: {e:#}")))?;
+        Ok(view.iter().copied().collect())
+    }
+
+    /// Decodes image bytes (JPEG/PNG) and predicts.
+    pub fn predict_bytes(&mut self, bytes: &[u8], opts: &PredictOptions) -> Result<Prediction> {
+        let t = Instant::now();
+        let img = image_io::decode_rgb(bytes)
+            .map_err(|msg| RuntimeError::Core(fieldkit_core::CoreError::Argument(format!("cannot decode image: {msg}"))))?;
+        let decode_ms = ms(t);
+        let mut p = self.predict(&img, opts)?;
+        p.timing.preprocess_ms += decode_ms;
+        Ok(p)
+    }
+
+    /// Preprocesses with the card's spec, runs, and decodes with the card's decoding.
+    pub fn predict(&mut self, img: &RgbImage, opts: &PredictOptions) -> Result<Prediction> {
+        let inner = self.inner.clone();
+        let card = &inner.card;
+        let t = Instant::now();
+        let (w, h) = inner.input_size;
+        let mut pre = card.preprocess.clone();
+        if pre.output_size().is_none() {
+            // A card whose preprocess leaves the size open (short-side resize without a crop)
+            // still has to meet the plan's fixed input: stretch the final step to it.
+            pre.resize = fieldkit_core::preprocess::Resize::Exact { width: w, height: h };
+        }
+        let prepared = pre.run(img)?;
+        if (prepared.width, prepared.height) != (w, h) {
+            return Err(RuntimeError::Run(format!(
+                "preprocess gives {}x{}, the model takes {w}x{h}",
+                prepared.width, prepared.height
+            )));
+        }
+        let preprocess_ms = ms(t);
+        let t = Instant::now();
+        let raw = self.run_tensor(&prepared.data)?;
+        let inference_ms = ms(t);
+        let t = Instant::now();
+        let output = match &card.decode {
+            Decode::Softmax { .. } | Decode::Probabilities { .. } => {
+                let probs = if matches!(card.decode, Decode::Softmax { .. }) { detect::softmax(&raw) } else { raw };
+                Output::Classes(
+                    detect::top_k(&probs, opts.top_k.min(probs.len()))
+                        .into_iter()
+                        .map(|i| ClassScore { index: i, name: card.classes[i].clone(), score: probs[i] })
+                        .collect(),
+                )
+            }
+            Decode::Yolox { strides, logits, .. } => {
+                let dets = detect::decode_yolox(&raw, card.classes.len(), w, h, strides, *logits, opts.nms.score_threshold)?;
+                let geo = prepared.geometry;
+                Output::Detections(
+                    detect::nms(dets, &opts.nms)
+                        .into_iter()
+                        .map(|d| LabeledDetection {
+                            bbox: geo.to_source(d.bbox),
+                            class: d.class,
+                            name: card.classes[d.class].clone(),
+                            score: d.score,
+                        })
+                        .collect(),
+                )
+            }
+            Decode::Features { .. } => Output::Features(raw),
+        };
+        let postprocess_ms = ms(t);
+        Ok(Prediction { width: img.width(), height: img.height(), output, timing: Timing { preprocess_ms, inference_ms, postprocess_ms } })
+    }
+}

@@ -1,0 +1,9 @@
+//! fieldkit-runtime: runs any fieldkit model card + ONNX file with tract — the code that
+//! ships to the Jetson or Raspberry Pi. Preprocessing and decoding come from fieldkit-core,
+//! so results match training and quantization exactly.
+
+pub mod engine;
+pub mod error;
+
+pub use engine::{ClassScore, Engine, LabeledDetection, Output, PredictOptions, Prediction, Session, Timing};
+pub use error::{Result, RuntimeError};

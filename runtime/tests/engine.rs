@@ -1,0 +1,118 @@
+//! Engine tests on the vendored tiny models (built by benches/reference/ort_goldens.py,
+//! outputs from onnxruntime 1.32).
+
+mod common;
+use common::*;
+
+use fieldkit_core::detect::{decode_yolox, nms, NmsOptions};
+use fieldkit_runtime::{Engine, Output, PredictOptions, RuntimeError};
+
+#[test]
+fn classifier_matches_onnxruntime() {
+    let g = read(&golden("tiny_models.json"));
+    let engine = Engine::with_card(&golden("tiny_classifier.onnx"), tiny_classifier_card()).unwrap();
+    assert_eq!(engine.input_size(), (32, 32));
+    let out = engine.session().unwrap().run_tensor(&pattern_imagenet(32, 32)).unwrap();
+    let d = max_abs_diff(&out, &floats(&g["classifier_logits"]));
+    assert!(d <= 1e-4, "max |tract - onnxruntime| = {d}");
+}
+
+#[test]
+fn detector_output_and_decoding_match_the_reference() {
+    let g = read(&golden("tiny_models.json"));
+    let engine = Engine::with_card(&golden("tiny_detector.onnx"), tiny_detector_card()).unwrap();
+    let input: Vec<f32> = pattern(64, 64).iter().map(|v| v / 255.0).collect();
+    let raw = engine.session().unwrap().run_tensor(&input).unwrap();
+    let expected: Vec<f32> = g["detector_output"].as_array().unwrap().iter().flat_map(|r| floats(r)).collect();
+    let d = max_abs_diff(&raw, &expected);
+    assert!(d <= 1e-4, "max |tract - onnxruntime| = {d}");
+    let opts = NmsOptions { score_threshold: 0.05, ..Default::default() };
+    let dets = nms(decode_yolox(&raw, 2, 64, 64, &[32], true, opts.score_threshold).unwrap(), &opts);
+    let want = g["detections"].as_array().unwrap();
+    assert_eq!(dets.len(), want.len(), "{dets:?}");
+    for (ours, theirs) in dets.iter().zip(want) {
+        assert_eq!(ours.class as u64, theirs["class"].as_u64().unwrap());
+        assert!((ours.score - theirs["score"].as_f64().unwrap() as f32).abs() < 1e-5);
+        assert!(max_abs_diff(&ours.bbox, &floats(&theirs["bbox"])) < 1e-3);
+    }
+}
+
+#[test]
+fn predict_handles_any_image_size_and_bad_bytes() {
+    let engine = Engine::with_card(&golden("tiny_detector.onnx"), tiny_detector_card()).unwrap();
+    let mut s = engine.session().unwrap();
+    let opts = PredictOptions { nms: NmsOptions { score_threshold: 0.05, ..Default::default() }, ..Default::default() };
+    for (w, h) in [(1, 1), (5000, 3), (3, 900), (64, 64)] {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 9]));
+        let p = s.predict(&img, &opts).unwrap();
+        let Output::Detections(d) = p.output else { panic!("detections expected") };
+        for det in d {
+            assert!(det.bbox[0] >= 0.0 && det.bbox[2] <= w as f32 && det.bbox[3] <= h as f32, "{det:?} outside {w}x{h}");
+        }
+    }
+    let mut png = Vec::new();
+    image::GrayImage::from_pixel(40, 20, image::Luma([200])).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    assert!(s.predict_bytes(&png, &opts).is_ok());
+    let e = s.predict_bytes(b"\xFF\xD8\xFF garbage", &opts).unwrap_err().to_string();
+    assert!(e.contains("cannot decode image"), "{e}");
+    assert!(s.run_tensor(&[0.0; 10]).unwrap_err().to_string().contains("[1, 3, 64, 64]"));
+}
+
+#[test]
+fn classifier_predict_reports_sorted_probabilities() {
+    let engine = Engine::with_card(&golden("tiny_classifier.onnx"), tiny_classifier_card()).unwrap();
+    let img = image::RgbImage::from_fn(50, 40, |x, y| image::Rgb([(x * 5) as u8, (y * 6) as u8, 100]));
+    let p = engine.session().unwrap().predict(&img, &PredictOptions { top_k: 2, ..Default::default() }).unwrap();
+    let Output::Classes(c) = p.output else { panic!("classes expected") };
+    assert_eq!(c.len(), 2);
+    assert!(c[0].score >= c[1].score && c[0].score <= 1.0);
+    assert!(p.timing.inference_ms > 0.0);
+}
+
+#[test]
+fn tampered_model_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("m.onnx");
+    std::fs::copy(golden("tiny_classifier.onnx"), &model).unwrap();
+    tiny_classifier_card().write_for(&model).unwrap();
+    Engine::load(&model).unwrap();
+    let mut bytes = std::fs::read(&model).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0x01;
+    std::fs::write(&model, bytes).unwrap();
+    let e = Engine::load(&model).err().unwrap().to_string();
+    assert!(e.contains("m.onnx") && e.contains("does not match its card"), "{e}");
+}
+
+#[test]
+fn card_and_model_disagreements_are_named() {
+    let model = golden("tiny_classifier.onnx");
+    let mut card = tiny_classifier_card();
+    card.input.name = "data".into();
+    let e = Engine::with_card(&model, card).err().unwrap();
+    assert!(matches!(e, RuntimeError::Mismatch { .. }));
+    assert!(e.to_string().contains("'data'") && e.to_string().contains("[\"input\"]"), "{e}");
+    let mut card = tiny_classifier_card();
+    card.classes.push("extra".into());
+    let e = Engine::with_card(&model, card).err().unwrap().to_string();
+    assert!(e.contains("4 class scores"), "{e}");
+    let mut card = tiny_classifier_card();
+    card.decode = fieldkit_core::Decode::Softmax { output: "probs".into() };
+    assert!(Engine::with_card(&model, card).err().unwrap().to_string().contains("'probs'"));
+    let d = tempfile::tempdir().unwrap();
+    let junk = d.path().join("junk.onnx");
+    std::fs::write(&junk, b"not a protobuf at all").unwrap();
+    let e = Engine::with_card(&junk, tiny_classifier_card()).err().unwrap().to_string();
+    assert!(e.contains("junk.onnx: cannot load model"), "{e}");
+}
+
+#[test]
+fn sessions_on_threads_agree() {
+    let engine = Engine::with_card(&golden("tiny_classifier.onnx"), tiny_classifier_card()).unwrap();
+    let input = pattern_imagenet(32, 32);
+    let outs: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2).map(|_| s.spawn(|| engine.session().unwrap().run_tensor(&input).unwrap())).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(outs[0], outs[1]);
+}
