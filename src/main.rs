@@ -23,6 +23,15 @@ enum Command {
         #[command(subcommand)]
         command: cmd::metrics::MetricsCommand,
     },
+    /// Accuracy of a classifier or detector (ONNX + card) on a dataset.
+    Eval(cmd::eval::EvalArgs),
+    /// Latency percentiles, throughput, memory (and accuracy) of models side by side.
+    Bench(cmd::bench::BenchArgs),
+    /// Model cards: the JSON beside every model that says how to feed and read it.
+    Card {
+        #[command(subcommand)]
+        command: cmd::card::CardCommand,
+    },
     /// Run every stage built so far on the vendored sample data.
     Demo(cmd::demo::DemoArgs),
 }
@@ -32,6 +41,9 @@ fn main() {
     let result = match cli.command {
         Command::Data { command } => cmd::data::run(command),
         Command::Metrics { command } => cmd::metrics::run(command),
+        Command::Card { command } => cmd::card::run(command),
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Demo(args) => cmd::demo::run(args),
     };
     match result {

@@ -46,6 +46,16 @@ pub enum Decode {
     Features { output: String },
 }
 
+impl Decode {
+    /// Name of the model output this decoding reads.
+    pub fn output(&self) -> &str {
+        match self {
+            Decode::Softmax { output } | Decode::Probabilities { output } | Decode::Features { output } => output,
+            Decode::Yolox { output, .. } => output,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCard {
     pub card_version: u32,

@@ -93,13 +93,6 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-fn output_name(decode: &Decode) -> &str {
-    match decode {
-        Decode::Softmax { output } | Decode::Probabilities { output } | Decode::Features { output } => output,
-        Decode::Yolox { output, .. } => output,
-    }
-}
-
 impl Engine {
     /// Loads `model` and its card `<model>.json`, refusing a model whose sha256 differs.
     pub fn load(model: &Path) -> Result<Self> {
@@ -114,32 +107,21 @@ impl Engine {
         let load_err = |msg: String| RuntimeError::Load { path: model.to_path_buf(), msg };
         let mismatch = |msg: String| RuntimeError::Mismatch { path: model.to_path_buf(), msg };
         let (width, height) = input_size(&card).map_err(mismatch)?;
-        let bytes = std::fs::read(model).map_err(|e| load_err(e.to_string()))?;
-        // value_info written by other tools (ORT's quantizer) can carry a symbolic batch that
-        // fights our fixed input shape; tract infers every shape itself anyway.
-        let mut m = tract_onnx::onnx()
-            .with_ignore_value_info(true)
-            .model_for_read(&mut bytes.as_slice())
-            .map_err(|e| load_err(format!("{e:#}")))?;
-        let inputs = m.input_outlets().map_err(|e| load_err(format!("{e:#}")))?.to_vec();
-        let input_names: Vec<String> = inputs.iter().map(|o| m.node(o.node).name.clone()).collect();
+        let mut m = read_onnx(model)?;
+        let (input_names, outputs) = io_names(&m).map_err(|e| load_err(format!("{e:#}")))?;
         if input_names.len() != 1 || input_names[0] != card.input.name {
             return Err(mismatch(format!(
                 "the card expects one input '{}', the model has {:?}",
                 card.input.name, input_names
             )));
         }
-        let wanted = output_name(&card.decode);
-        let outputs = m.output_outlets().map_err(|e| load_err(format!("{e:#}")))?.to_vec();
-        let names: Vec<String> = outputs
-            .iter()
-            .map(|o| m.outlet_label(*o).map(str::to_string).unwrap_or_else(|| m.node(o.node).name.clone()))
-            .collect();
+        let wanted = card.decode.output();
+        let names: Vec<&String> = outputs.iter().map(|(_, n)| n).collect();
         let pos = names
             .iter()
-            .position(|n| n == wanted)
+            .position(|n| *n == wanted)
             .ok_or_else(|| mismatch(format!("the card names output '{wanted}', the model has {names:?}")))?;
-        m.select_output_outlets(&[outputs[pos]]).map_err(|e| load_err(format!("{e:#}")))?;
+        m.select_output_outlets(&[outputs[pos].0]).map_err(|e| load_err(format!("{e:#}")))?;
         m = m
             .with_input_fact(0, f32::fact([1, 3, height as usize, width as usize]).into())
             .map_err(|e| load_err(format!("{e:#}")))?;
@@ -184,6 +166,35 @@ impl Engine {
         let state = self.inner.plan.spawn().map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
         Ok(Session { inner: self.inner.clone(), state })
     }
+}
+
+/// Parses an ONNX file into tract's inference model. value_info written by other tools
+/// (ORT's quantizer) can carry a symbolic batch that fights a fixed input shape; tract infers
+/// every shape itself anyway, so it is ignored.
+fn read_onnx(model: &Path) -> Result<InferenceModel> {
+    let bytes = std::fs::read(model).map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: e.to_string() })?;
+    tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_read(&mut bytes.as_slice())
+        .map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: format!("{e:#}") })
+}
+
+/// (input names, output outlets with their names), in graph order.
+fn io_names(m: &InferenceModel) -> TractResult<(Vec<String>, Vec<(OutletId, String)>)> {
+    let inputs = m.input_outlets()?.iter().map(|o| m.node(o.node).name.clone()).collect();
+    let outputs = m
+        .output_outlets()?
+        .iter()
+        .map(|o| (*o, m.outlet_label(*o).map(str::to_string).unwrap_or_else(|| m.node(o.node).name.clone())))
+        .collect();
+    Ok((inputs, outputs))
+}
+
+/// Input and output names of an ONNX model, in graph order (for writing a card).
+pub fn model_io_names(model: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let m = read_onnx(model)?;
+    let (inputs, outputs) = io_names(&m).map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: format!("{e:#}") })?;
+    Ok((inputs, outputs.into_iter().map(|(_, n)| n).collect()))
 }
 
 fn input_size(card: &ModelCard) -> std::result::Result<(u32, u32), String> {

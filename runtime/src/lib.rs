@@ -2,8 +2,10 @@
 //! ships to the Jetson or Raspberry Pi. Preprocessing and decoding come from fieldkit-core,
 //! so results match training and quantization exactly.
 
+pub mod bench;
 pub mod engine;
 pub mod error;
+pub mod eval;
 
-pub use engine::{ClassScore, Engine, LabeledDetection, Output, PredictOptions, Prediction, Session, Timing};
+pub use engine::{model_io_names, ClassScore, Engine, LabeledDetection, Output, PredictOptions, Prediction, Session, Timing};
 pub use error::{Result, RuntimeError};

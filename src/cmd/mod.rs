@@ -1,6 +1,10 @@
 //! One module per subcommand. Each `run` returns the process exit code: 0 success,
 //! 1 the check found problems; errors (bad input) propagate and exit with 2.
 
+pub mod bench;
+pub mod card;
 pub mod data;
+pub mod dataset_arg;
 pub mod demo;
+pub mod eval;
 pub mod metrics;

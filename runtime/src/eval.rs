@@ -1,0 +1,158 @@
+//! Accuracy of a model on a dataset through the deployment path (tract + the card's
+//! preprocessing and decoding), shared by `fieldkit eval`, `fieldkit bench --val` and
+//! quantize's accuracy checks.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use fieldkit_core::card::Task;
+use fieldkit_core::dataset::coco::{CocoDataset, CocoPrediction};
+use fieldkit_core::dataset::{ImageFolder, YoloDataset};
+use fieldkit_core::detect::NmsOptions;
+use fieldkit_core::metrics::{ClassificationReport, CocoEval, CountReport};
+use fieldkit_core::{image_io, CoreError};
+
+use crate::engine::{Engine, Output, PredictOptions, Session};
+use crate::error::{Result, RuntimeError};
+
+/// Runs `f` over `0..n` on `workers` threads, each with its own session; results in order.
+pub fn parallel_map<T: Send>(
+    engine: &Engine,
+    n: usize,
+    workers: usize,
+    f: impl Fn(&mut Session, usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let next = AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<T>>> = Mutex::new((0..n).map(|_| None).collect());
+    let first_err: Mutex<Option<RuntimeError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.max(1).min(n.max(1)) {
+            s.spawn(|| {
+                let mut session = match engine.session() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        first_err.lock().unwrap().get_or_insert(e);
+                        return;
+                    }
+                };
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n || first_err.lock().unwrap().is_some() {
+                        break;
+                    }
+                    match f(&mut session, i) {
+                        Ok(v) => slots.lock().unwrap()[i] = Some(v),
+                        Err(e) => {
+                            first_err.lock().unwrap().get_or_insert(e);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_err.into_inner().unwrap() {
+        return Err(e);
+    }
+    Ok(slots.into_inner().unwrap().into_iter().map(|v| v.expect("every index processed")).collect())
+}
+
+/// Maps the dataset's class names onto the model's class indices; every dataset class
+/// must exist in the model (a model may know more classes than a dataset uses).
+fn class_map(model: &[String], data: &[String], source: &std::path::Path) -> Result<Vec<usize>> {
+    data.iter()
+        .map(|c| {
+            model.iter().position(|m| m == c).ok_or_else(|| {
+                RuntimeError::Core(CoreError::invalid(source, format!("dataset class '{c}' is not among the model's classes {model:?}")))
+            })
+        })
+        .collect()
+}
+
+pub struct ClassifierEval {
+    pub report: ClassificationReport,
+    /// (image, true model class, predicted model class) for every sample.
+    pub predictions: Vec<(PathBuf, usize, usize)>,
+}
+
+pub fn eval_classifier(engine: &Engine, data: &ImageFolder, workers: usize) -> Result<ClassifierEval> {
+    let card = engine.card();
+    if card.task != Task::Classify {
+        return Err(RuntimeError::Mismatch { path: engine.path().to_path_buf(), msg: "not a classifier (card task is detect)".into() });
+    }
+    let map = class_map(&card.classes, &data.classes, &data.root)?;
+    let n_classes = card.classes.len();
+    let opts = PredictOptions { top_k: n_classes, ..Default::default() };
+    let results = parallel_map(engine, data.samples.len(), workers, |s, i| {
+        let img = image_io::read_rgb(&data.samples[i].path)?;
+        match s.predict(&img, &opts)?.output {
+            Output::Classes(c) => {
+                let mut scores = vec![0.0f32; n_classes];
+                for cs in &c {
+                    scores[cs.index] = cs.score;
+                }
+                Ok((c[0].index, scores))
+            }
+            _ => Err(RuntimeError::Run("the card's decoding does not give class scores".into())),
+        }
+    })?;
+    let y_true: Vec<usize> = data.samples.iter().map(|s| map[s.label]).collect();
+    let y_pred: Vec<usize> = results.iter().map(|r| r.0).collect();
+    let scores: Vec<Vec<f32>> = results.into_iter().map(|r| r.1).collect();
+    let report = ClassificationReport::compute(&y_true, &y_pred, Some(&scores), &card.classes)?;
+    let predictions = data.samples.iter().zip(y_true.iter().zip(&y_pred)).map(|(s, (&t, &p))| (s.path.clone(), t, p)).collect();
+    Ok(ClassifierEval { report, predictions })
+}
+
+pub struct DetectorEval {
+    pub coco: CocoEval,
+    pub counts: CountReport,
+    pub ground_truth: CocoDataset,
+    pub predictions: Vec<CocoPrediction>,
+}
+
+/// COCO evaluation protocol: keep up to 100 detections per image down to score 0.001, so
+/// the PR curve reaches low-confidence recall; counting uses `count_threshold`.
+pub fn eval_detector(engine: &Engine, data: &YoloDataset, split: &str, workers: usize, count_threshold: f64) -> Result<DetectorEval> {
+    let card = engine.card();
+    if card.task != Task::Detect {
+        return Err(RuntimeError::Mismatch { path: engine.path().to_path_buf(), msg: "not a detector (card task is classify)".into() });
+    }
+    let map = class_map(&card.classes, &data.names, &data.yaml)?;
+    let mut gt = data.to_coco(split)?;
+    // Ground truth in the model's class ids (category id = model class + 1).
+    for a in &mut gt.annotations {
+        a.category_id = map[(a.category_id - 1) as usize] as u64 + 1;
+    }
+    gt.categories = data
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| fieldkit_core::dataset::CocoCategory { id: map[i] as u64 + 1, name: n.clone(), supercategory: None })
+        .collect();
+    let images: Vec<PathBuf> = gt.images.iter().map(|im| data.root.join(&im.file_name)).collect();
+    let opts = PredictOptions { top_k: 1, nms: NmsOptions { score_threshold: 0.001, iou_threshold: 0.65, class_agnostic: false, max_detections: 100 } };
+    let per_image = parallel_map(engine, images.len(), workers, |s, i| {
+        let img = image_io::read_rgb(&images[i])?;
+        match s.predict(&img, &opts)?.output {
+            Output::Detections(d) => Ok(d),
+            _ => Err(RuntimeError::Run("the card's decoding does not give detections".into())),
+        }
+    })?;
+    let mut predictions = Vec::new();
+    for (im, dets) in gt.images.iter().zip(per_image) {
+        for d in dets {
+            let [x1, y1, x2, y2] = d.bbox;
+            predictions.push(CocoPrediction {
+                image_id: im.id,
+                category_id: d.class as u64 + 1,
+                bbox: [x1 as f64, y1 as f64, (x2 - x1) as f64, (y2 - y1) as f64],
+                score: d.score as f64,
+            });
+        }
+    }
+    let coco = CocoEval::evaluate(&gt, &predictions)?;
+    let counts = CountReport::compute(&gt, &predictions, count_threshold);
+    Ok(DetectorEval { coco, counts, ground_truth: gt, predictions })
+}

@@ -1,0 +1,154 @@
+//! `fieldkit bench`: load time, first inference, latency percentiles, throughput with K
+//! workers, peak memory and (with --val) accuracy, for several models side by side. Each
+//! model runs in its own child process so its peak RSS is its own.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fieldkit_core::{image_io, report};
+use fieldkit_runtime::bench::{bench_model, peak_rss_mb, system_info, Accuracy, BenchConfig, BenchResult};
+use fieldkit_runtime::eval::{eval_classifier, eval_detector};
+use fieldkit_runtime::Engine;
+
+use super::dataset_arg::{self, EvalData};
+
+#[derive(Args, Clone)]
+pub struct BenchArgs {
+    /// Model(s) to measure (each with its card beside it).
+    #[arg(long = "model", required = true)]
+    models: Vec<PathBuf>,
+    /// Timed inferences per model.
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Worker counts for the throughput test, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    workers: Vec<usize>,
+    /// Image to feed (default: a synthetic 640x480 image).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Dataset for an accuracy column: ImageFolder root or YOLO data.yaml.
+    #[arg(long)]
+    val: Option<PathBuf>,
+    #[arg(long)]
+    split: Option<String>,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Measure in this process (peak RSS then covers everything measured so far).
+    #[arg(long)]
+    in_process: bool,
+    /// Internal: measure the single model and print its result as JSON.
+    #[arg(long, hide = true)]
+    child: bool,
+}
+
+fn measure(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
+    let image = a.image.as_ref().map(|p| image_io::read_rgb(p)).transpose()?;
+    let cfg = BenchConfig { runs: a.runs.max(1), warmup: a.warmup, workers: a.workers.clone(), image };
+    let mut r = bench_model(model, &cfg)?;
+    if let Some(val) = &a.val {
+        let engine = Engine::load(model)?;
+        let workers = *a.workers.iter().max().unwrap_or(&1);
+        r.accuracy = Some(match dataset_arg::open(val, a.split.as_deref(), &engine.card().classes)? {
+            EvalData::Classes(ds) => Accuracy {
+                metric: "top1".into(),
+                value: eval_classifier(&engine, &ds, workers)?.report.top1,
+                dataset: format!("{} ({})", val.display(), ds.split),
+            },
+            EvalData::Boxes { data, split } => Accuracy {
+                metric: "map50_95".into(),
+                value: eval_detector(&engine, &data, &split, workers, 0.3)?.coco.map50_95,
+                dataset: format!("{} ({split})", val.display()),
+            },
+        });
+    }
+    r.peak_rss_mb = peak_rss_mb();
+    Ok(r)
+}
+
+fn measure_in_child(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
+    let exe = std::env::current_exe().context("locating the fieldkit binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("bench").arg("--child").arg("--model").arg(model);
+    cmd.arg("--runs").arg(a.runs.to_string()).arg("--warmup").arg(a.warmup.to_string());
+    cmd.arg("--workers").arg(a.workers.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","));
+    if let Some(i) = &a.image {
+        cmd.arg("--image").arg(i);
+    }
+    if let Some(v) = &a.val {
+        cmd.arg("--val").arg(v);
+    }
+    if let Some(s) = &a.split {
+        cmd.arg("--split").arg(s);
+    }
+    let out = cmd.output().context("running the benchmark child process")?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("error: "));
+    }
+    serde_json::from_slice(&out.stdout).context("reading the benchmark child's result")
+}
+
+pub fn run(a: BenchArgs) -> Result<i32> {
+    if a.child {
+        let r = measure(&a, &a.models[0])?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(0);
+    }
+    let sys = system_info();
+    println!(
+        "system: {} | {} cores | governor {} | {} [{}] | tract {}",
+        sys.cpu, sys.cores, sys.governor, sys.arch, sys.cpu_features.join(" "), sys.tract_version
+    );
+    let mut results = Vec::new();
+    for m in &a.models {
+        eprintln!("measuring {} ...", m.display());
+        let r = if a.in_process { measure(&a, m)? } else { measure_in_child(&a, m)? };
+        results.push(r);
+    }
+    print!("{}", table(&results));
+    if let Some(path) = &a.json {
+        report::write_json(path, &serde_json::json!({ "system": sys, "models": results }))?;
+        println!("written to {}", path.display());
+    }
+    Ok(0)
+}
+
+fn table(rs: &[BenchResult]) -> String {
+    let name = |r: &BenchResult| PathBuf::from(&r.model).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let w = rs.iter().map(|r| name(r).len()).max().unwrap_or(5).max(5);
+    let mut s = format!(
+        "\n{:w$} {:>7} {:>8} {:>8} {:>7} {:>7} {:>7} {:>13} {:>10} {:>7} {:>7} {:>9}",
+        "model", "MB", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "img/s", "scale", "RSS MB", "pre+post"
+    );
+    let acc = rs.iter().any(|r| r.accuracy.is_some());
+    if acc {
+        s += "  accuracy";
+    }
+    s += "\n";
+    for r in rs {
+        let best = r.throughput.last();
+        s += &format!(
+            "{:w$} {:>7.2} {:>8.0} {:>8.1} {:>7.2} {:>7.2} {:>7.2} {:>13} {:>10} {:>7} {:>7} {:>8.1}%",
+            name(r),
+            r.size_mb,
+            r.load_ms,
+            r.first_ms,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            format!("{:.2}±{:.2}", r.mean_ms, r.std_ms),
+            best.map(|b| format!("{:.1} ({}w)", b.images_per_s, b.workers)).unwrap_or_default(),
+            best.and_then(|b| b.scaling).map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into()),
+            r.peak_rss_mb.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()),
+            r.pre_post_share * 100.0
+        );
+        if let Some(a) = &r.accuracy {
+            s += &format!("  {} {:.4}", a.metric, a.value);
+        }
+        s += "\n";
+    }
+    s
+}

@@ -1,0 +1,92 @@
+//! `fieldkit eval`: accuracy of any classifier or detector ONNX + card on a dataset, through
+//! the deployment path (tract, the card's preprocessing and decoding).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use fieldkit_core::report;
+use fieldkit_runtime::eval::{eval_classifier, eval_detector};
+use fieldkit_runtime::Engine;
+
+use super::dataset_arg::{self, EvalData};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// ImageFolder root (classifier) or YOLO data.yaml (detector).
+    #[arg(long)]
+    data: PathBuf,
+    /// Split to evaluate (default: valid/val).
+    #[arg(long)]
+    split: Option<String>,
+    /// Write the metrics as JSON (classifier: top1, macro_f1, per_class, confusion;
+    /// detector: map50, map50_95, per_class, count_mae).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also write plots here (confusion matrix or PR curves).
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Inference threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Detector: score threshold for per-image counting.
+    #[arg(long, default_value_t = 0.3)]
+    count_threshold: f64,
+}
+
+pub fn run(a: EvalArgs) -> Result<i32> {
+    let engine = Engine::load(&a.model)?;
+    let t = std::time::Instant::now();
+    match dataset_arg::open(&a.data, a.split.as_deref(), &engine.card().classes)? {
+        EvalData::Classes(ds) => {
+            let ev = eval_classifier(&engine, &ds, a.workers)?;
+            let r = &ev.report;
+            println!("{} on {} ({} split, {} images, {:.1} s)\n", a.model.display(), a.data.display(), ds.split, r.num_samples, t.elapsed().as_secs_f64());
+            print!("{}", r.table());
+            println!("\nconfusion matrix (rows true, columns predicted):");
+            for (name, row) in r.per_class.iter().zip(&r.confusion) {
+                println!("  {:>16} {}", name.name, row.iter().map(|v| format!("{v:>5}")).collect::<String>());
+            }
+            if let Some(path) = &a.json {
+                let per_class: serde_json::Map<String, serde_json::Value> =
+                    r.per_class.iter().map(|c| (c.name.clone(), serde_json::to_value(c).unwrap())).collect();
+                report::write_json(path, &serde_json::json!({
+                    "task": "classify", "model": a.model, "data": a.data, "split": ds.split,
+                    "num_samples": r.num_samples, "top1": r.top1, "top5": r.top5, "macro_f1": r.macro_f1,
+                    "weighted_f1": r.weighted_f1, "per_class": per_class, "confusion": r.confusion,
+                }))?;
+            }
+            if let Some(dir) = &a.plots {
+                let names: Vec<String> = r.per_class.iter().map(|c| c.name.clone()).collect();
+                report::plot_confusion(&dir.join("confusion.png"), &r.confusion, &names, &format!("confusion ({})", ds.split))?;
+            }
+        }
+        EvalData::Boxes { data, split } => {
+            let ev = eval_detector(&engine, &data, &split, a.workers, a.count_threshold)?;
+            println!("{} on {} ({split} split, {} images, {:.1} s)\n", a.model.display(), data.yaml.display(), ev.ground_truth.images.len(), t.elapsed().as_secs_f64());
+            print!("{}", ev.coco.table());
+            println!(
+                "\ncount error @ score {:.2}: MAE {:.3}  RMSE {:.3}  bias {:+.3}",
+                ev.counts.score_threshold, ev.counts.count_mae, ev.counts.count_rmse, ev.counts.count_bias
+            );
+            if let Some(path) = &a.json {
+                let mut doc = ev.coco.to_json();
+                doc["task"] = "detect".into();
+                doc["split"] = split.clone().into();
+                doc["count_mae"] = ev.counts.count_mae.into();
+                doc["count_rmse"] = ev.counts.count_rmse.into();
+                report::write_json(path, &doc)?;
+            }
+            if let Some(dir) = &a.plots {
+                let curves: Vec<(String, Vec<f64>)> = ev.coco.per_class.iter().zip(&ev.coco.pr50).map(|(c, p)| (c.name.clone(), p.clone())).collect();
+                report::plot_pr_curves(&dir.join("pr.png"), "precision-recall @ IoU 0.5", &curves)?;
+            }
+        }
+    }
+    if let Some(p) = &a.json {
+        println!("metrics written to {}", p.display());
+    }
+    Ok(0)
+}
