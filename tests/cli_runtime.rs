@@ -1,0 +1,134 @@
+//! `fieldkit card init`, `eval` and `bench` end to end on the vendored tiny models.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+fn tiny(name: &str, dir: &Path) -> PathBuf {
+    let to = dir.join(name);
+    std::fs::copy(repo().join("runtime/tests/golden").join(name), &to).unwrap();
+    to
+}
+
+fn img(w: u32, h: u32, seed: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([((x * seed) % 256) as u8, ((y * 7 + seed) % 256) as u8, ((x ^ y) % 256) as u8]))
+}
+
+#[test]
+fn card_init_writes_a_verified_card_and_refuses_overwrite() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny("tiny_classifier.onnx", d.path());
+    let args = ["card", "init", "--model", m.to_str().unwrap(), "--preset", "imagenet-stretch", "--classes", "crop,weed,soil", "--size", "32"];
+    let o = fieldkit(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let card: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("tiny_classifier.json")).unwrap()).unwrap();
+    assert_eq!(card["task"], "classify");
+    assert_eq!(card["input"]["name"], "input");
+    assert_eq!(card["decode"]["output"], "logits");
+    assert_eq!(card["sha256"].as_str().unwrap().len(), 64);
+    let o = fieldkit(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("already exists"));
+    // A class count the model cannot produce is refused before anything is written.
+    let o = fieldkit(&["card", "init", "--model", m.to_str().unwrap(), "--preset", "imagenet", "--classes", "a,b", "--size", "32", "--force"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("2 class scores"), "{}", stderr(&o));
+}
+
+#[test]
+fn eval_classifier_agrees_with_per_image_predictions() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny("tiny_classifier.onnx", d.path());
+    assert!(fieldkit(&["card", "init", "--model", m.to_str().unwrap(), "--preset", "imagenet-stretch", "--classes", "crop,weed,soil", "--size", "32"]).status.success());
+    let root = d.path().join("data");
+    let mut truth = Vec::new();
+    for (ci, class) in ["crop", "weed", "soil"].iter().enumerate() {
+        std::fs::create_dir_all(root.join("valid").join(class)).unwrap();
+        for k in 0..4u32 {
+            let p = root.join("valid").join(class).join(format!("{k}.png"));
+            img(40 + k, 30, k * 13 + ci as u32 * 29 + 1).save(&p).unwrap();
+            truth.push((p, ci));
+        }
+    }
+    let json = d.path().join("eval.json");
+    let o = fieldkit(&["eval", "--model", m.to_str().unwrap(), "--data", root.to_str().unwrap(), "--json", json.to_str().unwrap(), "--plots", d.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // Independent path: one predict per image through the library.
+    let engine = fieldkit_runtime::Engine::load(&m).unwrap();
+    let mut s = engine.session().unwrap();
+    let correct = truth
+        .iter()
+        .filter(|(p, c)| match s.predict(&image::open(p).unwrap().to_rgb8(), &Default::default()).unwrap().output {
+            fieldkit_runtime::Output::Classes(v) => v[0].index == *c,
+            _ => unreachable!(),
+        })
+        .count();
+    assert_eq!(r["top1"].as_f64().unwrap(), correct as f64 / truth.len() as f64);
+    assert_eq!(r["num_samples"], 12);
+    assert!(r["per_class"]["weed"]["f1"].is_number() && r["macro_f1"].is_number());
+    assert!(d.path().join("confusion.png").is_file());
+    // A class folder the model does not know is named.
+    std::fs::create_dir_all(root.join("valid/thistle")).unwrap();
+    img(8, 8, 3).save(root.join("valid/thistle/x.png")).unwrap();
+    let o = fieldkit(&["eval", "--model", m.to_str().unwrap(), "--data", root.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("thistle"), "{}", stderr(&o));
+}
+
+#[test]
+fn eval_detector_reports_map_and_counts() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny("tiny_detector.onnx", d.path());
+    let mut card = serde_json::json!({
+        "card_version": 1, "task": "detect", "classes": ["crop", "weed"],
+        "input": {"name": "images", "shape": [1, 3, 64, 64]},
+        "preprocess": {"resize": {"mode": "letterbox", "width": 64, "height": 64, "pad": 114, "center": false},
+                       "antialias": false, "channels": "rgb", "scale": 0.003921569, "mean": [0, 0, 0], "std": [1, 1, 1]},
+        "decode": {"kind": "yolox", "output": "output", "strides": [32], "logits": true},
+        "sha256": "", "created_by": "test"
+    });
+    card["sha256"] = fieldkit_core::fsio::sha256_file(&m).unwrap().into();
+    std::fs::write(d.path().join("tiny_detector.json"), card.to_string()).unwrap();
+    let root = d.path().join("det");
+    for (i, lbl) in ["0 0.5 0.5 0.5 0.5\n", "1 0.25 0.25 0.3 0.3\n0 0.7 0.7 0.2 0.2\n", ""].iter().enumerate() {
+        std::fs::create_dir_all(root.join("images/val")).unwrap();
+        std::fs::create_dir_all(root.join("labels/val")).unwrap();
+        img(64, 64, i as u32 + 5).save(root.join(format!("images/val/{i}.png"))).unwrap();
+        std::fs::write(root.join(format!("labels/val/{i}.txt")), lbl).unwrap();
+    }
+    std::fs::write(root.join("data.yaml"), "path: .\nval: images/val\nnames: [crop, weed]\n").unwrap();
+    let json = d.path().join("det.json");
+    let o = fieldkit(&["eval", "--model", m.to_str().unwrap(), "--data", root.join("data.yaml").to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for k in ["map50", "map50_95", "count_mae", "per_class"] {
+        assert!(!r[k].is_null(), "missing {k}: {r}");
+    }
+    let map = r["map50_95"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&map));
+}
+
+#[test]
+fn bench_writes_the_documented_keys() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny("tiny_classifier.onnx", d.path());
+    assert!(fieldkit(&["card", "init", "--model", m.to_str().unwrap(), "--preset", "imagenet-stretch", "--classes", "crop,weed,soil", "--size", "32"]).status.success());
+    let json = d.path().join("bench.json");
+    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "5", "--warmup", "1", "--workers", "1,2", "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(r["system"]["tract_version"].is_string() && r["system"]["cores"].as_u64().unwrap() >= 1);
+    let m0 = &r["models"][0];
+    for k in ["load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "throughput_ips", "peak_rss_mb"] {
+        assert!(m0[k].as_f64().unwrap() > 0.0, "{k}: {m0}");
+    }
+    assert!(m0["p50_ms"].as_f64() <= m0["p99_ms"].as_f64());
+    assert_eq!(m0["throughput"].as_array().unwrap().len(), 2);
+    // A model without a card is a clear error, not a panic.
+    std::fs::remove_file(d.path().join("tiny_classifier.json")).unwrap();
+    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no model card"), "{}", stderr(&o));
+}
