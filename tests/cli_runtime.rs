@@ -11,6 +11,12 @@ fn tiny(name: &str, dir: &Path) -> PathBuf {
     to
 }
 
+/// `card init` arguments for the vendored tiny classifier (3 classes, 32 px).
+fn classifier_card_args(model: &Path) -> Vec<&str> {
+    let m = model.to_str().unwrap();
+    vec!["card", "init", "--model", m, "--preset", "imagenet-stretch", "--classes", "crop,weed,soil", "--size", "32"]
+}
+
 fn img(w: u32, h: u32, seed: u32) -> image::RgbImage {
     image::RgbImage::from_fn(w, h, |x, y| image::Rgb([((x * seed) % 256) as u8, ((y * 7 + seed) % 256) as u8, ((x ^ y) % 256) as u8]))
 }
@@ -19,7 +25,7 @@ fn img(w: u32, h: u32, seed: u32) -> image::RgbImage {
 fn card_init_writes_a_verified_card_and_refuses_overwrite() {
     let d = tempfile::tempdir().unwrap();
     let m = tiny("tiny_classifier.onnx", d.path());
-    let args = ["card", "init", "--model", m.to_str().unwrap(), "--preset", "imagenet-stretch", "--classes", "crop,weed,soil", "--size", "32"];
+    let args = classifier_card_args(&m);
     let o = fieldkit(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let card: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("tiny_classifier.json")).unwrap()).unwrap();
@@ -40,7 +46,7 @@ fn card_init_writes_a_verified_card_and_refuses_overwrite() {
 fn eval_classifier_agrees_with_per_image_predictions() {
     let d = tempfile::tempdir().unwrap();
     let m = tiny("tiny_classifier.onnx", d.path());
-    assert!(fieldkit(&["card", "init", "--model", m.to_str().unwrap(), "--preset", "imagenet-stretch", "--classes", "crop,weed,soil", "--size", "32"]).status.success());
+    assert!(fieldkit(&classifier_card_args(&m)).status.success());
     let root = d.path().join("data");
     let mut truth = Vec::new();
     for (ci, class) in ["crop", "weed", "soil"].iter().enumerate() {
@@ -114,7 +120,7 @@ fn eval_detector_reports_map_and_counts() {
 fn bench_writes_the_documented_keys() {
     let d = tempfile::tempdir().unwrap();
     let m = tiny("tiny_classifier.onnx", d.path());
-    assert!(fieldkit(&["card", "init", "--model", m.to_str().unwrap(), "--preset", "imagenet-stretch", "--classes", "crop,weed,soil", "--size", "32"]).status.success());
+    assert!(fieldkit(&classifier_card_args(&m)).status.success());
     let json = d.path().join("bench.json");
     let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "5", "--warmup", "1", "--workers", "1,2", "--json", json.to_str().unwrap()]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));

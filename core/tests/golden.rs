@@ -134,31 +134,30 @@ fn pixel_diff(ours: &image::RgbImage, theirs: &image::RgbImage) -> (i32, f64) {
     (*diffs.iter().max().unwrap(), diffs.iter().sum::<i32>() as f64 / diffs.len() as f64)
 }
 
-/// Our resize against Pillow's `Image.resize(BILINEAR)` (torchvision's Resize on PIL images)
-/// on a lossless source: shrink, stretch and enlarge, every pixel within 1/255.
-#[test]
-fn resize_matches_pillow_within_one_level() {
+/// Resizes the lossless crop to each size and compares with the reference's output file
+/// `horses_crop.{tag}{w}x{h}.png`: every pixel within 1/255.
+fn check_resize(tag: &str, sizes: &[(u32, u32)], antialias: bool) {
     let src = image::open(golden("preprocess/horses_crop.png")).unwrap().to_rgb8();
-    for (w, h) in [(256, 192), (96, 96), (500, 420)] {
-        let ours = fieldkit_core::preprocess::resize_rgb(&src, w, h, true).unwrap();
-        let theirs = image::open(golden(&format!("preprocess/horses_crop.{w}x{h}.png"))).unwrap().to_rgb8();
+    for &(w, h) in sizes {
+        let ours = fieldkit_core::preprocess::resize_rgb(&src, w, h, antialias).unwrap();
+        let theirs = image::open(golden(&format!("preprocess/horses_crop.{tag}{w}x{h}.png"))).unwrap().to_rgb8();
         let (max, mean) = pixel_diff(&ours, &theirs);
-        eprintln!("resize {w}x{h}: max |diff| {max}/255, mean {mean:.4}/255");
-        assert!(max <= 1, "resize to {w}x{h}: max pixel difference {max}/255 exceeds 1/255");
+        eprintln!("resize {tag}{w}x{h}: max |diff| {max}/255, mean {mean:.4}/255");
+        assert!(max <= 1, "resize {tag}{w}x{h}: max pixel difference {max}/255 exceeds 1/255");
     }
 }
 
-/// `antialias: false` against OpenCV's `cv2.resize(INTER_LINEAR)`, within 1/255.
+/// Our resize against Pillow's `Image.resize(BILINEAR)` (torchvision's Resize on PIL images):
+/// shrink, stretch and enlarge.
+#[test]
+fn resize_matches_pillow_within_one_level() {
+    check_resize("", &[(256, 192), (96, 96), (500, 420)], true);
+}
+
+/// `antialias: false` against OpenCV's `cv2.resize(INTER_LINEAR)`.
 #[test]
 fn plain_bilinear_matches_opencv_within_one_level() {
-    let src = image::open(golden("preprocess/horses_crop.png")).unwrap().to_rgb8();
-    for (w, h) in [(277, 208), (96, 96)] {
-        let ours = fieldkit_core::preprocess::resize_rgb(&src, w, h, false).unwrap();
-        let theirs = image::open(golden(&format!("preprocess/horses_crop.cv2.{w}x{h}.png"))).unwrap().to_rgb8();
-        let (max, mean) = pixel_diff(&ours, &theirs);
-        eprintln!("cv2 resize {w}x{h}: max |diff| {max}/255, mean {mean:.4}/255");
-        assert!(max <= 1, "resize to {w}x{h}: max pixel difference {max}/255 exceeds 1/255");
-    }
+    check_resize("cv2.", &[(277, 208), (96, 96)], false);
 }
 
 /// torchvision's eval transform (Pillow resize 256 + centre crop 224) on the shared photos,
