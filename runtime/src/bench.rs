@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use fieldkit_core::Preprocess;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -161,12 +160,7 @@ pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<BenchResult> {
     let engine = Engine::load(model)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let img = cfg.image.clone().unwrap_or_else(synthetic_image);
-    let mut pre: Preprocess = engine.card().preprocess.clone();
-    let (w, h) = engine.input_size();
-    if pre.output_size().is_none() {
-        pre.resize = fieldkit_core::preprocess::Resize::Exact { width: w, height: h };
-    }
-    let input = pre.run(&img)?.data;
+    let input = engine.preprocess().run(&img)?.data;
 
     let t = Instant::now();
     let mut session = engine.session()?;

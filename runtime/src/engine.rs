@@ -9,6 +9,7 @@ use std::time::Instant;
 use fieldkit_core::card::{Decode, ModelCard, Task};
 use fieldkit_core::detect::{self, NmsOptions};
 use fieldkit_core::image_io;
+use fieldkit_core::preprocess::{Preprocess, Resize};
 use image::RgbImage;
 use serde::Serialize;
 use tract_onnx::prelude::*;
@@ -21,6 +22,8 @@ struct Inner {
     plan: Arc<TypedRunnableModel>,
     /// Model input `(width, height)`.
     input_size: (u32, u32),
+    /// The card's preprocessing, made to produce exactly `input_size`.
+    preprocess: Preprocess,
     output_shape: Vec<usize>,
     load_ms: f64,
 }
@@ -135,8 +138,22 @@ impl Engine {
             .to_vec();
         check_output(&card, &output_shape, width, height).map_err(mismatch)?;
         let plan = typed.into_runnable().map_err(|e| load_err(format!("{e:#}")))?;
+        let mut preprocess = card.preprocess.clone();
+        if preprocess.output_size().is_none() {
+            // A card whose preprocess leaves the size open (short-side resize without a crop)
+            // still has to meet the plan's fixed input: stretch the final step to it.
+            preprocess.resize = Resize::Exact { width, height };
+        }
         Ok(Engine {
-            inner: Arc::new(Inner { path: model.to_path_buf(), card, plan, input_size: (width, height), output_shape, load_ms: ms(t0) }),
+            inner: Arc::new(Inner {
+                path: model.to_path_buf(),
+                card,
+                plan,
+                input_size: (width, height),
+                preprocess,
+                output_shape,
+                load_ms: ms(t0),
+            }),
         })
     }
 
@@ -151,6 +168,11 @@ impl Engine {
     /// `(width, height)` of the model input.
     pub fn input_size(&self) -> (u32, u32) {
         self.inner.input_size
+    }
+
+    /// The preprocessing every input goes through: the card's, fitted to the input size.
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.inner.preprocess
     }
 
     pub fn output_shape(&self) -> &[usize] {
@@ -259,13 +281,7 @@ impl Session {
         let card = &inner.card;
         let t = Instant::now();
         let (w, h) = inner.input_size;
-        let mut pre = card.preprocess.clone();
-        if pre.output_size().is_none() {
-            // A card whose preprocess leaves the size open (short-side resize without a crop)
-            // still has to meet the plan's fixed input: stretch the final step to it.
-            pre.resize = fieldkit_core::preprocess::Resize::Exact { width: w, height: h };
-        }
-        let prepared = pre.run(img)?;
+        let prepared = inner.preprocess.run(img)?;
         if (prepared.width, prepared.height) != (w, h) {
             return Err(RuntimeError::Run(format!(
                 "preprocess gives {}x{}, the model takes {w}x{h}",

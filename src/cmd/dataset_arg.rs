@@ -29,6 +29,5 @@ pub fn open(path: &Path, split: Option<&str>, model_classes: &[String]) -> Resul
         },
     };
     // Evaluate in the model's class order, so a split missing a class still lines up.
-    let classes: Vec<String> = model_classes.to_vec();
-    Ok(EvalData::Classes(ImageFolder::open_with_classes(path, &split, &classes)?))
+    Ok(EvalData::Classes(ImageFolder::open_with_classes(path, &split, model_classes)?))
 }
