@@ -23,6 +23,8 @@ enum Command {
         #[command(subcommand)]
         command: cmd::metrics::MetricsCommand,
     },
+    /// Run a model on images or folders: annotated images + predictions.jsonl.
+    Predict(cmd::predict::PredictArgs),
     /// Accuracy of a classifier or detector (ONNX + card) on a dataset.
     Eval(cmd::eval::EvalArgs),
     /// Latency percentiles, throughput, memory (and accuracy) of models side by side.
@@ -43,6 +45,7 @@ fn main() {
         Command::Metrics { command } => cmd::metrics::run(command),
         Command::Card { command } => cmd::card::run(command),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Demo(args) => cmd::demo::run(args),
     };

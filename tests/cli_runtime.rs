@@ -17,6 +17,20 @@ fn classifier_card_args(model: &Path) -> Vec<&str> {
     vec!["card", "init", "--model", m, "--preset", "imagenet-stretch", "--classes", "crop,weed,soil", "--size", "32"]
 }
 
+/// Card for the vendored tiny detector (2 classes, one stride-32 level, logit outputs).
+fn write_detector_card(m: &Path) {
+    let mut card = serde_json::json!({
+        "card_version": 1, "task": "detect", "classes": ["crop", "weed"],
+        "input": {"name": "images", "shape": [1, 3, 64, 64]},
+        "preprocess": {"resize": {"mode": "letterbox", "width": 64, "height": 64, "pad": 114, "center": false},
+                       "antialias": false, "channels": "rgb", "scale": 0.003921569, "mean": [0, 0, 0], "std": [1, 1, 1]},
+        "decode": {"kind": "yolox", "output": "output", "strides": [32], "logits": true},
+        "sha256": "", "created_by": "test"
+    });
+    card["sha256"] = fieldkit_core::fsio::sha256_file(m).unwrap().into();
+    std::fs::write(m.with_extension("json"), card.to_string()).unwrap();
+}
+
 fn img(w: u32, h: u32, seed: u32) -> image::RgbImage {
     image::RgbImage::from_fn(w, h, |x, y| image::Rgb([((x * seed) % 256) as u8, ((y * 7 + seed) % 256) as u8, ((x ^ y) % 256) as u8]))
 }
@@ -87,16 +101,7 @@ fn eval_classifier_agrees_with_per_image_predictions() {
 fn eval_detector_reports_map_and_counts() {
     let d = tempfile::tempdir().unwrap();
     let m = tiny("tiny_detector.onnx", d.path());
-    let mut card = serde_json::json!({
-        "card_version": 1, "task": "detect", "classes": ["crop", "weed"],
-        "input": {"name": "images", "shape": [1, 3, 64, 64]},
-        "preprocess": {"resize": {"mode": "letterbox", "width": 64, "height": 64, "pad": 114, "center": false},
-                       "antialias": false, "channels": "rgb", "scale": 0.003921569, "mean": [0, 0, 0], "std": [1, 1, 1]},
-        "decode": {"kind": "yolox", "output": "output", "strides": [32], "logits": true},
-        "sha256": "", "created_by": "test"
-    });
-    card["sha256"] = fieldkit_core::fsio::sha256_file(&m).unwrap().into();
-    std::fs::write(d.path().join("tiny_detector.json"), card.to_string()).unwrap();
+    write_detector_card(&m);
     let root = d.path().join("det");
     for (i, lbl) in ["0 0.5 0.5 0.5 0.5\n", "1 0.25 0.25 0.3 0.3\n0 0.7 0.7 0.2 0.2\n", ""].iter().enumerate() {
         std::fs::create_dir_all(root.join("images/val")).unwrap();
@@ -137,4 +142,59 @@ fn bench_writes_the_documented_keys() {
     let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no model card"), "{}", stderr(&o));
+}
+
+#[test]
+fn predict_writes_jsonl_and_annotated_images() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny("tiny_detector.onnx", d.path());
+    write_detector_card(&m);
+    let src = d.path().join("photos");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        img(80 + i * 20, 60, i + 2).save(src.join(format!("p{i}.png"))).unwrap();
+    }
+    let single = d.path().join("single.png");
+    img(64, 64, 9).save(&single).unwrap();
+    let out = d.path().join("out");
+    let o = fieldkit(&["predict", "--model", m.to_str().unwrap(), src.to_str().unwrap(), single.to_str().unwrap(), "--out", out.to_str().unwrap(), "--conf", "0.05"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[3]["image"], single.to_str().unwrap());
+    assert_eq!((lines[0]["width"].as_u64(), lines[0]["height"].as_u64()), (Some(80), Some(60)));
+    for l in &lines {
+        for det in l["detections"].as_array().unwrap() {
+            assert!(det["score"].as_f64().unwrap() >= 0.05);
+            assert!(["crop", "weed"].contains(&det["name"].as_str().unwrap()));
+        }
+    }
+    assert_eq!(sorted_files(&out).iter().filter(|p| p.extension().unwrap() == "png").count(), 4);
+    let o = fieldkit(&["predict", "--model", m.to_str().unwrap(), "field.mp4", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("video input is not supported"), "{}", stderr(&o));
+    let o = fieldkit(&["predict", "--model", m.to_str().unwrap(), "missing.jpg"]);
+    assert!(stderr(&o).contains("missing.jpg: no such file"), "{}", stderr(&o));
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn predict_yolox_nano_finds_the_livestock_in_horses_jpg() {
+    let d = tempfile::tempdir().unwrap();
+    let src = shared().join("assets/models/yolox-nano-coco");
+    let m = d.path().join("yolox.onnx");
+    std::fs::copy(src.join("yolox_nano_416x416.onnx"), &m).unwrap();
+    let o = fieldkit(&["card", "init", "--model", m.to_str().unwrap(), "--preset", "yolox", "--size", "416", "--classes", src.join("coco.names").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = d.path().join("out");
+    let o = fieldkit(&["predict", "--model", m.to_str().unwrap(), shared().join("assets/images/horses.jpg").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(out.join("predictions.jsonl")).unwrap().trim()).unwrap();
+    let names: Vec<&str> = line["detections"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names.iter().filter(|n| **n == "horse").count(), 3, "{names:?}");
+    assert!(out.join("00000_horses.png").is_file());
 }

@@ -105,6 +105,34 @@ pub fn plot_confusion(path: &Path, matrix: &[Vec<u64>], labels: &[String], title
     })
 }
 
+/// Draws labelled boxes (`[x1, y1, x2, y2]` in pixels) onto an image in place; `color` picks
+/// from a fixed palette so a class keeps its colour across images.
+pub fn annotate(img: &mut image::RgbImage, boxes: &[([f32; 4], String, usize)]) -> Result<()> {
+    ensure_font();
+    let (w, h) = img.dimensions();
+    let thick = ((w.min(h) as f32 / 250.0).round() as i32).max(1);
+    let font_px = ((w.min(h) as f32 / 30.0) as u32).clamp(11, 28);
+    let root = BitMapBackend::with_buffer(img.as_mut(), (w, h)).into_drawing_area();
+    let draw_err = |e: &dyn std::fmt::Display| CoreError::Argument(format!("annotate: {e}"));
+    for (b, label, color) in boxes {
+        let c = Palette99::pick(*color).to_rgba();
+        let (x1, y1, x2, y2) = (b[0] as i32, b[1] as i32, b[2] as i32, b[3] as i32);
+        for t in 0..thick {
+            root.draw(&Rectangle::new([(x1 + t, y1 + t), (x2 - t, y2 - t)], c.stroke_width(1))).map_err(|e| draw_err(&e))?;
+        }
+        // Dark text on light palette colours, white on dark ones.
+        let luma = 0.299 * c.0 as f32 + 0.587 * c.1 as f32 + 0.114 * c.2 as f32;
+        let style = ("sans-serif", font_px).into_font().color(if luma > 150.0 { &BLACK } else { &WHITE });
+        let (tw, th) = root.estimate_text_size(label, &style).map_err(|e| draw_err(&e))?;
+        let (text_w, text_h) = (tw as i32 + 6, th as i32 + 4);
+        let ty = if y1 - text_h >= 0 { y1 - text_h } else { y1 };
+        root.draw(&Rectangle::new([(x1, ty), (x1 + text_w, ty + text_h)], c.filled())).map_err(|e| draw_err(&e))?;
+        root.draw(&Text::new(label.clone(), (x1 + 3, ty + 2), style)).map_err(|e| draw_err(&e))?;
+    }
+    root.present().map_err(|e| draw_err(&e))?;
+    Ok(())
+}
+
 /// One line per series; `points` are (x, y).
 pub fn plot_lines(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
     let pts = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
@@ -186,6 +214,11 @@ mod tests {
         // Some pixels are the saturated blue of a high-recall cell, some dark text.
         assert!(img.pixels().any(|px| px.0[2] == 255 && px.0[0] < 100));
         assert!(img.pixels().any(|px| px.0 == [0, 0, 0]));
+
+        let mut img = image::RgbImage::from_pixel(120, 80, image::Rgb([0, 0, 0]));
+        annotate(&mut img, &[([10.0, 20.0, 60.0, 70.0], "weed 0.91".into(), 1)]).unwrap();
+        assert_ne!(img.get_pixel(10, 45).0, [0, 0, 0], "box edge drawn");
+        assert_eq!(img.get_pixel(35, 60).0, [0, 0, 0], "box inside left untouched");
 
         let curves = vec![("weed".to_string(), (0..101).map(|i| 1.0 - i as f64 / 200.0).collect())];
         plot_pr_curves(&d.path().join("pr.png"), "PR", &curves).unwrap();

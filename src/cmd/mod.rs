@@ -8,3 +8,4 @@ pub mod dataset_arg;
 pub mod demo;
 pub mod eval;
 pub mod metrics;
+pub mod predict;
