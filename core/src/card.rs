@@ -140,7 +140,8 @@ impl ModelCard {
         Ok(card)
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
+    /// Checks the card is self-consistent (`path` names it in errors).
+    pub fn validate(&self, path: &Path) -> Result<()> {
         if self.classes.is_empty() {
             return Err(CoreError::invalid(path, "classes: empty"));
         }

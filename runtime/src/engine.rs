@@ -109,6 +109,7 @@ impl Engine {
         let t0 = Instant::now();
         let load_err = |msg: String| RuntimeError::Load { path: model.to_path_buf(), msg };
         let mismatch = |msg: String| RuntimeError::Mismatch { path: model.to_path_buf(), msg };
+        card.validate(&fieldkit_core::card::card_path(model))?;
         let (width, height) = input_size(&card).map_err(mismatch)?;
         let mut m = read_onnx(model)?;
         let (input_names, outputs) = io_names(&m).map_err(|e| load_err(format!("{e:#}")))?;

@@ -99,6 +99,10 @@ fn card_and_model_disagreements_are_named() {
     let mut card = tiny_classifier_card();
     card.decode = fieldkit_core::Decode::Softmax { output: "probs".into() };
     assert!(Engine::with_card(&model, card).err().unwrap().to_string().contains("'probs'"));
+    let mut card = tiny_classifier_card();
+    card.input.shape = vec![1, 3];
+    let e = Engine::with_card(&model, card).err().unwrap().to_string();
+    assert!(e.contains("expected [N, 3, H, W]"), "{e}");
     let d = tempfile::tempdir().unwrap();
     let junk = d.path().join("junk.onnx");
     std::fs::write(&junk, b"not a protobuf at all").unwrap();
