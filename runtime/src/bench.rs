@@ -154,7 +154,9 @@ pub fn synthetic_image() -> RgbImage {
     })
 }
 
-pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<BenchResult> {
+/// Measures `model`; returns the loaded engine too, so callers that go on (accuracy with
+/// `--val`) reuse it instead of loading a second copy that would inflate peak RSS.
+pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<(BenchResult, Engine)> {
     let size_mb = std::fs::metadata(model).map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: e.to_string() })?.len() as f64 / 1e6;
     let t = Instant::now();
     let engine = Engine::load(model)?;
@@ -201,7 +203,7 @@ pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<BenchResult> {
         throughput.push(Throughput { workers: k, images_per_s: ips, scaling: one.map(|b| ips / b) });
     }
     let throughput_ips = throughput.last().map(|t| t.images_per_s).unwrap_or(1e3 / latency.p50_ms);
-    Ok(BenchResult {
+    let result = BenchResult {
         model: model.display().to_string(),
         size_mb,
         load_ms,
@@ -220,7 +222,8 @@ pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<BenchResult> {
         peak_rss_mb: None,
         runs: cfg.runs,
         accuracy: None,
-    })
+    };
+    Ok((result, engine))
 }
 
 #[cfg(test)]

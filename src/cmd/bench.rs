@@ -10,7 +10,6 @@ use clap::Args;
 use fieldkit_core::{image_io, report};
 use fieldkit_runtime::bench::{bench_model, peak_rss_mb, system_info, Accuracy, BenchConfig, BenchResult};
 use fieldkit_runtime::eval::{eval_classifier, eval_detector};
-use fieldkit_runtime::Engine;
 
 use super::dataset_arg::{self, EvalData};
 
@@ -48,9 +47,8 @@ pub struct BenchArgs {
 fn measure(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
     let image = a.image.as_ref().map(|p| image_io::read_rgb(p)).transpose()?;
     let cfg = BenchConfig { runs: a.runs.max(1), warmup: a.warmup, workers: a.workers.clone(), image };
-    let mut r = bench_model(model, &cfg)?;
+    let (mut r, engine) = bench_model(model, &cfg)?;
     if let Some(val) = &a.val {
-        let engine = Engine::load(model)?;
         let workers = *a.workers.iter().max().unwrap_or(&1);
         r.accuracy = Some(match dataset_arg::open(val, a.split.as_deref(), &engine.card().classes)? {
             EvalData::Classes(ds) => Accuracy {
