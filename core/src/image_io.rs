@@ -55,13 +55,15 @@ pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
     crate::fsio::write_atomic(path, &png)
 }
 
-/// Width and height from the header alone, without decoding pixels.
-pub fn dimensions(bytes: &[u8]) -> std::result::Result<(u32, u32), String> {
-    ImageReader::new(Cursor::new(bytes))
+/// Width and height of an image file from its header, without reading the pixel data.
+pub fn file_dimensions(path: &Path) -> Result<(u32, u32)> {
+    let img_err = |msg: String| CoreError::Image { path: path.to_path_buf(), msg };
+    ImageReader::open(path)
+        .map_err(|e| CoreError::io(path, e))?
         .with_guessed_format()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| CoreError::io(path, e))?
         .into_dimensions()
-        .map_err(|e| e.to_string())
+        .map_err(|e| img_err(e.to_string()))
 }
 
 fn is_jpeg(bytes: &[u8]) -> bool {
@@ -91,7 +93,9 @@ mod tests {
         let b = jpeg_bytes();
         let img = decode_rgb(&b).unwrap();
         assert_eq!(img.dimensions(), (32, 24));
-        assert_eq!(dimensions(&b).unwrap(), (32, 24));
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("x.jpg"), &b).unwrap();
+        assert_eq!(file_dimensions(&d.path().join("x.jpg")).unwrap(), (32, 24));
         let e = decode_rgb(&b[..b.len() * 2 / 3]).unwrap_err();
         assert!(e.contains("truncated"), "{e}");
         assert!(decode_rgb(b"").unwrap_err().contains("empty"));

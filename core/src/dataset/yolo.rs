@@ -177,8 +177,7 @@ impl YoloDataset {
             ..Default::default()
         };
         for (i, s) in samples.iter().enumerate() {
-            let bytes = std::fs::read(&s.image).map_err(|e| CoreError::io(&s.image, e))?;
-            let (w, h) = crate::image_io::dimensions(&bytes).map_err(|msg| CoreError::Image { path: s.image.clone(), msg })?;
+            let (w, h) = crate::image_io::file_dimensions(&s.image)?;
             let id = i as u64 + 1;
             let file_name = s.image.strip_prefix(&self.root).unwrap_or(&s.image).to_string_lossy().into_owned();
             out.images.push(CocoImage { id, file_name, width: w, height: h });
