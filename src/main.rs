@@ -34,6 +34,12 @@ enum Command {
         #[command(subcommand)]
         command: cmd::card::CardCommand,
     },
+    /// Fine-tune models (needs the default `train` feature).
+    #[cfg(feature = "train")]
+    Train {
+        #[command(subcommand)]
+        command: cmd::train::TrainCommand,
+    },
     /// Run every stage built so far on the vendored sample data.
     Demo(cmd::demo::DemoArgs),
 }
@@ -47,6 +53,8 @@ fn main() {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        #[cfg(feature = "train")]
+        Command::Train { command } => cmd::train::run(command),
         Command::Demo(args) => cmd::demo::run(args),
     };
     match result {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod fsio;
 pub mod image_io;
 pub mod metrics;
+pub mod parallel;
 pub mod preprocess;
 pub mod report;
 

@@ -254,7 +254,18 @@ pub fn resize_rgb(img: &RgbImage, width: u32, height: u32, antialias: bool) -> R
     if (w, h) == (width, height) {
         return Ok(img.clone());
     }
-    let fir_err = |e: &dyn std::fmt::Display| CoreError::Argument(format!("resize {w}x{h} -> {width}x{height}: {e}"));
+    resize_crop_rgb(img, [0.0, 0.0, w as f64, h as f64], width, height, antialias)
+}
+
+/// Resizes the region `[left, top, width, height]` (source pixels, fractional allowed) of
+/// `img` to `width`×`height`: the crop-and-resize of augmentation, with the same kernels as
+/// [`resize_rgb`] so training and inference pixels come from one resampler.
+pub fn resize_crop_rgb(img: &RgbImage, region: [f64; 4], width: u32, height: u32, antialias: bool) -> Result<RgbImage> {
+    let (w, h) = img.dimensions();
+    let fir_err = |e: &dyn std::fmt::Display| CoreError::Argument(format!("resize {w}x{h} {region:?} -> {width}x{height}: {e}"));
+    if width == 0 || height == 0 || w == 0 || h == 0 {
+        return Err(fir_err(&"empty image"));
+    }
     let src = fast_image_resize::images::ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).map_err(|e| fir_err(&e))?;
     let mut dst = FirImage::new(width, height, PixelType::U8x3);
     let alg = if antialias {
@@ -262,7 +273,12 @@ pub fn resize_rgb(img: &RgbImage, width: u32, height: u32, antialias: bool) -> R
     } else {
         ResizeAlg::Interpolation(FilterType::Bilinear)
     };
-    Resizer::new().resize(&src, &mut dst, &ResizeOptions::new().resize_alg(alg)).map_err(|e| fir_err(&e))?;
+    let [l, t, cw, ch] = region;
+    let mut opts = ResizeOptions::new().resize_alg(alg);
+    if (l, t, cw, ch) != (0.0, 0.0, w as f64, h as f64) {
+        opts = opts.crop(l, t, cw, ch);
+    }
+    Resizer::new().resize(&src, &mut dst, &opts).map_err(|e| fir_err(&e))?;
     RgbImage::from_raw(width, height, dst.into_vec()).ok_or_else(|| fir_err(&"buffer size mismatch"))
 }
 

@@ -3,8 +3,6 @@
 //! quantize's accuracy checks.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use fieldkit_core::card::Task;
 use fieldkit_core::dataset::coco::{CocoDataset, CocoPrediction};
@@ -23,39 +21,7 @@ pub fn parallel_map<T: Send>(
     workers: usize,
     f: impl Fn(&mut Session, usize) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
-    let next = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<T>>> = Mutex::new((0..n).map(|_| None).collect());
-    let first_err: Mutex<Option<RuntimeError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..workers.max(1).min(n.max(1)) {
-            s.spawn(|| {
-                let mut session = match engine.session() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        first_err.lock().unwrap().get_or_insert(e);
-                        return;
-                    }
-                };
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n || first_err.lock().unwrap().is_some() {
-                        break;
-                    }
-                    match f(&mut session, i) {
-                        Ok(v) => slots.lock().unwrap()[i] = Some(v),
-                        Err(e) => {
-                            first_err.lock().unwrap().get_or_insert(e);
-                            break;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_err.into_inner().unwrap() {
-        return Err(e);
-    }
-    Ok(slots.into_inner().unwrap().into_iter().map(|v| v.expect("every index processed")).collect())
+    fieldkit_core::parallel::map_indexed(n, workers, || engine.session(), f)
 }
 
 /// Maps the dataset's class names onto the model's class indices; every dataset class

@@ -9,3 +9,5 @@ pub mod demo;
 pub mod eval;
 pub mod metrics;
 pub mod predict;
+#[cfg(feature = "train")]
+pub mod train;

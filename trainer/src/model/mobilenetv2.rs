@@ -126,27 +126,72 @@ impl MobileNetV2Config {
     }
 }
 
+/// Layers in torchvision's `features` numbering: 0 = stem, 1..=17 = inverted residual
+/// blocks, 18 = the last 1x1 conv. `--unfreeze-from N` counts in these units; N = 19 means
+/// the head alone trains.
+pub const FEATURE_LAYERS: usize = 19;
+
+/// torchvision stage boundaries (where the resolution or width changes), from the top:
+/// the block groups that gradual unfreezing thaws one at a time.
+pub const STAGE_STARTS: [usize; 7] = [17, 14, 11, 7, 4, 2, 0];
+
 impl MobileNetV2 {
-    /// Pooled features.
-    /// `x`: [batch, 3, H, W] -> [batch, 1280]
-    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut y = self.stem.forward(x);
-        for b in &self.blocks {
-            y = b.forward(y);
+    /// Applies `features.layer`. `x`: [batch, C_in, H, W] -> [batch, C_out, H', W']
+    pub fn layer(&self, layer: usize, x: Tensor<4>) -> Tensor<4> {
+        match layer {
+            0 => self.stem.forward(x),
+            18 => self.last.forward(x),
+            n => self.blocks[n - 1].forward(x),
         }
-        let y = self.last.forward(y); // [batch, 1280, H/32, W/32]
-        let [b, c, h, w] = y.dims();
-        y.reshape([b, c, h * w]).mean_dim(2).reshape([b, c])
     }
 
-    /// Features through the head when there is one.
-    /// `x`: [batch, 3, H, W] -> [batch, classes] (or [batch, 1280] without a head)
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let f = self.forward_features(x);
+    /// Applies `features[from..to]`.
+    pub fn layers(&self, from: usize, to: usize, mut x: Tensor<4>) -> Tensor<4> {
+        for l in from..to.min(FEATURE_LAYERS) {
+            x = self.layer(l, x);
+        }
+        x
+    }
+
+    /// Global average pooling. `x`: [batch, 1280, h, w] -> [batch, 1280]
+    pub fn pool(x: Tensor<4>) -> Tensor<2> {
+        let [b, c, h, w] = x.dims();
+        x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c])
+    }
+
+    /// Dropout + classifier on pooled features (identity without a head).
+    /// `f`: [batch, 1280] -> [batch, classes]
+    pub fn head(&self, f: Tensor<2>) -> Tensor<2> {
         match &self.classifier {
             Some(head) => head.forward(self.dropout.forward(f)),
             None => f,
         }
+    }
+
+    /// Pooled features. `x`: [batch, 3, H, W] -> [batch, 1280]
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        Self::pool(self.layers(0, FEATURE_LAYERS, x))
+    }
+
+    /// `x`: [batch, 3, H, W] -> [batch, classes] (or [batch, 1280] without a head)
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.head(self.forward_features(x))
+    }
+
+    /// Freezes `features[..from]` (gradients off, BatchNorm in eval behaviour) and makes
+    /// `features[from..]` and the head trainable.
+    pub fn with_trainable_from(mut self, from: usize) -> Self {
+        let set = |frozen: bool, m: ConvBn| if frozen { m.freeze() } else { m.unfreeze() };
+        self.stem = set(from > 0, self.stem);
+        self.blocks = self
+            .blocks
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| if i + 1 < from { b.freeze() } else { b.unfreeze() })
+            .collect();
+        self.last = set(from > 18, self.last);
+        self.classifier = self.classifier.map(|c| c.unfreeze());
+        self
     }
 }
 

@@ -1,0 +1,194 @@
+//! `fieldkit train classify`: fine-tune MobileNetV2 on an ImageFolder and export ONNX + card.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use fieldkit_core::fsio;
+use fieldkit_trainer::data::Augment;
+use fieldkit_trainer::train::{self, ClassWeights, ClassifyConfig, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy};
+use fieldkit_trainer::DeviceKind;
+
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// Fine-tune an image classifier (MobileNetV2) on an ImageFolder dataset.
+    Classify(Box<ClassifyArgs>),
+}
+
+#[derive(Args)]
+pub struct ClassifyArgs {
+    /// ImageFolder root with train/ and valid/ (or val/) class folders.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output directory (model.onnx, model.json, metrics.csv, report.md, checkpoints/).
+    #[arg(long)]
+    out: PathBuf,
+    /// Pretrained backbone (torchvision-named safetensors, e.g. the ImageNet MobileNetV2).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    /// Validation split (default: the first of valid, val, test present).
+    #[arg(long)]
+    valid_split: Option<String>,
+    /// Continue the run in --out from its last checkpoint (its config.json is used).
+    #[arg(long)]
+    resume: bool,
+    /// Run an LR range test instead of training; prints the suggested --lr, writes lr_find.png.
+    #[arg(long)]
+    lr_find: bool,
+    #[arg(long, value_enum)]
+    strategy: Option<Strategy>,
+    /// First trainable layer, torchvision features.N (0..=19) for partial; the floor for gradual.
+    #[arg(long)]
+    unfreeze_from: Option<usize>,
+    /// Gradual: epochs per unfrozen stage.
+    #[arg(long)]
+    gradual_epochs: Option<usize>,
+    /// Square input size in pixels (multiple of 32).
+    #[arg(long)]
+    size: Option<u32>,
+    #[arg(long)]
+    width: Option<f64>,
+    #[arg(long)]
+    dropout: Option<f64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// Head learning rate (peak of the schedule).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Backbone lr = lr / lr-mult (discriminative learning rates; 1 disables).
+    #[arg(long)]
+    lr_mult: Option<f64>,
+    /// Spread the backbone lr geometrically from lr/lr-mult (stem) to lr (last layer).
+    #[arg(long)]
+    lr_ramp: bool,
+    #[arg(long)]
+    momentum: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Clip each gradient tensor to this L2 norm.
+    #[arg(long)]
+    clip_grad: Option<f32>,
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleKind>,
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// Step schedule: epochs between decays, and the decay factor.
+    #[arg(long)]
+    step_epochs: Option<usize>,
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// Early stopping: epochs without improvement of --monitor.
+    #[arg(long)]
+    patience: Option<usize>,
+    #[arg(long, value_enum)]
+    monitor: Option<Monitor>,
+    /// Loss weights per class: none, auto (sklearn balanced) or sqrt.
+    #[arg(long, value_enum)]
+    class_weights: Option<ClassWeights>,
+    #[arg(long)]
+    label_smoothing: Option<f32>,
+    /// Augmentation preset: none, light, standard, topdown.
+    #[arg(long)]
+    augment: Option<String>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Data-loading threads (default: all cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    #[arg(long, value_enum)]
+    device: Option<DeviceKind>,
+    #[arg(long)]
+    checkpoint_minutes: Option<f64>,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(cmd: TrainCommand) -> Result<i32> {
+    match cmd {
+        TrainCommand::Classify(a) => classify(*a),
+    }
+}
+
+fn default_valid_split(data: &Path) -> Result<String> {
+    match ["valid", "val", "test"].iter().find(|s| data.join(s).is_dir()) {
+        Some(s) => Ok(s.to_string()),
+        None => bail!("{}: no valid/, val/ or test/ folder for validation (pass --valid-split)", data.display()),
+    }
+}
+
+/// Flags over the defaults; every setting ends up in config.json.
+pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
+    let mut c = ClassifyConfig::new(a.data.clone());
+    c.train_split = a.train_split.clone();
+    c.valid_split = match &a.valid_split {
+        Some(s) => s.clone(),
+        None => default_valid_split(&a.data)?,
+    };
+    c.weights = a.weights.clone();
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
+    }
+    set!(strategy, unfreeze_from, gradual_epochs, size, width, dropout, epochs, batch, optimizer, lr, lr_mult, momentum);
+    set!(weight_decay, schedule, warmup_epochs, step_epochs, gamma, monitor, class_weights, label_smoothing, seed, workers);
+    set!(device, checkpoint_minutes);
+    if a.lr_ramp {
+        c.lr_ramp = true;
+    }
+    if a.clip_grad.is_some() {
+        c.clip_grad = a.clip_grad;
+    }
+    if a.patience.is_some() {
+        c.patience = a.patience;
+    }
+    if let Some(name) = &a.augment {
+        c.augment = Augment::preset(name)?;
+    }
+    if c.strategy == Strategy::Partial && a.unfreeze_from.is_none() && a.strategy.is_some() {
+        // An explicit --strategy partial keeps the default boundary; say which.
+        eprintln!("note: --strategy partial trains features.{}.. (set --unfreeze-from)", c.unfreeze_from);
+    }
+    if c.strategy == Strategy::Gradual && a.unfreeze_from.is_none() {
+        c.unfreeze_from = 0;
+    }
+    Ok(c)
+}
+
+fn classify(a: ClassifyArgs) -> Result<i32> {
+    let progress = Progress { quiet: a.quiet };
+    let cfg = if a.resume {
+        let p = a.out.join("config.json");
+        let c: ClassifyConfig = fsio::read_json(&p).with_context(|| format!("--resume needs the run's {}", p.display()))?;
+        c
+    } else {
+        config_from_args(&a)?
+    };
+    if a.lr_find {
+        let r = train::lr_find(&cfg, &a.out, &progress)?;
+        println!(
+            "suggested lr {:.2e} (valley); steepest {:.2e}, min/10 {:.2e}; plot {}",
+            r.suggestion,
+            r.steepest,
+            r.min_div10,
+            a.out.join("lr_find.png").display()
+        );
+        return Ok(0);
+    }
+    let s = fieldkit_trainer::train_classify(&cfg, &a.out, a.resume, &progress)?;
+    println!(
+        "model {}  valid top1 {:.4}  macro_f1 {:.4}  (best epoch {:?}, {:.1} min)",
+        s.model.display(),
+        s.top1,
+        s.macro_f1,
+        s.best_epoch,
+        s.train_seconds / 60.0
+    );
+    println!("report {}", s.out.join("report.md").display());
+    Ok(0)
+}

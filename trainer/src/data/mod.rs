@@ -1,0 +1,140 @@
+//! Training data: ImageFolder splits decoded once into memory (in parallel), seeded
+//! augmentation, and a background batch loader that keeps both cores busy while burn computes.
+
+pub mod augment;
+pub mod loader;
+
+use std::path::PathBuf;
+
+use fieldkit_core::dataset::ImageFolder;
+use fieldkit_core::preprocess::{resize_rgb, Preprocess};
+use fieldkit_core::{image_io, parallel};
+use image::RgbImage;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::Result;
+
+pub use augment::Augment;
+pub use loader::{Batch, EpochLoader};
+
+/// A decoded split: one RGB image and label per sample, in the folder's order.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    pub images: Vec<RgbImage>,
+    pub labels: Vec<usize>,
+    pub paths: Vec<PathBuf>,
+}
+
+impl ImageSet {
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+}
+
+/// Decodes every image of `folder` on `workers` threads and applies `map` to each (a shrink
+/// for training images, the card's geometric preprocessing for validation ones). A corrupt
+/// or unreadable image is an error naming the file.
+pub fn decode_split(
+    folder: &ImageFolder,
+    workers: usize,
+    map: impl Fn(RgbImage) -> fieldkit_core::Result<RgbImage> + Sync,
+) -> Result<ImageSet> {
+    let images = parallel::map_indexed(
+        folder.samples.len(),
+        workers,
+        || Ok(()),
+        |_, i| {
+            let p = &folder.samples[i].path;
+            let img = image_io::read_rgb(p)?;
+            map(img).map_err(|e| fieldkit_core::CoreError::invalid(p, e.to_string()))
+        },
+    )?;
+    Ok(ImageSet {
+        images,
+        labels: folder.samples.iter().map(|s| s.label).collect(),
+        paths: folder.samples.iter().map(|s| s.path.clone()).collect(),
+    })
+}
+
+/// Shrinks images whose shorter side exceeds `keep` (aspect kept) so a large-photo dataset
+/// fits in memory; random crops then sample from the reduced image.
+pub fn shrink_to(img: RgbImage, keep: u32) -> fieldkit_core::Result<RgbImage> {
+    let (w, h) = img.dimensions();
+    let short = w.min(h);
+    if short <= keep {
+        return Ok(img);
+    }
+    let s = keep as f64 / short as f64;
+    resize_rgb(&img, ((w as f64 * s).round() as u32).max(1), ((h as f64 * s).round() as u32).max(1), true)
+}
+
+/// The validation split, preprocessed exactly as the runtime will (the card's geometric
+/// step now, its normalisation per batch).
+pub fn decode_eval_split(folder: &ImageFolder, preprocess: &Preprocess, workers: usize) -> Result<ImageSet> {
+    decode_split(folder, workers, |img| preprocess.geometric(&img).map(|(g, _)| g))
+}
+
+/// Independent, reproducible random stream per (seed, epoch, sample): results do not depend
+/// on thread scheduling or on where a resumed run starts.
+pub fn sample_rng(seed: u64, epoch: usize, index: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(((epoch as u64) << 32) ^ index as u64);
+    rng
+}
+
+/// The sample order of one epoch: a seeded shuffle.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+    rng.set_stream(epoch as u64);
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Per-class loss weights: `balanced` is sklearn's n / (k · n_c); `sqrt` its square root,
+/// gentler when a class is 60× rarer than another. Classes without samples get weight 1.
+pub fn class_weights(counts: &[usize], mode: crate::train::ClassWeights) -> Option<Vec<f32>> {
+    use crate::train::ClassWeights;
+    let n: usize = counts.iter().sum();
+    let k = counts.iter().filter(|c| **c > 0).count().max(1);
+    let balanced = |c: usize| if c == 0 { 1.0 } else { n as f64 / (k as f64 * c as f64) };
+    match mode {
+        ClassWeights::None => None,
+        ClassWeights::Balanced => Some(counts.iter().map(|c| balanced(*c) as f32).collect()),
+        ClassWeights::Sqrt => Some(counts.iter().map(|c| balanced(*c).sqrt() as f32).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_is_seeded_and_per_epoch() {
+        assert_eq!(epoch_order(50, 1, 0), epoch_order(50, 1, 0));
+        assert_ne!(epoch_order(50, 1, 0), epoch_order(50, 1, 1));
+        assert_ne!(epoch_order(50, 1, 0), epoch_order(50, 2, 0));
+        let mut o = epoch_order(50, 3, 4);
+        o.sort();
+        assert_eq!(o, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn weights_follow_sklearn_balanced() {
+        use crate::train::ClassWeights;
+        let w = class_weights(&[60, 3450, 0], ClassWeights::Balanced).unwrap();
+        // sklearn: n_samples / (n_classes * count) over the classes present.
+        assert!((w[0] - 3510.0 / (2.0 * 60.0)).abs() < 1e-4);
+        assert!((w[1] - 3510.0 / (2.0 * 3450.0)).abs() < 1e-6);
+        assert_eq!(w[2], 1.0);
+        let s = class_weights(&[60, 3450], ClassWeights::Sqrt).unwrap();
+        assert!((s[0] - w[0].sqrt()).abs() < 1e-5);
+        assert!(class_weights(&[1, 2], ClassWeights::None).is_none());
+    }
+}

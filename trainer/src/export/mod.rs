@@ -1,0 +1,6 @@
+//! ONNX export of trained models, written directly from the burn weights with the ONNX
+//! protobuf (BatchNorm folded into the convolutions, opset 13, dynamic batch).
+
+pub mod onnx;
+
+pub use onnx::{export_classifier, OPSET};

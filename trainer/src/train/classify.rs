@@ -1,0 +1,412 @@
+//! `fieldkit train classify`: the fine-tuning loop around [`Stepper`], with validation,
+//! schedules, early stopping, crash-safe checkpoints and resume, then export and report.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::prelude::*;
+
+use fieldkit_core::dataset::ImageFolder;
+use fieldkit_core::metrics::ClassificationReport;
+use fieldkit_core::preprocess::Preprocess;
+use fieldkit_core::{fsio, parallel, CoreError};
+
+use super::checkpoint::{save_module, Checkpoints, EpochMetrics, LoopState};
+use super::config::{ClassifyConfig, OptimizerKind, Strategy};
+use super::features::{cache_key, features, FeatureSet};
+use super::progress::Progress;
+use super::schedule::Schedule;
+use super::step::{plain_cross_entropy, Input, Stepper};
+use crate::data::loader::{batch_ranges, build_batch};
+use crate::data::{class_weights, decode_eval_split, decode_split, epoch_order, shrink_to, EpochLoader, ImageSet};
+use crate::error::{Result, TrainerError};
+use crate::model::mobilenetv2::{MobileNetV2, MobileNetV2Config};
+use crate::weights::load_backbone;
+
+/// Everything the loop needs, prepared once.
+pub struct Prepared {
+    pub cfg: ClassifyConfig,
+    pub classes: Vec<String>,
+    pub counts: Vec<usize>,
+    pub data_fingerprint: String,
+    pub preprocess: Preprocess,
+    pub device: Device,
+    pub model: MobileNetV2,
+    pub train: TrainInputs,
+    /// Validation images (geometric preprocessing done) or their cached features.
+    pub valid: TrainInputs,
+}
+
+pub enum TrainInputs {
+    Images(Arc<ImageSet>),
+    Features(FeatureSet),
+}
+
+impl TrainInputs {
+    fn len(&self) -> usize {
+        match self {
+            TrainInputs::Images(s) => s.len(),
+            TrainInputs::Features(f) => f.len(),
+        }
+    }
+
+    fn labels(&self) -> &[usize] {
+        match self {
+            TrainInputs::Images(s) => &s.labels,
+            TrainInputs::Features(f) => &f.labels,
+        }
+    }
+}
+
+/// Opens the data, builds the model, loads the backbone, decodes images (or loads cached
+/// features for the head strategy).
+pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<Prepared> {
+    cfg.validate()?;
+    let train_folder = ImageFolder::open(&cfg.data, &cfg.train_split)?;
+    let classes = train_folder.classes.clone();
+    if classes.len() < 2 {
+        return Err(TrainerError::Config(format!(
+            "{}: a classifier needs at least 2 class directories, found {classes:?}",
+            cfg.data.join(&cfg.train_split).display()
+        )));
+    }
+    let valid_folder = ImageFolder::open_with_classes(&cfg.data, &cfg.valid_split, &classes)?;
+    let counts = train_folder.class_counts();
+    let preprocess = Preprocess::imagenet_stretch(cfg.size);
+    let device = cfg.device.device()?;
+    let mut model = MobileNetV2Config::new(classes.len()).with_width(cfg.width).with_dropout(cfg.dropout).init(&device);
+    let weights_sha = match &cfg.weights {
+        Some(w) => {
+            load_backbone(&mut model, w)?;
+            fsio::sha256_file(w)?
+        }
+        None => "scratch".into(),
+    };
+    let workers = cfg.workers.max(1);
+    progress.message(&format!(
+        "data: {} train / {} valid images, {} classes; decoding on {workers} threads",
+        train_folder.samples.len(),
+        valid_folder.samples.len(),
+        classes.len()
+    ));
+    let t0 = Instant::now();
+    let valid_set = decode_eval_split(&valid_folder, &preprocess, workers)?;
+    let (train, valid) = if cfg.strategy == Strategy::Head {
+        if cfg.weights.is_none() {
+            return Err(TrainerError::Config("--strategy head trains a linear probe on pretrained features: give --weights".into()));
+        }
+        let train_set = decode_eval_split(&train_folder, &preprocess, workers)?;
+        let dir = out.join("cache");
+        let key = |f: &ImageFolder| cache_key(&weights_sha, cfg.size, cfg.width, &f.fingerprint());
+        let bar = progress.bar("features (train)", 0);
+        let tf = features(&model, &train_set, cfg.size, &preprocess, &dir, &key(&train_folder), |k, n| bar.update(k, n))?;
+        bar.finish();
+        let bar = progress.bar("features (valid)", 0);
+        let vf = features(&model, &valid_set, cfg.size, &preprocess, &dir, &key(&valid_folder), |k, n| bar.update(k, n))?;
+        bar.finish();
+        (TrainInputs::Features(tf), TrainInputs::Features(vf))
+    } else {
+        // Keep enough resolution for crops of a quarter of the area to still cover the input.
+        let keep = cfg.size * 2;
+        let train_set = decode_split(&train_folder, workers, |img| shrink_to(img, keep))?;
+        (TrainInputs::Images(Arc::new(train_set)), TrainInputs::Images(Arc::new(valid_set)))
+    };
+    progress.message(&format!("data ready in {:.1} s", t0.elapsed().as_secs_f64()));
+    Ok(Prepared {
+        cfg: cfg.clone(),
+        classes,
+        counts,
+        data_fingerprint: train_folder.fingerprint(),
+        preprocess,
+        device,
+        model,
+        train,
+        valid,
+    })
+}
+
+pub fn optimizer(cfg: &ClassifyConfig) -> ModuleOptimizer {
+    let clip = cfg.clip_grad.map(GradientClippingConfig::Norm);
+    match cfg.optimizer {
+        OptimizerKind::AdamW => AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).with_grad_clipping(clip).init(),
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_momentum(Some(MomentumConfig::new().with_momentum(cfg.momentum).with_dampening(0.0)))
+            .with_weight_decay((cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32)))
+            .with_gradient_clipping(clip)
+            .init(),
+    }
+}
+
+/// Batches per epoch.
+pub fn steps_per_epoch(p: &Prepared) -> usize {
+    batch_ranges(p.train.len(), p.cfg.batch, true).len()
+}
+
+pub fn schedule(cfg: &ClassifyConfig, steps_per_epoch: usize) -> Schedule {
+    Schedule {
+        kind: cfg.schedule,
+        base_lr: cfg.lr,
+        total_steps: steps_per_epoch * cfg.epochs,
+        steps_per_epoch,
+        warmup_steps: (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize,
+        final_frac: 0.01,
+        step_epochs: cfg.step_epochs,
+        gamma: cfg.gamma,
+        plateau_patience: cfg.plateau_patience,
+        plateau_factor: 0.1,
+    }
+}
+
+/// Batch iterator over one epoch of training inputs, starting at batch `skip`.
+pub fn epoch_batches<'a>(p: &'a Prepared, epoch: usize, skip: usize) -> Box<dyn Iterator<Item = (usize, Result<(Input, Vec<i64>)>)> + 'a> {
+    let cfg = &p.cfg;
+    let order = epoch_order(p.train.len(), cfg.seed, epoch);
+    match &p.train {
+        TrainInputs::Images(set) => {
+            let loader = EpochLoader::start(
+                set.clone(),
+                order,
+                cfg.batch,
+                cfg.size,
+                cfg.augment.clone(),
+                p.preprocess.clone(),
+                cfg.seed,
+                epoch,
+                cfg.workers,
+                skip,
+            );
+            let size = cfg.size as usize;
+            Box::new(loader.map(move |(b, r)| (b, r.map(|batch| (Input::Images { pixels: batch.pixels, size }, batch.labels)))))
+        }
+        TrainInputs::Features(f) => {
+            let ranges = batch_ranges(order.len(), cfg.batch, true);
+            Box::new(ranges.into_iter().enumerate().skip(skip).map(move |(b, r)| {
+                let (values, labels) = f.gather(&order[r]);
+                (b, Ok((Input::Features { values, dim: f.dim }, labels)))
+            }))
+        }
+    }
+}
+
+/// Validation pass in eval mode: (plain valid loss, report, per-sample scores).
+pub fn validate(p: &Prepared, model: &MobileNetV2) -> Result<(f64, ClassificationReport, Vec<Vec<f32>>)> {
+    let eval = model.valid();
+    let k = p.classes.len();
+    let mut logits = Vec::with_capacity(p.valid.len() * k);
+    match &p.valid {
+        TrainInputs::Features(f) => {
+            for r in batch_ranges(f.len(), 256, false) {
+                let idx: Vec<usize> = r.collect();
+                let (values, _) = f.gather(&idx);
+                let x = Tensor::<2>::from_data(TensorData::new(values, [idx.len(), f.dim]), &p.device);
+                logits.extend(to_vec(eval.head(x)));
+            }
+        }
+        TrainInputs::Images(set) => {
+            let s = p.cfg.size as usize;
+            for r in batch_ranges(set.len(), 32, false) {
+                let idx: Vec<usize> = r.collect();
+                let b = build_batch(set, &idx, p.cfg.size, None, &p.preprocess, 0, 0)?;
+                let x = Tensor::<4>::from_data(TensorData::new(b.pixels, [b.n, 3, s, s]), &p.device);
+                logits.extend(to_vec(eval.forward(x)));
+            }
+        }
+    }
+    let labels = p.valid.labels();
+    let loss = plain_cross_entropy(&logits, k, labels);
+    let scores: Vec<Vec<f32>> = logits.chunks_exact(k).map(|r| fieldkit_core::detect::softmax(r)).collect();
+    let preds: Vec<usize> = scores.iter().map(|s| argmax(s)).collect();
+    let report = ClassificationReport::compute(labels, &preds, Some(&scores), &p.classes)?;
+    Ok((loss, report, scores))
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, x)| if *x > bv { (i, *x) } else { (bi, bv) }).0
+}
+
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().expect("f32 data")
+}
+
+fn monitor_value(cfg: &ClassifyConfig, m: &EpochMetrics) -> f64 {
+    match cfg.monitor {
+        super::config::Monitor::Top1 => m.top1,
+        super::config::Monitor::MacroF1 => m.macro_f1,
+        super::config::Monitor::ValidLoss => m.valid_loss,
+    }
+}
+
+/// Result of the loop.
+pub struct LoopOutcome {
+    pub state: LoopState,
+    pub best_model: PathBuf,
+}
+
+/// Runs (or continues) the epochs. The best model by `monitor` is kept in
+/// `checkpoints/best.bpk`.
+pub fn run_loop(p: &Prepared, out: &Path, resume: bool, progress: &Progress) -> Result<LoopOutcome> {
+    let cfg = &p.cfg;
+    let ckpts = Checkpoints::new(out);
+    let mut model = p.model.clone().with_trainable_from(cfg.trainable_from(0));
+    let mut optim = optimizer(cfg);
+    let mut state = LoopState::default();
+    if resume {
+        let (s, o) = ckpts.load(&mut model, optim)?;
+        state = s;
+        optim = o;
+        progress.message(&format!("resumed at epoch {} batch {} (step {})", state.epoch + 1, state.batch, state.step));
+    }
+    let model_ad = model.clone().with_trainable_from(cfg.trainable_from(state.epoch)).train();
+    let mut model = model_ad;
+    let weights = class_weights(&p.counts, cfg.class_weights);
+    let mut stepper = Stepper::new(&p.device, cfg, weights);
+    let spe = steps_per_epoch(p);
+    let sched = schedule(cfg, spe);
+    let mut last_save = Instant::now();
+    let run_start = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let mut current_from = cfg.trainable_from(state.epoch);
+
+    while state.epoch < cfg.epochs && !state.stopped_early {
+        let epoch = state.epoch;
+        let from = cfg.trainable_from(epoch);
+        if from != current_from {
+            model = model.with_trainable_from(from);
+            stepper.reset();
+            current_from = from;
+            progress.message(&format!("epoch {}: layers features.{from}.. now train", epoch + 1));
+        }
+        let epoch_start = Instant::now();
+        let bar = progress.bar(&format!("epoch {}/{}", epoch + 1, cfg.epochs), spe);
+        let mut images = 0usize;
+        for (b, item) in epoch_batches(p, epoch, state.batch) {
+            let (input, labels) = item?;
+            images += labels.len();
+            let lr = sched.lr(state.step, &state.plateau);
+            let (m, loss) = stepper.step(model, &mut optim, cfg, input, labels, lr, from);
+            model = m;
+            if !loss.is_finite() {
+                return Err(TrainerError::Diverged(format!(
+                    "training loss became {loss} at epoch {} batch {b} (lr {lr:.2e}); lower --lr or enable --clip-grad",
+                    epoch + 1
+                )));
+            }
+            state.loss_sum += loss;
+            state.loss_count += 1;
+            state.step += 1;
+            state.batch = b + 1;
+            bar.set(b + 1, &format!("loss {:.4} lr {lr:.2e}", state.loss_sum / state.loss_count as f64));
+            if last_save.elapsed().as_secs_f64() > cfg.checkpoint_minutes * 60.0 && state.batch < spe {
+                state.elapsed_s = elapsed_before + run_start.elapsed().as_secs_f64();
+                ckpts.save(&model, &optim, &state)?;
+                last_save = Instant::now();
+            }
+        }
+        bar.finish();
+        let train_secs = epoch_start.elapsed().as_secs_f64();
+        let (valid_loss, report, _) = validate(p, &model)?;
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            lr: sched.lr(state.step.saturating_sub(1), &state.plateau),
+            train_loss: state.loss_sum / state.loss_count.max(1) as f64,
+            valid_loss,
+            top1: report.top1,
+            macro_f1: report.macro_f1,
+            trainable_from: from,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+            images_per_s: images as f64 / train_secs.max(1e-9),
+        };
+        let value = monitor_value(cfg, &m);
+        let improved = match state.best {
+            None => true,
+            Some(b) => if cfg.monitor.higher_is_better() { value > b } else { value < b },
+        };
+        progress.message(&format!(
+            "epoch {:>3}/{}  train_loss {:.4}  valid_loss {:.4}  top1 {:.4}  macro_f1 {:.4}  {:.0} img/s  {:.0} s{}",
+            m.epoch,
+            cfg.epochs,
+            m.train_loss,
+            m.valid_loss,
+            m.top1,
+            m.macro_f1,
+            m.images_per_s,
+            m.seconds,
+            if improved { "  *best" } else { "" }
+        ));
+        if improved {
+            state.best = Some(value);
+            state.best_epoch = Some(epoch + 1);
+            state.bad_epochs = 0;
+            save_module(&model.valid(), &ckpts.best_model())?;
+        } else {
+            state.bad_epochs += 1;
+        }
+        sched.observe(&mut state.plateau, value, cfg.monitor.higher_is_better());
+        state.history.push(m);
+        if let Some(pat) = cfg.patience {
+            if state.bad_epochs >= pat {
+                state.stopped_early = true;
+                progress.message(&format!("early stop: {} did not improve for {pat} epochs", cfg.monitor.name()));
+            }
+        }
+        state.epoch += 1;
+        state.batch = 0;
+        state.loss_sum = 0.0;
+        state.loss_count = 0;
+        state.elapsed_s = elapsed_before + run_start.elapsed().as_secs_f64();
+        ckpts.save(&model, &optim, &state)?;
+        last_save = Instant::now();
+    }
+    Ok(LoopOutcome { state, best_model: ckpts.best_model() })
+}
+
+/// The number of worker threads a config asks for, defaulting to the machine's cores.
+pub fn default_workers() -> usize {
+    parallel::default_workers()
+}
+
+/// Refuses to overwrite a previous run unless resuming, and checks a resumed config matches.
+pub fn check_out_dir(out: &Path, cfg: &ClassifyConfig, resume: bool) -> Result<()> {
+    let ckpts = Checkpoints::new(out);
+    let cfg_path = out.join("config.json");
+    if resume {
+        if !ckpts.exists() {
+            return Err(TrainerError::Config(format!("--resume: {} holds no checkpoint (checkpoints/last.json)", out.display())));
+        }
+        return Ok(());
+    }
+    if ckpts.exists() || cfg_path.exists() {
+        return Err(TrainerError::Config(format!(
+            "{} already holds a training run: pass --resume to continue it, or choose another --out",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| CoreError::io(out, e))?;
+    fsio::write_json(&cfg_path, cfg)?;
+    Ok(())
+}
+
+/// Frozen-layer count helper for reports.
+pub fn describe_strategy(cfg: &ClassifyConfig) -> String {
+    match cfg.strategy {
+        Strategy::Head => "head (linear probe on cached features)".into(),
+        Strategy::Full => "full fine-tune".into(),
+        Strategy::Partial => format!("partial: features.{}.. and head train", cfg.unfreeze_from),
+        Strategy::Gradual => format!(
+            "gradual: head, then one stage more every {} epoch(s) down to features.{}",
+            cfg.gradual_epochs, cfg.unfreeze_from
+        ),
+    }
+    .replace("features.19..", "head only")
+        + if cfg.lr_mult > 1.0 && cfg.strategy != Strategy::Head {
+            if cfg.lr_ramp { ", backbone lr ramped geometrically" } else { ", backbone lr / lr_mult" }
+        } else {
+            ""
+        }
+}
+

@@ -1,0 +1,251 @@
+//! Every setting of a classification run, serialised to `config.json` so a run can be
+//! reproduced or resumed exactly.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::schedule::ScheduleKind;
+use crate::data::Augment;
+use crate::device::DeviceKind;
+use crate::error::{Result, TrainerError};
+use crate::model::mobilenetv2::FEATURE_LAYERS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Linear probe: backbone features computed once and cached; only the head trains.
+    Head,
+    /// Layers `features[unfreeze_from..]` and the head train; earlier layers stay frozen.
+    Partial,
+    /// Everything trains.
+    Full,
+    /// fastai `freeze_to`: head first, then one torchvision stage more every
+    /// `gradual_epochs`, down to `unfreeze_from`.
+    Gradual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    #[value(name = "adamw")]
+    AdamW,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassWeights {
+    None,
+    /// sklearn "balanced": n / (k · n_c).
+    #[value(name = "auto", alias = "balanced")]
+    Balanced,
+    /// Square root of balanced.
+    Sqrt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    Top1,
+    #[value(name = "macro_f1", alias = "macro-f1")]
+    MacroF1,
+    #[value(name = "valid_loss", alias = "valid-loss")]
+    ValidLoss,
+}
+
+impl Monitor {
+    pub fn higher_is_better(self) -> bool {
+        self != Monitor::ValidLoss
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Monitor::Top1 => "top1",
+            Monitor::MacroF1 => "macro_f1",
+            Monitor::ValidLoss => "valid_loss",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifyConfig {
+    /// ImageFolder root holding `train_split/` and `valid_split/`.
+    pub data: PathBuf,
+    pub train_split: String,
+    pub valid_split: String,
+    /// ImageNet backbone weights (torchvision-named safetensors); none trains from scratch.
+    pub weights: Option<PathBuf>,
+    pub width: f64,
+    pub dropout: f64,
+    /// Square model input in pixels (images are stretched to it).
+    pub size: u32,
+    pub strategy: Strategy,
+    /// First trainable layer (torchvision `features.N`, 0..=19) for partial; the floor for gradual.
+    pub unfreeze_from: usize,
+    pub gradual_epochs: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    /// Backbone lr = head lr / lr_mult (flat), or a geometric ramp over the layers.
+    pub lr_mult: f64,
+    pub lr_ramp: bool,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Per-tensor gradient norm clip (burn's `GradientClipping::Norm`).
+    pub clip_grad: Option<f32>,
+    pub schedule: ScheduleKind,
+    pub warmup_epochs: f64,
+    pub step_epochs: usize,
+    pub gamma: f64,
+    pub plateau_patience: usize,
+    /// Early stop after this many epochs without improvement of `monitor`.
+    pub patience: Option<usize>,
+    pub monitor: Monitor,
+    pub class_weights: ClassWeights,
+    pub label_smoothing: f32,
+    pub augment: Augment,
+    pub seed: u64,
+    /// Data-loading threads.
+    pub workers: usize,
+    pub device: DeviceKind,
+    /// Mid-epoch checkpoint interval (an epoch-end checkpoint is always written).
+    pub checkpoint_minutes: f64,
+}
+
+impl ClassifyConfig {
+    /// The defaults `fieldkit train classify` uses without flags.
+    pub fn new(data: PathBuf) -> Self {
+        ClassifyConfig {
+            data,
+            train_split: "train".into(),
+            valid_split: "valid".into(),
+            weights: None,
+            width: 1.0,
+            dropout: 0.2,
+            size: 128,
+            strategy: Strategy::Partial,
+            unfreeze_from: 11,
+            gradual_epochs: 1,
+            epochs: 10,
+            batch: 32,
+            optimizer: OptimizerKind::AdamW,
+            lr: 1e-3,
+            lr_mult: 10.0,
+            lr_ramp: false,
+            momentum: 0.9,
+            weight_decay: 1e-2,
+            clip_grad: None,
+            schedule: ScheduleKind::OneCycle,
+            warmup_epochs: 0.5,
+            step_epochs: 3,
+            gamma: 0.1,
+            plateau_patience: 1,
+            patience: None,
+            monitor: Monitor::MacroF1,
+            class_weights: ClassWeights::Sqrt,
+            label_smoothing: 0.1,
+            augment: Augment::standard(),
+            seed: 0,
+            workers: fieldkit_core::parallel::default_workers(),
+            device: DeviceKind::Flex,
+            checkpoint_minutes: 10.0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainerError::Config(m));
+        if self.size < 32 || self.size % 32 != 0 {
+            return bad(format!("--size {} must be a multiple of 32 (>= 32): MobileNetV2 downsamples by 32", self.size));
+        }
+        if ![0.35, 0.5, 0.75, 1.0].contains(&self.width) {
+            return bad(format!("--width {} is not one of 0.35, 0.5, 0.75, 1.0", self.width));
+        }
+        if self.epochs == 0 || self.batch < 2 {
+            return bad(format!("--epochs {} must be >= 1 and --batch {} >= 2", self.epochs, self.batch));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.lr_mult >= 1.0) {
+            return bad(format!("--lr {} must be > 0 and --lr-mult {} >= 1", self.lr, self.lr_mult));
+        }
+        if self.unfreeze_from > FEATURE_LAYERS {
+            return bad(format!("--unfreeze-from {} is past the last layer (0..={FEATURE_LAYERS})", self.unfreeze_from));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) || !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("--label-smoothing {} and --dropout {} must be in [0, 1)", self.label_smoothing, self.dropout));
+        }
+        if self.weights.is_some() && self.width != 1.0 {
+            return bad(format!("pretrained weights are width 1.0; --width {} trains from scratch (drop --weights)", self.width));
+        }
+        self.augment.validate()
+    }
+
+    /// First trainable layer at `epoch` (0-based); FEATURE_LAYERS means the head alone.
+    pub fn trainable_from(&self, epoch: usize) -> usize {
+        use crate::model::mobilenetv2::STAGE_STARTS;
+        match self.strategy {
+            Strategy::Head => FEATURE_LAYERS,
+            Strategy::Full => 0,
+            Strategy::Partial => self.unfreeze_from,
+            Strategy::Gradual => {
+                let thawed = epoch / self.gradual_epochs.max(1);
+                if thawed == 0 {
+                    FEATURE_LAYERS
+                } else {
+                    STAGE_STARTS.get(thawed - 1).copied().unwrap_or(0).max(self.unfreeze_from)
+                }
+            }
+        }
+    }
+
+    /// Learning rate multiplier of `features.layer` (the head is layer FEATURE_LAYERS, 1.0).
+    pub fn layer_lr_factor(&self, layer: usize) -> f64 {
+        if layer >= FEATURE_LAYERS || self.lr_mult == 1.0 {
+            return 1.0;
+        }
+        if self.lr_ramp {
+            // Geometric from 1/mult at the stem to ~1 at the last layer (fastai `slice`).
+            let t = layer as f64 / (FEATURE_LAYERS - 1) as f64;
+            self.lr_mult.powf(-(1.0 - t))
+        } else {
+            1.0 / self.lr_mult
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gradual_thaws_one_stage_per_period() {
+        let mut c = ClassifyConfig::new("d".into());
+        c.strategy = Strategy::Gradual;
+        c.unfreeze_from = 4;
+        c.gradual_epochs = 2;
+        let seq: Vec<usize> = (0..12).map(|e| c.trainable_from(e)).collect();
+        assert_eq!(seq, vec![19, 19, 17, 17, 14, 14, 11, 11, 7, 7, 4, 4]);
+    }
+
+    #[test]
+    fn lr_factors() {
+        let mut c = ClassifyConfig::new("d".into());
+        c.lr_mult = 100.0;
+        assert_eq!(c.layer_lr_factor(19), 1.0);
+        assert_eq!(c.layer_lr_factor(3), 0.01);
+        c.lr_ramp = true;
+        assert!((c.layer_lr_factor(0) - 0.01).abs() < 1e-12);
+        assert!((c.layer_lr_factor(18) - 1.0).abs() < 1e-12);
+        assert!(c.layer_lr_factor(9) > 0.01 && c.layer_lr_factor(9) < 1.0);
+    }
+
+    #[test]
+    fn validation_names_the_flag() {
+        let mut c = ClassifyConfig::new("d".into());
+        c.size = 100;
+        assert!(c.validate().unwrap_err().to_string().contains("--size 100"));
+        let mut c = ClassifyConfig::new("d".into());
+        c.width = 0.6;
+        assert!(c.validate().unwrap_err().to_string().contains("--width"));
+    }
+}

@@ -1,0 +1,114 @@
+//! Classification training: configuration, schedules, the step, the loop, checkpoints,
+//! the LR finder and the outputs of a run.
+
+pub mod checkpoint;
+pub mod classify;
+pub mod config;
+pub mod features;
+pub mod lr_find;
+pub mod progress;
+pub mod report;
+pub mod schedule;
+pub mod step;
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use fieldkit_core::card::{Decode, InputSpec, ModelCard, Task};
+use fieldkit_core::dataset::ImageFolder;
+use fieldkit_runtime::eval::eval_classifier;
+use fieldkit_runtime::Engine;
+
+pub use checkpoint::{EpochMetrics, LoopState};
+pub use config::{ClassWeights, ClassifyConfig, Monitor, OptimizerKind, Strategy};
+pub use progress::Progress;
+pub use schedule::ScheduleKind;
+
+use crate::error::Result;
+use crate::export::{export_classifier, onnx::{INPUT, OUTPUT}};
+use crate::model::mobilenetv2::MobileNetV2Config;
+
+/// What `fieldkit train classify` returns.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub out: PathBuf,
+    pub model: PathBuf,
+    pub best_epoch: Option<usize>,
+    pub history: Vec<EpochMetrics>,
+    /// The exported model's valid metrics through the runtime (tract).
+    pub top1: f64,
+    pub macro_f1: f64,
+    pub train_seconds: f64,
+}
+
+/// Trains (or resumes) a classifier into `out`: checkpoints, best model, `model.onnx` +
+/// card, metrics.csv, report.md with curves and confusion matrix, config.json.
+pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: &Progress) -> Result<TrainSummary> {
+    classify::check_out_dir(out, cfg, resume)?;
+    let prepared = classify::prepare(cfg, out, progress)?;
+    let outcome = classify::run_loop(&prepared, out, resume, progress)?;
+    let state = outcome.state;
+    report::write_metrics_csv(&out.join("metrics.csv"), &state.history)?;
+    report::plot_curves(out, &state.history)?;
+
+    // Export the best model and score it through the deployment path.
+    let mut best = MobileNetV2Config::new(prepared.classes.len()).with_width(cfg.width).with_dropout(cfg.dropout).init(&prepared.device);
+    checkpoint::load_module(&mut best, &outcome.best_model)?;
+    let model_path = out.join("model.onnx");
+    export_classifier(&best.valid(), cfg.size, &model_path)?;
+    let mut card = ModelCard::new(
+        Task::Classify,
+        prepared.classes.clone(),
+        InputSpec { name: INPUT.into(), shape: vec![-1, 3, cfg.size as i64, cfg.size as i64] },
+        prepared.preprocess.clone(),
+        Decode::Softmax { output: OUTPUT.into() },
+    );
+    card.source = Some(format!("fieldkit train classify ({}), best epoch {:?}", classify::describe_strategy(cfg), state.best_epoch));
+    card.data_fingerprint = Some(prepared.data_fingerprint.clone());
+    card.write_for(&model_path)?;
+    let engine = Engine::load(&model_path)?;
+    let valid = ImageFolder::open_with_classes(&cfg.data, &cfg.valid_split, &prepared.classes)?;
+    let eval = eval_classifier(&engine, &valid, cfg.workers.max(1))?;
+    card.metrics.insert("valid_top1".into(), eval.report.top1);
+    card.metrics.insert("valid_macro_f1".into(), eval.report.macro_f1);
+    card.write_for(&model_path)?;
+    if let Some(b) = state.best_epoch.and_then(|e| state.history.iter().find(|m| m.epoch == e)) {
+        if (b.top1 - eval.report.top1).abs() > 0.01 {
+            progress.message(&format!(
+                "warning: burn measured top1 {:.4} at the best epoch, the exported model gives {:.4} in tract",
+                b.top1, eval.report.top1
+            ));
+        }
+    }
+    report::write_report(
+        out,
+        &report::ReportInputs {
+            cfg,
+            classes: &prepared.classes,
+            counts: &prepared.counts,
+            history: &state.history,
+            best_epoch: state.best_epoch,
+            final_eval: &eval.report,
+            train_seconds: state.elapsed_s,
+            stopped_early: state.stopped_early,
+        },
+    )?;
+    Ok(TrainSummary {
+        out: out.to_path_buf(),
+        model: model_path,
+        best_epoch: state.best_epoch,
+        history: state.history,
+        top1: eval.report.top1,
+        macro_f1: eval.report.macro_f1,
+        train_seconds: state.elapsed_s,
+    })
+}
+
+/// `--lr-find`: the range test only; writes lr_find.png / lr_find.json into `out`.
+pub fn lr_find(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<lr_find::LrFind> {
+    cfg.validate()?;
+    std::fs::create_dir_all(out).map_err(|e| fieldkit_core::CoreError::io(out, e))?;
+    let prepared = classify::prepare(cfg, out, progress)?;
+    lr_find::run(&prepared, out, 100, 1e-7, 10.0, progress)
+}
+

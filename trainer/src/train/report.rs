@@ -1,0 +1,114 @@
+//! What a run leaves in `--out`: metrics.csv, curve and confusion PNGs, report.md, and the
+//! exported model with its card.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use fieldkit_core::metrics::ClassificationReport;
+use fieldkit_core::report::{plot_confusion, plot_lines, write_csv};
+use fieldkit_core::fsio;
+
+use super::checkpoint::EpochMetrics;
+use super::classify::describe_strategy;
+use super::config::ClassifyConfig;
+use crate::error::Result;
+
+pub fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
+    let header = ["epoch", "lr", "train_loss", "valid_loss", "top1", "macro_f1", "trainable_from", "seconds", "images_per_s"];
+    let rows: Vec<Vec<String>> = history
+        .iter()
+        .map(|m| {
+            vec![
+                m.epoch.to_string(),
+                format!("{:.6e}", m.lr),
+                format!("{:.6}", m.train_loss),
+                format!("{:.6}", m.valid_loss),
+                format!("{:.6}", m.top1),
+                format!("{:.6}", m.macro_f1),
+                m.trainable_from.to_string(),
+                format!("{:.2}", m.seconds),
+                format!("{:.2}", m.images_per_s),
+            ]
+        })
+        .collect();
+    write_csv(path, &header, &rows)?;
+    Ok(())
+}
+
+pub fn plot_curves(out: &Path, history: &[EpochMetrics]) -> Result<()> {
+    let pts = |f: &dyn Fn(&EpochMetrics) -> f64| history.iter().map(|m| (m.epoch as f64, f(m))).collect::<Vec<_>>();
+    plot_lines(
+        &out.join("loss.png"),
+        "loss",
+        "epoch",
+        "cross-entropy",
+        &[("train".into(), pts(&|m| m.train_loss)), ("valid".into(), pts(&|m| m.valid_loss))],
+    )?;
+    plot_lines(
+        &out.join("accuracy.png"),
+        "valid accuracy",
+        "epoch",
+        "score",
+        &[("top1".into(), pts(&|m| m.top1)), ("macro_f1".into(), pts(&|m| m.macro_f1))],
+    )?;
+    Ok(())
+}
+
+pub struct ReportInputs<'a> {
+    pub cfg: &'a ClassifyConfig,
+    pub classes: &'a [String],
+    pub counts: &'a [usize],
+    pub history: &'a [EpochMetrics],
+    pub best_epoch: Option<usize>,
+    pub final_eval: &'a ClassificationReport,
+    pub train_seconds: f64,
+    pub stopped_early: bool,
+}
+
+/// report.md: settings, per-epoch table, the deployed model's valid metrics, pictures.
+pub fn write_report(out: &Path, r: &ReportInputs) -> Result<()> {
+    plot_confusion(&out.join("confusion.png"), &r.final_eval.confusion, r.classes, "valid confusion (model.onnx, tract)")?;
+    let mut s = String::new();
+    let c = r.cfg;
+    let _ = writeln!(s, "# Training report\n");
+    let _ = writeln!(s, "- data: `{}` ({} / {})", c.data.display(), c.train_split, c.valid_split);
+    let _ = writeln!(s, "- strategy: {}", describe_strategy(c));
+    let _ = writeln!(
+        s,
+        "- model: MobileNetV2 width {} at {}x{} px, weights {}",
+        c.width,
+        c.size,
+        c.size,
+        c.weights.as_ref().map(|p| format!("`{}`", p.display())).unwrap_or_else(|| "none (from scratch)".into())
+    );
+    let _ = writeln!(
+        s,
+        "- optimiser: {:?} lr {} ({:?} schedule), weight decay {}, batch {}, {} epochs{}",
+        c.optimizer,
+        c.lr,
+        c.schedule,
+        c.weight_decay,
+        c.batch,
+        c.epochs,
+        if r.stopped_early { " (stopped early)" } else { "" }
+    );
+    let _ = writeln!(s, "- loss: class weights {:?}, label smoothing {}", c.class_weights, c.label_smoothing);
+    let _ = writeln!(s, "- training time: {:.1} min on {:?}", r.train_seconds / 60.0, c.device);
+    let _ = writeln!(s, "- training images per class: {}", r.classes.iter().zip(r.counts).map(|(n, k)| format!("{n} {k}")).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(s, "\n## Epochs\n\n| epoch | lr | train loss | valid loss | top-1 | macro-F1 | trainable from | img/s |\n|---|---|---|---|---|---|---|---|");
+    for m in r.history {
+        let star = if Some(m.epoch) == r.best_epoch { " **best**" } else { "" };
+        let _ = writeln!(
+            s,
+            "| {}{star} | {:.2e} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {:.1} |",
+            m.epoch, m.lr, m.train_loss, m.valid_loss, m.top1, m.macro_f1, m.trainable_from, m.images_per_s
+        );
+    }
+    let e = r.final_eval;
+    let _ = writeln!(s, "\n## Exported model on the valid split (tract, deployment preprocessing)\n");
+    let _ = writeln!(s, "top-1 **{:.4}**, macro-F1 **{:.4}**, weighted-F1 {:.4}, {} images\n", e.top1, e.macro_f1, e.weighted_f1, e.num_samples);
+    let _ = writeln!(s, "```\n{}```\n", e.table());
+    let _ = writeln!(s, "![loss](loss.png) ![accuracy](accuracy.png)\n\n![confusion](confusion.png)");
+    fsio::write_atomic(&out.join("report.md"), s.as_bytes())?;
+    Ok(())
+}
