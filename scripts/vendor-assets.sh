@@ -35,3 +35,9 @@ done
 cp "$shared/sesame-weed-det/data.yaml" "$out/data.yaml"
 chmod -R u+w "$root/assets/data"
 du -sh "$root/assets/data"/*
+
+# The ImageNet MobileNetV2 backbone (9 MB, Apache-2.0): the demo and the default test tier
+# fine-tune from it.
+mkdir -p "$root/assets/models/mobilenetv2-imagenet"
+cp "$shared/../models/mobilenetv2-imagenet/mobilenetv2_features.safetensors" "$root/assets/models/mobilenetv2-imagenet/"
+chmod u+w "$root/assets/models/mobilenetv2-imagenet/"*

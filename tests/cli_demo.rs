@@ -9,9 +9,15 @@ fn demo_runs_every_stage() {
     let o = fieldkit(&["demo", "--out", dir.path().to_str().unwrap(), "--assets", assets().to_str().unwrap()]);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
-    for stage in ["1. data check", "2. preprocessing", "3. labels as COCO"] {
+    for stage in ["1. data check", "2. preprocessing", "3. labels as COCO", "4. train a weed classifier"] {
         assert!(out.contains(stage), "missing stage {stage}:\n{out}");
     }
     assert!(dir.path().join("preview-yolox416.png").is_file());
     assert!(dir.path().join("sesame-mini-val.coco.json").is_file());
+    let card = fieldkit_core_card(&dir.path().join("train-weed-mini/model.json"));
+    assert!(card["metrics"]["valid_top1"].as_f64().unwrap() > 0.2, "{card}");
+}
+
+fn fieldkit_core_card(p: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }

@@ -370,24 +370,29 @@ pub fn default_workers() -> usize {
     parallel::default_workers()
 }
 
-/// Refuses to overwrite a previous run unless resuming, and checks a resumed config matches.
-pub fn check_out_dir(out: &Path, cfg: &ClassifyConfig, resume: bool) -> Result<()> {
+/// Refuses to overwrite a previous run unless resuming. A directory holding only the
+/// config.json of a run that failed before its first checkpoint is reused.
+pub fn check_out_dir(out: &Path, resume: bool) -> Result<()> {
     let ckpts = Checkpoints::new(out);
-    let cfg_path = out.join("config.json");
     if resume {
         if !ckpts.exists() {
             return Err(TrainerError::Config(format!("--resume: {} holds no checkpoint (checkpoints/last.json)", out.display())));
         }
         return Ok(());
     }
-    if ckpts.exists() || cfg_path.exists() {
+    if ckpts.exists() || out.join("model.onnx").exists() {
         return Err(TrainerError::Config(format!(
             "{} already holds a training run: pass --resume to continue it, or choose another --out",
             out.display()
         )));
     }
+    Ok(())
+}
+
+/// Writes the run's settings once its data has been opened successfully.
+pub fn write_config(out: &Path, cfg: &ClassifyConfig) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| CoreError::io(out, e))?;
-    fsio::write_json(&cfg_path, cfg)?;
+    fsio::write_json(&out.join("config.json"), cfg)?;
     Ok(())
 }
 

@@ -44,8 +44,11 @@ pub struct TrainSummary {
 /// Trains (or resumes) a classifier into `out`: checkpoints, best model, `model.onnx` +
 /// card, metrics.csv, report.md with curves and confusion matrix, config.json.
 pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: &Progress) -> Result<TrainSummary> {
-    classify::check_out_dir(out, cfg, resume)?;
+    classify::check_out_dir(out, resume)?;
     let prepared = classify::prepare(cfg, out, progress)?;
+    if !resume {
+        classify::write_config(out, cfg)?;
+    }
     let outcome = classify::run_loop(&prepared, out, resume, progress)?;
     let state = outcome.state;
     report::write_metrics_csv(&out.join("metrics.csv"), &state.history)?;

@@ -1,0 +1,114 @@
+//! `fieldkit train classify` end to end on the vendored weed subset and backbone: outputs,
+//! eval of the exported model, the LR finder, resume after `kill -9`, and bad input.
+#![cfg(feature = "train")]
+
+mod common;
+use common::*;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn weights() -> String {
+    assets().join("models/mobilenetv2-imagenet/mobilenetv2_features.safetensors").display().to_string()
+}
+
+fn weed() -> String {
+    assets().join("data/weed-mini").display().to_string()
+}
+
+#[test]
+fn head_strategy_trains_exports_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = fieldkit(&[
+        "train", "classify", "--data", &weed(), "--out", out.to_str().unwrap(), "--weights", &weights(), "--strategy", "head",
+        "--size", "96", "--epochs", "20", "--lr", "3e-3", "--schedule", "cosine", "--quiet",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("valid top1"), "{}", stdout(&o));
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["strategy"], "head");
+    assert_eq!(cfg["valid_split"], "valid");
+    assert_eq!(cfg["size"], 96);
+    // The exported model evaluates through `fieldkit eval` with the card written beside it.
+    let json = dir.path().join("eval.json");
+    let model = out.join("model.onnx");
+    let o = fieldkit(&["eval", "--model", model.to_str().unwrap(), "--data", &weed(), "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ev: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+    assert_eq!(ev["top1"], card["metrics"]["valid_top1"]);
+    assert!(ev["top1"].as_f64().unwrap() > 0.2, "{ev}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("macro-F1") && report.contains("confusion.png"));
+}
+
+#[test]
+fn lr_find_suggests_a_rate_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lr");
+    let o = fieldkit(&[
+        "train", "classify", "--data", &weed(), "--out", out.to_str().unwrap(), "--weights", &weights(), "--strategy", "head",
+        "--size", "64", "--lr-find", "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    let lr: f64 = s.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(s.starts_with("suggested lr") && lr > 1e-7 && lr < 10.0, "{s}");
+    assert!(out.join("lr_find.png").is_file() && out.join("lr_find.json").is_file());
+}
+
+#[test]
+fn resume_after_kill_finishes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = [
+        "train", "classify", "--data", &weed(), "--out", out.to_str().unwrap(), "--strategy", "full", "--width", "0.35",
+        "--size", "32", "--epochs", "5", "--batch", "16", "--checkpoint-minutes", "0", "--quiet",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldkit")).args(args).spawn().unwrap();
+    // Kill it (SIGKILL) at some point after the first checkpoint: saves happen after every batch.
+    let t = Instant::now();
+    while !out.join("checkpoints/last.json").exists() && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before it could be killed; make it longer");
+    // Without --resume the directory is protected.
+    let o = fieldkit(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
+    let o = fieldkit(&["train", "classify", "--data", &weed(), "--out", out.to_str().unwrap(), "--resume", "--quiet"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let epochs: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(epochs, vec!["1", "2", "3", "4", "5"], "{csv}");
+    assert!(out.join("model.onnx").is_file());
+}
+
+#[test]
+fn bad_input_exits_2_with_the_culprit_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    copy_dir(&assets().join("data/weed-mini"), &data);
+    std::fs::create_dir_all(data.join("valid/dandelion")).unwrap();
+    std::fs::copy(assets().join("data/weed-mini/valid/eclipta").read_dir().unwrap().next().unwrap().unwrap().path(), data.join("valid/dandelion/a.jpg")).unwrap();
+    let out = dir.path().join("o");
+    let run = |extra: &[&str]| {
+        let mut a = vec!["train", "classify", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
+        a.extend_from_slice(extra);
+        fieldkit(&a)
+    };
+    let o = run(&["--size", "32"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("dandelion"), "{}", stderr(&o));
+    std::fs::remove_dir_all(data.join("valid/dandelion")).unwrap();
+    let o = run(&["--size", "100"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--size 100"), "{}", stderr(&o));
+    let o = run(&["--weights", "/nonexistent/w.safetensors"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("w.safetensors"), "{}", stderr(&o));
+}
