@@ -40,6 +40,9 @@ enum Command {
         #[command(subcommand)]
         command: cmd::train::TrainCommand,
     },
+    /// Export a training run's checkpoint to ONNX + model card.
+    #[cfg(feature = "train")]
+    Export(cmd::export::ExportArgs),
     /// Run every stage built so far on the vendored sample data.
     Demo(cmd::demo::DemoArgs),
 }
@@ -55,6 +58,8 @@ fn main() {
         Command::Bench(args) => cmd::bench::run(args),
         #[cfg(feature = "train")]
         Command::Train { command } => cmd::train::run(command),
+        #[cfg(feature = "train")]
+        Command::Export(args) => cmd::export::run(args),
         Command::Demo(args) => cmd::demo::run(args),
     };
     match result {

@@ -33,12 +33,19 @@ fn head_strategy_trains_exports_and_evaluates() {
     // The exported model evaluates through `fieldkit eval` with the card written beside it.
     let json = dir.path().join("eval.json");
     let model = out.join("model.onnx");
-    let o = fieldkit(&["eval", "--model", model.to_str().unwrap(), "--data", &weed(), "--json", json.to_str().unwrap()]);
+    let o = fieldkit(&[
+        "eval", "--model", model.to_str().unwrap(), "--data", &weed(), "--json", json.to_str().unwrap(), "--perturb", "blur,noise,dark,jpeg",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let ev: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
     assert_eq!(ev["top1"], card["metrics"]["valid_top1"]);
     assert!(ev["top1"].as_f64().unwrap() > 0.2, "{ev}");
+    for p in ["blur", "noise", "dark", "jpeg"] {
+        let t = ev["robustness"][p]["top1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&t), "{p}: {ev}");
+    }
+    assert!(stdout(&o).contains("robustness"), "{}", stdout(&o));
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("macro-F1") && report.contains("confusion.png"));
 }
@@ -86,6 +93,12 @@ fn resume_after_kill_finishes_the_run() {
     let epochs: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
     assert_eq!(epochs, vec!["1", "2", "3", "4", "5"], "{csv}");
     assert!(out.join("model.onnx").is_file());
+    // Any checkpoint exports on its own.
+    let last = dir.path().join("last.onnx");
+    let o = fieldkit(&["export", "--run", out.to_str().unwrap(), "--checkpoint", "last", "--out", last.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fieldkit(&["eval", "--model", last.to_str().unwrap(), "--data", &weed()]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod fsio;
 pub mod image_io;
 pub mod metrics;
 pub mod parallel;
+pub mod perturb;
 pub mod preprocess;
 pub mod report;
 

@@ -9,6 +9,7 @@ use fieldkit_core::dataset::coco::{CocoDataset, CocoPrediction};
 use fieldkit_core::dataset::{ImageFolder, YoloDataset};
 use fieldkit_core::detect::NmsOptions;
 use fieldkit_core::metrics::{ClassificationReport, CocoEval, CountReport};
+use fieldkit_core::perturb::Perturb;
 use fieldkit_core::{image_io, CoreError};
 
 use crate::engine::{Engine, Output, PredictOptions, Session};
@@ -43,6 +44,11 @@ pub struct ClassifierEval {
 }
 
 pub fn eval_classifier(engine: &Engine, data: &ImageFolder, workers: usize) -> Result<ClassifierEval> {
+    eval_classifier_perturbed(engine, data, workers, None)
+}
+
+/// [`eval_classifier`] with every image corrupted by `perturb` first (robustness tables).
+pub fn eval_classifier_perturbed(engine: &Engine, data: &ImageFolder, workers: usize, perturb: Option<Perturb>) -> Result<ClassifierEval> {
     let card = engine.card();
     if card.task != Task::Classify {
         return Err(RuntimeError::Mismatch { path: engine.path().to_path_buf(), msg: "not a classifier (card task is detect)".into() });
@@ -51,7 +57,10 @@ pub fn eval_classifier(engine: &Engine, data: &ImageFolder, workers: usize) -> R
     let n_classes = card.classes.len();
     let opts = PredictOptions { top_k: n_classes, ..Default::default() };
     let results = parallel_map(engine, data.samples.len(), workers, |s, i| {
-        let img = image_io::read_rgb(&data.samples[i].path)?;
+        let mut img = image_io::read_rgb(&data.samples[i].path)?;
+        if let Some(p) = perturb {
+            img = p.apply(&img, i as u64)?;
+        }
         match s.predict(&img, &opts)?.output {
             Output::Classes(c) => {
                 let mut scores = vec![0.0f32; n_classes];

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use fieldkit_core::report;
-use fieldkit_runtime::eval::{eval_classifier, eval_detector};
+use fieldkit_core::perturb;
+use fieldkit_runtime::eval::{eval_classifier, eval_classifier_perturbed, eval_detector};
 use fieldkit_runtime::Engine;
 
 use super::dataset_arg::{self, EvalData};
@@ -31,6 +32,10 @@ pub struct EvalArgs {
     /// Inference threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Classifier: also evaluate on corrupted copies of the images and print a robustness
+    /// table; comma-separated from blur, noise, dark, bright, jpeg.
+    #[arg(long)]
+    perturb: Option<String>,
     /// Detector: score threshold for per-image counting.
     #[arg(long, default_value_t = 0.3)]
     count_threshold: f64,
@@ -49,14 +54,29 @@ pub fn run(a: EvalArgs) -> Result<i32> {
             for (name, row) in r.per_class.iter().zip(&r.confusion) {
                 println!("  {:>16} {}", name.name, row.iter().map(|v| format!("{v:>5}")).collect::<String>());
             }
+            let mut robustness = serde_json::Map::new();
+            if let Some(list) = &a.perturb {
+                println!("\nrobustness ({} images each):", r.num_samples);
+                println!("  {:<10} {:<28} {:>7} {:>9} {:>8}", "name", "corruption", "top1", "macro_f1", "d_top1");
+                println!("  {:<10} {:<28} {:>7.4} {:>9.4} {:>8}", "clean", "none", r.top1, r.macro_f1, "");
+                for (name, p) in perturb::parse_list(list)? {
+                    let pr = eval_classifier_perturbed(&engine, &ds, a.workers, Some(p))?.report;
+                    println!("  {:<10} {:<28} {:>7.4} {:>9.4} {:>+8.4}", name, p.label(), pr.top1, pr.macro_f1, pr.top1 - r.top1);
+                    robustness.insert(name, serde_json::json!({"corruption": p.label(), "top1": pr.top1, "macro_f1": pr.macro_f1}));
+                }
+            }
             if let Some(path) = &a.json {
                 let per_class: serde_json::Map<String, serde_json::Value> =
                     r.per_class.iter().map(|c| (c.name.clone(), serde_json::to_value(c).unwrap())).collect();
-                report::write_json(path, &serde_json::json!({
+                let mut doc = serde_json::json!({
                     "task": "classify", "model": a.model, "data": a.data, "split": ds.split,
                     "num_samples": r.num_samples, "top1": r.top1, "top5": r.top5, "macro_f1": r.macro_f1,
                     "weighted_f1": r.weighted_f1, "per_class": per_class, "confusion": r.confusion,
-                }))?;
+                });
+                if !robustness.is_empty() {
+                    doc["robustness"] = robustness.into();
+                }
+                report::write_json(path, &doc)?;
             }
             if let Some(dir) = &a.plots {
                 let names: Vec<String> = r.per_class.iter().map(|c| c.name.clone()).collect();

@@ -7,6 +7,8 @@ pub mod data;
 pub mod dataset_arg;
 pub mod demo;
 pub mod eval;
+#[cfg(feature = "train")]
+pub mod export;
 pub mod metrics;
 pub mod predict;
 #[cfg(feature = "train")]

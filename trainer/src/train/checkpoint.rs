@@ -148,10 +148,15 @@ impl Checkpoints {
         Ok(())
     }
 
+    /// Directory of the last complete checkpoint.
+    pub fn last_dir(&self) -> Result<PathBuf> {
+        let pointer: Pointer = fsio::read_json(&self.root.join("last.json"))?;
+        Ok(self.root.join(pointer.dir))
+    }
+
     /// Loads the last checkpoint into `model` and `optim`, returning the loop state.
     pub fn load<M: Module + ModuleSnapshot>(&self, model: &mut M, optim: ModuleOptimizer) -> Result<(LoopState, ModuleOptimizer)> {
-        let pointer: Pointer = fsio::read_json(&self.root.join("last.json"))?;
-        let dir = self.root.join(&pointer.dir);
+        let dir = self.last_dir()?;
         load_module(model, &dir.join("model.bpk"))?;
         let optim_path = dir.join("optim.bpk");
         let record = OptimizerRecord::load(&optim_path).map_err(|e| store_err(&optim_path, format!("{e:?}")))?;

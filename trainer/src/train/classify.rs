@@ -77,7 +77,7 @@ pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
     }
     let valid_folder = ImageFolder::open_with_classes(&cfg.data, &cfg.valid_split, &classes)?;
     let counts = train_folder.class_counts();
-    let preprocess = Preprocess::imagenet_stretch(cfg.size);
+    let preprocess = cfg.preprocess();
     let device = cfg.device.device()?;
     let mut model = MobileNetV2Config::new(classes.len()).with_width(cfg.width).with_dropout(cfg.dropout).init(&device);
     let weights_sha = match &cfg.weights {

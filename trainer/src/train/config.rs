@@ -180,6 +180,12 @@ impl ClassifyConfig {
         self.augment.validate()
     }
 
+    /// The input preprocessing of training, validation and the exported card: a stretch to
+    /// `size` (no centre crop: small tiles would lose the plant) and ImageNet normalisation.
+    pub fn preprocess(&self) -> fieldkit_core::Preprocess {
+        fieldkit_core::Preprocess::imagenet_stretch(self.size)
+    }
+
     /// First trainable layer at `epoch` (0-based); FEATURE_LAYERS means the head alone.
     pub fn trainable_from(&self, epoch: usize) -> usize {
         use crate::model::mobilenetv2::STAGE_STARTS;

@@ -58,17 +58,8 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
     let mut best = MobileNetV2Config::new(prepared.classes.len()).with_width(cfg.width).with_dropout(cfg.dropout).init(&prepared.device);
     checkpoint::load_module(&mut best, &outcome.best_model)?;
     let model_path = out.join("model.onnx");
-    export_classifier(&best.valid(), cfg.size, &model_path)?;
-    let mut card = ModelCard::new(
-        Task::Classify,
-        prepared.classes.clone(),
-        InputSpec { name: INPUT.into(), shape: vec![-1, 3, cfg.size as i64, cfg.size as i64] },
-        prepared.preprocess.clone(),
-        Decode::Softmax { output: OUTPUT.into() },
-    );
-    card.source = Some(format!("fieldkit train classify ({}), best epoch {:?}", classify::describe_strategy(cfg), state.best_epoch));
-    card.data_fingerprint = Some(prepared.data_fingerprint.clone());
-    card.write_for(&model_path)?;
+    let source = format!("fieldkit train classify ({}), best epoch {:?}", classify::describe_strategy(cfg), state.best_epoch);
+    let mut card = export_with_card(&best, cfg, &prepared.classes, &prepared.data_fingerprint, source, &model_path)?;
     let engine = Engine::load(&model_path)?;
     let valid = ImageFolder::open_with_classes(&cfg.data, &cfg.valid_split, &prepared.classes)?;
     let eval = eval_classifier(&engine, &valid, cfg.workers.max(1))?;
@@ -105,6 +96,57 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
         macro_f1: eval.report.macro_f1,
         train_seconds: state.elapsed_s,
     })
+}
+
+/// Writes `model` as ONNX at `path` with its card (classes, input, preprocessing, decoding).
+pub fn export_with_card(
+    model: &crate::model::MobileNetV2,
+    cfg: &ClassifyConfig,
+    classes: &[String],
+    data_fingerprint: &str,
+    source: String,
+    path: &Path,
+) -> Result<ModelCard> {
+    export_classifier(&model.valid(), cfg.size, path)?;
+    let mut card = ModelCard::new(
+        Task::Classify,
+        classes.to_vec(),
+        InputSpec { name: INPUT.into(), shape: vec![-1, 3, cfg.size as i64, cfg.size as i64] },
+        cfg.preprocess(),
+        Decode::Softmax { output: OUTPUT.into() },
+    );
+    card.source = Some(source);
+    card.data_fingerprint = Some(data_fingerprint.to_string());
+    card.write_for(path)?;
+    Ok(card)
+}
+
+/// Which checkpoint of a run to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    /// The best epoch by the run's monitored metric.
+    Best,
+    /// The latest checkpoint (possibly mid-epoch).
+    Last,
+}
+
+/// `fieldkit export`: a run's checkpoint -> ONNX + card, without training further.
+pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
+    let cfg: ClassifyConfig = fieldkit_core::fsio::read_json(&run.join("config.json"))?;
+    let train = ImageFolder::open(&cfg.data, &cfg.train_split)?;
+    let device = cfg.device.device()?;
+    let mut model = MobileNetV2Config::new(train.classes.len()).with_width(cfg.width).with_dropout(cfg.dropout).init(&device);
+    let ckpts = checkpoint::Checkpoints::new(run);
+    let (file, what) = match which {
+        Which::Best => (ckpts.best_model(), "best".to_string()),
+        Which::Last => {
+            let dir = ckpts.last_dir()?;
+            (dir.join("model.bpk"), format!("last ({})", dir.file_name().unwrap_or_default().to_string_lossy()))
+        }
+    };
+    checkpoint::load_module(&mut model, &file)?;
+    let source = format!("fieldkit export of {} checkpoint {what}", run.display());
+    export_with_card(&model, &cfg, &train.classes, &train.fingerprint(), source, path)
 }
 
 /// `--lr-find`: the range test only; writes lr_find.png / lr_find.json into `out`.
