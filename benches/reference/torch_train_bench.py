@@ -1,0 +1,85 @@
+"""PyTorch CPU reference for benches/train_vs_torch.sh: the same MobileNetV2 (torchvision
+layout, the same ImageNet weights), the same strategy, input size, batch and step count as
+fieldkit's `train_bench` example; prints one JSON line with images/s and peak RSS.
+
+    python3 torch_train_bench.py WEIGHTS.safetensors STRATEGY SIZE [STEPS] [BATCH]
+
+STRATEGY: head (frozen backbone forward in eval mode under no_grad: building the head
+strategy's feature cache), partial (features.11.. and the classifier train; frozen BatchNorm
+in eval mode), full. AdamW, plain cross-entropy, torch threads = cores.
+"""
+import json
+import resource
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+import torchvision
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        body = f.read()
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        assert v["dtype"] == "F32", v["dtype"]
+        a, b = v["data_offsets"]
+        out[k] = torch.from_numpy(np.frombuffer(body[a:b], dtype=np.float32).reshape(v["shape"]).copy())
+    return out
+
+
+def main():
+    weights, strategy, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    steps = int(sys.argv[4]) if len(sys.argv) > 4 else 10
+    batch = int(sys.argv[5]) if len(sys.argv) > 5 else 16
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(num_classes=9)
+    missing, unexpected = model.load_state_dict(load_safetensors(weights), strict=False)
+    assert not unexpected and all(k.startswith("classifier") for k in missing), (missing, unexpected)
+    i = torch.arange(batch * 3 * size * size, dtype=torch.int64)
+    x = ((i * 7919) % 256).float().div(128.0).sub(1.0).reshape(batch, 3, size, size)
+    y = torch.arange(batch) % 9
+    timed = 0.0
+    if strategy == "head":
+        model.eval()
+        with torch.no_grad():
+            for k in range(steps + 2):
+                t = time.perf_counter()
+                f = torch.nn.functional.adaptive_avg_pool2d(model.features(x), 1).flatten(1)
+                assert f.shape == (batch, 1280)
+                if k >= 2:
+                    timed += time.perf_counter() - t
+    else:
+        frozen = 11 if strategy == "partial" else 0
+        for j, layer in enumerate(model.features):
+            if j < frozen:
+                layer.requires_grad_(False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        for k in range(steps + 2):
+            t = time.perf_counter()
+            model.train()
+            for j, layer in enumerate(model.features):
+                if j < frozen:
+                    layer.eval()  # frozen BatchNorm keeps its running statistics
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            assert torch.isfinite(loss)
+            if k >= 2:
+                timed += time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"tool": f"torch {torch.__version__}", "strategy": strategy, "size": size, "batch": batch, "steps": steps,
+                      "images_per_s": steps * batch / timed, "peak_rss_mb": rss, "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()
