@@ -248,6 +248,18 @@ impl Preprocess {
     }
 }
 
+/// The deterministic input every parity check shares with the Python reference scripts:
+/// `v[i] = (i * 7919) % 256` over a flattened `[3, h, w]` tensor (values 0..255 as f32).
+pub fn reference_pattern(h: usize, w: usize) -> Vec<f32> {
+    (0..3 * h * w).map(|i| ((i as u64 * 7919) % 256) as f32).collect()
+}
+
+/// [`reference_pattern`] with /255 and ImageNet mean/std applied in f32, as numpy does it.
+pub fn reference_pattern_imagenet(h: usize, w: usize) -> Vec<f32> {
+    let plane = h * w;
+    reference_pattern(h, w).iter().enumerate().map(|(i, v)| (v / 255.0 - IMAGENET_MEAN[i / plane]) / IMAGENET_STD[i / plane]).collect()
+}
+
 /// Bilinear resize of an RGB8 image; `antialias` widens the kernel when shrinking.
 pub fn resize_rgb(img: &RgbImage, width: u32, height: u32, antialias: bool) -> Result<RgbImage> {
     let (w, h) = img.dimensions();

@@ -185,7 +185,7 @@ mod tests {
             .unwrap();
         let x = tract_ndarray::arr2(&[[1f32, 1., 1.], [2., 2., 2.]]).into_tensor();
         let y = plan.run(tvec!(x.into())).unwrap();
-        let y = y[0].to_array_view::<f32>().unwrap();
+        let y = y[0].to_plain_array_view::<f32>().unwrap();
         assert_eq!(y.as_slice().unwrap(), &[1., 2., 3., 2., 4., 6.]);
         assert!(load(&dir.path().join("missing.onnx")).is_err());
         std::fs::write(dir.path().join("junk.onnx"), b"\xff\xff\xff not protobuf").unwrap();

@@ -2,7 +2,7 @@
 use std::path::{Path, PathBuf};
 
 use fieldkit_core::card::{Decode, InputSpec, ModelCard, Task};
-use fieldkit_core::preprocess::{ChannelOrder, Preprocess, Resize, IMAGENET_MEAN, IMAGENET_STD};
+use fieldkit_core::preprocess::{ChannelOrder, Preprocess, Resize};
 use serde_json::Value;
 
 pub fn golden(rel: &str) -> PathBuf {
@@ -17,16 +17,7 @@ pub fn floats(v: &Value) -> Vec<f32> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
-/// The reference scripts' input: v[i] = (i * 7919) % 256 over the flattened [1, 3, h, w].
-pub fn pattern(h: usize, w: usize) -> Vec<f32> {
-    (0..3 * h * w).map(|i| ((i as u64 * 7919) % 256) as f32).collect()
-}
-
-/// `pattern` with /255 and ImageNet mean/std applied in f32, as numpy does it.
-pub fn pattern_imagenet(h: usize, w: usize) -> Vec<f32> {
-    let plane = h * w;
-    pattern(h, w).iter().enumerate().map(|(i, v)| (v / 255.0 - IMAGENET_MEAN[i / plane]) / IMAGENET_STD[i / plane]).collect()
-}
+pub use fieldkit_core::preprocess::{reference_pattern as pattern, reference_pattern_imagenet as pattern_imagenet};
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());

@@ -23,10 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     load_backbone(&mut model, &weights)?;
     let model = model.valid();
     let size = 224usize;
-    // The reference scripts' pattern, ImageNet-normalised: v[i] = (i * 7919) % 256.
-    let (mean, std) = (fieldkit_core::preprocess::IMAGENET_MEAN, fieldkit_core::preprocess::IMAGENET_STD);
-    let plane = size * size;
-    let input: Vec<f32> = (0..3 * plane).map(|i| (((i as u64 * 7919) % 256) as f32 / 255.0 - mean[i / plane]) / std[i / plane]).collect();
+    let input = fieldkit_core::preprocess::reference_pattern_imagenet(size, size);
     let logits: Vec<f32> =
         model.forward(Tensor::<1>::from_floats(input.as_slice(), &device).reshape([1, 3, size, size])).into_data().try_to_vec()?;
     let path = out.join("model.onnx");

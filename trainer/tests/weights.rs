@@ -16,11 +16,7 @@ fn shared() -> PathBuf {
     p
 }
 
-/// The reference scripts' deterministic input, ImageNet-normalised in f32.
-fn pattern_imagenet(h: usize, w: usize) -> Vec<f32> {
-    let (mean, std) = (fieldkit_core::preprocess::IMAGENET_MEAN, fieldkit_core::preprocess::IMAGENET_STD);
-    (0..3 * h * w).map(|i| (((i as u64 * 7919) % 256) as f32 / 255.0 - mean[i / (h * w)]) / std[i / (h * w)]).collect()
-}
+use fieldkit_core::preprocess::reference_pattern_imagenet as pattern_imagenet;
 
 #[test]
 #[ignore = "needs ../shared"]
