@@ -95,20 +95,25 @@ fn exported_onnx_matches_burn_in_tract() {
     assert!(diff <= 1e-4, "tract vs burn max abs diff {diff}");
 }
 
+fn vendored_weights() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors")
+}
+
+/// The ImageNet backbone at 32 px with the last stages training: cheap, and learns the
+/// colour classes reliably (from scratch, a few epochs are a coin toss).
 fn tiny_config(data: &Path) -> ClassifyConfig {
     let mut c = ClassifyConfig::new(data.to_path_buf());
-    c.width = 0.35;
+    c.weights = Some(vendored_weights());
     c.size = 32;
-    c.strategy = Strategy::Full;
-    c.epochs = 8;
+    c.strategy = Strategy::Partial;
+    c.unfreeze_from = 14;
+    c.epochs = 4;
     c.batch = 8;
     c.lr = 3e-3;
     c.schedule = ScheduleKind::Cosine;
     c.augment = Augment::light();
     c.class_weights = ClassWeights::Balanced;
     c.workers = 2;
-    // From scratch every layer needs the full rate.
-    c.lr_mult = 1.0;
     c
 }
 
@@ -126,13 +131,13 @@ fn trains_writes_every_output_and_refuses_to_overwrite() {
     let first = s.history.first().unwrap().train_loss;
     let last = s.history.last().unwrap().train_loss;
     assert!(last < first, "training loss did not fall: {first} -> {last}");
-    assert!(s.top1 > 0.5, "three colour classes should be learnable, top1 {}: {:#?}", s.top1, s.history);
+    assert!(s.top1 > 0.9, "three colour classes should be learnable, top1 {}: {:#?}", s.top1, s.history);
     let card = ModelCard::load_verified(&out.join("model.onnx")).unwrap();
     assert_eq!(card.classes, vec!["blue", "green", "red"]);
     assert_eq!(card.metrics["valid_top1"], s.top1);
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert!(csv.starts_with("epoch,lr,train_loss,valid_loss,top1,macro_f1"));
-    assert_eq!(csv.lines().count(), 9);
+    assert_eq!(csv.lines().count(), 5);
     // A second run into the same directory must not clobber the first.
     let err = train_classify(&cfg, &out, false, &Progress { quiet: true }).unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
@@ -162,7 +167,6 @@ fn bad_input_is_named() {
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"not safetensors").unwrap();
     let mut c = tiny_config(&data);
-    c.width = 1.0;
     c.weights = Some(junk);
     let e = train_classify(&c, &dir.path().join("o3"), false, &q).unwrap_err().to_string();
     assert!(e.contains("junk.safetensors"), "{e}");

@@ -79,6 +79,8 @@ pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
     let counts = train_folder.class_counts();
     let preprocess = cfg.preprocess();
     let device = cfg.device.device()?;
+    // Head initialisation and dropout masks come from the device's generator.
+    device.seed(cfg.seed);
     let mut model = MobileNetV2Config::new(classes.len()).with_width(cfg.width).with_dropout(cfg.dropout).init(&device);
     let weights_sha = match &cfg.weights {
         Some(w) => {
