@@ -55,6 +55,8 @@ pub fn valley(lrs: &[f64], losses: &[f64]) -> f64 {
 
 pub fn run(p: &Prepared, out: &Path, steps: usize, start_lr: f64, end_lr: f64, progress: &Progress) -> Result<LrFind> {
     let cfg = &p.cfg;
+    // Probe the deepest configuration the run will reach (gradual ends with the most layers
+    // thawed), since that is where a too-high rate does harm.
     let from = cfg.trainable_from(usize::MAX / 2).min(cfg.trainable_from(0));
     let mut model = p.model.clone().with_trainable_from(from).train();
     let mut optim = optimizer(cfg);
