@@ -20,7 +20,7 @@ for size in 64 224; do
   for strategy in head partial full; do
     n=$steps; [ "$size" = 224 ] && [ "$strategy" != head ] && n=$(( (steps + 1) / 2 ))
     fk=$("$bench" "$strategy" "$size" "$n" 16)
-    th=$(python3 benches/reference/torch_train_bench.py "$weights" "$strategy" "$size" "$n" 16)
+    th=$(/usr/bin/python3 benches/reference/torch_train_bench.py "$weights" "$strategy" "$size" "$n" 16)
     results+=("$fk" "$th")
     python3 - "$fk" "$th" <<'PY'
 import json, sys

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # PyTorch CPU for the training comparison (benches/train_vs_torch.sh): Debian's packages
-# (torch 1.13 / torchvision 0.14 on bookworm) into the system python3. PyPI's default torch
+# (torch 1.13 / torchvision 0.14 on bookworm) into the system /usr/bin/python3 (not a venv or a
+# python3 earlier on PATH). PyPI's default torch
 # wheel bundles CUDA (gigabytes), which a CPU comparison does not need.
 set -euo pipefail
-if python3 -c "import torch, torchvision" 2>/dev/null; then
+if /usr/bin/python3 -c "import torch, torchvision, numpy" 2>/dev/null; then
   exit 0
 fi
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

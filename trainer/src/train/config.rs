@@ -128,7 +128,7 @@ impl ClassifyConfig {
             strategy: Strategy::Partial,
             unfreeze_from: 11,
             gradual_epochs: 1,
-            epochs: 10,
+            epochs: 8,
             batch: 32,
             optimizer: OptimizerKind::AdamW,
             lr: 1e-3,
