@@ -5,41 +5,37 @@
 
 use std::path::Path;
 
-use burn::prelude::*;
 use fieldkit_runtime::onnx_graph::{self, attr_int, attr_ints, tensor_f32, Dim, GraphBuilder};
 
 use crate::error::{Result, TrainerError};
 use crate::model::mobilenetv2::{ConvBn, MobileNetV2};
+use crate::model::to_host;
 
 pub const OPSET: i64 = 13;
 pub const INPUT: &str = "input";
 pub const OUTPUT: &str = "logits";
-
-fn host(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().try_into_vec_as::<f32>().expect("f32 data")
-}
 
 /// Folds eval-mode BatchNorm into the preceding bias-free conv:
 /// w' = w · γ/√(σ²+ε), b' = β − μ · γ/√(σ²+ε).
 pub fn fold_conv_bn(c: &ConvBn) -> (Vec<i64>, Vec<f32>, Vec<f32>) {
     let w = c.conv.weight.val();
     let dims: Vec<i64> = w.dims().iter().map(|d| *d as i64).collect();
-    let mut weight = w.into_data().try_into_vec_as::<f32>().expect("f32 data");
-    let gamma = host(c.bn.gamma.val());
-    let beta = host(c.bn.beta.val());
-    let mean = host(c.bn.running_mean.value());
-    let var = host(c.bn.running_var.value());
+    let mut weight = to_host(w);
+    let gamma = to_host(c.bn.gamma.val());
+    let beta = to_host(c.bn.beta.val());
+    let mean = to_host(c.bn.running_mean.value());
+    let var = to_host(c.bn.running_var.value());
     let eps = c.bn.epsilon;
     let out_ch = dims[0] as usize;
     let per = weight.len() / out_ch;
+    let conv_bias = c.conv.bias.as_ref().map(|b| to_host(b.val())).unwrap_or_else(|| vec![0.0; out_ch]);
     let mut bias = vec![0f32; out_ch];
     for o in 0..out_ch {
         let s = (gamma[o] as f64 / (var[o] as f64 + eps).sqrt()) as f32;
         for v in &mut weight[o * per..(o + 1) * per] {
             *v *= s;
         }
-        let conv_bias = c.conv.bias.as_ref().map(|b| host(b.val())[o]).unwrap_or(0.0);
-        bias[o] = (beta[o] as f64 + (conv_bias as f64 - mean[o] as f64) * s as f64) as f32;
+        bias[o] = (beta[o] as f64 + (conv_bias[o] as f64 - mean[o] as f64) * s as f64) as f32;
     }
     (dims, weight, bias)
 }
@@ -119,9 +115,9 @@ pub fn export_classifier(model: &MobileNetV2, size: u32, path: &Path) -> Result<
     w.g.node("Flatten", &["pooled"], &["features"], vec![attr_int("axis", 1)]);
     // burn's Linear weight is [in, out]: Gemm without transposition.
     let wd: Vec<i64> = head.weight.dims().iter().map(|d| *d as i64).collect();
-    let weight = head.weight.val().into_data().try_into_vec_as::<f32>().expect("f32 data");
+    let weight = to_host(head.weight.val());
     let wn = w.g.initializer(tensor_f32("classifier.weight", &wd, &weight));
-    let bias = head.bias.as_ref().map(|b| host(b.val())).unwrap_or_else(|| vec![0.0; wd[1] as usize]);
+    let bias = head.bias.as_ref().map(|b| to_host(b.val())).unwrap_or_else(|| vec![0.0; wd[1] as usize]);
     let bn = w.g.initializer(tensor_f32("classifier.bias", &[wd[1]], &bias));
     w.g.node("Gemm", &["features", &wn, &bn], &[OUTPUT], vec![]);
     w.g.output_f32(OUTPUT, &[batch, Dim::Fixed(wd[1])]);

@@ -3,3 +3,10 @@
 pub mod mobilenetv2;
 
 pub use mobilenetv2::{MobileNetV2, MobileNetV2Config};
+
+use burn::prelude::Tensor;
+
+/// A tensor's values on the host as f32 (any float dtype is converted).
+pub fn to_host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().expect("float tensor data converts to f32")
+}

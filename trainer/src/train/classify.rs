@@ -14,7 +14,7 @@ use burn::prelude::*;
 use fieldkit_core::dataset::ImageFolder;
 use fieldkit_core::metrics::ClassificationReport;
 use fieldkit_core::preprocess::Preprocess;
-use fieldkit_core::{fsio, parallel, CoreError};
+use fieldkit_core::{fsio, CoreError};
 
 use super::checkpoint::{save_module, Checkpoints, EpochMetrics, LoopState};
 use super::config::{ClassifyConfig, OptimizerKind, Strategy};
@@ -26,6 +26,7 @@ use crate::data::loader::{batch_ranges, build_batch};
 use crate::data::{class_weights, decode_eval_split, decode_split, epoch_order, shrink_to, EpochLoader, ImageSet};
 use crate::error::{Result, TrainerError};
 use crate::model::mobilenetv2::{MobileNetV2, MobileNetV2Config};
+use crate::model::to_host;
 use crate::weights::load_backbone;
 
 /// Everything the loop needs, prepared once.
@@ -206,7 +207,7 @@ pub fn validate(p: &Prepared, model: &MobileNetV2) -> Result<(f64, Classificatio
                 let idx: Vec<usize> = r.collect();
                 let (values, _) = f.gather(&idx);
                 let x = Tensor::<2>::from_data(TensorData::new(values, [idx.len(), f.dim]), &p.device);
-                logits.extend(to_vec(eval.head(x)));
+                logits.extend(to_host(eval.head(x)));
             }
         }
         TrainInputs::Images(set) => {
@@ -215,7 +216,7 @@ pub fn validate(p: &Prepared, model: &MobileNetV2) -> Result<(f64, Classificatio
                 let idx: Vec<usize> = r.collect();
                 let b = build_batch(set, &idx, p.cfg.size, None, &p.preprocess, 0, 0)?;
                 let x = Tensor::<4>::from_data(TensorData::new(b.pixels, [b.n, 3, s, s]), &p.device);
-                logits.extend(to_vec(eval.forward(x)));
+                logits.extend(to_host(eval.forward(x)));
             }
         }
     }
@@ -229,10 +230,6 @@ pub fn validate(p: &Prepared, model: &MobileNetV2) -> Result<(f64, Classificatio
 
 fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, x)| if *x > bv { (i, *x) } else { (bi, bv) }).0
-}
-
-pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_into_vec_as::<f32>().expect("f32 data")
 }
 
 fn monitor_value(cfg: &ClassifyConfig, m: &EpochMetrics) -> f64 {
@@ -367,11 +364,6 @@ pub fn run_loop(p: &Prepared, out: &Path, resume: bool, progress: &Progress) -> 
     Ok(LoopOutcome { state, best_model: ckpts.best_model() })
 }
 
-/// The number of worker threads a config asks for, defaulting to the machine's cores.
-pub fn default_workers() -> usize {
-    parallel::default_workers()
-}
-
 /// Refuses to overwrite a previous run unless resuming. A directory holding only the
 /// config.json of a run that failed before its first checkpoint is reused.
 pub fn check_out_dir(out: &Path, resume: bool) -> Result<()> {
@@ -398,7 +390,7 @@ pub fn write_config(out: &Path, cfg: &ClassifyConfig) -> Result<()> {
     Ok(())
 }
 
-/// Frozen-layer count helper for reports.
+/// One line saying which layers train and at what rates, for the report and the card.
 pub fn describe_strategy(cfg: &ClassifyConfig) -> String {
     match cfg.strategy {
         Strategy::Head => "head (linear probe on cached features)".into(),

@@ -13,7 +13,7 @@ use fieldkit_core::{fsio, CoreError};
 use crate::data::loader::{batch_ranges, build_batch};
 use crate::data::ImageSet;
 use crate::error::Result;
-use crate::model::MobileNetV2;
+use crate::model::{to_host, MobileNetV2};
 
 /// `[n, dim]` features in sample order.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,7 +113,7 @@ pub fn features(
         let x = Tensor::<4>::from_data(TensorData::new(b.pixels, [b.n, 3, size as usize, size as usize]), &device);
         let f = eval.forward_features(x); // [n, 1280]
         dim = f.dims()[1];
-        values.extend(f.into_data().try_into_vec_as::<f32>().unwrap_or_default());
+        values.extend(to_host(f));
         progress(k + 1, total);
     }
     let fs = FeatureSet { dim, values, labels: set.labels.clone() };
