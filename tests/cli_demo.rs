@@ -9,11 +9,13 @@ fn demo_runs_every_stage() {
     let o = fieldkit(&["demo", "--out", dir.path().to_str().unwrap(), "--assets", assets().to_str().unwrap()]);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
-    for stage in ["1. data check", "2. preprocessing", "3. labels as COCO", "4. train a weed classifier"] {
+    for stage in ["1. data check", "2. preprocessing", "3. labels as COCO", "4. train a weed classifier", "5. benchmark the exported model"] {
         assert!(out.contains(stage), "missing stage {stage}:\n{out}");
     }
     assert!(dir.path().join("preview-yolox416.png").is_file());
     assert!(dir.path().join("sesame-mini-val.coco.json").is_file());
+    let bench = fieldkit_core_card(&dir.path().join("bench.json"));
+    assert!(bench["p50_ms"].as_f64().unwrap() > 0.0, "{bench}");
     let card = fieldkit_core_card(&dir.path().join("train-weed-mini/model.json"));
     assert!(card["metrics"]["valid_top1"].as_f64().unwrap() > 0.2, "{card}");
 }

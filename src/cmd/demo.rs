@@ -114,7 +114,10 @@ pub fn run(args: DemoArgs) -> Result<i32> {
     }
 
     #[cfg(feature = "train")]
-    train_stage(&assets, &out)?;
+    {
+        let model = train_stage(&assets, &out)?;
+        bench_stage(&model, &out)?;
+    }
 
     println!("\ndemo finished in {:.1} s; outputs in {}", t0.elapsed().as_secs_f64(), out.display());
     Ok(0)
@@ -124,7 +127,7 @@ pub fn run(args: DemoArgs) -> Result<i32> {
 /// (features computed once, then seconds per epoch), exports ONNX + card and scores the
 /// exported model through the runtime.
 #[cfg(feature = "train")]
-fn train_stage(assets: &Path, out: &Path) -> Result<()> {
+fn train_stage(assets: &Path, out: &Path) -> Result<PathBuf> {
     use fieldkit_trainer::train::{train_classify, ClassifyConfig, Progress, ScheduleKind, Strategy};
 
     stage("4. train a weed classifier (MobileNetV2, head strategy on cached features)");
@@ -162,6 +165,31 @@ fn train_stage(assets: &Path, out: &Path) -> Result<()> {
         s.macro_f1
     );
     println!("report: {}", run.join("report.md").display());
+    Ok(s.model)
+}
+
+/// Latency of the model just trained, through the same engine `fieldkit bench` and
+/// `fieldkit serve` use.
+#[cfg(feature = "train")]
+fn bench_stage(model: &Path, out: &Path) -> Result<()> {
+    use fieldkit_runtime::bench::{bench_model, BenchConfig};
+
+    stage("5. benchmark the exported model (tract, batch 1)");
+    let cfg = BenchConfig { runs: 30, warmup: 3, workers: vec![1], image: None };
+    let (r, _) = bench_model(model, &cfg)?;
+    println!(
+        "{}: {:.1} MB, load {:.0} ms, first {:.1} ms, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, {:.0} img/s on 1 worker; pre+post {:.1} % of a request",
+        model.display(),
+        r.size_mb,
+        r.load_ms,
+        r.first_ms,
+        r.p50_ms,
+        r.p90_ms,
+        r.p99_ms,
+        r.throughput_ips,
+        r.pre_post_share * 100.0
+    );
+    fsio::write_json(&out.join("bench.json"), &r)?;
     Ok(())
 }
 
