@@ -114,7 +114,7 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn table(rs: &[BenchResult]) -> String {
+pub fn table(rs: &[BenchResult]) -> String {
     let name = |r: &BenchResult| PathBuf::from(&r.model).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let w = rs.iter().map(|r| name(r).len()).max().unwrap_or(5).max(5);
     let mut s = format!(

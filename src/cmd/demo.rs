@@ -177,18 +177,7 @@ fn bench_stage(model: &Path, out: &Path) -> Result<()> {
     stage("5. benchmark the exported model (tract, batch 1)");
     let cfg = BenchConfig { runs: 30, warmup: 3, workers: vec![1], image: None };
     let (r, _) = bench_model(model, &cfg)?;
-    println!(
-        "{}: {:.1} MB, load {:.0} ms, first {:.1} ms, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, {:.0} img/s on 1 worker; pre+post {:.1} % of a request",
-        model.display(),
-        r.size_mb,
-        r.load_ms,
-        r.first_ms,
-        r.p50_ms,
-        r.p90_ms,
-        r.p99_ms,
-        r.throughput_ips,
-        r.pre_post_share * 100.0
-    );
+    print!("{}", super::bench::table(std::slice::from_ref(&r)));
     fsio::write_json(&out.join("bench.json"), &r)?;
     Ok(())
 }
