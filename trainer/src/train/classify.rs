@@ -25,7 +25,7 @@ use super::step::{plain_cross_entropy, Input, Stepper};
 use crate::data::loader::{batch_ranges, build_batch};
 use crate::data::{class_weights, decode_eval_split, decode_split, epoch_order, shrink_to, EpochLoader, ImageSet};
 use crate::error::{Result, TrainerError};
-use crate::model::mobilenetv2::{MobileNetV2, MobileNetV2Config};
+use crate::model::mobilenetv2::MobileNetV2;
 use crate::model::to_host;
 use crate::weights::load_backbone;
 
@@ -82,7 +82,7 @@ pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
     let device = cfg.device.device()?;
     // Head initialisation and dropout masks come from the device's generator.
     device.seed(cfg.seed);
-    let mut model = MobileNetV2Config::new(classes.len()).with_width(cfg.width).with_dropout(cfg.dropout).init(&device);
+    let mut model = cfg.init_model(classes.len(), &device);
     let weights_sha = match &cfg.weights {
         Some(w) => {
             load_backbone(&mut model, w)?;
@@ -251,7 +251,7 @@ pub struct LoopOutcome {
 pub fn run_loop(p: &Prepared, out: &Path, resume: bool, progress: &Progress) -> Result<LoopOutcome> {
     let cfg = &p.cfg;
     let ckpts = Checkpoints::new(out);
-    let mut model = p.model.clone().with_trainable_from(cfg.trainable_from(0));
+    let mut model = p.model.clone();
     let mut optim = optimizer(cfg);
     let mut state = LoopState::default();
     if resume {
@@ -260,8 +260,8 @@ pub fn run_loop(p: &Prepared, out: &Path, resume: bool, progress: &Progress) -> 
         optim = o;
         progress.message(&format!("resumed at epoch {} batch {} (step {})", state.epoch + 1, state.batch, state.step));
     }
-    let model_ad = model.clone().with_trainable_from(cfg.trainable_from(state.epoch)).train();
-    let mut model = model_ad;
+    let mut current_from = cfg.trainable_from(state.epoch);
+    let mut model = model.with_trainable_from(current_from).train();
     let weights = class_weights(&p.counts, cfg.class_weights);
     let mut stepper = Stepper::new(&p.device, cfg, weights);
     let spe = steps_per_epoch(p);
@@ -269,7 +269,6 @@ pub fn run_loop(p: &Prepared, out: &Path, resume: bool, progress: &Progress) -> 
     let mut last_save = Instant::now();
     let run_start = Instant::now();
     let elapsed_before = state.elapsed_s;
-    let mut current_from = cfg.trainable_from(state.epoch);
 
     while state.epoch < cfg.epochs && !state.stopped_early {
         let epoch = state.epoch;

@@ -180,6 +180,11 @@ impl ClassifyConfig {
         self.augment.validate()
     }
 
+    /// The untrained model this run trains: MobileNetV2 at `width` with a `classes`-way head.
+    pub fn init_model(&self, classes: usize, device: &burn::prelude::Device) -> crate::model::MobileNetV2 {
+        crate::model::MobileNetV2Config::new(classes).with_width(self.width).with_dropout(self.dropout).init(device)
+    }
+
     /// The input preprocessing of training, validation and the exported card: a stretch to
     /// `size` (no centre crop: small tiles would lose the plant) and ImageNet normalisation.
     pub fn preprocess(&self) -> fieldkit_core::Preprocess {

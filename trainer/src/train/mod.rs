@@ -26,7 +26,6 @@ pub use schedule::ScheduleKind;
 
 use crate::error::Result;
 use crate::export::{export_classifier, onnx::{INPUT, OUTPUT}};
-use crate::model::mobilenetv2::MobileNetV2Config;
 
 /// What `fieldkit train classify` returns.
 #[derive(Debug, Clone)]
@@ -55,7 +54,7 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
     report::plot_curves(out, &state.history)?;
 
     // Export the best model and score it through the deployment path.
-    let mut best = MobileNetV2Config::new(prepared.classes.len()).with_width(cfg.width).with_dropout(cfg.dropout).init(&prepared.device);
+    let mut best = cfg.init_model(prepared.classes.len(), &prepared.device);
     checkpoint::load_module(&mut best, &outcome.best_model)?;
     let model_path = out.join("model.onnx");
     let source = format!("fieldkit train classify ({}), best epoch {:?}", classify::describe_strategy(cfg), state.best_epoch);
@@ -135,7 +134,7 @@ pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     let cfg: ClassifyConfig = fieldkit_core::fsio::read_json(&run.join("config.json"))?;
     let train = ImageFolder::open(&cfg.data, &cfg.train_split)?;
     let device = cfg.device.device()?;
-    let mut model = MobileNetV2Config::new(train.classes.len()).with_width(cfg.width).with_dropout(cfg.dropout).init(&device);
+    let mut model = cfg.init_model(train.classes.len(), &device);
     let ckpts = checkpoint::Checkpoints::new(run);
     let (file, what) = match which {
         Which::Best => (ckpts.best_model(), "best".to_string()),
