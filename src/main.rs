@@ -29,6 +29,9 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Latency percentiles, throughput, memory (and accuracy) of models side by side.
     Bench(cmd::bench::BenchArgs),
+    /// INT8 / FP16 post-training quantization of an ONNX model, accuracy-aware (same as the
+    /// standalone `quantize` binary).
+    Quantize(fieldkit_quantize::cli::QuantizeArgs),
     /// Model cards: the JSON beside every model that says how to feed and read it.
     Card {
         #[command(subcommand)]
@@ -56,6 +59,7 @@ fn main() {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Quantize(args) => fieldkit_quantize::cli::run(&args),
         #[cfg(feature = "train")]
         Command::Train { command } => cmd::train::run(command),
         #[cfg(feature = "train")]

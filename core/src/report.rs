@@ -178,6 +178,46 @@ pub fn plot_lines(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: 
     })
 }
 
+/// Vertical bars in the given order, one per `(label, value, highlighted)`; highlighted bars
+/// are drawn in a second colour (e.g. layers kept in float).
+pub fn plot_bars(path: &Path, title: &str, y_desc: &str, bars: &[(String, f64, bool)]) -> Result<()> {
+    let finite: Vec<f64> = bars.iter().map(|b| b.1).filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return Err(CoreError::Argument(format!("{title}: nothing to plot")));
+    }
+    let top = finite.iter().copied().fold(f64::MIN, f64::max).max(0.0) * 1.05 + 1e-9;
+    let bottom = finite.iter().copied().fold(f64::MAX, f64::min).min(0.0);
+    let n = bars.len();
+    let width = (40 + 14 * n as u32).clamp(640, 2400);
+    render_png(path, (width, 480), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..n as f64, bottom..top)
+            .map_err(s)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_desc("layer (graph order)")
+            .y_desc(y_desc)
+            .x_label_formatter(&|x| format!("{}", *x as usize))
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(s)?;
+        let (normal, marked) = (Palette99::pick(0).to_rgba(), Palette99::pick(1).to_rgba());
+        chart
+            .draw_series(bars.iter().enumerate().map(|(i, (_, v, hl))| {
+                let v = if v.is_finite() { *v } else { top };
+                let color = if *hl { marked } else { normal };
+                Rectangle::new([(i as f64 + 0.1, 0.0), (i as f64 + 0.9, v)], color.filled())
+            }))
+            .map_err(s)?;
+        Ok(())
+    })
+}
+
 /// Precision-recall curves from precision sampled at evenly spaced recall points
 /// (COCO's 101), one per class; classes whose curve is undefined (-1) are skipped.
 pub fn plot_pr_curves(path: &Path, title: &str, curves: &[(String, Vec<f64>)]) -> Result<()> {

@@ -13,6 +13,7 @@ use fieldkit_core::preprocess::{Preprocess, Resize};
 use image::RgbImage;
 use serde::Serialize;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Result, RuntimeError};
 
@@ -20,6 +21,7 @@ struct Inner {
     path: PathBuf,
     card: ModelCard,
     plan: Arc<TypedRunnableModel>,
+    input_dt: DatumType,
     /// Model input `(width, height)`.
     input_size: (u32, u32),
     /// The card's preprocessing, made to produce exactly `input_size`.
@@ -126,8 +128,10 @@ impl Engine {
             .position(|n| *n == wanted)
             .ok_or_else(|| mismatch(format!("the card names output '{wanted}', the model has {names:?}")))?;
         m.select_output_outlets(&[outputs[pos].0]).map_err(|e| load_err(format!("{e:#}")))?;
+        // f32 unless the model declares another input type (an FP16 model without f32 I/O).
+        let input_dt = m.input_fact(0).ok().and_then(|f| f.datum_type.concretize()).unwrap_or(f32::datum_type());
         m = m
-            .with_input_fact(0, f32::fact([1, 3, height as usize, width as usize]).into())
+            .with_input_fact(0, input_dt.fact([1, 3, height as usize, width as usize]).into())
             .map_err(|e| load_err(format!("{e:#}")))?;
         let typed = m.into_optimized().map_err(|e| load_err(format!("cannot optimize for a {width}x{height} input: {e:#}")))?;
         let output_shape: Vec<usize> = typed
@@ -150,6 +154,7 @@ impl Engine {
                 path: model.to_path_buf(),
                 card,
                 plan,
+                input_dt,
                 input_size: (width, height),
                 preprocess,
                 output_shape,
@@ -254,15 +259,29 @@ fn check_output(card: &ModelCard, shape: &[usize], width: u32, height: u32) -> s
 impl Session {
     /// Runs the model on an already preprocessed `[3, H, W]` tensor; returns the raw output.
     pub fn run_tensor(&mut self, chw: &[f32]) -> Result<Vec<f32>> {
+        let input = self.input_tensor(chw)?;
+        let out = self.state.run(tvec!(input.into_tvalue())).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+        let out = out[0].cast_to::<f32>().map_err(|e| RuntimeError::Run(format!("output is not numeric: {e:#}")))?;
+        let view = out.to_plain_array_view::<f32>().map_err(|e| RuntimeError::Run(format!("output is not f32: {e:#}")))?;
+        Ok(view.iter().copied().collect())
+    }
+
+    /// `chw` as the plan's `[1, 3, H, W]` input, checking its length.
+    pub(crate) fn input_tensor(&self, chw: &[f32]) -> Result<Tensor> {
         let (w, h) = self.inner.input_size;
         let shape = [1, 3, h as usize, w as usize];
         if chw.len() != shape.iter().product::<usize>() {
             return Err(RuntimeError::Run(format!("input holds {} values, the model takes {shape:?}", chw.len())));
         }
-        let input = Tensor::from_shape(&shape, chw).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
-        let out = self.state.run(tvec!(input.into_tvalue())).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
-        let view = out[0].to_plain_array_view::<f32>().map_err(|e| RuntimeError::Run(format!("output is not f32: {e:#}")))?;
-        Ok(view.iter().copied().collect())
+        let t = Tensor::from_shape(&shape, chw).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+        if self.inner.input_dt == f32::datum_type() {
+            return Ok(t);
+        }
+        Ok(t.cast_to_dt(self.inner.input_dt).map_err(|e| RuntimeError::Run(format!("{e:#}")))?.into_owned())
+    }
+
+    pub(crate) fn state_mut(&mut self) -> &mut TypedSimpleState {
+        &mut self.state
     }
 
     /// Decodes image bytes (JPEG/PNG) and predicts.

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod onnx_graph;
+pub mod profile;
 
 pub use engine::{model_io_names, ClassScore, Engine, LabeledDetection, Output, PredictOptions, Prediction, Session, Timing};
 pub use error::{Result, RuntimeError};

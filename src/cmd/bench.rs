@@ -8,10 +8,12 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fieldkit_core::{image_io, report};
-use fieldkit_runtime::bench::{bench_model, peak_rss_mb, system_info, Accuracy, BenchConfig, BenchResult};
+use fieldkit_runtime::bench::{bench_model, peak_rss_mb, synthetic_image, system_info, Accuracy, BenchConfig, BenchResult};
+use fieldkit_runtime::profile::Profile;
+use fieldkit_runtime::Engine;
 use fieldkit_runtime::eval::{eval_classifier, eval_detector};
 
-use super::dataset_arg::{self, EvalData};
+use fieldkit_core::dataset::EvalData;
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
@@ -39,6 +41,10 @@ pub struct BenchArgs {
     /// Measure in this process (peak RSS then covers everything measured so far).
     #[arg(long)]
     in_process: bool,
+    /// Also time every node of each plan over this many runs and print where the time goes
+    /// (per operator type and the slowest nodes).
+    #[arg(long, value_name = "RUNS")]
+    profile: Option<usize>,
     /// Internal: measure the single model and print its result as JSON.
     #[arg(long, hide = true)]
     child: bool,
@@ -50,7 +56,7 @@ fn measure(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
     let (mut r, engine) = bench_model(model, &cfg)?;
     if let Some(val) = &a.val {
         let workers = *a.workers.iter().max().unwrap_or(&1);
-        r.accuracy = Some(match dataset_arg::open(val, a.split.as_deref(), &engine.card().classes)? {
+        r.accuracy = Some(match EvalData::open(val, a.split.as_deref(), &engine.card().classes)? {
             EvalData::Classes(ds) => Accuracy {
                 metric: "top1".into(),
                 value: eval_classifier(&engine, &ds, workers)?.report.top1,
@@ -107,11 +113,46 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         results.push(r);
     }
     print!("{}", table(&results));
+    let mut profiles = Vec::new();
+    if let Some(runs) = a.profile {
+        for m in &a.models {
+            let p = profile(a.image.as_ref(), m, runs)?;
+            print!("{}", profile_table(m, &p));
+            profiles.push(serde_json::json!({ "model": m, "profile": p }));
+        }
+    }
     if let Some(path) = &a.json {
-        report::write_json(path, &serde_json::json!({ "system": sys, "models": results }))?;
+        let mut doc = serde_json::json!({ "system": sys, "models": results });
+        if a.profile.is_some() {
+            doc["profiles"] = serde_json::Value::Array(profiles);
+        }
+        report::write_json(path, &doc)?;
         println!("written to {}", path.display());
     }
     Ok(0)
+}
+
+fn profile(image: Option<&PathBuf>, model: &PathBuf, runs: usize) -> Result<Profile> {
+    let engine = Engine::load(model)?;
+    let img = match image {
+        Some(p) => image_io::read_rgb(p)?,
+        None => synthetic_image(),
+    };
+    let prepared = engine.preprocess().run(&img)?;
+    Ok(engine.session()?.profile(&prepared.data, runs)?)
+}
+
+fn profile_table(model: &PathBuf, p: &Profile) -> String {
+    let mut s = format!("\nprofile of {} ({} runs, {:.2} ms per run)\n", model.display(), p.runs, p.total_ms);
+    s += &format!("{:<28} {:>6} {:>9} {:>6}\n", "operator", "nodes", "ms", "share");
+    for o in &p.ops {
+        s += &format!("{:<28} {:>6} {:>9.3} {:>5.1}%\n", o.op, o.count, o.ms, 100.0 * o.ms / p.total_ms);
+    }
+    s += "slowest nodes:\n";
+    for n in p.nodes.iter().take(8) {
+        s += &format!("  {:>8.3} ms  {:<24} {}\n", n.ms, n.op, n.name);
+    }
+    s
 }
 
 pub fn table(rs: &[BenchResult]) -> String {

@@ -10,7 +10,7 @@ use fieldkit_core::perturb;
 use fieldkit_runtime::eval::{eval_classifier, eval_classifier_perturbed, eval_detector};
 use fieldkit_runtime::Engine;
 
-use super::dataset_arg::{self, EvalData};
+use fieldkit_core::dataset::EvalData;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -44,7 +44,7 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<i32> {
     let engine = Engine::load(&a.model)?;
     let t = std::time::Instant::now();
-    match dataset_arg::open(&a.data, a.split.as_deref(), &engine.card().classes)? {
+    match EvalData::open(&a.data, a.split.as_deref(), &engine.card().classes)? {
         EvalData::Classes(ds) => {
             let ev = eval_classifier(&engine, &ds, a.workers)?;
             let r = &ev.report;

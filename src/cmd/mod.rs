@@ -4,7 +4,6 @@
 pub mod bench;
 pub mod card;
 pub mod data;
-pub mod dataset_arg;
 pub mod demo;
 pub mod eval;
 #[cfg(feature = "train")]

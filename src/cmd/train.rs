@@ -96,6 +96,9 @@ pub struct ClassifyArgs {
     /// Augmentation preset: none, light, standard, topdown.
     #[arg(long)]
     augment: Option<String>,
+    /// Random-resized-crop area range over the preset's, as MIN or MIN,MAX (fractions of the image).
+    #[arg(long, value_delimiter = ',', num_args = 1..=2)]
+    crop_scale: Option<Vec<f32>>,
     #[arg(long)]
     seed: Option<u64>,
     /// Data-loading threads (default: all cores).
@@ -149,6 +152,9 @@ pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
     }
     if let Some(name) = &a.augment {
         c.augment = Augment::preset(name)?;
+    }
+    if let Some(v) = &a.crop_scale {
+        c.augment.crop_scale = [v[0], v.get(1).copied().unwrap_or(1.0)];
     }
     if c.strategy == Strategy::Partial && a.unfreeze_from.is_none() && a.strategy.is_some() {
         // An explicit --strategy partial keeps the default boundary; say which.

@@ -3,11 +3,13 @@
 
 pub mod check;
 pub mod coco;
+pub mod eval_data;
 pub mod imagefolder;
 pub mod yolo;
 
 use std::path::{Path, PathBuf};
 
+pub use eval_data::EvalData;
 pub use coco::{CocoAnnotation, CocoCategory, CocoDataset, CocoImage, CocoPrediction};
 pub use imagefolder::{ClassSample, ImageFolder};
 pub use yolo::{DetSample, YoloBox, YoloDataset};

@@ -1,0 +1,42 @@
+//! Resolving a `--data`/`--val` argument for evaluation: an ImageFolder root (classifiers) or
+//! a YOLO data.yaml (detectors), with the split named by the caller or the first of the usual
+//! names present. Shared by `fieldkit eval`, `bench --val` and `quantize --val`.
+
+use std::path::Path;
+
+use super::{ImageFolder, YoloDataset};
+use crate::{CoreError, Result};
+
+pub enum EvalData {
+    Classes(ImageFolder),
+    Boxes { data: YoloDataset, split: String },
+}
+
+impl EvalData {
+    /// Opens `path`, in the model's class order (so a split missing a class still lines up).
+    pub fn open(path: &Path, split: Option<&str>, model_classes: &[String]) -> Result<Self> {
+        let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+        if is_yaml || path.join("data.yaml").is_file() {
+            let data = YoloDataset::from_yaml(path)?;
+            let split = match split {
+                Some(s) => s.to_string(),
+                None => ["val", "test", "train"]
+                    .iter()
+                    .find(|s| data.splits.contains_key(**s))
+                    .ok_or_else(|| CoreError::invalid(&data.yaml, "no val, test or train split to evaluate on"))?
+                    .to_string(),
+            };
+            return Ok(EvalData::Boxes { data, split });
+        }
+        let split = match split {
+            Some(s) => s.to_string(),
+            None => match ["valid", "val", "test"].iter().find(|s| path.join(s).is_dir()) {
+                Some(s) => s.to_string(),
+                None => {
+                    return Err(CoreError::invalid(path, "no valid/, val/ or test/ split folder (pass --split)"));
+                }
+            },
+        };
+        Ok(EvalData::Classes(ImageFolder::open_with_classes(path, &split, model_classes)?))
+    }
+}

@@ -1,0 +1,391 @@
+//! fieldkit-quantize: post-training quantization of ONNX models that does not silently break
+//! them. Static INT8 (calibrated activations, per-channel int8 weights, int32 biases) in
+//! standard QDQ form, weight-only INT8, and FP16; every run measures what it did to the model
+//! (per-layer SQNR, accuracy on a validation split) and can keep the most damaging layers in
+//! float until the accuracy drop fits a budget.
+//!
+//! Why QDQ and not QLinearConv: in tract 0.23 on x86-64 every integer matrix product
+//! (QLinearConv, QLinearMatMul, MatMulInteger) runs 35–90× slower than the f32 product of the
+//! same shape (`runtime/examples/qconv_probe.rs`), while QDQ weights are folded back to f32
+//! at load, so a QDQ model runs at float speed plus its activation QuantizeLinear passes.
+
+pub mod calib;
+pub mod cli;
+pub mod error;
+pub mod fp16;
+pub mod graph;
+pub mod int8;
+pub mod ranges;
+pub mod report;
+pub mod sensitivity;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use fieldkit_core::card::{ModelCard, Task};
+use fieldkit_core::dataset::EvalData;
+use fieldkit_runtime::eval::{eval_classifier, eval_detector};
+use fieldkit_runtime::Engine;
+use serde::Serialize;
+
+pub use error::{QuantizeError, Result};
+use graph::{Model, Target};
+pub use int8::{Int8Options, Placement};
+pub use ranges::Method;
+use sensitivity::LayerError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Static INT8: weights and calibrated activations.
+    Int8,
+    /// INT8 weights, float activations (no calibration data needed).
+    WeightsOnly,
+    Fp16,
+}
+
+#[derive(Debug, Clone)]
+pub struct QuantizeConfig {
+    pub model: PathBuf,
+    pub out: PathBuf,
+    pub mode: Mode,
+    pub calib: Option<PathBuf>,
+    /// Calibration images used at most (spread over the folder).
+    pub calib_limit: usize,
+    pub method: Method,
+    pub per_channel: bool,
+    pub placement: Placement,
+    /// Accept fewer than 10 calibration images.
+    pub force: bool,
+    pub val: Option<PathBuf>,
+    pub split: Option<String>,
+    /// Accuracy budget in percentage points (top-1, or mAP50-95 × 100 for detectors).
+    pub max_drop: Option<f64>,
+    /// Layers (node names) kept in float from the start.
+    pub keep_fp32: Vec<String>,
+    pub keep_io_f32: bool,
+    pub workers: usize,
+    /// Calibration images the per-layer error table is measured on.
+    pub error_images: usize,
+}
+
+impl QuantizeConfig {
+    pub fn new(model: PathBuf, out: PathBuf, mode: Mode) -> Self {
+        QuantizeConfig {
+            model,
+            out,
+            mode,
+            calib: None,
+            calib_limit: 500,
+            method: Method::Percentile(99.99),
+            per_channel: true,
+            placement: Placement::Inputs,
+            force: false,
+            val: None,
+            split: None,
+            max_drop: None,
+            keep_fp32: Vec::new(),
+            keep_io_f32: false,
+            workers: fieldkit_core::parallel::default_workers(),
+            error_images: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassDelta {
+    pub name: String,
+    pub fp32: f64,
+    pub quant: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FallbackStep {
+    pub fp32_layers: usize,
+    pub float_inputs: usize,
+    pub added: String,
+    pub quant_metric: f64,
+    pub drop: f64,
+}
+
+/// Everything the report says; the JSON keys `fp32_metric`, `quant_metric`, `drop`,
+/// `size_ratio` and `fp32_layers` are stable.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub output: String,
+    pub mode: Mode,
+    pub method: Option<String>,
+    pub per_channel: bool,
+    pub placement: Option<Placement>,
+    pub calibration_images: usize,
+    pub fp32_bytes: u64,
+    pub quant_bytes: u64,
+    pub size_ratio: f64,
+    /// "top1" (fraction) or "map50_95"; None without --val.
+    pub metric: Option<String>,
+    pub fp32_metric: Option<f64>,
+    pub quant_metric: Option<f64>,
+    /// fp32 − quantized, percentage points.
+    pub drop: Option<f64>,
+    pub max_drop: Option<f64>,
+    /// Per class: recall (classifiers) or AP50-95 (detectors).
+    pub per_class: Vec<ClassDelta>,
+    /// Layers left in float (by --keep-fp32, the accuracy fallback, or FP16's f32 islands).
+    pub fp32_layers: Vec<String>,
+    /// Layers with int8 weights whose input activation the fallback left in float.
+    pub float_inputs: Vec<String>,
+    pub quantized_layers: usize,
+    pub layers: Vec<LayerError>,
+    pub fallback: Vec<FallbackStep>,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+struct Eval {
+    metric: &'static str,
+    value: f64,
+    per_class: Vec<(String, f64)>,
+}
+
+/// Runs `model` (written to a scratch file with `card`) over the validation data.
+fn evaluate(model: &Model, card: &ModelCard, val: &Path, split: Option<&str>, workers: usize, scratch: &Path) -> Result<Eval> {
+    let path = scratch.join("candidate.onnx");
+    model.save(&path)?;
+    let mut card = card.clone();
+    card.write_for(&path)?;
+    let engine = Engine::load(&path)?;
+    Ok(match EvalData::open(val, split, &card.classes)? {
+        EvalData::Classes(ds) => {
+            let r = eval_classifier(&engine, &ds, workers)?.report;
+            Eval { metric: "top1", value: r.top1, per_class: r.per_class.iter().map(|c| (c.name.clone(), c.recall)).collect() }
+        }
+        EvalData::Boxes { data, split } => {
+            let r = eval_detector(&engine, &data, &split, workers, 0.3)?.coco;
+            Eval { metric: "map50_95", value: r.map50_95, per_class: r.per_class.iter().map(|c| (c.name.clone(), c.ap50_95)).collect() }
+        }
+    })
+}
+
+fn file_len(p: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(p).map_err(|e| fieldkit_core::CoreError::io(p, e))?.len())
+}
+
+/// Quantizes `cfg.model` into `cfg.out` (+ card and report); returns the report.
+pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
+    let t0 = Instant::now();
+    let mut warnings = Vec::new();
+    let model = Model::load(&cfg.model)?;
+    let card = if fieldkit_core::card::card_path(&cfg.model).exists() {
+        Some(ModelCard::load_verified(&cfg.model)?)
+    } else {
+        None
+    };
+    if cfg.out == cfg.model {
+        return Err(QuantizeError::Config("--out must differ from --model".into()));
+    }
+    if cfg.max_drop.is_some() && cfg.val.is_none() {
+        return Err(QuantizeError::Config("--max-drop needs --val (the data to measure the drop on)".into()));
+    }
+    if cfg.max_drop.is_some() && cfg.mode != Mode::Int8 {
+        return Err(QuantizeError::Config("--max-drop applies to static INT8 (--int8)".into()));
+    }
+    if cfg.val.is_some() && card.is_none() {
+        return Err(model.err("--val needs the model card beside the model (fieldkit card init writes one)"));
+    }
+    let out_dir = cfg.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let scratch = tempfile::Builder::new()
+        .prefix(".quantize-")
+        .tempdir_in(out_dir)
+        .map_err(|e| fieldkit_core::CoreError::io(out_dir, e))?;
+
+    let targets = model.targets();
+    let names: HashSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    if let Some(bad) = cfg.keep_fp32.iter().find(|k| !names.contains(k.as_str())) {
+        let mut all: Vec<&str> = names.iter().copied().collect();
+        all.sort();
+        return Err(model.err(format!(
+            "--keep-fp32 '{bad}' is not a quantizable layer; they are: {}",
+            all.iter().take(20).copied().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if cfg.mode != Mode::Fp16 && targets.is_empty() {
+        return Err(model.err("no Conv, Gemm or MatMul with constant float weights: nothing to quantize"));
+    }
+
+    let mut kept: Vec<String> = cfg.keep_fp32.clone();
+    let mut layers = Vec::new();
+    let mut fallback = Vec::new();
+    let mut calibration_images = 0;
+    let mut float_inputs: Vec<String> = Vec::new();
+    let fp32_eval = match (&cfg.val, &card) {
+        (Some(val), Some(card)) => {
+            log("evaluating the float model");
+            Some(evaluate(&model, card, val, cfg.split.as_deref(), cfg.workers, scratch.path())?)
+        }
+        _ => None,
+    };
+    let eval = |m: &Model| -> Result<Option<Eval>> {
+        match (&cfg.val, &card) {
+            (Some(val), Some(card)) => Ok(Some(evaluate(m, card, val, cfg.split.as_deref(), cfg.workers, scratch.path())?)),
+            _ => Ok(None),
+        }
+    };
+    let drop_of = |e: &Eval| fp32_eval.as_ref().map(|f| (f.value - e.value) * 100.0).unwrap_or(0.0);
+
+    let (quant, quant_eval) = match cfg.mode {
+        Mode::Fp16 => {
+            let (m, islands) = fp16::convert(&model, cfg.keep_io_f32)?;
+            kept = islands;
+            let e = eval(&m)?;
+            (m, e)
+        }
+        Mode::WeightsOnly => {
+            let opts = Int8Options { per_channel: cfg.per_channel, weights_only: true, placement: cfg.placement };
+            let m = int8::rewrite(&model, &targets, &HashMap::new(), opts, &int8::Keep::fp32(&kept))?;
+            let e = eval(&m)?;
+            (m, e)
+        }
+        Mode::Int8 => {
+            let card = card.as_ref().ok_or_else(|| {
+                model.err("static INT8 calibrates through the model card's preprocessing, and there is no card beside the model (fieldkit card init writes one), or use --weights-only")
+            })?;
+            let calib = cfg.calib.as_ref().ok_or_else(|| QuantizeError::Config("static INT8 needs --calib DIR (images like the deployment's), or use --weights-only".into()))?;
+            let engine = Engine::with_card(&cfg.model, card.clone())?;
+            let pre = engine.preprocess().clone();
+            let (w, h) = engine.input_size();
+            let shape = [1, 3, h as usize, w as usize];
+            let images = calib::calibration_images(calib, cfg.calib_limit)?;
+            calibration_images = images.len();
+            if images.is_empty() {
+                return Err(QuantizeError::Calibration(format!("{}: no calibration images (jpg/png) found", calib.display())));
+            }
+            if images.len() < 10 && !cfg.force {
+                return Err(QuantizeError::Calibration(format!(
+                    "{}: only {} calibration images; ranges from so few are unreliable (use 100+, or --force)",
+                    calib.display(),
+                    images.len()
+                )));
+            }
+            if images.len() < 100 {
+                warnings.push(format!("only {} calibration images; 100 or more give steadier ranges", images.len()));
+            }
+            let active: Vec<Target> = targets.iter().filter(|t| !kept.contains(&t.name)).cloned().collect();
+            let tensors = int8::activation_tensors(&model, &active, cfg.placement);
+            log(&format!("calibrating {} activations on {} images ({})", tensors.len(), images.len(), cfg.method.describe()));
+            let probe = calib::Probe::new(&model.proto, shape, &tensors)?;
+            let stats = calib::collect(&probe, &pre, &images, cfg.workers)?;
+            let ranges: HashMap<String, (f32, f32)> = stats.iter().map(|(k, s)| (k.clone(), ranges::range(s, cfg.method))).collect();
+            let opts = Int8Options { per_channel: cfg.per_channel, weights_only: false, placement: cfg.placement };
+            let mut keep = int8::Keep::fp32(&kept);
+            let build = |keep: &int8::Keep| int8::rewrite(&model, &targets, &ranges, opts, keep);
+            let mut m = build(&keep)?;
+            let step = (images.len() / cfg.error_images.max(1)).max(1);
+            let err_images: Vec<PathBuf> = images.iter().step_by(step).take(cfg.error_images).cloned().collect();
+            log(&format!("measuring per-layer error on {} images", err_images.len()));
+            let w_opts = Int8Options { weights_only: true, ..opts };
+            let wonly = int8::rewrite(&model, &targets, &ranges, w_opts, &keep)?;
+            layers = sensitivity::layer_errors(&model, &m, &wonly, &targets, &kept, shape, &pre, &err_images, cfg.workers)?;
+            let mut e = eval(&m)?;
+            if let (Some(budget), Some(_)) = (cfg.max_drop, &fp32_eval) {
+                log("measuring each layer's effect on the output alone");
+                let build_one = |k: &int8::Keep, weights_only: bool| int8::rewrite(&model, &targets, &ranges, Int8Options { weights_only, ..opts }, k);
+                let impacts = sensitivity::isolated_impact(&model, &targets, &build_one, shape, &pre, &err_images, cfg.workers)?;
+                for (name, whole) in sensitivity::steps_from_impact(&impacts, &kept) {
+                    let d = drop_of(e.as_ref().expect("evaluated with --val"));
+                    if d <= budget {
+                        break;
+                    }
+                    let what = if whole { "weights too" } else { "input activation" };
+                    log(&format!("drop {d:.2} pp > {budget} pp: {name}: {what} back to float"));
+                    if whole {
+                        keep.float_input.remove(&name);
+                        keep.fp32.insert(name.clone());
+                        kept.push(name.clone());
+                    } else {
+                        keep.float_input.insert(name.clone());
+                    }
+                    m = build(&keep)?;
+                    e = eval(&m)?;
+                    let q = e.as_ref().expect("evaluated with --val");
+                    fallback.push(FallbackStep {
+                        fp32_layers: kept.len(),
+                        float_inputs: keep.float_input.len(),
+                        added: format!("{name} ({what})"),
+                        quant_metric: q.value,
+                        drop: drop_of(q),
+                    });
+                }
+                float_inputs = keep.float_input.iter().cloned().collect();
+                float_inputs.sort();
+                if let Some(q) = &e {
+                    if drop_of(q) > budget {
+                        warnings.push(format!("the drop stays {:.2} pp above the {budget} pp budget with every layer in float", drop_of(q)));
+                    }
+                }
+                for l in layers.iter_mut() {
+                    l.kept_fp32 = kept.contains(&l.name);
+                    l.float_input = keep.float_input.contains(&l.name);
+                }
+            }
+            (m, e)
+        }
+    };
+
+    quant.save(&cfg.out)?;
+    if let Some(card) = &card {
+        let mut c = card.clone();
+        c.source = Some(format!(
+            "{} quantized by fieldkit quantize ({})",
+            cfg.model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            match cfg.mode {
+                Mode::Int8 => format!("int8 static, {}", cfg.method.describe()),
+                Mode::WeightsOnly => "int8 weights only".into(),
+                Mode::Fp16 => "fp16".into(),
+            }
+        ));
+        if let Some(q) = &quant_eval {
+            let key = if card.task == Task::Classify { "valid_top1" } else { "valid_map50_95" };
+            c.metrics.insert(key.into(), q.value);
+        }
+        c.write_for(&cfg.out)?;
+    } else {
+        warnings.push("no model card beside the input model, so none was written beside the output".into());
+    }
+    let fp32_bytes = file_len(&cfg.model)?;
+    let quant_bytes = file_len(&cfg.out)?;
+    let per_class = match (&fp32_eval, &quant_eval) {
+        (Some(f), Some(q)) => {
+            f.per_class.iter().zip(&q.per_class).map(|((n, a), (_, b))| ClassDelta { name: n.clone(), fp32: *a, quant: *b }).collect()
+        }
+        _ => Vec::new(),
+    };
+    let report = Report {
+        model: cfg.model.display().to_string(),
+        output: cfg.out.display().to_string(),
+        mode: cfg.mode,
+        method: (cfg.mode == Mode::Int8).then(|| cfg.method.describe()),
+        per_channel: cfg.per_channel,
+        placement: (cfg.mode == Mode::Int8).then_some(cfg.placement),
+        calibration_images,
+        fp32_bytes,
+        quant_bytes,
+        size_ratio: quant_bytes as f64 / fp32_bytes as f64,
+        metric: fp32_eval.as_ref().map(|e| e.metric.to_string()),
+        fp32_metric: fp32_eval.as_ref().map(|e| e.value),
+        quant_metric: quant_eval.as_ref().map(|e| e.value),
+        drop: quant_eval.as_ref().filter(|_| fp32_eval.is_some()).map(drop_of),
+        max_drop: cfg.max_drop,
+        per_class,
+        quantized_layers: if cfg.mode == Mode::Fp16 { 0 } else { targets.len() - kept.len().min(targets.len()) },
+        fp32_layers: kept,
+        float_inputs,
+        layers,
+        fallback,
+        warnings,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    report::write(&cfg.out, &report)?;
+    Ok(report)
+}
