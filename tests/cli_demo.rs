@@ -9,7 +9,7 @@ fn demo_runs_every_stage() {
     let o = fieldkit(&["demo", "--out", dir.path().to_str().unwrap(), "--assets", assets().to_str().unwrap()]);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
-    for stage in ["1. data check", "2. preprocessing", "3. labels as COCO", "4. train a weed classifier", "5. benchmark the exported model"] {
+    for stage in ["1. data check", "2. preprocessing", "3. labels as COCO", "4. train a weed classifier", "5. benchmark the exported model", "6. quantize to INT8"] {
         assert!(out.contains(stage), "missing stage {stage}:\n{out}");
     }
     assert!(dir.path().join("preview-yolox416.png").is_file());
@@ -18,6 +18,11 @@ fn demo_runs_every_stage() {
     assert!(bench["p50_ms"].as_f64().unwrap() > 0.0, "{bench}");
     let card = fieldkit_core_card(&dir.path().join("train-weed-mini/model.json"));
     assert!(card["metrics"]["valid_top1"].as_f64().unwrap() > 0.2, "{card}");
+    // The quantized model, its card and its report; the drop is measured, not assumed.
+    let report = fieldkit_core_card(&dir.path().join("model.int8.report.json"));
+    assert!(report["size_ratio"].as_f64().unwrap() < 0.4, "{report}");
+    assert!(report["drop"].as_f64().is_some() && report["quant_metric"].as_f64().unwrap() > 0.2, "{report}");
+    assert!(dir.path().join("model.int8.json").is_file());
 }
 
 fn fieldkit_core_card(p: &std::path::Path) -> serde_json::Value {

@@ -116,7 +116,8 @@ pub fn run(args: DemoArgs) -> Result<i32> {
     #[cfg(feature = "train")]
     {
         let model = train_stage(&assets, &out)?;
-        bench_stage(&model, &out)?;
+        let fp32 = bench_stage(&model, &out)?;
+        quantize_stage(&assets, &model, fp32, &out)?;
     }
 
     println!("\ndemo finished in {:.1} s; outputs in {}", t0.elapsed().as_secs_f64(), out.display());
@@ -171,7 +172,7 @@ fn train_stage(assets: &Path, out: &Path) -> Result<PathBuf> {
 /// Latency of the model just trained, through the same engine `fieldkit bench` and
 /// `fieldkit serve` use.
 #[cfg(feature = "train")]
-fn bench_stage(model: &Path, out: &Path) -> Result<()> {
+fn bench_stage(model: &Path, out: &Path) -> Result<fieldkit_runtime::bench::BenchResult> {
     use fieldkit_runtime::bench::{bench_model, BenchConfig};
 
     stage("5. benchmark the exported model (tract, batch 1)");
@@ -179,6 +180,28 @@ fn bench_stage(model: &Path, out: &Path) -> Result<()> {
     let (r, _) = bench_model(model, &cfg)?;
     print!("{}", super::bench::table(std::slice::from_ref(&r)));
     fsio::write_json(&out.join("bench.json"), &r)?;
+    Ok(r)
+}
+
+/// Static INT8 of the model just trained, calibrated on the weed subset's train images,
+/// measured against the float model on its valid split, then benchmarked beside it.
+#[cfg(feature = "train")]
+fn quantize_stage(assets: &Path, model: &Path, fp32: fieldkit_runtime::bench::BenchResult, out: &Path) -> Result<()> {
+    use fieldkit_quantize::{quantize, Mode, QuantizeConfig};
+    use fieldkit_runtime::bench::{bench_model, BenchConfig};
+
+    stage("6. quantize to INT8 (calibrated, per-channel) and compare");
+    let data = assets.join("data/weed-mini");
+    let mut cfg = QuantizeConfig::new(model.to_path_buf(), out.join("model.int8.onnx"), Mode::Int8);
+    cfg.calib = Some(data.join("train"));
+    cfg.val = Some(data);
+    let r = quantize(&cfg, &|_| {})?;
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    println!("{}", fieldkit_quantize::cli::summary(&r));
+    let (q, _) = bench_model(&cfg.out, &BenchConfig { runs: 30, warmup: 3, workers: vec![1], image: None })?;
+    print!("{}", super::bench::table(&[fp32, q]));
     Ok(())
 }
 
