@@ -45,7 +45,8 @@ pub struct ClassifyArgs {
     /// Gradual: epochs per unfrozen stage.
     #[arg(long)]
     gradual_epochs: Option<usize>,
-    /// Square input size in pixels (multiple of 32).
+    /// Square input size in pixels (multiple of 32); default from the training images: 96 for
+    /// small tiles (median short side <= 80 px), 160 for photos >= 256 px, else 128.
     #[arg(long)]
     size: Option<u32>,
     #[arg(long)]
@@ -137,6 +138,12 @@ pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
     c.weights = a.weights.clone();
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
+    }
+    if a.size.is_none() {
+        let folder = fieldkit_core::dataset::ImageFolder::open(&c.data, &c.train_split)?;
+        let (size, median) = fieldkit_trainer::data::auto_size(&folder)?;
+        eprintln!("note: --size {size} from the training images (median short side {median} px)");
+        c.size = size;
     }
     set!(strategy, unfreeze_from, gradual_epochs, size, width, dropout, epochs, batch, optimizer, lr, lr_mult, momentum);
     set!(weight_decay, schedule, warmup_epochs, step_epochs, gamma, monitor, class_weights, label_smoothing, seed, workers);

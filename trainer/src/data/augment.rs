@@ -43,10 +43,12 @@ impl Augment {
         }
     }
 
-    /// torchvision's ImageNet recipe (crop 0.08–1 is too aggressive for 64 px tiles; 0.35).
+    /// torchvision's ImageNet recipe with a milder crop: 0.08–1 loses the plant in 64 px
+    /// tiles that are mostly soil; 0.6–1 beat 0.35–1 on weed-cls9 (12 epochs, 96 px:
+    /// 0.783 / 0.642 vs 0.759 / 0.555 in 6 epochs, and a lower train loss).
     pub fn standard() -> Self {
         Augment {
-            crop_scale: [0.35, 1.0],
+            crop_scale: [0.6, 1.0],
             crop_ratio: [0.75, 4.0 / 3.0],
             hflip: true,
             brightness: 0.2,

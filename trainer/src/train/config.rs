@@ -128,7 +128,7 @@ impl ClassifyConfig {
             strategy: Strategy::Partial,
             unfreeze_from: 11,
             gradual_epochs: 1,
-            epochs: 8,
+            epochs: 12,
             batch: 32,
             optimizer: OptimizerKind::AdamW,
             lr: 1e-3,
