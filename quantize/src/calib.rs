@@ -99,9 +99,47 @@ impl Probe {
     }
 }
 
-/// Decodes and preprocesses image `i` exactly as the runtime will.
-pub fn prepare(pre: &Preprocess, path: &Path) -> Result<Vec<f32>> {
-    let img = image_io::read_rgb(path)?;
+/// One calibration input: a whole image, or a crop of it (`[left, top, width, height]` as
+/// fractions), which adds objects at other scales when photos are few.
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    pub path: PathBuf,
+    pub crop: Option<[f64; 4]>,
+}
+
+/// Each image whole, then `crops` seeded crops of it (side 40–80 % of the image's, anywhere).
+pub fn views(images: &[PathBuf], crops: usize) -> Vec<View> {
+    let mut out = Vec::with_capacity(images.len() * (crops + 1));
+    for (i, p) in images.iter().enumerate() {
+        out.push(View { path: p.clone(), crop: None });
+        for k in 0..crops {
+            let mut r = splitmix(((i as u64) << 16) ^ k as u64);
+            let mut unit = || {
+                r = splitmix(r);
+                (r >> 11) as f64 / (1u64 << 53) as f64
+            };
+            let (w, h) = (0.4 + 0.4 * unit(), 0.4 + 0.4 * unit());
+            out.push(View { path: p.clone(), crop: Some([(1.0 - w) * unit(), (1.0 - h) * unit(), w, h]) });
+        }
+    }
+    out
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Decodes, crops and preprocesses a view exactly as the runtime will preprocess an image.
+pub fn prepare(pre: &Preprocess, view: &View) -> Result<Vec<f32>> {
+    let mut img = image_io::read_rgb(&view.path)?;
+    if let Some([l, t, w, h]) = view.crop {
+        let (iw, ih) = (img.width() as f64, img.height() as f64);
+        let (cw, ch) = (((w * iw) as u32).max(1), ((h * ih) as u32).max(1));
+        img = image::imageops::crop_imm(&img, (l * iw) as u32, (t * ih) as u32, cw, ch).to_image();
+    }
     Ok(pre.run(&img)?.data)
 }
 
@@ -128,7 +166,7 @@ impl TensorStats {
 
 /// Two passes over the calibration images: min/max of every probed tensor, then histograms
 /// over those ranges.
-pub fn collect(probe: &Probe, pre: &Preprocess, images: &[PathBuf], workers: usize) -> Result<HashMap<String, TensorStats>> {
+pub fn collect(probe: &Probe, pre: &Preprocess, images: &[View], workers: usize) -> Result<HashMap<String, TensorStats>> {
     let n = probe.tensors.len();
     let ranges = Mutex::new(vec![(f32::INFINITY, f32::NEG_INFINITY); n]);
     map_indexed(images.len(), workers, || probe.spawn(), |state, i| {
@@ -198,6 +236,19 @@ pub fn abs_histogram(v: &[f32], abs_max: f32) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crops_are_seeded_and_inside_the_image() {
+        let imgs = vec![PathBuf::from("a.jpg"), PathBuf::from("b.jpg")];
+        let v = views(&imgs, 3);
+        assert_eq!(v.len(), 8);
+        assert_eq!(v, views(&imgs, 3));
+        assert!(v[0].crop.is_none() && v[4].crop.is_none());
+        for c in v.iter().filter_map(|v| v.crop) {
+            assert!(c[2] >= 0.4 && c[3] >= 0.4 && c[0] + c[2] <= 1.0 && c[1] + c[3] <= 1.0, "{c:?}");
+        }
+        assert_ne!(v[1].crop, v[5].crop);
+    }
 
     #[test]
     fn histograms_cover_the_range() {

@@ -53,6 +53,8 @@ pub struct QuantizeConfig {
     pub calib: Option<PathBuf>,
     /// Calibration images used at most (spread over the folder).
     pub calib_limit: usize,
+    /// Extra seeded crops per calibration image (objects at other scales when photos are few).
+    pub calib_crops: usize,
     pub method: Method,
     pub per_channel: bool,
     pub placement: Placement,
@@ -78,6 +80,7 @@ impl QuantizeConfig {
             mode,
             calib: None,
             calib_limit: 500,
+            calib_crops: 0,
             method: Method::Percentile(99.99),
             per_channel: true,
             placement: Placement::Inputs,
@@ -120,6 +123,8 @@ pub struct Report {
     pub per_channel: bool,
     pub placement: Option<Placement>,
     pub calibration_images: usize,
+    /// Calibration inputs: the images plus their crops.
+    pub calibration_views: usize,
     pub fp32_bytes: u64,
     pub quant_bytes: u64,
     pub size_ratio: f64,
@@ -218,6 +223,7 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
     let mut layers = Vec::new();
     let mut fallback = Vec::new();
     let mut calibration_images = 0;
+    let mut calibration_views = 0;
     let mut float_inputs: Vec<String> = Vec::new();
     let fp32_eval = match (&cfg.val, &card) {
         (Some(val), Some(card)) => {
@@ -256,20 +262,22 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
             let pre = engine.preprocess().clone();
             let (w, h) = engine.input_size();
             let shape = [1, 3, h as usize, w as usize];
-            let images = calib::calibration_images(calib, cfg.calib_limit)?;
-            calibration_images = images.len();
-            if images.is_empty() {
+            let files = calib::calibration_images(calib, cfg.calib_limit)?;
+            calibration_images = files.len();
+            if files.is_empty() {
                 return Err(QuantizeError::Calibration(format!("{}: no calibration images (jpg/png) found", calib.display())));
             }
+            let images = calib::views(&files, cfg.calib_crops);
+            calibration_views = images.len();
+            let what = if cfg.calib_crops > 0 { format!("{} calibration inputs ({} images with {} crops each)", images.len(), files.len(), cfg.calib_crops) } else { format!("{} calibration images", files.len()) };
             if images.len() < 10 && !cfg.force {
                 return Err(QuantizeError::Calibration(format!(
-                    "{}: only {} calibration images; ranges from so few are unreliable (use 100+, or --force)",
+                    "{}: only {what}; ranges from so few are unreliable (use 100+, add --calib-crops, or --force)",
                     calib.display(),
-                    images.len()
                 )));
             }
             if images.len() < 100 {
-                warnings.push(format!("only {} calibration images; 100 or more give steadier ranges", images.len()));
+                warnings.push(format!("only {what}; 100 or more give steadier ranges"));
             }
             let active: Vec<Target> = targets.iter().filter(|t| !kept.contains(&t.name)).cloned().collect();
             let tensors = int8::activation_tensors(&model, &active, cfg.placement);
@@ -282,7 +290,7 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
             let build = |keep: &int8::Keep| int8::rewrite(&model, &targets, &ranges, opts, keep);
             let mut m = build(&keep)?;
             let step = (images.len() / cfg.error_images.max(1)).max(1);
-            let err_images: Vec<PathBuf> = images.iter().step_by(step).take(cfg.error_images).cloned().collect();
+            let err_images: Vec<calib::View> = images.iter().step_by(step).take(cfg.error_images).cloned().collect();
             log(&format!("measuring per-layer error on {} images", err_images.len()));
             let w_opts = Int8Options { weights_only: true, ..opts };
             let wonly = int8::rewrite(&model, &targets, &ranges, w_opts, &keep)?;
@@ -369,6 +377,7 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
         per_channel: cfg.per_channel,
         placement: (cfg.mode == Mode::Int8).then_some(cfg.placement),
         calibration_images,
+        calibration_views,
         fp32_bytes,
         quant_bytes,
         size_ratio: quant_bytes as f64 / fp32_bytes as f64,

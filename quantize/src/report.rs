@@ -35,7 +35,7 @@ pub fn markdown(r: &Report, png: Option<&str>) -> String {
     };
     let _ = writeln!(s, "- mode: {mode}");
     if r.calibration_images > 0 {
-        let _ = writeln!(s, "- calibration images: {}", r.calibration_images);
+        let _ = writeln!(s, "- calibration: {} images, {} inputs with crops", r.calibration_images, r.calibration_views);
     }
     let _ = writeln!(s, "- size: {:.2} MB -> {:.2} MB ({:.1} % of fp32)", mb(r.fp32_bytes), mb(r.quant_bytes), 100.0 * r.size_ratio);
     let _ = writeln!(s, "- time: {:.1} s", r.seconds);

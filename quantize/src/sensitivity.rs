@@ -3,13 +3,12 @@
 //! the share of noise each layer adds itself (output noise minus the noise already in its
 //! input), which ranks layers for the fp32 fallback.
 
-use std::path::PathBuf;
 
 use fieldkit_core::parallel::map_indexed;
 use fieldkit_core::preprocess::Preprocess;
 use serde::Serialize;
 
-use crate::calib::{prepare, Probe};
+use crate::calib::{prepare, Probe, View};
 use crate::error::{QuantizeError, Result};
 use crate::graph::{Model, Target};
 
@@ -90,7 +89,7 @@ pub fn layer_errors(
     kept: &[String],
     shape: [usize; 4],
     pre: &Preprocess,
-    images: &[PathBuf],
+    images: &[View],
     workers: usize,
 ) -> Result<Vec<LayerError>> {
     let graph_inputs: Vec<String> = float.inputs().iter().map(|i| i.name.clone()).collect();
@@ -186,7 +185,7 @@ pub fn isolated_impact(
     build: &(dyn Fn(&crate::int8::Keep, bool) -> Result<Model> + Sync),
     shape: [usize; 4],
     pre: &Preprocess,
-    images: &[PathBuf],
+    images: &[View],
     workers: usize,
 ) -> Result<Vec<Impact>> {
     let output = float.graph().output.first().map(|o| o.name.clone()).ok_or_else(|| float.err("the model has no output"))?;
