@@ -137,6 +137,17 @@ fn bench_writes_the_documented_keys() {
     }
     assert!(m0["p50_ms"].as_f64() <= m0["p99_ms"].as_f64());
     assert_eq!(m0["throughput"].as_array().unwrap().len(), 2);
+    // --profile: every node of the plan timed; per-operator rows add up to the nodes'.
+    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2", "--workers", "1", "--profile", "3", "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("profile of") && stdout(&o).contains("slowest nodes"), "{}", stdout(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let p = &r["profiles"][0]["profile"];
+    assert_eq!(p["runs"].as_u64(), Some(3));
+    let node_ms: f64 = p["nodes"].as_array().unwrap().iter().map(|n| n["ms"].as_f64().unwrap()).sum();
+    let op_ms: f64 = p["ops"].as_array().unwrap().iter().map(|n| n["ms"].as_f64().unwrap()).sum();
+    assert!(!p["nodes"].as_array().unwrap().is_empty() && (node_ms - op_ms).abs() < 1e-6);
+    assert!(node_ms <= p["total_ms"].as_f64().unwrap() * 1.01 + 0.01);
     // A model without a card is a clear error, not a panic.
     std::fs::remove_file(d.path().join("tiny_classifier.json")).unwrap();
     let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2"]);
