@@ -47,6 +47,10 @@ pub struct QuantizeArgs {
     /// and outputs (as onnxruntime's quantize_static; lets onnxruntime fuse every layer).
     #[arg(long, value_enum, default_value = "inputs")]
     pub placement: PlacementArg,
+    /// 7-bit weights: for onnxruntime on x86 CPUs without VNNI (AVX2), whose fused integer
+    /// kernels saturate with full-range int8 weights and lose accuracy.
+    #[arg(long)]
+    pub reduce_range: bool,
     /// Accept fewer than 10 calibration images.
     #[arg(long)]
     pub force: bool,
@@ -101,6 +105,7 @@ impl QuantizeArgs {
             PlacementArg::InputsOutputs => Placement::InputsOutputs,
         };
         c.force = self.force;
+        c.reduce_range = self.reduce_range;
         c.val = self.val.clone();
         c.split = self.split.clone();
         c.max_drop = self.max_drop;

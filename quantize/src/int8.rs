@@ -29,6 +29,9 @@ pub struct Int8Options {
     /// Weights only: no activation quantization (no calibration needed).
     pub weights_only: bool,
     pub placement: Placement,
+    /// 7-bit weights ([-63, 63]): onnxruntime's fused u8 x s8 kernels on x86 CPUs without
+    /// VNNI add pairs of products in 16 bits, which full-range weights can saturate.
+    pub reduce_range: bool,
 }
 
 /// Activation tensors that need a calibrated range for `targets` under `placement`.
@@ -49,10 +52,11 @@ pub fn activation_tensors(model: &Model, targets: &[Target], placement: Placemen
     out
 }
 
-/// Symmetric int8 in [-127, 127] along `axis` (or one scale for the whole tensor). Each
+/// Symmetric int8 in [-qmax, qmax] (127, or 63 for reduced range) along `axis` (or one scale
+/// for the whole tensor). Each
 /// channel's scale is the one, from its max |w| down to half of it, with the least squared
 /// rounding-plus-clipping error: one outlier weight no longer coarsens the whole channel.
-pub fn quantize_weight(dims: &[i64], w: &[f32], axis: usize, per_channel: bool) -> (Vec<i8>, Vec<f32>) {
+pub fn quantize_weight(dims: &[i64], w: &[f32], axis: usize, per_channel: bool, qmax: f32) -> (Vec<i8>, Vec<f32>) {
     let channels = if per_channel { dims[axis] as usize } else { 1 };
     let inner: usize = if per_channel { dims[axis + 1..].iter().product::<i64>() as usize } else { w.len() };
     let channel_of = |i: usize| if per_channel { (i / inner) % channels } else { 0 };
@@ -60,12 +64,12 @@ pub fn quantize_weight(dims: &[i64], w: &[f32], axis: usize, per_channel: bool) 
     for (i, v) in w.iter().enumerate() {
         members[channel_of(i)].push(*v);
     }
-    let scales: Vec<f32> = members.iter().map(|m| best_scale(m)).collect();
-    let q = w.iter().enumerate().map(|(i, v)| (v / scales[channel_of(i)]).round().clamp(-127.0, 127.0) as i8).collect();
+    let scales: Vec<f32> = members.iter().map(|m| best_scale(m, qmax)).collect();
+    let q = w.iter().enumerate().map(|(i, v)| (v / scales[channel_of(i)]).round().clamp(-qmax, qmax) as i8).collect();
     (q, scales)
 }
 
-fn best_scale(values: &[f32]) -> f32 {
+fn best_scale(values: &[f32], qmax: f32) -> f32 {
     let amax = values.iter().fold(0.0f32, |a, v| a.max(v.abs()));
     if amax == 0.0 {
         return 1.0;
@@ -74,14 +78,14 @@ fn best_scale(values: &[f32]) -> f32 {
         values
             .iter()
             .map(|&v| {
-                let q = (v / scale).round().clamp(-127.0, 127.0) * scale;
+                let q = (v / scale).round().clamp(-qmax, qmax) * scale;
                 ((v - q) as f64).powi(2)
             })
             .sum()
     };
-    let mut best = (err(amax / 127.0), amax / 127.0);
+    let mut best = (err(amax / qmax), amax / qmax);
     for k in 1..=25 {
-        let scale = amax * (1.0 - 0.02 * k as f32) / 127.0;
+        let scale = amax * (1.0 - 0.02 * k as f32) / qmax;
         let e = err(scale);
         if e < best.0 {
             best = (e, scale);
@@ -142,7 +146,8 @@ pub fn rewrite(
     for t in &active {
         let (dims, w) = model.float_initializer(&t.weight).expect("targets have float weights");
         if !done_weights.contains_key(&t.weight) {
-            let (q, scales) = quantize_weight(&dims, &w, t.axis, opts.per_channel);
+            let qmax = if opts.reduce_range { 63.0 } else { 127.0 };
+            let (q, scales) = quantize_weight(&dims, &w, t.axis, opts.per_channel, qmax);
             let base = &t.weight;
             let sdims: Vec<i64> = if opts.per_channel { vec![scales.len() as i64] } else { vec![] };
             // Symmetric: the zero point is 0, ONNX's default, so it is not stored.
@@ -247,7 +252,7 @@ mod tests {
     fn per_channel_weights_use_each_channels_range() {
         // Two output channels of 2 values: [1, -0.5] and [0.01, 0.02].
         let w = [1.0, -0.5, 0.01, 0.02];
-        let (q, s) = quantize_weight(&[2, 2], &w, 0, true);
+        let (q, s) = quantize_weight(&[2, 2], &w, 0, true, 127.0);
         assert_eq!(s.len(), 2);
         // Each channel's own scale (its max |w| / 127, or slightly less where that rounds better).
         assert!(s[0] <= 1.0 / 127.0 + 1e-9 && s[0] >= 0.5 / 127.0);
@@ -258,20 +263,22 @@ mod tests {
         }
         // The chosen scale never rounds worse than plain max scaling.
         let heavy: Vec<f32> = (0..500).map(|i| ((i * 37 % 101) as f32 / 100.0 - 0.5).powi(3) * 8.0).collect();
-        let (q, s) = quantize_weight(&[1, 500], &heavy, 0, true);
+        let (q, s) = quantize_weight(&[1, 500], &heavy, 0, true, 127.0);
         let amax = heavy.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         let err = |q: &[i8], s: f32| heavy.iter().zip(q).map(|(v, q)| (v - *q as f32 * s).powi(2)).sum::<f32>();
         let plain: Vec<i8> = heavy.iter().map(|v| (v / (amax / 127.0)).round() as i8).collect();
         assert!(err(&q, s[0]) <= err(&plain, amax / 127.0) + 1e-9);
         // Per tensor, the small channel collapses to a couple of levels.
-        let (q, s) = quantize_weight(&[2, 2], &w, 0, false);
+        let (q, s) = quantize_weight(&[2, 2], &w, 0, false, 127.0);
+        let (q7, _) = quantize_weight(&[2, 2], &w, 0, true, 63.0);
+        assert!(q7.iter().all(|v| v.abs() <= 63), "{q7:?}");
         assert_eq!(s.len(), 1);
         assert!(q[2].abs() <= 2 && q[3].abs() <= 3, "{q:?}");
         // Axis 1 (a MatMul weight [K, N]): channels are columns.
-        let (_, s) = quantize_weight(&[2, 2], &[1.0, 0.1, -2.0, 0.1], 1, true);
+        let (_, s) = quantize_weight(&[2, 2], &[1.0, 0.1, -2.0, 0.1], 1, true, 127.0);
         assert!(s[0] > 1.0 / 127.0 && s[0] <= 2.0 / 127.0 + 1e-9 && (s[1] - 0.1 / 127.0).abs() < 1e-9, "{s:?}");
         // An all-zero channel keeps a finite scale.
-        let (q, s) = quantize_weight(&[1, 2], &[0.0, 0.0], 0, true);
+        let (q, s) = quantize_weight(&[1, 2], &[0.0, 0.0], 0, true, 127.0);
         assert_eq!((q, s), (vec![0, 0], vec![1.0]));
     }
 }

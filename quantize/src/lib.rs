@@ -58,6 +58,7 @@ pub struct QuantizeConfig {
     pub method: Method,
     pub per_channel: bool,
     pub placement: Placement,
+    pub reduce_range: bool,
     /// Accept fewer than 10 calibration images.
     pub force: bool,
     pub val: Option<PathBuf>,
@@ -84,6 +85,7 @@ impl QuantizeConfig {
             method: Method::Percentile(99.99),
             per_channel: true,
             placement: Placement::Inputs,
+            reduce_range: false,
             force: false,
             val: None,
             split: None,
@@ -248,7 +250,7 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
             (m, e)
         }
         Mode::WeightsOnly => {
-            let opts = Int8Options { per_channel: cfg.per_channel, weights_only: true, placement: cfg.placement };
+            let opts = Int8Options { per_channel: cfg.per_channel, weights_only: true, placement: cfg.placement, reduce_range: cfg.reduce_range };
             let m = int8::rewrite(&model, &targets, &HashMap::new(), opts, &int8::Keep::fp32(&kept))?;
             let e = eval(&m)?;
             (m, e)
@@ -285,7 +287,7 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
             let probe = calib::Probe::new(&model.proto, shape, &tensors)?;
             let stats = calib::collect(&probe, &pre, &images, cfg.workers)?;
             let ranges: HashMap<String, (f32, f32)> = stats.iter().map(|(k, s)| (k.clone(), ranges::range(s, cfg.method))).collect();
-            let opts = Int8Options { per_channel: cfg.per_channel, weights_only: false, placement: cfg.placement };
+            let opts = Int8Options { per_channel: cfg.per_channel, weights_only: false, placement: cfg.placement, reduce_range: cfg.reduce_range };
             let mut keep = int8::Keep::fp32(&kept);
             let build = |keep: &int8::Keep| int8::rewrite(&model, &targets, &ranges, opts, keep);
             let mut m = build(&keep)?;
