@@ -1,7 +1,8 @@
 //! Per-layer error of a quantized model against its float original, on calibration images:
 //! SQNR and cosine of every quantized layer's output (as onnxruntime's qdq_loss_debug), and
 //! the share of noise each layer adds itself (output noise minus the noise already in its
-//! input), which ranks layers for the fp32 fallback.
+//! input) for the report; and each layer's effect on the model output when quantized alone,
+//! which orders the fp32 fallback (local SQNR predicted accuracy poorly).
 
 
 use fieldkit_core::parallel::map_indexed;
@@ -153,19 +154,6 @@ pub fn layer_errors(
             }
         })
         .collect())
-}
-
-/// Fallback steps, most harmful layer first: `(layer, whole)`. A layer whose noise comes
-/// mostly from its int8 weights goes back to float whole (a BN-folded layer can hold weights
-/// hundreds of times larger than the rest of its channel, which no per-channel scale serves);
-/// otherwise only its input activation does, keeping the int8 weights and the size gain. A
-/// second pass then offers the remaining layers whole.
-pub fn fallback_steps(errors: &[LayerError]) -> Vec<(String, bool)> {
-    let mut v: Vec<&LayerError> = errors.iter().filter(|e| !e.kept_fp32).collect();
-    v.sort_by(|a, b| b.added_noise.total_cmp(&a.added_noise));
-    let first: Vec<(String, bool)> = v.iter().map(|e| (e.name.clone(), e.weight_noise >= 0.5 * e.added_noise)).collect();
-    let second = first.iter().filter(|(_, whole)| !whole).map(|(n, _)| (n.clone(), true));
-    first.clone().into_iter().chain(second).collect()
 }
 
 /// End-to-end impact of quantizing one layer alone: the model's output noise (relative power)
