@@ -24,8 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fieldkit_core::card::{ModelCard, Task};
-use fieldkit_core::dataset::EvalData;
-use fieldkit_runtime::eval::{eval_classifier, eval_detector};
+use fieldkit_runtime::eval::{headline, Headline};
 use fieldkit_runtime::Engine;
 use serde::Serialize;
 
@@ -150,29 +149,13 @@ pub struct Report {
     pub seconds: f64,
 }
 
-struct Eval {
-    metric: &'static str,
-    value: f64,
-    per_class: Vec<(String, f64)>,
-}
-
 /// Runs `model` (written to a scratch file with `card`) over the validation data.
-fn evaluate(model: &Model, card: &ModelCard, val: &Path, split: Option<&str>, workers: usize, scratch: &Path) -> Result<Eval> {
+fn evaluate(model: &Model, card: &ModelCard, val: &Path, split: Option<&str>, workers: usize, scratch: &Path) -> Result<Headline> {
     let path = scratch.join("candidate.onnx");
     model.save(&path)?;
     let mut card = card.clone();
     card.write_for(&path)?;
-    let engine = Engine::load(&path)?;
-    Ok(match EvalData::open(val, split, &card.classes)? {
-        EvalData::Classes(ds) => {
-            let r = eval_classifier(&engine, &ds, workers)?.report;
-            Eval { metric: "top1", value: r.top1, per_class: r.per_class.iter().map(|c| (c.name.clone(), c.recall)).collect() }
-        }
-        EvalData::Boxes { data, split } => {
-            let r = eval_detector(&engine, &data, &split, workers, 0.3)?.coco;
-            Eval { metric: "map50_95", value: r.map50_95, per_class: r.per_class.iter().map(|c| (c.name.clone(), c.ap50_95)).collect() }
-        }
-    })
+    Ok(headline(&Engine::load(&path)?, val, split, workers)?)
 }
 
 fn file_len(p: &Path) -> Result<u64> {
@@ -227,20 +210,17 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
     let mut calibration_images = 0;
     let mut calibration_views = 0;
     let mut float_inputs: Vec<String> = Vec::new();
-    let fp32_eval = match (&cfg.val, &card) {
-        (Some(val), Some(card)) => {
-            log("evaluating the float model");
-            Some(evaluate(&model, card, val, cfg.split.as_deref(), cfg.workers, scratch.path())?)
-        }
-        _ => None,
-    };
-    let eval = |m: &Model| -> Result<Option<Eval>> {
+    let eval = |m: &Model| -> Result<Option<Headline>> {
         match (&cfg.val, &card) {
             (Some(val), Some(card)) => Ok(Some(evaluate(m, card, val, cfg.split.as_deref(), cfg.workers, scratch.path())?)),
             _ => Ok(None),
         }
     };
-    let drop_of = |e: &Eval| fp32_eval.as_ref().map(|f| (f.value - e.value) * 100.0).unwrap_or(0.0);
+    if cfg.val.is_some() {
+        log("evaluating the float model");
+    }
+    let fp32_eval = eval(&model)?;
+    let drop_of = |e: &Headline| fp32_eval.as_ref().map(|f| (f.value - e.value) * 100.0).unwrap_or(0.0);
 
     let (quant, quant_eval) = match cfg.mode {
         Mode::Fp16 => {
@@ -289,19 +269,17 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
             let ranges: HashMap<String, (f32, f32)> = stats.iter().map(|(k, s)| (k.clone(), ranges::range(s, cfg.method))).collect();
             let opts = Int8Options { per_channel: cfg.per_channel, weights_only: false, placement: cfg.placement, reduce_range: cfg.reduce_range };
             let mut keep = int8::Keep::fp32(&kept);
-            let build = |keep: &int8::Keep| int8::rewrite(&model, &targets, &ranges, opts, keep);
-            let mut m = build(&keep)?;
+            let build = |keep: &int8::Keep, weights_only: bool| int8::rewrite(&model, &targets, &ranges, Int8Options { weights_only, ..opts }, keep);
+            let mut m = build(&keep, false)?;
             let step = (images.len() / cfg.error_images.max(1)).max(1);
             let err_images: Vec<calib::View> = images.iter().step_by(step).take(cfg.error_images).cloned().collect();
             log(&format!("measuring per-layer error on {} images", err_images.len()));
-            let w_opts = Int8Options { weights_only: true, ..opts };
-            let wonly = int8::rewrite(&model, &targets, &ranges, w_opts, &keep)?;
+            let wonly = build(&keep, true)?;
             layers = sensitivity::layer_errors(&model, &m, &wonly, &targets, &kept, shape, &pre, &err_images, cfg.workers)?;
             let mut e = eval(&m)?;
             if let (Some(budget), Some(_)) = (cfg.max_drop, &fp32_eval) {
                 log("measuring each layer's effect on the output alone");
-                let build_one = |k: &int8::Keep, weights_only: bool| int8::rewrite(&model, &targets, &ranges, Int8Options { weights_only, ..opts }, k);
-                let impacts = sensitivity::isolated_impact(&model, &targets, &build_one, shape, &pre, &err_images, cfg.workers)?;
+                let impacts = sensitivity::isolated_impact(&model, &targets, &build, shape, &pre, &err_images, cfg.workers)?;
                 for (name, whole) in sensitivity::steps_from_impact(&impacts, &kept) {
                     let d = drop_of(e.as_ref().expect("evaluated with --val"));
                     if d <= budget {
@@ -316,7 +294,7 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
                     } else {
                         keep.float_input.insert(name.clone());
                     }
-                    m = build(&keep)?;
+                    m = build(&keep, false)?;
                     e = eval(&m)?;
                     let q = e.as_ref().expect("evaluated with --val");
                     fallback.push(FallbackStep {

@@ -2,11 +2,11 @@
 //! preprocessing and decoding), shared by `fieldkit eval`, `fieldkit bench --val` and
 //! quantize's accuracy checks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use fieldkit_core::card::Task;
 use fieldkit_core::dataset::coco::{CocoDataset, CocoPrediction};
-use fieldkit_core::dataset::{ImageFolder, YoloDataset};
+use fieldkit_core::dataset::{EvalData, ImageFolder, YoloDataset};
 use fieldkit_core::detect::NmsOptions;
 use fieldkit_core::metrics::{ClassificationReport, CocoEval, CountReport};
 use fieldkit_core::perturb::Perturb;
@@ -130,4 +130,32 @@ pub fn eval_detector(engine: &Engine, data: &YoloDataset, split: &str, workers: 
     let coco = CocoEval::evaluate(&gt, &predictions)?;
     let counts = CountReport::compute(&gt, &predictions, count_threshold);
     Ok(DetectorEval { coco, counts, ground_truth: gt, predictions })
+}
+
+/// One model's headline accuracy on a dataset: top-1 for a classifier on an ImageFolder,
+/// COCO mAP50-95 for a detector on a data.yaml (the metric `bench --val` and `quantize --val`
+/// report), with the per-class figure behind it (recall, or AP50-95).
+#[derive(Debug, Clone)]
+pub struct Headline {
+    /// "top1" or "map50_95".
+    pub metric: &'static str,
+    pub value: f64,
+    /// The split evaluated.
+    pub split: String,
+    pub per_class: Vec<(String, f64)>,
+}
+
+pub fn headline(engine: &Engine, data: &Path, split: Option<&str>, workers: usize) -> Result<Headline> {
+    Ok(match EvalData::open(data, split, &engine.card().classes)? {
+        EvalData::Classes(ds) => {
+            let r = eval_classifier(engine, &ds, workers)?.report;
+            let per_class = r.per_class.iter().map(|c| (c.name.clone(), c.recall)).collect();
+            Headline { metric: "top1", value: r.top1, split: ds.split, per_class }
+        }
+        EvalData::Boxes { data, split } => {
+            let r = eval_detector(engine, &data, &split, workers, 0.3)?.coco;
+            let per_class = r.per_class.iter().map(|c| (c.name.clone(), c.ap50_95)).collect();
+            Headline { metric: "map50_95", value: r.map50_95, split, per_class }
+        }
+    })
 }

@@ -11,9 +11,8 @@ use fieldkit_core::{image_io, report};
 use fieldkit_runtime::bench::{bench_model, peak_rss_mb, synthetic_image, system_info, Accuracy, BenchConfig, BenchResult};
 use fieldkit_runtime::profile::Profile;
 use fieldkit_runtime::Engine;
-use fieldkit_runtime::eval::{eval_classifier, eval_detector};
+use fieldkit_runtime::eval::headline;
 
-use fieldkit_core::dataset::EvalData;
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
@@ -56,18 +55,8 @@ fn measure(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
     let (mut r, engine) = bench_model(model, &cfg)?;
     if let Some(val) = &a.val {
         let workers = *a.workers.iter().max().unwrap_or(&1);
-        r.accuracy = Some(match EvalData::open(val, a.split.as_deref(), &engine.card().classes)? {
-            EvalData::Classes(ds) => Accuracy {
-                metric: "top1".into(),
-                value: eval_classifier(&engine, &ds, workers)?.report.top1,
-                dataset: format!("{} ({})", val.display(), ds.split),
-            },
-            EvalData::Boxes { data, split } => Accuracy {
-                metric: "map50_95".into(),
-                value: eval_detector(&engine, &data, &split, workers, 0.3)?.coco.map50_95,
-                dataset: format!("{} ({split})", val.display()),
-            },
-        });
+        let h = headline(&engine, val, a.split.as_deref(), workers)?;
+        r.accuracy = Some(Accuracy { metric: h.metric.into(), value: h.value, dataset: format!("{} ({})", val.display(), h.split) });
     }
     r.peak_rss_mb = peak_rss_mb();
     Ok(r)
