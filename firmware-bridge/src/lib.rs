@@ -11,3 +11,19 @@ pub mod device;
 pub mod display;
 pub mod outbox;
 pub mod protocol;
+
+#[cfg(feature = "std")]
+pub mod bridge;
+#[cfg(feature = "std")]
+pub mod error;
+#[cfg(feature = "std")]
+pub mod link;
+#[cfg(feature = "std")]
+pub mod planner;
+#[cfg(feature = "std")]
+pub mod render;
+#[cfg(feature = "std")]
+pub mod sim;
+
+#[cfg(feature = "std")]
+pub use error::BridgeError;

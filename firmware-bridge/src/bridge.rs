@@ -1,0 +1,548 @@
+//! The host program: detection lines in, nozzle actuations out, every actuation accounted
+//! for (done, or failed with a reason), and a report at the end.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::display::{LinkState, Status};
+use crate::error::{io_err, BridgeError};
+use crate::link::{monotonic_us, Link, LinkConfig, LinkEvent, LinkStats};
+use crate::planner::{Detection, Merge, Merger, PlanConfig};
+use crate::protocol::{
+    Actuate, CompactDetection, DetectionBatch, DeviceState, EstopReason, FailReason, Message, Outcome, Telemetry,
+    MAX_DETECTIONS,
+};
+
+/// `bridge.toml`: the planner's geometry and targets, the link's timing, the safety limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    #[serde(flatten)]
+    pub plan: PlanConfig,
+    #[serde(default)]
+    pub link: LinkConfig,
+    #[serde(default)]
+    pub safety: Safety,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Safety {
+    /// Live input only: E-stop when no detection line arrives for this long (camera or model
+    /// died); the next line starts a new session.
+    pub vision_timeout_ms: u64,
+    /// Wait this long for the device at start.
+    pub connect_timeout_ms: u64,
+    /// After its close time, wait this long for an actuation's report before counting it failed.
+    pub report_timeout_ms: u64,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety { vision_timeout_ms: 1000, connect_timeout_ms: 5000, report_timeout_ms: 1500 }
+    }
+}
+
+impl BridgeConfig {
+    pub fn load(path: &Path) -> Result<Self, BridgeError> {
+        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+        let cfg: BridgeConfig = toml::from_str(&text).map_err(|e| BridgeError::Config(format!("{}: {e}", path.display())))?;
+        cfg.plan.validate().map_err(|e| BridgeError::Config(format!("{}: {e}", path.display())))?;
+        Ok(cfg)
+    }
+}
+
+/// How capture times are known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Timing {
+    /// Each line's `capture_ms` (from the stream start); lines are replayed at that pace.
+    Recorded,
+    /// Lines are frames at this rate (e.g. `fieldkit predict` over a folder); replayed at pace.
+    Fps(f64),
+    /// A live stream: capture time = arrival − the configured pipeline latency.
+    Live,
+}
+
+/// One line of detection JSONL (`fieldkit predict`'s format; extra fields ignored).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DetectionLine {
+    pub width: f64,
+    pub height: f64,
+    #[serde(default)]
+    pub detections: Vec<Detection>,
+    #[serde(default)]
+    pub capture_ms: Option<f64>,
+}
+
+enum Input {
+    Line { line: DetectionLine, capture_us: u64 },
+    Bad(String),
+    End,
+}
+
+/// Reads lines on a thread, pacing them by their capture times when those are known (so a
+/// recorded run replays as it happened).
+fn spawn_reader(
+    reader: Box<dyn BufRead + Send>,
+    timing: Timing,
+    latency_us: u64,
+    start_us: u64,
+    source: String,
+) -> Receiver<Input> {
+    let (tx, rx) = mpsc::sync_channel(64);
+    std::thread::spawn(move || {
+        for (i, line) in reader.lines().enumerate() {
+            let n = i + 1;
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Input::Bad(format!("{source}:{n}: {e}")));
+                    break;
+                }
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed: DetectionLine = match serde_json::from_str(&line) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Input::Bad(format!("{source}:{n}: not a detection line ({e})")));
+                    continue;
+                }
+            };
+            if !(parsed.width > 0.0 && parsed.height > 0.0) {
+                let _ = tx.send(Input::Bad(format!("{source}:{n}: width/height must be positive, got {}x{}", parsed.width, parsed.height)));
+                continue;
+            }
+            let offset_us = match (timing, parsed.capture_ms) {
+                (_, Some(ms)) if ms.is_finite() && ms >= 0.0 => Some((ms * 1e3) as u64),
+                (Timing::Recorded, _) => {
+                    let _ = tx.send(Input::Bad(format!("{source}:{n}: no capture_ms (needed without --fps)")));
+                    continue;
+                }
+                (Timing::Fps(fps), _) => Some((i as f64 / fps * 1e6) as u64),
+                (Timing::Live, _) => None,
+            };
+            let capture_us = match offset_us {
+                Some(off) => {
+                    let capture = start_us + off;
+                    // The detection becomes available one pipeline latency after capture.
+                    let ready = capture + latency_us;
+                    let now = monotonic_us();
+                    if ready > now {
+                        std::thread::sleep(Duration::from_micros(ready - now));
+                    }
+                    capture
+                }
+                None => monotonic_us().saturating_sub(latency_us),
+            };
+            if tx.send(Input::Line { line: parsed, capture_us }).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Input::End);
+    });
+    rx
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ActStatus {
+    /// Planned or changed, not yet sent.
+    Pending,
+    Sent,
+    Acked,
+    Done { opened_us: u64, closed_us: u64 },
+    Failed { reason: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Actuation {
+    pub id: u32,
+    pub nozzle: u8,
+    pub open_us: u64,
+    pub close_us: u64,
+    pub class: String,
+    #[serde(flatten)]
+    pub status: ActStatus,
+    /// The device has acknowledged some version of it (so it may already be spraying).
+    #[serde(skip)]
+    acked_once: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// What `fieldkit bridge` writes with `--report`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BridgeReport {
+    /// Host clock (CLOCK_MONOTONIC µs) of capture time 0 for recorded / fps input.
+    pub stream_start_us: u64,
+    pub lines: u64,
+    pub bad_lines: u64,
+    pub detections: u64,
+    pub triggers: u64,
+    pub actuations: Vec<Actuation>,
+    pub done: usize,
+    pub failed: usize,
+    pub estops: u64,
+    pub link: LinkStats,
+    /// Host → device → host acknowledgement time of first sends; one way ≈ half.
+    pub ack_rtt: Latency,
+    pub device: Option<Telemetry>,
+}
+
+pub struct BridgeOptions {
+    pub port: PathBuf,
+    pub config: BridgeConfig,
+    pub timing: Timing,
+    pub quiet: bool,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i] as f64 / 1e3
+}
+
+pub struct Bridge {
+    opts: BridgeOptions,
+    link: Link,
+    merger: Merger,
+    acts: BTreeMap<u32, Actuation>,
+    frame: u32,
+    lines: u64,
+    bad_lines: u64,
+    detections: u64,
+    triggers: u64,
+    estops: u64,
+    estopped: bool,
+    last_input_us: u64,
+    telemetry: Option<Telemetry>,
+    class_counts: Vec<(String, u32)>,
+    class_ids: BTreeMap<String, u8>,
+    first_line_us: Option<u64>,
+    last_line_us: u64,
+}
+
+impl Bridge {
+    pub fn new(opts: BridgeOptions) -> Self {
+        Bridge {
+            link: Link::new(&opts.port, opts.config.link.clone()),
+            merger: Merger::new(&opts.config.plan.plan),
+            opts,
+            acts: BTreeMap::new(),
+            frame: 0,
+            lines: 0,
+            bad_lines: 0,
+            detections: 0,
+            triggers: 0,
+            estops: 0,
+            estopped: false,
+            last_input_us: 0,
+            telemetry: None,
+            class_counts: Vec::new(),
+            class_ids: BTreeMap::new(),
+            first_line_us: None,
+            last_line_us: 0,
+        }
+    }
+
+    fn say(&self, msg: impl AsRef<str>) {
+        if !self.opts.quiet {
+            eprintln!("bridge: {}", msg.as_ref());
+        }
+    }
+
+    /// Runs until the input ends and every actuation is accounted for.
+    pub fn run(&mut self, input: Box<dyn BufRead + Send>, source: &str) -> Result<BridgeReport, BridgeError> {
+        let deadline = monotonic_us() + self.opts.config.safety.connect_timeout_ms * 1000;
+        while !self.link.is_up() {
+            let now = monotonic_us();
+            if now > deadline {
+                let why = self.link.open_error().map(|e| format!(" ({e})")).unwrap_or_default();
+                return Err(BridgeError::Serial(format!(
+                    "no answer from a device on {} within {} ms{why}",
+                    self.opts.port.display(),
+                    self.opts.config.safety.connect_timeout_ms
+                )));
+            }
+            for e in self.link.poll(now) {
+                self.on_link(e, now);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let start_us = monotonic_us() + 20_000;
+        let latency_us = (self.opts.config.plan.motion.latency_ms * 1e3) as u64;
+        let rx = spawn_reader(input, self.opts.timing, latency_us, start_us, source.to_string());
+        let mut ended = false;
+        let mut end_deadline = u64::MAX;
+        self.last_input_us = monotonic_us();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(1)) {
+                Ok(Input::Line { line, capture_us }) => self.on_line(line, capture_us),
+                Ok(Input::Bad(msg)) => {
+                    self.bad_lines += 1;
+                    self.say(format!("skipped {msg}"));
+                }
+                Ok(Input::End) | Err(RecvTimeoutError::Disconnected) if !ended => {
+                    ended = true;
+                    let last_close = self.acts.values().map(|a| a.close_us).max().unwrap_or(0);
+                    end_deadline = last_close.max(monotonic_us()) + self.opts.config.safety.report_timeout_ms * 1000;
+                }
+                _ => {}
+            }
+            let now = monotonic_us();
+            for e in self.link.poll(now) {
+                self.on_link(e, now);
+            }
+            self.send_pending(now);
+            if !ended && self.opts.timing == Timing::Live {
+                self.vision_watchdog(now);
+            }
+            if ended && (self.acts.values().all(|a| a.is_final()) || now > end_deadline) {
+                break;
+            }
+        }
+        let now = monotonic_us();
+        for a in self.acts.values_mut() {
+            if !a.is_final() {
+                a.status = ActStatus::Failed { reason: "no report from the device".into() };
+            }
+        }
+        // Leave the device safe: closed and refusing until a new session.
+        for e in self.link.send_and_wait(Message::Estop { reason: EstopReason::Shutdown }, Duration::from_millis(300)) {
+            self.on_link(e, now);
+        }
+        Ok(self.report(start_us))
+    }
+
+    fn vision_watchdog(&mut self, now: u64) {
+        let limit = self.opts.config.safety.vision_timeout_ms * 1000;
+        if !self.estopped && self.link.is_up() && now.saturating_sub(self.last_input_us) > limit {
+            self.say(format!("no detections for {} ms: E-stop", limit / 1000));
+            self.estopped = true;
+            self.estops += 1;
+            self.link.send(Message::Estop { reason: EstopReason::Vision }, now);
+        }
+    }
+
+    fn on_line(&mut self, line: DetectionLine, capture_us: u64) {
+        let now = monotonic_us();
+        self.last_input_us = now;
+        if self.estopped {
+            self.say("detections again: new session");
+            self.estopped = false;
+            self.link.restart(now);
+        }
+        self.lines += 1;
+        self.first_line_us.get_or_insert(now);
+        self.last_line_us = now;
+        self.frame = self.frame.wrapping_add(1);
+        self.detections += line.detections.len() as u64;
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for d in &line.detections {
+            *counts.entry(d.name.clone()).or_default() += 1;
+        }
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.class_counts = counts;
+
+        let mut best: Vec<&Detection> = line.detections.iter().collect();
+        best.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut batch = DetectionBatch { frame: self.frame, time_us: capture_us, detections: heapless::Vec::new() };
+        for d in best.into_iter().take(MAX_DETECTIONS) {
+            let next = self.class_ids.len() as u8;
+            let class = *self.class_ids.entry(d.name.clone()).or_insert(next);
+            let _ = batch.detections.push(CompactDetection::new(class, d.score, d.bbox, line.width as f32, line.height as f32));
+        }
+        self.link.send(Message::Detections(batch), now);
+
+        for d in &line.detections {
+            for t in self.opts.config.plan.triggers(d, line.width, line.height, capture_us) {
+                self.triggers += 1;
+                match self.merger.add(&t, now) {
+                    Merge::New { id, nozzle, open_us, close_us } => {
+                        self.acts.insert(id, Actuation {
+                            id,
+                            nozzle,
+                            open_us,
+                            close_us,
+                            class: t.class.clone(),
+                            status: ActStatus::Pending,
+                            acked_once: false,
+                        });
+                    }
+                    Merge::Extend { id, open_us, close_us, .. } => {
+                        if let Some(a) = self.acts.get_mut(&id) {
+                            a.open_us = open_us;
+                            a.close_us = close_us;
+                            if !matches!(a.status, ActStatus::Done { .. }) {
+                                a.status = ActStatus::Pending;
+                            }
+                        }
+                    }
+                    Merge::Covered { .. } => {}
+                }
+            }
+        }
+    }
+
+    fn send_pending(&mut self, now: u64) {
+        let lead = (self.opts.config.plan.plan.min_lead_ms * 1e3) as u64;
+        let up = self.link.is_up() && !self.estopped;
+        for a in self.acts.values_mut() {
+            if a.status != ActStatus::Pending {
+                continue;
+            }
+            // Never open late: a spray that cannot reach the device in time is dropped. An
+            // extension of one already running may still go while it can land before closing.
+            let in_time = if a.acked_once { a.close_us > now + lead } else { a.open_us >= now + lead };
+            if !in_time {
+                let why = if self.link.is_up() { "planned too late to deliver" } else { "link down at its open time" };
+                a.status = if a.acked_once { ActStatus::Acked } else { ActStatus::Failed { reason: why.into() } };
+                continue;
+            }
+            if !up {
+                continue;
+            }
+            let msg = Message::Actuate(Actuate {
+                id: a.id,
+                nozzle: a.nozzle,
+                open_at_us: a.open_us,
+                duration_us: (a.close_us - a.open_us).min(u32::MAX as u64) as u32,
+            });
+            if self.link.send(msg, now) {
+                a.status = ActStatus::Sent;
+            }
+        }
+    }
+
+    fn on_link(&mut self, e: LinkEvent, now: u64) {
+        match e {
+            LinkEvent::Up { nozzles } => {
+                self.say(format!("device up on {} ({nozzles} nozzles)", self.opts.port.display()));
+                let n = self.opts.config.plan.boom.nozzles_m.len();
+                if (nozzles as usize) < n {
+                    self.say(format!("warning: the device drives {nozzles} nozzles, bridge.toml lists {n}"));
+                }
+                // What the device may have lost with the old session goes again if still in time.
+                let lead = (self.opts.config.plan.plan.min_lead_ms * 1e3) as u64;
+                for a in self.acts.values_mut() {
+                    if !matches!(a.status, ActStatus::Done { .. }) && a.open_us >= now + lead {
+                        a.status = ActStatus::Pending;
+                        a.acked_once = false;
+                    }
+                }
+            }
+            LinkEvent::Down { reason } => self.say(format!("link down: {reason}")),
+            LinkEvent::Telemetry(t) => self.telemetry = Some(t),
+            LinkEvent::Acked { msg: Message::Actuate(m), .. } => {
+                if let Some(a) = self.acts.get_mut(&m.id) {
+                    a.acked_once = true;
+                    let current = m.open_at_us == a.open_us && m.open_at_us + m.duration_us as u64 == a.close_us;
+                    if a.status == ActStatus::Sent && current {
+                        a.status = ActStatus::Acked;
+                    }
+                }
+            }
+            LinkEvent::Nacked { msg: Message::Actuate(m), reason } => {
+                if let Some(a) = self.acts.get_mut(&m.id) {
+                    if !matches!(a.status, ActStatus::Done { .. }) {
+                        a.status = ActStatus::Failed { reason: format!("device refused: {reason:?}") };
+                    }
+                }
+            }
+            LinkEvent::Lost { msg: Message::Actuate(m) } => {
+                // Resent after a reconnect if still in time (send_pending decides).
+                if let Some(a) = self.acts.get_mut(&m.id) {
+                    if a.status == ActStatus::Sent {
+                        a.status = ActStatus::Pending;
+                    }
+                }
+            }
+            LinkEvent::Report { id, outcome } => {
+                if let Some(a) = self.acts.get_mut(&id) {
+                    match outcome {
+                        Outcome::Done { opened_us, closed_us } => a.status = ActStatus::Done { opened_us, closed_us },
+                        // A newer send of the same id (after a reconnect) may still run.
+                        Outcome::Failed(r) if !matches!(a.status, ActStatus::Done { .. } | ActStatus::Pending) => {
+                            a.status = ActStatus::Failed { reason: fail_text(r).into() };
+                        }
+                        Outcome::Failed(_) => {}
+                    }
+                }
+            }
+            LinkEvent::Acked { .. } | LinkEvent::Nacked { .. } | LinkEvent::Lost { .. } => {}
+        }
+    }
+
+    /// Writes the operator screen as it stands to a PNG.
+    pub fn save_status_png(&self, path: &Path) -> Result<(), BridgeError> {
+        let classes: Vec<(&str, u32)> = self.class_counts.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        crate::render::save_png(&self.status_screen(&classes), path, 4)
+    }
+
+    /// The operator screen as it stands.
+    pub fn status_screen<'a>(&'a self, classes: &'a [(&'a str, u32)]) -> Status<'a> {
+        let t = self.telemetry.as_ref();
+        let secs = (self.last_line_us.saturating_sub(self.first_line_us.unwrap_or(0))) as f32 / 1e6;
+        Status {
+            link: if self.link.is_up() { LinkState::Up } else { LinkState::Down },
+            fps: if secs > 0.0 && self.lines > 1 { (self.lines - 1) as f32 / secs } else { 0.0 },
+            classes,
+            nozzles: self.opts.config.plan.boom.nozzles_m.len() as u8,
+            nozzles_open: t.map_or(0, |t| t.nozzles_open),
+            state: t.map_or(DeviceState::Idle, |t| t.state),
+            faults: t.map_or(0, |t| t.faults),
+            sprayed: self.acts.values().filter(|a| matches!(a.status, ActStatus::Done { .. })).count() as u32,
+            failed: self.acts.values().filter(|a| matches!(a.status, ActStatus::Failed { .. })).count() as u32,
+        }
+    }
+
+    fn report(&self, start_us: u64) -> BridgeReport {
+        let mut rtt = self.link.stats.rtt_us.clone();
+        rtt.sort_unstable();
+        let acts: Vec<Actuation> = self.acts.values().cloned().collect();
+        BridgeReport {
+            stream_start_us: start_us,
+            lines: self.lines,
+            bad_lines: self.bad_lines,
+            detections: self.detections,
+            triggers: self.triggers,
+            done: acts.iter().filter(|a| matches!(a.status, ActStatus::Done { .. })).count(),
+            failed: acts.iter().filter(|a| matches!(a.status, ActStatus::Failed { .. })).count(),
+            actuations: acts,
+            estops: self.estops,
+            link: self.link.stats.clone(),
+            ack_rtt: Latency { samples: rtt.len(), p50_ms: percentile(&rtt, 0.5), p99_ms: percentile(&rtt, 0.99), max_ms: percentile(&rtt, 1.0) },
+            device: self.telemetry,
+        }
+    }
+}
+
+impl Actuation {
+    fn is_final(&self) -> bool {
+        matches!(self.status, ActStatus::Done { .. } | ActStatus::Failed { .. })
+    }
+}
+
+fn fail_text(r: FailReason) -> &'static str {
+    match r {
+        FailReason::Estop => "cut by E-stop",
+        FailReason::Watchdog => "cut by the device watchdog (host silent)",
+        FailReason::Reset => "cancelled by a new session",
+    }
+}

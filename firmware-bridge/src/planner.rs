@@ -1,0 +1,281 @@
+//! From detections in image pixels to nozzle open/close times.
+//!
+//! Geometry (all on the ground plane, metres): the camera sees a `ground_width_m` ×
+//! `ground_length_m` patch; the robot drives towards the image top, so a plant moves down
+//! the image and reaches the nozzle line `offset_m` behind the image's bottom edge.
+//! Nozzle i sprays a band `spray_width_m` wide centred `nozzles_m[i]` from the image's
+//! vertical centre line (negative = left). A box is sprayed from the moment its near (bottom)
+//! edge reaches the nozzle line until its far edge has passed it, widened by `margin_m`.
+//! Times are the capture time plus distance over ground speed; capture time is the frame's
+//! timestamp, or its arrival minus the measured pipeline latency.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Camera {
+    pub ground_width_m: f64,
+    pub ground_length_m: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boom {
+    pub offset_m: f64,
+    pub nozzles_m: Vec<f64>,
+    pub spray_width_m: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Motion {
+    pub speed_mps: f64,
+    /// Capture to detection available, measured (e.g. `fieldkit bench` p90 + camera delay).
+    #[serde(default)]
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanOptions {
+    /// Spray this much before and after (and beside) each box.
+    pub margin_m: f64,
+    /// Triggers on one nozzle closer than this merge into one spray.
+    pub merge_gap_ms: f64,
+    /// A spray that cannot reach the device this long before it opens is dropped (reported
+    /// failed), not opened late.
+    pub min_lead_ms: f64,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { margin_m: 0.02, merge_gap_ms: 50.0, min_lead_ms: 10.0 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    pub camera: Camera,
+    pub boom: Boom,
+    pub motion: Motion,
+    /// Class name → minimum score; `"*"` applies to classes not listed. Classes matching
+    /// neither are never sprayed.
+    pub targets: BTreeMap<String, f32>,
+    #[serde(default)]
+    pub plan: PlanOptions,
+}
+
+impl PlanConfig {
+    /// Every number checked, with the field named.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("camera.ground_width_m", self.camera.ground_width_m),
+            ("camera.ground_length_m", self.camera.ground_length_m),
+            ("boom.spray_width_m", self.boom.spray_width_m),
+            ("motion.speed_mps", self.motion.speed_mps),
+        ];
+        for (name, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name} must be a positive number, got {v}"));
+            }
+        }
+        let non_negative = [
+            ("boom.offset_m", self.boom.offset_m),
+            ("motion.latency_ms", self.motion.latency_ms),
+            ("plan.margin_m", self.plan.margin_m),
+            ("plan.merge_gap_ms", self.plan.merge_gap_ms),
+            ("plan.min_lead_ms", self.plan.min_lead_ms),
+        ];
+        for (name, v) in non_negative {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{name} must be a number ≥ 0, got {v}"));
+            }
+        }
+        let n = self.boom.nozzles_m.len();
+        if n == 0 || n > crate::protocol::MAX_NOZZLES {
+            return Err(format!("boom.nozzles_m: {n} nozzles; 1 to {} supported", crate::protocol::MAX_NOZZLES));
+        }
+        if let Some(x) = self.boom.nozzles_m.iter().find(|x| !x.is_finite()) {
+            return Err(format!("boom.nozzles_m: {x} is not a position"));
+        }
+        if self.targets.is_empty() {
+            return Err("targets: no class to spray (e.g. `weed = 0.4`, or `\"*\" = 0.5` for any class)".into());
+        }
+        for (class, t) in &self.targets {
+            if !(0.0..=1.0).contains(t) {
+                return Err(format!("targets.{class}: score threshold {t} is outside 0..1"));
+            }
+        }
+        Ok(())
+    }
+
+    fn threshold(&self, class: &str) -> Option<f32> {
+        self.targets.get(class).or_else(|| self.targets.get("*")).copied()
+    }
+
+    /// The sprays one detection asks for; empty when its class is not a target, its score is
+    /// under the class's threshold, or it lies beside every nozzle.
+    pub fn triggers(&self, det: &Detection, width: f64, height: f64, capture_us: u64) -> Vec<Trigger> {
+        match self.threshold(&det.name) {
+            Some(t) if det.score >= t => {}
+            _ => return Vec::new(),
+        }
+        let [x1, y1, x2, y2] = det.bbox.map(|v| v as f64);
+        let (c, b, m) = (&self.camera, &self.boom, self.plan.margin_m);
+        let lateral = |x: f64| (x / width - 0.5) * c.ground_width_m;
+        let ahead = |y: f64| (1.0 - (y / height).clamp(0.0, 1.0)) * c.ground_length_m;
+        let (left, right) = (lateral(x1.min(x2)) - m, lateral(x1.max(x2)) + m);
+        let near = b.offset_m + ahead(y1.max(y2)) - m;
+        let far = b.offset_m + ahead(y1.min(y2)) + m;
+        let at = |d: f64| capture_us.saturating_add_signed((d.max(0.0) / self.motion.speed_mps * 1e6).round() as i64);
+        let (open_us, close_us) = (at(near), at(far));
+        b.nozzles_m
+            .iter()
+            .enumerate()
+            .filter(|(_, &p)| left < p + b.spray_width_m / 2.0 && right > p - b.spray_width_m / 2.0)
+            .map(|(i, _)| Trigger { nozzle: i as u8, open_us, close_us, class: det.name.clone(), score: det.score })
+            .collect()
+    }
+}
+
+/// One detection as `fieldkit predict` writes it (extra fields ignored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Detection {
+    pub bbox: [f32; 4],
+    #[serde(default)]
+    pub class: usize,
+    pub name: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    pub nozzle: u8,
+    pub open_us: u64,
+    pub close_us: u64,
+    pub class: String,
+    pub score: f32,
+}
+
+/// What merging a trigger did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    New { id: u32, nozzle: u8, open_us: u64, close_us: u64 },
+    /// An existing spray grew; the device gets the new times under the same id.
+    Extend { id: u32, nozzle: u8, open_us: u64, close_us: u64 },
+    /// Already covered.
+    Covered { id: u32 },
+}
+
+/// Merges triggers on the same nozzle into sprays (the same plant seen in consecutive frames,
+/// or plants closer than the gap), giving each spray an id.
+#[derive(Debug, Default)]
+pub struct Merger {
+    gap_us: u64,
+    lead_us: u64,
+    next_id: u32,
+    /// Per nozzle: (id, open, close) of sprays that may still change.
+    open: BTreeMap<u8, Vec<(u32, u64, u64)>>,
+}
+
+impl Merger {
+    pub fn new(opts: &PlanOptions) -> Self {
+        Merger { gap_us: (opts.merge_gap_ms * 1e3) as u64, lead_us: (opts.min_lead_ms * 1e3) as u64, next_id: 1, open: BTreeMap::new() }
+    }
+
+    pub fn add(&mut self, t: &Trigger, now_us: u64) -> Merge {
+        let sprays = self.open.entry(t.nozzle).or_default();
+        // A spray the device will have closed before an update reaches it is final.
+        sprays.retain(|&(_, _, close)| close > now_us + self.lead_us);
+        let (gap, o, c) = (self.gap_us, t.open_us, t.close_us);
+        if let Some(s) = sprays.iter_mut().find(|s| o <= s.2 + gap && c + gap >= s.1) {
+            let (open, close) = (s.1.min(o), s.2.max(c));
+            if (open, close) == (s.1, s.2) {
+                return Merge::Covered { id: s.0 };
+            }
+            // The device cannot reopen earlier a spray it has started; keep its open time then.
+            let open = if s.1 <= now_us { s.1 } else { open };
+            *s = (s.0, open, close);
+            return Merge::Extend { id: s.0, nozzle: t.nozzle, open_us: open, close_us: close };
+        }
+        // A new spray may overlap one that is already final: the device holds the nozzle
+        // open while any of its sprays is open.
+        let id = self.next_id;
+        self.next_id += 1;
+        sprays.push((id, o, c));
+        Merge::New { id, nozzle: t.nozzle, open_us: o, close_us: c }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> PlanConfig {
+        toml::from_str(
+            r#"
+            [camera]
+            ground_width_m = 1.0
+            ground_length_m = 0.75
+            [boom]
+            offset_m = 0.25
+            nozzles_m = [-0.375, -0.125, 0.125, 0.375]
+            spray_width_m = 0.25
+            [motion]
+            speed_mps = 1.0
+            [targets]
+            weed = 0.4
+            [plan]
+            margin_m = 0.0
+            "#,
+        )
+        .unwrap()
+    }
+
+    fn det(name: &str, score: f32, bbox: [f32; 4]) -> Detection {
+        Detection { bbox, class: 0, name: name.into(), score }
+    }
+
+    #[test]
+    fn box_to_nozzles_and_times() {
+        let c = config();
+        c.validate().unwrap();
+        // 400x300 image: x 0..100 is the leftmost quarter (nozzle 0); y 200..300 is the
+        // nearest quarter: near edge at the image bottom, 0.25 m from the nozzles.
+        let t = c.triggers(&det("weed", 0.9, [0.0, 200.0, 100.0, 300.0]), 400.0, 300.0, 1_000_000);
+        assert_eq!(t, vec![Trigger { nozzle: 0, open_us: 1_250_000, close_us: 1_500_000, class: "weed".into(), score: 0.9 }]);
+        // Across the middle: nozzles 1 and 2.
+        let t = c.triggers(&det("weed", 0.9, [150.0, 0.0, 250.0, 30.0]), 400.0, 300.0, 0);
+        assert_eq!(t.iter().map(|t| t.nozzle).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!((t[0].open_us, t[0].close_us), (925_000, 1_000_000));
+        // Not a target, or under its threshold.
+        assert!(c.triggers(&det("crop", 0.99, [0.0, 0.0, 400.0, 300.0]), 400.0, 300.0, 0).is_empty());
+        assert!(c.triggers(&det("weed", 0.3, [0.0, 0.0, 400.0, 300.0]), 400.0, 300.0, 0).is_empty());
+    }
+
+    #[test]
+    fn consecutive_frames_of_one_plant_merge() {
+        let c = config();
+        let mut m = Merger::new(&PlanOptions { merge_gap_ms: 50.0, ..c.plan.clone() });
+        let t = |o, cl| Trigger { nozzle: 1, open_us: o, close_us: cl, class: "weed".into(), score: 1.0 };
+        assert_eq!(m.add(&t(1_000_000, 1_200_000), 0), Merge::New { id: 1, nozzle: 1, open_us: 1_000_000, close_us: 1_200_000 });
+        assert_eq!(m.add(&t(1_010_000, 1_190_000), 30_000), Merge::Covered { id: 1 });
+        assert_eq!(m.add(&t(1_230_000, 1_300_000), 60_000), Merge::Extend { id: 1, nozzle: 1, open_us: 1_000_000, close_us: 1_300_000 });
+        assert!(matches!(m.add(&t(1_400_000, 1_500_000), 90_000), Merge::New { id: 2, .. }));
+        // Once the device has closed spray 1, a trigger touching it starts a new spray.
+        assert!(matches!(m.add(&t(1_290_000, 1_350_000), 1_295_000), Merge::New { id: 3, .. }));
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let mut c = config();
+        c.motion.speed_mps = 0.0;
+        assert!(c.validate().unwrap_err().contains("motion.speed_mps"));
+        let mut c = config();
+        c.targets.insert("weed".into(), 1.5);
+        assert!(c.validate().unwrap_err().contains("targets.weed"));
+    }
+}
