@@ -235,3 +235,49 @@ fn unplug_is_survived_and_sprays_in_the_gap_are_reported_failed() {
     let cut = spans.iter().find(|s| s.0 == 3).unwrap().2;
     assert!(close(cut, safe), "nozzle 3 closed at {cut}, safe at {safe}");
 }
+
+#[test]
+fn a_silent_host_leaves_the_device_safe_within_the_watchdog_period() {
+    use fieldkit_bridge::link::{monotonic_us, Link, LinkConfig, LinkEvent};
+    use fieldkit_bridge::protocol::{Actuate, Message};
+    let dir = tempfile::tempdir().unwrap();
+    let (stop, sim) = start_sim(dir.path(), FaultConfig::default(), vec![]);
+    let cfg = LinkConfig::default();
+    let mut link = Link::new(dir.path().join("mcu"), cfg.clone());
+    let poll_until = |link: &mut Link, what: &dyn Fn(&LinkEvent) -> bool| {
+        let end = monotonic_us() + 2_000_000;
+        while monotonic_us() < end {
+            if link.poll(monotonic_us()).iter().any(what) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("timed out");
+    };
+    poll_until(&mut link, &|e| matches!(e, LinkEvent::Up { .. }));
+    let now = monotonic_us();
+    link.send(Message::Actuate(Actuate { id: 1, nozzle: 2, open_at_us: now + 50_000, duration_us: 10_000_000 }), now);
+    poll_until(&mut link, &|e| matches!(e, LinkEvent::Acked { .. }));
+    // Keep the heartbeats going past the opening, then freeze the host (the port stays open).
+    let end = monotonic_us() + 200_000;
+    while monotonic_us() < end {
+        link.poll(monotonic_us());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let silent_from = monotonic_us();
+    std::thread::sleep(Duration::from_millis(cfg.watchdog_ms as u64 + 200));
+    stop.store(true, Ordering::Relaxed);
+    sim.join().unwrap();
+    drop(link);
+    let (spans, states) = nozzle_log(dir.path());
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    let (n, _, closed) = spans[0];
+    assert_eq!(n, 2);
+    let after = closed as i64 - silent_from as i64;
+    // The last heartbeat went out at most one period before the freeze (a few ms of slack for
+    // the device's clock-offset estimate).
+    let lo = (cfg.watchdog_ms as i64 - cfg.heartbeat_ms as i64) * 1000 - 5_000;
+    let hi = cfg.watchdog_ms as i64 * 1000 + TOL_US;
+    assert!((lo..=hi).contains(&after), "closed {after} µs after the host went silent");
+    assert!(states.iter().any(|s| s.1 == "Safe"), "{states:?}");
+}
