@@ -46,6 +46,9 @@ enum Command {
     /// Export a training run's checkpoint to ONNX + model card.
     #[cfg(feature = "train")]
     Export(cmd::export::ExportArgs),
+    /// Drive the robot's microcontroller (spray nozzles) from detections; `simulate-mcu` runs
+    /// a simulated one.
+    Bridge(cmd::bridge::BridgeArgs),
     /// Run every stage built so far on the vendored sample data.
     Demo(cmd::demo::DemoArgs),
 }
@@ -58,6 +61,7 @@ fn main() {
         Command::Card { command } => cmd::card::run(command),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Predict(args) => cmd::predict::run(args),
+        Command::Bridge(args) => cmd::bridge::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Quantize(args) => fieldkit_quantize::cli::run(&args),
         #[cfg(feature = "train")]

@@ -546,3 +546,28 @@ fn fail_text(r: FailReason) -> &'static str {
         FailReason::Reset => "cancelled by a new session",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_config_loads() {
+        let cfg = BridgeConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bridge.toml")).unwrap();
+        assert_eq!(cfg.plan.boom.nozzles_m.len(), 8);
+        assert_eq!(cfg.link.watchdog_ms, 300);
+    }
+
+    #[test]
+    fn a_bad_config_names_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.toml");
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("bridge.toml")).unwrap();
+        std::fs::write(&p, text.replace("speed_mps = 0.5", "speed_mps = -1")).unwrap();
+        let e = BridgeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("b.toml") && e.contains("motion.speed_mps"), "{e}");
+        std::fs::write(&p, text.replace("[motion]", "[motion]\nsped = 1")).unwrap();
+        let e = BridgeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("sped"), "{e}");
+    }
+}

@@ -266,7 +266,7 @@ mod tests {
         assert_eq!(m.add(&t(1_230_000, 1_300_000), 60_000), Merge::Extend { id: 1, nozzle: 1, open_us: 1_000_000, close_us: 1_300_000 });
         assert!(matches!(m.add(&t(1_400_000, 1_500_000), 90_000), Merge::New { id: 2, .. }));
         // Once the device has closed spray 1, a trigger touching it starts a new spray.
-        assert!(matches!(m.add(&t(1_290_000, 1_350_000), 1_295_000), Merge::New { id: 3, .. }));
+        assert!(matches!(m.add(&t(1_290_000, 1_310_000), 1_295_000), Merge::New { id: 3, .. }));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! 1 the check found problems; errors (bad input) propagate and exit with 2.
 
 pub mod bench;
+pub mod bridge;
 pub mod card;
 pub mod data;
 pub mod demo;
