@@ -9,7 +9,7 @@ fn demo_runs_every_stage() {
     let o = fieldkit(&["demo", "--out", dir.path().to_str().unwrap(), "--assets", assets().to_str().unwrap()]);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
-    for stage in ["1. data check", "2. preprocessing", "3. labels as COCO", "4. train a weed classifier", "5. benchmark the exported model", "6. quantize to INT8"] {
+    for stage in ["1. data check", "2. preprocessing", "3. labels as COCO", "4. train a weed classifier", "5. benchmark the exported model", "6. quantize to INT8", "7. detections drive the spray nozzles"] {
         assert!(out.contains(stage), "missing stage {stage}:\n{out}");
     }
     assert!(dir.path().join("preview-yolox416.png").is_file());
@@ -23,6 +23,12 @@ fn demo_runs_every_stage() {
     assert!(report["size_ratio"].as_f64().unwrap() < 0.4, "{report}");
     assert!(report["drop"].as_f64().is_some() && report["quant_metric"].as_f64().unwrap() > 0.2, "{report}");
     assert!(dir.path().join("model.int8.json").is_file());
+    // The bridge stage: every spray accounted for, the device's log checked against the plan.
+    let bridge = fieldkit_core_card(&dir.path().join("bridge/report.json"));
+    let acts = bridge["actuations"].as_array().unwrap();
+    assert!(!acts.is_empty() && bridge["done"].as_u64().unwrap() + bridge["failed"].as_u64().unwrap() == acts.len() as u64, "{bridge}");
+    assert!(out.contains(", 0 outside the plan;"), "{out}");
+    assert!(dir.path().join("bridge/status.png").is_file());
 }
 
 fn fieldkit_core_card(p: &std::path::Path) -> serde_json::Value {

@@ -533,6 +533,28 @@ impl Bridge {
     }
 }
 
+impl BridgeReport {
+    /// Openings in a device log that lie outside the planned sprays on their nozzle (by more
+    /// than `tol_us`): wrong actuations. Should be empty. Sprays that overlap on a nozzle keep
+    /// it open throughout, so a log opening is checked against their union.
+    pub fn unplanned(&self, spans: &[crate::sim::Span], tol_us: u64) -> Vec<crate::sim::Span> {
+        let mut planned: Vec<(u8, u64, u64)> = self.actuations.iter().map(|a| (a.nozzle, a.open_us, a.close_us)).collect();
+        planned.sort_unstable();
+        let mut union: Vec<(u8, u64, u64)> = Vec::new();
+        for (n, o, c) in planned {
+            match union.last_mut() {
+                Some(u) if u.0 == n && o <= u.2 + tol_us => u.2 = u.2.max(c),
+                _ => union.push((n, o, c)),
+            }
+        }
+        spans
+            .iter()
+            .filter(|s| !union.iter().any(|&(n, o, c)| n == s.nozzle && s.open_us + tol_us >= o && s.close_us <= c + tol_us))
+            .copied()
+            .collect()
+    }
+}
+
 impl Actuation {
     fn is_final(&self) -> bool {
         matches!(self.status, ActStatus::Done { .. } | ActStatus::Failed { .. })

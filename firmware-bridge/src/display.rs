@@ -100,7 +100,13 @@ pub fn draw<D: DrawTarget<Color = BinaryColor>>(target: &mut D, s: &Status) -> R
         }
     }
     if line.is_empty() {
-        let _ = write!(line, "OK spray {} fail {}", s.sprayed, s.failed);
+        let _ = line.push_str("OK ");
+    }
+    // The counts follow the faults while the 21 columns hold them.
+    let mut counts = Line::new();
+    let _ = write!(counts, "spray {} fail {}", s.sprayed, s.failed);
+    if line.len() + counts.len() <= (WIDTH / 6) as usize {
+        let _ = line.push_str(&counts);
     }
     text(target, &line, 1, 54, on)
 }

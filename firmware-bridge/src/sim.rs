@@ -133,6 +133,41 @@ impl Log {
     }
 }
 
+/// One opening of one nozzle in a simulator log, host clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Span {
+    pub nozzle: u8,
+    pub open_us: u64,
+    pub close_us: u64,
+}
+
+/// The nozzle openings in a simulator log; a nozzle still open at the end of the log is an
+/// error (the device must close everything before it stops being driven).
+pub fn read_log(path: &Path) -> Result<Vec<Span>, BridgeError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let mut open: [Option<u64>; protocol::MAX_NOZZLES] = [None; protocol::MAX_NOZZLES];
+    let mut spans = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        let bad = |what: &str| BridgeError::Input(format!("{}:{}: {what}", path.display(), i + 1));
+        let v: serde_json::Value = serde_json::from_str(l).map_err(|e| bad(&e.to_string()))?;
+        let t = v["t_us"].as_u64().ok_or_else(|| bad("no t_us"))?;
+        let nozzle = || v["nozzle"].as_u64().filter(|&n| (n as usize) < protocol::MAX_NOZZLES).ok_or_else(|| bad("no valid nozzle"));
+        match v["event"].as_str() {
+            Some("open") => open[nozzle()? as usize] = Some(t),
+            Some("close") => {
+                let n = nozzle()? as usize;
+                let o = open[n].take().ok_or_else(|| bad("close without open"))?;
+                spans.push(Span { nozzle: n as u8, open_us: o, close_us: t });
+            }
+            _ => {}
+        }
+    }
+    if let Some(n) = open.iter().position(Option::is_some) {
+        return Err(BridgeError::Input(format!("{}: nozzle {n} left open", path.display())));
+    }
+    Ok(spans)
+}
+
 struct Pty {
     master: TTYPort,
     _slave: TTYPort,
