@@ -15,5 +15,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
+# The firmware-bridge protocol core is checked to build for a Cortex-M4F microcontroller.
+rustup target list --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
 rustc --version
 cargo --version

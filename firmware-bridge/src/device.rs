@@ -447,3 +447,16 @@ mod tests {
         assert!(matches!(io.sent.last().unwrap().msg, Message::Nack { reason: NackReason::Estopped, .. }));
     }
 }
+
+#[cfg(test)]
+mod footprint {
+    /// The device side must fit a small microcontroller's RAM next to its application.
+    #[test]
+    fn device_and_decoder_fit_in_a_few_kilobytes() {
+        let device = core::mem::size_of::<super::Device>();
+        let decoder = core::mem::size_of::<crate::protocol::Decoder>();
+        assert!(device + decoder < 8 * 1024, "device {device} B + decoder {decoder} B");
+        extern crate std;
+        std::println!("RAM: Device {device} B, Decoder {decoder} B");
+    }
+}

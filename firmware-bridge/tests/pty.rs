@@ -275,3 +275,39 @@ fn a_silent_host_leaves_the_device_safe_within_the_watchdog_period() {
     assert!((lo..=hi).contains(&after), "closed {after} µs after the host went silent");
     assert!(states.iter().any(|s| s.1 == "Safe"), "{states:?}");
 }
+
+#[test]
+fn a_stalled_live_stream_estops_and_the_next_detection_restarts() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (stop, sim) = start_sim(dir.path(), FaultConfig::default(), vec![]);
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let mut cfg = config();
+    cfg.safety.vision_timeout_ms = 300;
+    let feeder = std::thread::spawn(move || {
+        // Live lines carry no capture time: arrival is capture (latency 0 here).
+        let live = |dets: &[(&str, f32, [f32; 4])]| {
+            let mut v: Value = serde_json::from_str(&line(0, dets)).unwrap();
+            v.as_object_mut().unwrap().remove("capture_ms");
+            format!("{v}\n")
+        };
+        writer.write_all(live(&[]).as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(700)); // the camera stalls
+        writer.write_all(live(&[("weed", 0.9, [10.0, 250.0, 90.0, 300.0])]).as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    let mut b = Bridge::new(BridgeOptions { port: dir.path().join("mcu"), config: cfg, timing: Timing::Live, quiet: true });
+    let report = b.run(Box::new(std::io::BufReader::new(reader)), "pipe").unwrap();
+    feeder.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    sim.join().unwrap();
+    let (spans, states) = nozzle_log(dir.path());
+    assert_eq!(report.estops, 1);
+    let names: Vec<&str> = states.iter().map(|s| s.1.as_str()).collect();
+    // Ready, E-stop on the stall, Ready again for the next detection, E-stop at shutdown.
+    assert_eq!(names, ["Ready", "Estop", "Ready", "Estop"], "{states:?}");
+    // The detection after the stall was sprayed (nozzle 0, 250..375 ms after it arrived).
+    assert_eq!(report.done, 1, "{:#?}", report.actuations);
+    assert_eq!(spans.len(), 1);
+    check(&report, &spans);
+}
