@@ -52,7 +52,7 @@ impl BridgeConfig {
     pub fn load(path: &Path) -> Result<Self, BridgeError> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
         let cfg: BridgeConfig = toml::from_str(&text).map_err(|e| BridgeError::Config(format!("{}: {e}", path.display())))?;
-        cfg.plan.validate().map_err(|e| BridgeError::Config(format!("{}: {e}", path.display())))?;
+        cfg.plan.validate().and_then(|_| cfg.link.validate()).map_err(|e| BridgeError::Config(format!("{}: {e}", path.display())))?;
         Ok(cfg)
     }
 }
@@ -588,6 +588,9 @@ mod tests {
         std::fs::write(&p, text.replace("speed_mps = 0.5", "speed_mps = -1")).unwrap();
         let e = BridgeConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("b.toml") && e.contains("motion.speed_mps"), "{e}");
+        std::fs::write(&p, text.replace("parity = \"none\"", "parity = \"mark\"")).unwrap();
+        let e = BridgeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("link.parity \"mark\""), "{e}");
         std::fs::write(&p, text.replace("[motion]", "[motion]\nsped = 1")).unwrap();
         let e = BridgeConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("sped"), "{e}");

@@ -27,6 +27,10 @@ pub fn monotonic_us() -> u64 {
 #[serde(deny_unknown_fields, default)]
 pub struct LinkConfig {
     pub baud: u32,
+    /// "none", "even" or "odd".
+    pub parity: String,
+    /// 1 or 2.
+    pub stop_bits: u8,
     /// Resend an unacknowledged message after this long.
     pub ack_timeout_ms: u64,
     /// Sends of one message before it is reported lost.
@@ -39,10 +43,46 @@ pub struct LinkConfig {
     pub reconnect_ms: u64,
 }
 
+impl LinkConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.serial_settings().map(|_| ())?;
+        if self.baud == 0 {
+            return Err("link.baud must be positive".into());
+        }
+        if self.max_tries == 0 || self.ack_timeout_ms == 0 || self.heartbeat_ms == 0 {
+            return Err("link.max_tries, link.ack_timeout_ms and link.heartbeat_ms must be positive".into());
+        }
+        if self.heartbeat_ms >= self.watchdog_ms as u64 {
+            return Err(format!(
+                "link.heartbeat_ms ({}) must be shorter than link.watchdog_ms ({}), or the device trips its watchdog between heartbeats",
+                self.heartbeat_ms, self.watchdog_ms
+            ));
+        }
+        Ok(())
+    }
+
+    fn serial_settings(&self) -> Result<(serialport::Parity, serialport::StopBits), String> {
+        let parity = match self.parity.as_str() {
+            "none" => serialport::Parity::None,
+            "even" => serialport::Parity::Even,
+            "odd" => serialport::Parity::Odd,
+            p => return Err(format!("link.parity {p:?}: expected \"none\", \"even\" or \"odd\"")),
+        };
+        let stop = match self.stop_bits {
+            1 => serialport::StopBits::One,
+            2 => serialport::StopBits::Two,
+            n => return Err(format!("link.stop_bits {n}: expected 1 or 2")),
+        };
+        Ok((parity, stop))
+    }
+}
+
 impl Default for LinkConfig {
     fn default() -> Self {
         LinkConfig {
             baud: 115_200,
+            parity: "none".into(),
+            stop_bits: 1,
             ack_timeout_ms: 30,
             max_tries: 6,
             heartbeat_ms: 50,
@@ -344,7 +384,13 @@ impl Link {
 
     fn open(&self) -> Result<Connection, serialport::Error> {
         let path = self.port.to_string_lossy().into_owned();
-        let port = serialport::new(path, self.cfg.baud).timeout(Duration::from_millis(20)).open()?;
+        let (parity, stop_bits) = self.cfg.serial_settings().map_err(|e| serialport::Error::new(serialport::ErrorKind::InvalidInput, e))?;
+        let port = serialport::new(path, self.cfg.baud)
+            .parity(parity)
+            .stop_bits(stop_bits)
+            .data_bits(serialport::DataBits::Eight)
+            .timeout(Duration::from_millis(20))
+            .open()?;
         // Whatever the device said while nobody listened is stale.
         let _ = port.clear(serialport::ClearBuffer::All);
         let mut reader = port.try_clone()?;
