@@ -215,24 +215,7 @@ mod tests {
     use super::*;
 
     fn config() -> PlanConfig {
-        toml::from_str(
-            r#"
-            [camera]
-            ground_width_m = 1.0
-            ground_length_m = 0.75
-            [boom]
-            offset_m = 0.25
-            nozzles_m = [-0.375, -0.125, 0.125, 0.375]
-            spray_width_m = 0.25
-            [motion]
-            speed_mps = 1.0
-            [targets]
-            weed = 0.4
-            [plan]
-            margin_m = 0.0
-            "#,
-        )
-        .unwrap()
+        toml::from_str(include_str!("../tests/rig4.toml")).unwrap()
     }
 
     fn det(name: &str, score: f32, bbox: [f32; 4]) -> Detection {

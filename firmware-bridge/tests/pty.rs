@@ -17,24 +17,7 @@ use serde_json::Value;
 const TOL_US: i64 = 40_000;
 
 fn config() -> BridgeConfig {
-    toml::from_str(
-        r#"
-        [camera]
-        ground_width_m = 1.0
-        ground_length_m = 0.75
-        [boom]
-        offset_m = 0.25
-        nozzles_m = [-0.375, -0.125, 0.125, 0.375]
-        spray_width_m = 0.25
-        [motion]
-        speed_mps = 1.0
-        [targets]
-        weed = 0.4
-        [plan]
-        margin_m = 0.0
-        "#,
-    )
-    .unwrap()
+    toml::from_str(include_str!("rig4.toml")).unwrap()
 }
 
 /// A 400×300 px frame; the ground moves 40 px per 100 ms.
