@@ -1,0 +1,401 @@
+//! The HTTP routes: fieldkit's JSON API (`/v1`), the Open Inference Protocol (`/v2`, what
+//! KServe and Triton clients speak), Prometheus `/metrics`, and model management.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fieldkit_core::detect::NmsOptions;
+use fieldkit_runtime::{Output as Predicted, PredictOptions};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::ServeConfig;
+use crate::error::ServeError;
+use crate::metrics::{Metrics, ModelLabel, RequestLabels};
+use crate::pool::{Done, Input, Output, Pool};
+use crate::registry::{allowed, Model, Registry};
+
+pub struct AppState {
+    pub models: Registry,
+    pub pool: Pool,
+    pub metrics: Metrics,
+    pub cfg: ServeConfig,
+    /// sha256 of the bearer token, compared in constant time.
+    token_hash: Option<[u8; 32]>,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    pub fn new(cfg: ServeConfig) -> Self {
+        let token_hash = cfg.token.as_ref().map(|t| Sha256::digest(t.as_bytes()).into());
+        AppState { models: Registry::default(), pool: Pool::new(cfg.workers, cfg.queue), metrics: Metrics::new(), cfg, token_hash }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.timeout_ms)
+    }
+
+    /// Runs one request on the workers, recording its queue wait and worker time.
+    async fn infer(&self, model: Arc<Model>, input: Input) -> Result<Done, ServeError> {
+        let name = model.name.clone();
+        let rx = self.pool.submit(model, input, self.timeout())?;
+        let done = match tokio::time::timeout(self.timeout(), rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(ServeError::Internal("the inference worker stopped".into())),
+            Err(_) => return Err(ServeError::Timeout(self.cfg.timeout_ms)),
+        };
+        let label = ModelLabel { model: name };
+        self.metrics.queue_wait.get_or_create(&label).observe(done.queue_s);
+        self.metrics.inference.get_or_create(&label).observe(done.run_s);
+        Ok(done)
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    let protected = Router::new()
+        .route("/v1/models", get(list_models).post(load_model))
+        .route("/v1/models/{name}", axum::routing::delete(unload_model))
+        .route("/v1/models/{name}/predict", post(predict))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    let public = Router::new().route("/v2/health/live", get(live)).route("/v2/health/ready", get(ready));
+    let limit = (state.cfg.max_body_mb * 1024.0 * 1024.0) as usize;
+    public
+        .merge(protected)
+        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "no such route"}))) })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(want) = &s.token_hash {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| -> [u8; 32] { Sha256::digest(t.trim().as_bytes()).into() });
+        let ok = given.is_some_and(|g| bool::from(g.ct_eq(want)));
+        if !ok {
+            return ServeError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Counts every request by model, route and status, and logs it.
+async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let t = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let model = model_in_path(&route, req.uri().path());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    s.metrics.requests.get_or_create(&RequestLabels { model: model.unwrap_or_default(), route, status }).inc();
+    tracing::info!(%method, %path, status, ms = t.elapsed().as_secs_f64() * 1e3, "request");
+    resp
+}
+
+/// The `{name}` segment of `path` under the route template.
+fn model_in_path(route: &str, path: &str) -> Option<String> {
+    let i = route.split('/').position(|s| s == "{name}")?;
+    path.split('/').nth(i).map(str::to_string)
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+async fn ready(State(s): State<Shared>) -> Response {
+    if s.models.is_empty() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "error": "no model loaded"}))).into_response();
+    }
+    Json(json!({"ready": true})).into_response()
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({"name": "fieldkit", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+}
+
+fn input_shape(m: &Model) -> Vec<usize> {
+    let (w, h) = m.engine.input_size();
+    vec![1, 3, h as usize, w as usize]
+}
+
+async fn model_metadata(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ServeError> {
+    let m = s.models.get(&name)?;
+    let card = m.engine.card();
+    Ok(Json(json!({
+        "name": m.name,
+        "versions": [m.version.to_string()],
+        "platform": "tract_onnx",
+        "inputs": [{"name": card.input.name, "datatype": "FP32", "shape": input_shape(&m)}],
+        "outputs": [{"name": card.decode.output(), "datatype": "FP32", "shape": m.engine.output_shape()}],
+    })))
+}
+
+async fn model_ready(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ServeError> {
+    let m = s.models.get(&name)?;
+    Ok(Json(json!({"name": m.name, "ready": true})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictQuery {
+    conf: Option<f32>,
+    iou: Option<f32>,
+    agnostic: Option<bool>,
+    max_det: Option<usize>,
+    top_k: Option<usize>,
+}
+
+impl PredictQuery {
+    fn options(&self) -> Result<PredictOptions, ServeError> {
+        let mut o = PredictOptions { top_k: 5, nms: NmsOptions { score_threshold: 0.3, iou_threshold: 0.45, ..NmsOptions::default() } };
+        for (name, v) in [("conf", self.conf), ("iou", self.iou)] {
+            if let Some(v) = v {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(ServeError::BadRequest(format!("{name}={v}: must be between 0 and 1")));
+                }
+            }
+        }
+        if let Some(v) = self.conf {
+            o.nms.score_threshold = v;
+        }
+        if let Some(v) = self.iou {
+            o.nms.iou_threshold = v;
+        }
+        if let Some(v) = self.agnostic {
+            o.nms.class_agnostic = v;
+        }
+        if let Some(v) = self.max_det {
+            o.nms.max_detections = v;
+        }
+        if let Some(v) = self.top_k {
+            o.top_k = v.max(1);
+        }
+        Ok(o)
+    }
+}
+
+/// A body that could not be read: too large (413) or malformed (400).
+fn unreadable(status: StatusCode, text: String, limit_mb: f64) -> ServeError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ServeError::TooLarge(format!("request body over the {limit_mb} MB limit"))
+    } else {
+        ServeError::BadRequest(text)
+    }
+}
+
+/// The image of a request: the raw body, or the first file part of a multipart form.
+async fn image_body(req: Request, limit_mb: f64) -> Result<Vec<u8>, ServeError> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let bytes = if multipart {
+        let mut form = Multipart::from_request(req, &()).await.map_err(|e| unreadable(e.status(), e.body_text(), limit_mb))?;
+        let field = form
+            .next_field()
+            .await
+            .map_err(|e| unreadable(e.status(), e.body_text(), limit_mb))?
+            .ok_or_else(|| ServeError::BadRequest("multipart form without a file".into()))?;
+        field.bytes().await.map_err(|e| unreadable(e.status(), e.body_text(), limit_mb))?
+    } else {
+        Bytes::from_request(req, &()).await.map_err(|e| unreadable(e.status(), e.body_text(), limit_mb))?
+    };
+    if bytes.is_empty() {
+        return Err(ServeError::BadRequest("empty body: send a JPEG or PNG".into()));
+    }
+    Ok(bytes.to_vec())
+}
+
+async fn predict(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    query: Result<Query<PredictQuery>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<Json<Value>, ServeError> {
+    let t = Instant::now();
+    let Query(q) = query.map_err(|e| ServeError::BadRequest(e.body_text()))?;
+    let opts = q.options()?;
+    let model = s.models.get(&name)?;
+    let bytes = image_body(req, s.cfg.max_body_mb).await?;
+    let version = model.version;
+    let done = s.infer(model, Input::Image(bytes, opts)).await?;
+    let Output::Prediction(p) = done.output else { return Err(ServeError::Internal("tensor output for an image request".into())) };
+    let mut body = json!({
+        "model": name,
+        "version": version.to_string(),
+        "width": p.width,
+        "height": p.height,
+        "timing": {
+            "queue_ms": done.queue_s * 1e3,
+            "preprocess_ms": p.timing.preprocess_ms,
+            "inference_ms": p.timing.inference_ms,
+            "postprocess_ms": p.timing.postprocess_ms,
+            "total_ms": t.elapsed().as_secs_f64() * 1e3,
+        },
+    });
+    match p.output {
+        Predicted::Detections(d) => {
+            body["kind"] = json!("detections");
+            body["detections"] = json!(d);
+        }
+        Predicted::Classes(c) => {
+            body["kind"] = json!("classes");
+            body["classes"] = json!(c);
+        }
+        Predicted::Features(f) => {
+            body["kind"] = json!("features");
+            body["features"] = json!(f);
+        }
+    }
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+struct InferRequest {
+    id: Option<String>,
+    inputs: Vec<InferTensor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InferTensor {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    data: Value,
+}
+
+/// Row-major flattening of nested JSON arrays of numbers.
+fn flatten(v: &Value, out: &mut Vec<f32>) -> Result<(), ServeError> {
+    match v {
+        Value::Array(items) => items.iter().try_for_each(|i| flatten(i, out)),
+        Value::Number(n) => {
+            out.push(n.as_f64().unwrap_or(f64::NAN) as f32);
+            Ok(())
+        }
+        other => Err(ServeError::BadRequest(format!("tensor data holds {other}, expected numbers"))),
+    }
+}
+
+async fn infer(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Json<InferRequest>, JsonRejection>,
+) -> Result<Json<Value>, ServeError> {
+    let Json(req) = body.map_err(|e| unreadable(e.status(), e.body_text(), s.cfg.max_body_mb))?;
+    let model = s.models.get(&name)?;
+    let card = model.engine.card();
+    let [input] = req.inputs.as_slice() else {
+        return Err(ServeError::BadRequest(format!("{} inputs given; model {name:?} takes one, {:?}", req.inputs.len(), card.input.name)));
+    };
+    if input.name != card.input.name {
+        return Err(ServeError::BadRequest(format!("input {:?}: model {name:?} takes {:?}", input.name, card.input.name)));
+    }
+    if input.datatype != "FP32" {
+        return Err(ServeError::BadRequest(format!("datatype {:?}: model {name:?} takes FP32", input.datatype)));
+    }
+    let want = input_shape(&model);
+    if input.shape.iter().map(|&d| d as i128).ne(want.iter().map(|&d| d as i128)) {
+        return Err(ServeError::BadRequest(format!("shape {:?}: model {name:?} takes {want:?}", input.shape)));
+    }
+    let mut data = Vec::with_capacity(want.iter().product());
+    flatten(&input.data, &mut data)?;
+    if data.len() != want.iter().product::<usize>() {
+        return Err(ServeError::BadRequest(format!("{} values for shape {want:?} ({} expected)", data.len(), want.iter().product::<usize>())));
+    }
+    let (output_name, output_shape, version) = (card.decode.output().to_string(), model.engine.output_shape().to_vec(), model.version);
+    let done = s.infer(model, Input::Tensor(data)).await?;
+    let Output::Tensor(out) = done.output else { return Err(ServeError::Internal("image output for a tensor request".into())) };
+    let mut body = json!({
+        "model_name": name,
+        "model_version": version.to_string(),
+        "outputs": [{"name": output_name, "datatype": "FP32", "shape": output_shape, "data": out}],
+    });
+    if let Some(id) = req.id {
+        body["id"] = json!(id);
+    }
+    Ok(Json(body))
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let text = s.metrics.render(&s.models, &s.pool);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+async fn list_models(State(s): State<Shared>) -> Json<Value> {
+    let models: Vec<Value> = s
+        .models
+        .list()
+        .iter()
+        .map(|m| {
+            let card = m.engine.card();
+            json!({
+                "name": m.name,
+                "version": m.version.to_string(),
+                "path": m.path,
+                "sha256": m.sha256,
+                "task": card.task,
+                "classes": card.classes,
+                "input": input_shape(m),
+                "in_flight": m.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+            })
+        })
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadRequest {
+    name: String,
+    path: PathBuf,
+}
+
+async fn load_model(State(s): State<Shared>, body: Result<Json<LoadRequest>, JsonRejection>) -> Result<Json<Value>, ServeError> {
+    let Json(req) = body.map_err(|e| ServeError::BadRequest(e.body_text()))?;
+    crate::config::check_name(&req.name)?;
+    let path = allowed(s.cfg.model_dir.as_deref(), &req.path)?;
+    let state = s.clone();
+    let m = tokio::task::spawn_blocking(move || state.models.load(&req.name, &path))
+        .await
+        .map_err(|e| ServeError::Internal(e.to_string()))??;
+    tracing::info!(model = %m.name, version = m.version, path = %m.path.display(), "loaded");
+    Ok(Json(json!({"name": m.name, "version": m.version.to_string(), "sha256": m.sha256})))
+}
+
+async fn unload_model(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ServeError> {
+    let m = s.models.remove(&name)?;
+    tracing::info!(model = %m.name, "unloaded");
+    Ok(Json(json!({"name": m.name, "unloaded": true})))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn model_label_from_the_matched_route() {
+        assert_eq!(super::model_in_path("/v1/models/{name}/predict", "/v1/models/weeds/predict").as_deref(), Some("weeds"));
+        assert_eq!(super::model_in_path("/metrics", "/metrics"), None);
+    }
+}

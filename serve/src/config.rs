@@ -1,0 +1,105 @@
+//! `serve.toml` and the command line, merged and checked before anything binds.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ServeError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    pub bind: SocketAddr,
+    /// Inference threads, each with its own tract state per model.
+    pub workers: usize,
+    /// Name → model path, loaded at start and again on SIGHUP.
+    pub models: BTreeMap<String, PathBuf>,
+    /// `POST /v1/models` loads only models inside this directory; unset = disabled.
+    pub model_dir: Option<PathBuf>,
+    /// Bearer token required on every route but health; required to bind beyond loopback.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Requests admitted per model (waiting or running) before 503 + Retry-After.
+    pub queue: usize,
+    pub max_body_mb: f64,
+    /// A request not answered by then gets 504.
+    pub timeout_ms: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 2,
+            models: BTreeMap::new(),
+            model_dir: None,
+            token: None,
+            token_file: None,
+            queue: 64,
+            max_body_mb: 16.0,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Names usable in URLs and metric labels.
+pub fn check_name(name: &str) -> Result<(), ServeError> {
+    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServeError::BadRequest(format!("model name {name:?}: use 1-64 letters, digits, '-', '_' or '.'")))
+    }
+}
+
+impl ServeConfig {
+    pub fn load(path: &Path) -> Result<Self, ServeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ServeError::Config(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ServeError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The token, from `token` or the first line of `token_file`.
+    pub fn resolve_token(&mut self) -> Result<(), ServeError> {
+        if let Some(f) = &self.token_file {
+            let text = std::fs::read_to_string(f).map_err(|e| ServeError::Config(format!("token file {}: {e}", f.display())))?;
+            self.token = text.lines().next().map(|l| l.trim().to_string());
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ServeError> {
+        if self.workers == 0 {
+            return Err(ServeError::Config("workers must be at least 1".into()));
+        }
+        if self.queue == 0 {
+            return Err(ServeError::Config("queue must be at least 1".into()));
+        }
+        if !(self.max_body_mb.is_finite() && self.max_body_mb > 0.0) {
+            return Err(ServeError::Config(format!("max_body_mb {}: must be positive", self.max_body_mb)));
+        }
+        if self.timeout_ms == 0 {
+            return Err(ServeError::Config("timeout_ms must be positive".into()));
+        }
+        match &self.token {
+            Some(t) if t.len() < 16 => return Err(ServeError::Config("the token must be at least 16 characters".into())),
+            None if !self.bind.ip().is_loopback() => {
+                return Err(ServeError::Config(format!(
+                    "binding {} (beyond loopback) requires --token or --token-file: every route but health then needs `Authorization: Bearer`",
+                    self.bind
+                )))
+            }
+            _ => {}
+        }
+        for name in self.models.keys() {
+            check_name(name).map_err(|e| ServeError::Config(e.to_string()))?;
+        }
+        if let Some(d) = &self.model_dir {
+            if !d.is_dir() {
+                return Err(ServeError::Config(format!("model_dir {}: not a directory", d.display())));
+            }
+        }
+        Ok(())
+    }
+}
