@@ -46,6 +46,10 @@ enum Command {
     /// Export a training run's checkpoint to ONNX + model card.
     #[cfg(feature = "train")]
     Export(cmd::export::ExportArgs),
+    /// The inference daemon: HTTP JSON + KServe v2, Prometheus metrics, hot swap.
+    Serve(cmd::serve::ServeArgs),
+    /// Load against a running daemon: throughput, latency percentiles, errors.
+    Loadtest(cmd::serve::LoadtestArgs),
     /// Drive the robot's microcontroller (spray nozzles) from detections; `simulate-mcu` runs
     /// a simulated one.
     Bridge(cmd::bridge::BridgeArgs),
@@ -62,6 +66,8 @@ fn main() {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Bridge(args) => cmd::bridge::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Loadtest(args) => cmd::serve::loadtest(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Quantize(args) => fieldkit_quantize::cli::run(&args),
         #[cfg(feature = "train")]

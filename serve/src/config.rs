@@ -103,3 +103,37 @@ impl ServeConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_config_parses_and_checks() {
+        let cfg = ServeConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("serve.toml")).unwrap();
+        assert_eq!(cfg.workers, 2);
+        assert!(cfg.models.contains_key("weeds"));
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn refusals_name_the_setting() {
+        let bad = |f: &dyn Fn(&mut ServeConfig)| {
+            let mut c = ServeConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(bad(&|c| c.workers = 0).contains("workers"));
+        assert!(bad(&|c| c.token = Some("short".into())).contains("16 characters"));
+        assert!(bad(&|c| c.bind = "0.0.0.0:80".parse().unwrap()).contains("--token"));
+        assert!(bad(&|c| {
+            c.models.insert("a b".into(), "x.onnx".into());
+        })
+        .contains("model name"));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, "workers = 2\nworkerz = 3\n").unwrap();
+        let e = ServeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("s.toml") && e.contains("workerz"), "{e}");
+    }
+}

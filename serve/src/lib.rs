@@ -9,6 +9,7 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod loadtest;
 pub mod metrics;
 pub mod pool;
 pub mod registry;
@@ -28,7 +29,8 @@ use app::{router, AppState, Shared};
 /// Structured logs on stderr; `FIELDKIT_LOG` takes a tracing filter (default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FIELDKIT_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 async fn load_configured(state: &Shared) -> Result<(), ServeError> {

@@ -42,6 +42,7 @@ pub struct Metrics {
     queue_depth: Family<ModelLabel, Gauge>,
     models_loaded: Gauge,
     busy_ratio: Gauge<f64, AtomicU64>,
+    rss: Gauge,
     /// (time, total busy µs) at the previous scrape.
     last: Mutex<(Instant, u64)>,
 }
@@ -55,13 +56,15 @@ impl Metrics {
         let queue_depth = Family::<ModelLabel, Gauge>::default();
         let models_loaded = Gauge::default();
         let busy_ratio = Gauge::<f64, AtomicU64>::default();
+        let rss = Gauge::default();
         registry.register("requests", "HTTP requests by model, route and status", requests.clone());
         registry.register("queue_wait_seconds", "Time from admission to a worker starting the request", queue_wait.clone());
         registry.register("inference_seconds", "Worker time per request (decode, preprocess, run, decode output)", inference.clone());
         registry.register("queue_depth", "Requests admitted and not finished, per model", queue_depth.clone());
         registry.register("models_loaded", "Models currently loaded", models_loaded.clone());
         registry.register("worker_busy_ratio", "Share of worker time spent on requests since the previous scrape", busy_ratio.clone());
-        Metrics { registry, requests, queue_wait, inference, queue_depth, models_loaded, busy_ratio, last: Mutex::new((Instant::now(), 0)) }
+        registry.register("resident_memory_bytes", "Resident set size of the daemon", rss.clone());
+        Metrics { registry, requests, queue_wait, inference, queue_depth, models_loaded, busy_ratio, rss, last: Mutex::new((Instant::now(), 0)) }
     }
 
     /// The text exposition, with the gauges brought up to date.
@@ -71,6 +74,9 @@ impl Metrics {
             self.queue_depth.get_or_create(&ModelLabel { model: m.name.clone() }).set(m.in_flight.load(Ordering::Relaxed) as i64);
         }
         self.models_loaded.set(models.len() as i64);
+        if let Some(rss) = resident_bytes() {
+            self.rss.set(rss as i64);
+        }
         let busy: u64 = pool.busy_us.iter().map(|b| b.load(Ordering::Relaxed)).sum();
         {
             let mut last = self.last.lock().expect("metrics lock");
@@ -90,4 +96,11 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// From /proc/self/statm (Linux); None elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }

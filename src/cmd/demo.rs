@@ -119,6 +119,7 @@ pub fn run(args: DemoArgs) -> Result<i32> {
         let model = train_stage(&assets, &out)?;
         let fp32 = bench_stage(&model, &out)?;
         quantize_stage(&assets, &model, fp32, &out)?;
+        serve_stage(&assets, &model)?;
     }
 
     bridge_stage(&assets, &out)?;
@@ -208,6 +209,50 @@ fn quantize_stage(assets: &Path, model: &Path, fp32: fieldkit_runtime::bench::Be
     Ok(())
 }
 
+/// The daemon on a free loopback port with the model just trained: a few requests over HTTP,
+/// the answers, its metrics, a graceful stop.
+#[cfg(feature = "train")]
+fn serve_stage(assets: &Path, model: &Path) -> Result<()> {
+    use fieldkit_serve::{Running, ServeConfig};
+
+    stage("7. serve the model over HTTP (fieldkit serve, KServe v2 + JSON)");
+    let cfg = ServeConfig {
+        bind: "127.0.0.1:0".parse()?,
+        models: [("weeds".to_string(), model.to_path_buf())].into(),
+        ..ServeConfig::default()
+    };
+    let server = Running::start(cfg)?;
+    let url = format!("http://{}", server.addr);
+    println!("daemon on {url} (2 workers)");
+    let agent = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(30)).build();
+    let ready = agent.get(&format!("{url}/v2/health/ready")).call()?.into_string()?;
+    println!("GET /v2/health/ready -> {ready}");
+    let valid = assets.join("data/weed-mini/valid");
+    let mut classes: Vec<_> = std::fs::read_dir(&valid)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    classes.sort();
+    for class in classes.iter().take(3) {
+        let img = fieldkit_core::dataset::list_images(class)?.into_iter().next().context("an empty class folder")?;
+        let bytes = std::fs::read(&img)?;
+        let text = agent.post(&format!("{url}/v1/models/weeds/predict?top_k=1")).set("Content-Type", "image/jpeg").send_bytes(&bytes)?.into_string()?;
+        let answer: serde_json::Value = serde_json::from_str(&text)?;
+        println!(
+            "POST /v1/models/weeds/predict {} (true class {}) -> {} {:.3}, {:.1} ms total",
+            img.file_name().unwrap_or_default().to_string_lossy(),
+            class.file_name().unwrap_or_default().to_string_lossy(),
+            answer["classes"][0]["name"].as_str().unwrap_or("?"),
+            answer["classes"][0]["score"].as_f64().unwrap_or(0.0),
+            answer["timing"]["total_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let metrics = agent.get(&format!("{url}/metrics")).call()?.into_string()?;
+    for line in metrics.lines().filter(|l| l.starts_with("fieldkit_requests_total") || l.starts_with("fieldkit_inference_seconds_count")) {
+        println!("  {line}");
+    }
+    server.stop()?;
+    println!("stopped (drained)");
+    Ok(())
+}
+
 /// The demo's spray rig: a 0.5 m camera footprint, 8 nozzles, 2 m/s.
 const DEMO_BRIDGE_TOML: &str = r#"# written by `fieldkit demo`; see firmware-bridge/bridge.toml for every setting
 [camera]
@@ -236,7 +281,7 @@ fn bridge_stage(assets: &Path, out: &Path) -> Result<()> {
     use fieldkit_bridge::device::DeviceConfig;
     use fieldkit_bridge::sim::{self, FaultConfig, SimOptions};
 
-    stage("7. detections drive the spray nozzles (simulated MCU, 1 % of line bytes corrupted)");
+    stage("8. detections drive the spray nozzles (simulated MCU, 1 % of line bytes corrupted)");
     let dir = out.join("bridge");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let ds = YoloDataset::from_yaml(&assets.join("data/sesame-mini/data.yaml"))?;

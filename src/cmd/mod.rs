@@ -11,5 +11,6 @@ pub mod eval;
 pub mod export;
 pub mod metrics;
 pub mod predict;
+pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
