@@ -80,6 +80,7 @@ pub fn router(state: Shared) -> Router {
         .merge(protected)
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "no such route"}))) })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), declared_size))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -96,6 +97,18 @@ async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
         if !ok {
             return ServeError::Unauthorized.into_response();
         }
+    }
+    next.run(req).await
+}
+
+/// Refuses a body whose declared length is over the limit before reading it (so a client
+/// sending `Expect: 100-continue` never uploads it); bodies without a length are cut at the
+/// limit while being read.
+async fn declared_size(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let limit = s.cfg.max_body_mb * 1024.0 * 1024.0;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return ServeError::TooLarge(format!("request body of {} bytes is over the {} MB limit", declared.unwrap_or(0.0), s.cfg.max_body_mb)).into_response();
     }
     next.run(req).await
 }
