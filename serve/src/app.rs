@@ -297,7 +297,10 @@ struct InferTensor {
     name: String,
     shape: Vec<i64>,
     datatype: String,
+    #[serde(default)]
     data: Value,
+    #[serde(default)]
+    parameters: Option<Value>,
 }
 
 /// Row-major flattening of nested JSON arrays of numbers.
@@ -315,9 +318,24 @@ fn flatten(v: &Value, out: &mut Vec<f32>) -> Result<(), ServeError> {
 async fn infer(
     State(s): State<Shared>,
     Path(name): Path<String>,
-    body: Result<Json<InferRequest>, JsonRejection>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ServeError> {
-    let Json(req) = body.map_err(|e| unreadable(e.status(), e.body_text(), s.cfg.max_body_mb))?;
+    let body = body.map_err(|e| unreadable(e.status(), e.body_text(), s.cfg.max_body_mb))?;
+    // Clients (tritonclient among them) do not always say application/json; the binary tensor
+    // extension puts the JSON header first and says how long it is.
+    let json_len = match headers.get("inference-header-content-length") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n <= body.len())
+            .ok_or_else(|| ServeError::BadRequest(format!("Inference-Header-Content-Length {v:?} does not fit the {}-byte body", body.len())))?,
+        None => body.len(),
+    };
+    let req: InferRequest =
+        serde_json::from_slice(&body[..json_len]).map_err(|e| ServeError::BadRequest(format!("not an inference request: {e}")))?;
+    let mut binary = &body[json_len..];
     let model = s.models.get(&name)?;
     let card = model.engine.card();
     let [input] = req.inputs.as_slice() else {
@@ -334,7 +352,20 @@ async fn infer(
         return Err(ServeError::BadRequest(format!("shape {:?}: model {name:?} takes {want:?}", input.shape)));
     }
     let mut data = Vec::with_capacity(want.iter().product());
-    flatten(&input.data, &mut data)?;
+    match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64) {
+        Some(n) => {
+            let n = n as usize;
+            if n > binary.len() || n % 4 != 0 {
+                return Err(ServeError::BadRequest(format!("binary_data_size {n} does not fit the {} binary bytes", binary.len())));
+            }
+            data.extend(binary[..n].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            binary = &binary[n..];
+        }
+        None => flatten(&input.data, &mut data)?,
+    }
+    if !binary.is_empty() {
+        return Err(ServeError::BadRequest(format!("{} binary bytes not claimed by any input", binary.len())));
+    }
     if data.len() != want.iter().product::<usize>() {
         return Err(ServeError::BadRequest(format!("{} values for shape {want:?} ({} expected)", data.len(), want.iter().product::<usize>())));
     }

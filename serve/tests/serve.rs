@@ -187,6 +187,15 @@ fn open_inference_protocol_routes() {
     let want = engine.session().unwrap().run_tensor(&data).unwrap();
     assert_eq!(got.len(), want.len());
     assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-6), "{got:?} vs {want:?}");
+    // The binary tensor extension: JSON header, then the raw little-endian floats.
+    let header = json!({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "parameters": {"binary_data_size": data.len() * 4}}]}).to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    let req = ureq::post(&format!("{}/v2/models/cls/infer", d.url)).set("Inference-Header-Content-Length", &header.len().to_string());
+    let (s, out, _) = call(req, Some(("application/octet-stream", &body)));
+    assert_eq!(s, 200, "{out}");
+    let got_b: Vec<f32> = out["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    assert_eq!(got_b, got);
 }
 
 #[test]
