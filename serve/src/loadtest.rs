@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fieldkit_runtime::bench::LatencyStats;
 use serde::Serialize;
 
 use crate::error::ServeError;
@@ -49,13 +50,6 @@ fn rss_mb(agent: &ureq::Agent, cfg: &LoadConfig) -> Option<f64> {
     let text = req.call().ok()?.into_string().ok()?;
     let line = text.lines().find(|l| l.starts_with("fieldkit_resident_memory_bytes "))?;
     line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|b| b / 1048576.0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 pub fn run(cfg: &LoadConfig) -> Result<LoadReport, ServeError> {
@@ -106,17 +100,18 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport, ServeError> {
         }
     }
     let seconds = start.elapsed().as_secs_f64();
-    ok_ms.sort_by(f64::total_cmp);
+    // The same percentiles as `fieldkit bench` (numpy's interpolation).
+    let lat = LatencyStats::from_samples(&ok_ms);
     let errors = statuses.iter().filter(|(s, _)| *s != "200" && *s != "503").map(|(_, n)| n).sum();
     Ok(LoadReport {
         requests: cfg.requests,
         concurrency: cfg.concurrency,
         seconds,
         throughput_rps: ok_ms.len() as f64 / seconds,
-        p50_ms: percentile(&ok_ms, 0.5),
-        p90_ms: percentile(&ok_ms, 0.9),
-        p99_ms: percentile(&ok_ms, 0.99),
-        max_ms: percentile(&ok_ms, 1.0),
+        p50_ms: lat.p50_ms,
+        p90_ms: lat.p90_ms,
+        p99_ms: lat.p99_ms,
+        max_ms: lat.max_ms,
         statuses,
         errors,
         rss_start_mb,
