@@ -311,3 +311,52 @@ fn model_management_and_metrics() {
     }
     drop(d.server);
 }
+
+fn queue_depth(url: &str, model: &str) -> i64 {
+    let text = ureq::get(&format!("{url}/metrics")).call().unwrap().into_string().unwrap();
+    let key = format!("fieldkit_queue_depth{{model=\"{model}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn stopping_under_load_finishes_every_admitted_request() {
+    let mut d = start(|c| {
+        c.workers = 1;
+        c.queue = 64;
+    });
+    // A large photo keeps the one worker decoding for a while, so requests pile up in the queue.
+    let big = image::RgbImage::from_fn(3000, 2000, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8]));
+    let mut jpeg = Vec::new();
+    big.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+    let jpeg = Arc::new(jpeg);
+    let url = format!("{}/v1/models/cls/predict", d.url);
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            let (jpeg, url) = (jpeg.clone(), url.clone());
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().max_idle_connections(0).build();
+                match agent.post(&url).set("Content-Type", "image/jpeg").send_bytes(&jpeg) {
+                    Ok(r) => Ok(r.status()),
+                    Err(ureq::Error::Status(s, _)) => Ok(s),
+                    // Not yet accepted when the listener closed: refused, never admitted.
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut depth = 0;
+    while depth < 6 && std::time::Instant::now() < deadline {
+        depth = queue_depth(&d.url, "cls");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(depth >= 6, "requests never queued up (depth {depth})");
+    // Returns once the listener is closed, every admitted request answered and the worker gone.
+    d.server.take().unwrap().stop().unwrap();
+    let results: Vec<_> = clients.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| matches!(r, Ok(200))).count();
+    eprintln!("queued at the stop: {depth}; answered 200: {ok}; {results:?}");
+    assert!(results.iter().all(|r| matches!(r, Ok(200) | Err(_))), "an admitted request failed: {results:?}");
+    assert!(ok as i64 >= depth, "{depth} were queued at the stop, only {ok} answered: {results:?}");
+    assert!(ureq::get(&format!("{}/v2/health/live", d.url)).call().is_err(), "still listening after stop");
+}
