@@ -5,7 +5,9 @@
 //! scale factor when shrinking: Pillow's algorithm, which is what torchvision's `Resize`
 //! runs on PIL images. Checked against Pillow in `core/tests/preprocess_parity.rs`.
 
-use fast_image_resize::{images::Image as FirImage, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::images::{TypedImage, TypedImageRef};
+use fast_image_resize::pixels::U8x3;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -278,8 +280,11 @@ pub fn resize_crop_rgb(img: &RgbImage, region: [f64; 4], width: u32, height: u32
     if width == 0 || height == 0 || w == 0 || h == 0 {
         return Err(fir_err(&"empty image"));
     }
-    let src = fast_image_resize::images::ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).map_err(|e| fir_err(&e))?;
-    let mut dst = FirImage::new(width, height, PixelType::U8x3);
+    // The typed API: the untyped one dispatches over every pixel type at run time, which links
+    // all thirteen pixel types' SIMD kernels into the binary (~3 MB of the edge build).
+    let src = TypedImageRef::<U8x3>::from_buffer(w, h, img.as_raw()).map_err(|e| fir_err(&e))?;
+    let mut out = vec![0u8; width as usize * height as usize * 3];
+    let mut dst = TypedImage::<U8x3>::from_buffer(width, height, &mut out).map_err(|e| fir_err(&e))?;
     let alg = if antialias {
         ResizeAlg::Convolution(FilterType::Bilinear)
     } else {
@@ -290,8 +295,8 @@ pub fn resize_crop_rgb(img: &RgbImage, region: [f64; 4], width: u32, height: u32
     if (l, t, cw, ch) != (0.0, 0.0, w as f64, h as f64) {
         opts = opts.crop(l, t, cw, ch);
     }
-    Resizer::new().resize(&src, &mut dst, &opts).map_err(|e| fir_err(&e))?;
-    RgbImage::from_raw(width, height, dst.into_vec()).ok_or_else(|| fir_err(&"buffer size mismatch"))
+    Resizer::new().resize_typed(&src, &mut dst, &opts).map_err(|e| fir_err(&e))?;
+    RgbImage::from_raw(width, height, out).ok_or_else(|| fir_err(&"buffer size mismatch"))
 }
 
 fn round_half_even(x: f64) -> i64 {

@@ -103,6 +103,9 @@ pub struct SystemInfo {
     pub governor: String,
     pub arch: String,
     pub cpu_features: Vec<String>,
+    /// tract's instruction-set probe and what it means (see `cpu`).
+    #[serde(default)]
+    pub tract_cpu: crate::cpu::CpuReport,
     pub tract_version: String,
     pub fieldkit_version: String,
 }
@@ -124,6 +127,7 @@ pub fn system_info() -> SystemInfo {
             .unwrap_or_else(|_| "unknown".into()),
         arch: std::env::consts::ARCH.into(),
         cpu_features,
+        tract_cpu: crate::cpu::cpu_report(),
         tract_version: TRACT_VERSION.into(),
         fieldkit_version: env!("CARGO_PKG_VERSION").into(),
     }

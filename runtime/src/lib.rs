@@ -3,6 +3,7 @@
 //! so results match training and quantization exactly.
 
 pub mod bench;
+pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod eval;

@@ -26,11 +26,22 @@ pub use error::ServeError;
 
 use app::{router, AppState, Shared};
 
-/// Structured logs on stderr; `FIELDKIT_LOG` takes a tracing filter (default `info`).
+/// Structured logs on stderr; `FIELDKIT_LOG` takes target=level directives, e.g. `warn` or
+/// `info,fieldkit_serve::app=warn` (default `info`). `Targets` rather than `EnvFilter`: the same
+/// syntax without span-field matching, and without a regex engine in the edge binary.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FIELDKIT_LOG").unwrap_or_else(|_| "info".into());
+    use tracing_subscriber::prelude::*;
+    let default = || tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO);
+    let filter = match std::env::var("FIELDKIT_LOG") {
+        Ok(spec) => spec.parse().unwrap_or_else(|e| {
+            eprintln!("FIELDKIT_LOG={spec:?}: {e}; logging at info");
+            default()
+        }),
+        Err(_) => default(),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+    let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();
 }
 
 async fn load_configured(state: &Shared) -> Result<(), ServeError> {

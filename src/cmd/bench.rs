@@ -79,7 +79,12 @@ fn measure_in_child(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
     }
     let out = cmd.output().context("running the benchmark child process")?;
     if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("error: "));
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let msg = msg.trim().trim_start_matches("error: ");
+        if msg.is_empty() {
+            bail!("the benchmark child process failed ({}) without a message; try --in-process", out.status);
+        }
+        bail!("{msg}");
     }
     serde_json::from_slice(&out.stdout).context("reading the benchmark child's result")
 }
@@ -95,10 +100,19 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         "system: {} | {} cores | governor {} | {} [{}] | tract {}",
         sys.cpu, sys.cores, sys.governor, sys.arch, sys.cpu_features.join(" "), sys.tract_version
     );
+    println!("tract kernels for: {}", sys.tract_cpu.isa);
+    for line in sys.tract_cpu.advice() {
+        println!("  {line}");
+    }
+    // Under qemu-user the child would be exec'd natively (binfmt, without qemu's sysroot).
+    let in_process = a.in_process || sys.tract_cpu.emulated;
+    if in_process && !a.in_process {
+        println!("  emulated: models measured in this process, one after another");
+    }
     let mut results = Vec::new();
     for m in &a.models {
         eprintln!("measuring {} ...", m.display());
-        let r = if a.in_process { measure(&a, m)? } else { measure_in_child(&a, m)? };
+        let r = if in_process { measure(&a, m)? } else { measure_in_child(&a, m)? };
         results.push(r);
     }
     print!("{}", table(&results));

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The slim aarch64 build against the x86_64 one, both from the `edge` profile: the runtime
+# crate's tests (goldens from onnxruntime) under qemu-aarch64, then `fieldkit predict` and
+# `bench --runs 3` on the shared MobileNetV2 features and YOLOX-nano with both binaries; the
+# outputs must agree (features <= 1e-4 max abs, the same detections with scores <= 1e-4 and
+# boxes <= 0.01 px). Timings under qemu are emulation, not performance numbers.
+#   bash scripts/edge-check.sh            (needs ../shared or FIELDKIT_SHARED)
+# EDGE_X86_BIN=PATH compares against that x86 binary (CI: its release build, same code) instead
+# of building the x86 edge binary. The aarch64 binary must stay within EDGE_MAX_MB (15).
+# Writes runs/edge/{sizes.json,agreement.json} and both binaries' predictions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared="${FIELDKIT_SHARED:-$(pwd)/../shared}/assets"
+out=runs/edge; rm -rf "$out"; mkdir -p "$out"
+tdir="${CARGO_TARGET_DIR:-target}"
+bash scripts/build-aarch64.sh --test
+if [ -n "${EDGE_X86_BIN:-}" ]; then
+  x86="$EDGE_X86_BIN"
+else
+  cargo build --profile edge --no-default-features --bin fieldkit
+  x86="$tdir/edge/fieldkit"
+fi
+arm="$tdir/aarch64-unknown-linux-gnu/edge/fieldkit"
+qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+cp "$shared/models/mobilenetv2-imagenet/mobilenetv2_features_bnfolded.onnx" "$work/mnv2.onnx"
+cp "$shared/models/yolox-nano-coco/yolox_nano_416x416.onnx" "$work/yolox.onnx"
+"$x86" card init --model "$work/mnv2.onnx" --preset features --classes features --size 224 > /dev/null
+"$x86" card init --model "$work/yolox.onnx" --preset yolox --size 416 --classes "$shared/models/yolox-nano-coco/coco.names" > /dev/null
+for m in mnv2 yolox; do
+  "$x86" predict --model "$work/$m.onnx" --no-images --conf 0.25 --out "$out/x86_$m" "$shared/images" > /dev/null
+  "${qemu[@]}" "$arm" predict --model "$work/$m.onnx" --no-images --conf 0.25 --out "$out/arm_$m" "$shared/images" > /dev/null
+done
+echo "--- fieldkit bench under qemu-aarch64 (emulated: not performance numbers)"
+"${qemu[@]}" "$arm" bench --model "$work/mnv2.onnx" --model "$work/yolox.onnx" --runs 3 --warmup 1 --workers 1 --json "$out/arm_bench.json"
+python3 - "$out" "$x86" "$arm" "${EDGE_MAX_MB:-15}" <<'PY'
+import json, os, sys
+out, x86, arm, max_mb = sys.argv[1:5]
+def load(p):
+    return [json.loads(l) for l in open(p)]
+report = {"sizes_bytes": {"x86_64": os.path.getsize(x86), "aarch64": os.path.getsize(arm)}}
+ok = True
+for m in ("mnv2", "yolox"):
+    a, b = load(f"{out}/x86_{m}/predictions.jsonl"), load(f"{out}/arm_{m}/predictions.jsonl")
+    assert [r["image"] for r in a] == [r["image"] for r in b], "different images"
+    worst_feat = worst_score = worst_box = 0.0
+    same = True
+    for ra, rb in zip(a, b):
+        if "features" in ra:
+            worst_feat = max(worst_feat, max(abs(x - y) for x, y in zip(ra["features"], rb["features"])))
+        if "detections" in ra:
+            da, db = ra["detections"], rb["detections"]
+            if [d["class"] for d in da] != [d["class"] for d in db]:
+                same = False
+                continue
+            for x, y in zip(da, db):
+                worst_score = max(worst_score, abs(x["score"] - y["score"]))
+                worst_box = max(worst_box, max(abs(p - q) for p, q in zip(x["bbox"], y["bbox"])))
+    n_det = sum(len(r.get("detections", [])) for r in a)
+    good = same and worst_feat <= 1e-4 and worst_score <= 1e-4 and worst_box <= 0.01
+    ok &= good
+    report[m] = {"images": len(a), "detections": n_det, "same_detections": same, "max_abs_feature": worst_feat,
+                 "max_abs_score": worst_score, "max_abs_box_px": worst_box, "agree": good}
+    print(f"{m}: {len(a)} images, {n_det} detections, same classes {same}, max |diff| features {worst_feat:.2e}, "
+          f"scores {worst_score:.2e}, boxes {worst_box:.2e} px -> {'agree' if good else 'DISAGREE'}")
+arm_mb = report["sizes_bytes"]["aarch64"] / 1e6
+print(f"binary sizes: aarch64 edge {arm_mb:.2f} MB (budget {max_mb} MB), x86_64 {report['sizes_bytes']['x86_64'] / 1e6:.2f} MB ({x86})")
+if arm_mb > float(max_mb):
+    print(f"the aarch64 binary is over its {max_mb} MB budget")
+    ok = False
+json.dump(report, open(f"{out}/agreement.json", "w"), indent=2)
+sys.exit(0 if ok else 1)
+PY
