@@ -4,7 +4,8 @@
 # profile. Installs what it needs (Debian's aarch64 cross gcc + glibc, qemu-user, the rustup
 # target) when missing.
 #   bash scripts/build-aarch64.sh          builds $TARGET_DIR/aarch64-unknown-linux-gnu/edge/fieldkit
-#   bash scripts/build-aarch64.sh --test   also runs the runtime crate's tests under qemu-aarch64
+#   bash scripts/build-aarch64.sh --test [-- TEST ARGS]   also runs the runtime crate's tests under
+#                                          qemu-aarch64 (e.g. -- --include-ignored with FIELDKIT_SHARED)
 # The linker and the qemu runner are set in .cargo/config.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,5 +29,8 @@ echo "built $bin: $(stat -c %s "$bin") bytes ($(file -b "$bin" | cut -d, -f1-2))
 # The newest glibc symbol version it needs is the oldest glibc it runs on.
 echo "needs glibc >= $(readelf --dyn-syms -W "$bin" | grep -oE 'GLIBC_[0-9.]+' | sort -uV | tail -n 1 | cut -d_ -f2)"
 if [ "${1:-}" = "--test" ]; then
-  cargo test --profile edge --no-default-features --target "$target" -p fieldkit-runtime
+  shift
+  [ "${1:-}" = "--" ] && shift
+  # The shipped profile, so the tests see the optimiser's output that users run.
+  cargo test --profile edge --no-default-features --target "$target" -p fieldkit-runtime -- "$@"
 fi

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 shared="${FIELDKIT_SHARED:-$(pwd)/../shared}/assets"
 out=runs/edge; rm -rf "$out"; mkdir -p "$out"
 tdir="${CARGO_TARGET_DIR:-target}"
-bash scripts/build-aarch64.sh --test
+FIELDKIT_SHARED="$(dirname "$shared")" bash scripts/build-aarch64.sh --test -- --include-ignored
 if [ -n "${EDGE_X86_BIN:-}" ]; then
   x86="$EDGE_X86_BIN"
 else
