@@ -6,9 +6,13 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+# `fieldkit predict` decodes video through ffmpeg when present; its tests use it (optional).
+if ! command -v ffmpeg >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then need_apt+=(ffmpeg); else echo "note: ffmpeg not found: video input to fieldkit predict is untested" >&2; fi
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" > /dev/null
   else
     echo "missing: ${need_apt[*]} (install with apt-get)" >&2
     exit 1

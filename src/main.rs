@@ -25,6 +25,8 @@ enum Command {
     },
     /// Run a model on images or folders: annotated images + predictions.jsonl.
     Predict(cmd::predict::PredictArgs),
+    /// Auto-label photos with a teacher detector: a YOLO dataset (+ COCO JSON) and review sheets.
+    Label(cmd::label::LabelArgs),
     /// Accuracy of a classifier or detector (ONNX + card) on a dataset.
     Eval(cmd::eval::EvalArgs),
     /// Latency percentiles, throughput, memory (and accuracy) of models side by side.
@@ -65,6 +67,7 @@ fn main() {
         Command::Card { command } => cmd::card::run(command),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Predict(args) => cmd::predict::run(args),
+        Command::Label(args) => cmd::label::run(args),
         Command::Bridge(args) => cmd::bridge::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Loadtest(args) => cmd::serve::loadtest(args),

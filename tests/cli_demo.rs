@@ -9,7 +9,7 @@ fn demo_runs_every_stage() {
     let o = fieldkit(&["demo", "--out", dir.path().to_str().unwrap(), "--assets", assets().to_str().unwrap()]);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
-    for stage in ["1. data check", "2. preprocessing", "3. labels as COCO", "4. train a weed classifier", "5. benchmark the exported model", "6. quantize to INT8", "7. serve the model over HTTP", "8. detections drive the spray nozzles"] {
+    for stage in ["1. data check", "2. preprocessing", "3. labels as COCO", "4. train a weed classifier", "5. benchmark the exported model", "6. quantize to INT8", "7. serve the model over HTTP", "8. train a crop/weed detector", "9. detections drive the spray nozzles"] {
         assert!(out.contains(stage), "missing stage {stage}:\n{out}");
     }
     assert!(dir.path().join("preview-yolox416.png").is_file());
@@ -24,6 +24,10 @@ fn demo_runs_every_stage() {
     assert!(report["drop"].as_f64().is_some() && report["quant_metric"].as_f64().unwrap() > 0.2, "{report}");
     assert!(dir.path().join("model.int8.json").is_file());
     assert!(out.contains("stopped (drained)") && out.contains(r#"fieldkit_requests_total{model="weeds",route="/v1/models/{name}/predict",status="200"} 3"#), "{out}");
+    // The detector stage: exported with a YOLOX card and scored through the runtime.
+    let det = fieldkit_core_card(&dir.path().join("train-sesame-mini/model.json"));
+    assert_eq!(det["decode"]["kind"], "yolox", "{det}");
+    assert!(det["metrics"]["valid_map50_95"].as_f64().is_some(), "{det}");
     // The bridge stage: every spray accounted for, the device's log checked against the plan.
     let bridge = fieldkit_core_card(&dir.path().join("bridge/report.json"));
     let acts = bridge["actuations"].as_array().unwrap();

@@ -27,6 +27,13 @@ pub struct NmsOptions {
     pub max_detections: usize,
 }
 
+impl NmsOptions {
+    /// The COCO evaluation protocol: down to score 0.001 so the PR curve reaches
+    /// low-confidence recall, at most 100 detections per image, per-class NMS at IoU 0.65
+    /// (YOLOX's evaluation settings).
+    pub const COCO_EVAL: NmsOptions = NmsOptions { score_threshold: 0.001, iou_threshold: 0.65, class_agnostic: false, max_detections: 100 };
+}
+
 impl Default for NmsOptions {
     /// YOLOX's evaluation defaults for deployment: score 0.3, IoU 0.45, per class.
     fn default() -> Self {

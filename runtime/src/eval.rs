@@ -107,7 +107,7 @@ pub fn eval_detector(engine: &Engine, data: &YoloDataset, split: &str, workers: 
         .map(|(i, n)| fieldkit_core::dataset::CocoCategory { id: map[i] as u64 + 1, name: n.clone(), supercategory: None })
         .collect();
     let images: Vec<PathBuf> = gt.images.iter().map(|im| data.root.join(&im.file_name)).collect();
-    let opts = PredictOptions { top_k: 1, nms: NmsOptions { score_threshold: 0.001, iou_threshold: 0.65, class_agnostic: false, max_detections: 100 } };
+    let opts = PredictOptions { top_k: 1, nms: NmsOptions::COCO_EVAL };
     let per_image = parallel_map(engine, images.len(), workers, |s, i| {
         let img = image_io::read_rgb(&images[i])?;
         match s.predict(&img, &opts)?.output {
@@ -115,18 +115,12 @@ pub fn eval_detector(engine: &Engine, data: &YoloDataset, split: &str, workers: 
             _ => Err(RuntimeError::Run("the card's decoding does not give detections".into())),
         }
     })?;
-    let mut predictions = Vec::new();
-    for (im, dets) in gt.images.iter().zip(per_image) {
-        for d in dets {
-            let [x1, y1, x2, y2] = d.bbox;
-            predictions.push(CocoPrediction {
-                image_id: im.id,
-                category_id: d.class as u64 + 1,
-                bbox: [x1 as f64, y1 as f64, (x2 - x1) as f64, (y2 - y1) as f64],
-                score: d.score as f64,
-            });
-        }
-    }
+    let predictions: Vec<CocoPrediction> = gt
+        .images
+        .iter()
+        .zip(per_image)
+        .flat_map(|(im, dets)| dets.iter().map(|d| CocoPrediction::from_box(im.id, d.bbox, d.class, d.score)).collect::<Vec<_>>())
+        .collect();
     let coco = CocoEval::evaluate(&gt, &predictions)?;
     let counts = CountReport::compute(&gt, &predictions, count_threshold);
     Ok(DetectorEval { coco, counts, ground_truth: gt, predictions })

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod eval;
 #[cfg(feature = "train")]
 pub mod export;
+pub mod label;
 pub mod metrics;
 pub mod predict;
 pub mod serve;

@@ -1,5 +1,7 @@
-//! `fieldkit predict`: run a model on images or folders, write annotated images and one JSON
-//! line per image (the input `fieldkit bridge` and other tools read).
+//! `fieldkit predict`: run a model on images, folders or video files, write annotated images
+//! (and an annotated video) and one JSON line per image or frame (the input `fieldkit bridge`
+//! and other tools read). Video frames are decoded by `ffmpeg` when it is on PATH: the binary
+//! itself carries no video codecs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,9 +19,12 @@ const VIDEO_EXTENSIONS: &[&str] = &["mp4", "avi", "mov", "mkv", "webm"];
 pub struct PredictArgs {
     #[arg(long)]
     model: PathBuf,
-    /// Image files and/or folders of images.
+    /// Image files, folders of images, and/or video files (.mp4, .avi, .mov, .mkv, .webm; needs ffmpeg).
     #[arg(required = true)]
     sources: Vec<PathBuf>,
+    /// Video: frames per second to sample (default: every frame).
+    #[arg(long)]
+    fps: Option<f64>,
     #[arg(long, default_value = "runs/predict")]
     out: PathBuf,
     /// Detector: minimum score.
@@ -43,25 +48,108 @@ pub struct PredictArgs {
     workers: usize,
 }
 
-fn collect_sources(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut images = Vec::new();
-    for s in sources {
+/// One input: an image file, or a frame extracted from a video.
+struct Item {
+    path: PathBuf,
+    video: Option<Frame>,
+}
+
+struct Frame {
+    video: PathBuf,
+    /// 0-based frame index among the extracted frames.
+    index: usize,
+    time_s: f64,
+    /// Frames per second of the extracted sequence.
+    rate: f64,
+}
+
+/// The video's frame rate from ffprobe (`30000/1001` -> 29.97).
+fn probe_fps(video: &Path) -> Result<f64> {
+    let o = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=avg_frame_rate", "-of", "csv=p=0"])
+        .arg(video)
+        .output()
+        .with_context(|| "running ffprobe (installed with ffmpeg)")?;
+    let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let fps = match text.split_once('/') {
+        Some((a, b)) => a.parse::<f64>().ok().zip(b.parse::<f64>().ok()).map(|(a, b)| a / b),
+        None => text.parse().ok(),
+    };
+    match fps {
+        Some(f) if o.status.success() && f.is_finite() && f > 0.0 => Ok(f),
+        _ => bail!("{}: ffprobe found no video stream (it said {:?}{})", video.display(), text, String::from_utf8_lossy(&o.stderr).trim()),
+    }
+}
+
+/// Decodes `video` into PNG frames under `dir` with ffmpeg, at `fps` when given.
+fn extract_frames(video: &Path, fps: Option<f64>, dir: &Path) -> Result<Vec<Item>> {
+    let have = std::process::Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false);
+    if !have {
+        bail!("{}: video input needs ffmpeg on PATH (apt install ffmpeg), or extract the frames to a folder of images", video.display());
+    }
+    let rate = match fps {
+        Some(f) if f > 0.0 && f.is_finite() => f,
+        Some(f) => bail!("--fps {f} must be > 0"),
+        None => probe_fps(video)?,
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-i"]).arg(video);
+    if fps.is_some() {
+        cmd.args(["-vf", &format!("fps={rate}")]);
+    }
+    let o = cmd.arg(dir.join("frame_%06d.png")).output().context("running ffmpeg")?;
+    if !o.status.success() {
+        bail!("{}: ffmpeg could not decode it: {}", video.display(), String::from_utf8_lossy(&o.stderr).trim());
+    }
+    let frames = dataset::list_images(dir)?;
+    if frames.is_empty() {
+        bail!("{}: ffmpeg decoded no frames", video.display());
+    }
+    Ok(frames
+        .into_iter()
+        .enumerate()
+        .map(|(index, path)| Item { path, video: Some(Frame { video: video.to_path_buf(), index, time_s: index as f64 / rate, rate }) })
+        .collect())
+}
+
+fn collect_sources(sources: &[PathBuf], fps: Option<f64>, frames_dir: &Path) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    for (k, s) in sources.iter().enumerate() {
         let ext = s.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
-        if VIDEO_EXTENSIONS.contains(&ext.as_str()) {
-            bail!("{}: video input is not supported yet; extract frames to a folder of images", s.display());
-        }
-        if s.is_dir() {
-            images.extend(dataset::list_images(s)?);
+        if VIDEO_EXTENSIONS.contains(&ext.as_str()) && s.is_file() {
+            items.extend(extract_frames(s, fps, &frames_dir.join(format!("{k:02}")))?);
+        } else if s.is_dir() {
+            items.extend(dataset::list_images(s)?.into_iter().map(|path| Item { path, video: None }));
         } else if s.is_file() {
-            images.push(s.clone());
+            items.push(Item { path: s.clone(), video: None });
         } else {
             bail!("{}: no such file or folder", s.display());
         }
     }
-    if images.is_empty() {
+    if items.is_empty() {
         bail!("no images (.jpg, .jpeg, .png) in {sources:?}");
     }
-    Ok(images)
+    Ok(items)
+}
+
+/// Encodes the annotated frames of one video as `out/<stem>.annotated.mp4` (H.264).
+fn encode_video(frames: &[PathBuf], rate: f64, out: &Path) -> Result<()> {
+    let list = out.with_extension("frames.txt");
+    let body: String = frames.iter().map(|f| format!("file '{}'\nduration {}\n", f.display(), 1.0 / rate)).collect();
+    fsio::write_atomic(&list, body.as_bytes())?;
+    let o = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i"])
+        .arg(&list)
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"])
+        .arg(out)
+        .output()
+        .context("running ffmpeg")?;
+    let _ = std::fs::remove_file(&list);
+    if !o.status.success() {
+        bail!("ffmpeg could not encode {}: {}", out.display(), String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(())
 }
 
 /// Output name for an annotated image; folders may hold equal stems, so the index keeps
@@ -73,34 +161,46 @@ fn annotated_name(i: usize, image: &Path) -> String {
 
 pub fn run(a: PredictArgs) -> Result<i32> {
     let engine = Engine::load(&a.model)?;
-    let images = collect_sources(&a.sources)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let frames_dir = tempfile_dir(&a.out)?;
+    let items = collect_sources(&a.sources, a.fps, &frames_dir)?;
     let opts = PredictOptions {
         top_k: a.top_k,
         nms: NmsOptions { score_threshold: a.conf, iou_threshold: a.iou, class_agnostic: a.agnostic, max_detections: a.max_det },
     };
     let t = std::time::Instant::now();
-    let results = parallel_map(&engine, images.len(), a.workers, |s, i| {
-        let mut img = image_io::read_rgb(&images[i])?;
+    let results = parallel_map(&engine, items.len(), a.workers, |s, i| {
+        let mut img = image_io::read_rgb(&items[i].path)?;
         let p = s.predict(&img, &opts)?;
         if !a.no_images {
             if let Output::Detections(d) = &p.output {
                 let boxes: Vec<_> = d.iter().map(|d| (d.bbox, format!("{} {:.2}", d.name, d.score), d.class)).collect();
                 report::annotate(&mut img, &boxes)?;
             }
-            image_io::save_png(&a.out.join(annotated_name(i, &images[i])), &img)?;
+            image_io::save_png(&a.out.join(annotated_name(i, &items[i].path)), &img)?;
         }
         Ok(p)
     })?;
     let mut jsonl = Vec::new();
-    for (i, (image, p)) in images.iter().zip(&results).enumerate() {
+    for (i, (item, p)) in items.iter().zip(&results).enumerate() {
         let summary = match &p.output {
             Output::Detections(d) => format!("{} detections", d.len()),
             Output::Classes(c) => c.first().map(|c| format!("{} {:.3}", c.name, c.score)).unwrap_or_default(),
             Output::Features(f) => format!("{} features", f.len()),
         };
-        println!("{}: {summary} ({:.1} ms)", image.display(), p.timing.inference_ms);
-        let mut line = serde_json::json!({ "image": image, "index": i, "width": p.width, "height": p.height, "timing": p.timing });
+        let mut line = serde_json::json!({ "image": item.path, "index": i, "width": p.width, "height": p.height, "timing": p.timing });
+        match &item.video {
+            Some(f) => {
+                println!("{} frame {} ({:.2} s): {summary} ({:.1} ms)", f.video.display(), f.index, f.time_s, p.timing.inference_ms);
+                // capture_ms lets `fieldkit bridge` replay the video's own timing.
+                line["video"] = serde_json::json!(f.video);
+                line["frame"] = serde_json::json!(f.index);
+                line["time_s"] = serde_json::json!(f.time_s);
+                line["capture_ms"] = serde_json::json!((f.time_s * 1e3).round() as u64);
+                line["image"] = serde_json::json!(format!("{}#frame={}", f.video.display(), f.index));
+            }
+            None => println!("{}: {summary} ({:.1} ms)", item.path.display(), p.timing.inference_ms),
+        }
         match &p.output {
             Output::Detections(d) => line["detections"] = serde_json::to_value(d)?,
             Output::Classes(c) => line["classes"] = serde_json::to_value(c)?,
@@ -110,6 +210,34 @@ pub fn run(a: PredictArgs) -> Result<i32> {
     }
     let path = a.out.join("predictions.jsonl");
     fsio::write_atomic(&path, &jsonl)?;
-    println!("{} images in {:.1} s; predictions in {}", images.len(), t.elapsed().as_secs_f64(), path.display());
+    // One annotated video per input video, from its annotated frames.
+    if !a.no_images {
+        let mut videos: Vec<(&Path, Vec<PathBuf>, f64)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if let Some(f) = &item.video {
+                let png = a.out.join(annotated_name(i, &item.path));
+                match videos.last_mut() {
+                    Some((v, frames, _)) if *v == f.video.as_path() => frames.push(png),
+                    _ => videos.push((f.video.as_path(), vec![png], f.rate)),
+                }
+            }
+        }
+        for (video, frames, rate) in videos {
+            let stem = video.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "video".into());
+            let mp4 = a.out.join(format!("{stem}.annotated.mp4"));
+            match encode_video(&frames, rate, &mp4) {
+                Ok(()) => println!("annotated video {}", mp4.display()),
+                Err(e) => eprintln!("warning: {e:#}"),
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&frames_dir);
+    println!("{} images in {:.1} s; predictions in {}", items.len(), t.elapsed().as_secs_f64(), path.display());
     Ok(0)
+}
+
+/// A scratch folder for extracted video frames inside the output folder (same disk, removed
+/// at the end).
+fn tempfile_dir(out: &Path) -> Result<PathBuf> {
+    Ok(out.join(format!(".frames-{}", std::process::id())))
 }

@@ -1,11 +1,14 @@
-//! `fieldkit train classify`: fine-tune MobileNetV2 on an ImageFolder and export ONNX + card.
+//! `fieldkit train classify|detect`: fine-tune MobileNetV2 on an ImageFolder, or a YOLOX-style
+//! detector on it over a YOLO data.yaml, and export ONNX + card.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fieldkit_core::fsio;
+use fieldkit_trainer::data::boxes::DetAugment;
 use fieldkit_trainer::data::Augment;
+use fieldkit_trainer::train::detect::{BoxLoss, DetectConfig};
 use fieldkit_trainer::train::{self, ClassWeights, ClassifyConfig, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy};
 use fieldkit_trainer::DeviceKind;
 
@@ -13,6 +16,95 @@ use fieldkit_trainer::DeviceKind;
 pub enum TrainCommand {
     /// Fine-tune an image classifier (MobileNetV2) on an ImageFolder dataset.
     Classify(Box<ClassifyArgs>),
+    /// Train a YOLOX-style detector (MobileNetV2 backbone, PAN neck, decoupled head) on a YOLO data.yaml.
+    Detect(Box<DetectArgs>),
+}
+
+#[derive(Args)]
+pub struct DetectArgs {
+    /// Ultralytics data.yaml (train/val image folders or lists, names).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output directory (model.onnx, model.json, metrics.csv, report.md, checkpoints/).
+    #[arg(long)]
+    out: PathBuf,
+    /// Pretrained backbone (torchvision-named safetensors, e.g. the ImageNet MobileNetV2).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    #[arg(long, default_value = "val")]
+    valid_split: String,
+    /// Continue the run in --out from its last checkpoint (its config.json is used).
+    #[arg(long)]
+    resume: bool,
+    /// Square input size (multiple of 32): 320 (default, CPU), 416, 640.
+    #[arg(long)]
+    size: Option<u32>,
+    /// Backbone layers before torchvision features.N stay frozen (0 = all train; default 4).
+    #[arg(long)]
+    unfreeze_from: Option<usize>,
+    #[arg(long)]
+    width: Option<f64>,
+    /// Channels of the neck and head (default 64).
+    #[arg(long)]
+    neck_width: Option<usize>,
+    /// Depthwise-separable convs per head branch (default 2).
+    #[arg(long)]
+    head_depth: Option<usize>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// Peak learning rate of the neck and head.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Backbone lr = lr / lr-mult (1 disables).
+    #[arg(long)]
+    lr_mult: Option<f64>,
+    #[arg(long)]
+    momentum: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Clip each gradient tensor to this L2 norm (default 10; 0 disables).
+    #[arg(long)]
+    clip_grad: Option<f32>,
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleKind>,
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    #[arg(long)]
+    step_epochs: Option<usize>,
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// Early stopping: epochs without a better valid mAP50-95.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// The last N epochs train without mosaic and with the L1 box loss (default 3).
+    #[arg(long)]
+    close_mosaic: Option<usize>,
+    /// Mosaic probability over the preset's (0 disables).
+    #[arg(long)]
+    mosaic: Option<f32>,
+    #[arg(long, value_enum)]
+    box_loss: Option<BoxLoss>,
+    /// Augmentation preset: none, light, standard (YOLOX-nano's), topdown (+ vertical flips).
+    #[arg(long)]
+    augment: Option<String>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Data-loading threads (default: all cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    #[arg(long, value_enum)]
+    device: Option<DeviceKind>,
+    #[arg(long)]
+    checkpoint_minutes: Option<f64>,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -117,6 +209,7 @@ pub struct ClassifyArgs {
 pub fn run(cmd: TrainCommand) -> Result<i32> {
     match cmd {
         TrainCommand::Classify(a) => classify(*a),
+        TrainCommand::Detect(a) => detect(*a),
     }
 }
 
@@ -199,6 +292,59 @@ fn classify(a: ClassifyArgs) -> Result<i32> {
         s.model.display(),
         s.top1,
         s.macro_f1,
+        s.best_epoch,
+        s.train_seconds / 60.0
+    );
+    println!("report {}", s.out.join("report.md").display());
+    Ok(0)
+}
+
+/// Detection flags over the defaults.
+pub fn detect_config_from_args(a: &DetectArgs) -> Result<DetectConfig> {
+    let mut c = DetectConfig::new(a.data.clone());
+    c.train_split = a.train_split.clone();
+    c.valid_split = a.valid_split.clone();
+    c.weights = a.weights.clone();
+    if c.weights.is_none() && a.unfreeze_from.is_none() {
+        // From scratch nothing can stay frozen.
+        c.unfreeze_from = 0;
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
+    }
+    set!(size, unfreeze_from, width, neck_width, head_depth, epochs, batch, optimizer, lr, lr_mult, momentum, weight_decay);
+    set!(schedule, warmup_epochs, step_epochs, gamma, close_mosaic, box_loss, seed, workers, device, checkpoint_minutes);
+    if let Some(v) = a.clip_grad {
+        c.clip_grad = (v > 0.0).then_some(v);
+    }
+    if a.patience.is_some() {
+        c.patience = a.patience;
+    }
+    if let Some(name) = &a.augment {
+        c.augment = DetAugment::preset(name)?;
+    }
+    if let Some(m) = a.mosaic {
+        c.augment.mosaic = m;
+    }
+    Ok(c)
+}
+
+fn detect(a: DetectArgs) -> Result<i32> {
+    let progress = Progress { quiet: a.quiet };
+    let cfg = if a.resume {
+        let p = a.out.join("config.json");
+        let c: DetectConfig = fsio::read_json(&p).with_context(|| format!("--resume needs the run's {}", p.display()))?;
+        c
+    } else {
+        detect_config_from_args(&a)?
+    };
+    let s = train::detect::train_detect(&cfg, &a.out, a.resume, &progress)?;
+    println!(
+        "model {}  valid mAP50 {:.4}  mAP50-95 {:.4}  count MAE {:.3}  (best epoch {:?}, {:.1} min)",
+        s.model.display(),
+        s.map50,
+        s.map50_95,
+        s.count_mae,
         s.best_epoch,
         s.train_seconds / 60.0
     );

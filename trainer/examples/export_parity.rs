@@ -1,6 +1,7 @@
 //! Writes the artefacts of the export parity check: the vendored ImageNet MobileNetV2 with a
-//! seeded 9-class head, exported to ONNX, a deterministic input and burn's logits for it.
-//! `benches/reference/ort_export_parity.py DIR` then runs the ONNX in onnxruntime and
+//! seeded 9-class head, and the YOLOX-style detector on the same backbone with a seeded
+//! 2-class neck and head, exported to ONNX, a deterministic input and burn's outputs for it.
+//! `benches/reference/ort_export_parity.py DIR` then runs each ONNX in onnxruntime and
 //! compares (CI); this program itself compares against tract.
 //!
 //!     cargo run --release -p fieldkit-trainer --example export_parity -- OUT_DIR
@@ -9,8 +10,9 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 use fieldkit_core::fsio;
-use fieldkit_trainer::export::export_classifier;
-use fieldkit_trainer::model::MobileNetV2Config;
+use fieldkit_trainer::export::{export_classifier, export_detector};
+use fieldkit_trainer::model::yolox::STRIDES;
+use fieldkit_trainer::model::{to_host, DetectorConfig, MobileNetV2Config};
 use fieldkit_trainer::weights::load_backbone;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,8 +30,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.forward(Tensor::<1>::from_floats(input.as_slice(), &device).reshape([1, 3, size, size])).into_data().try_to_vec()?;
     let path = out.join("model.onnx");
     export_classifier(&model, size as u32, &path)?;
-    fsio::write_json(&out.join("parity.json"), &serde_json::json!({"input_shape": [1, 3, size, size], "burn_logits": logits}))?;
-
     let mut card = fieldkit_core::ModelCard::new(
         fieldkit_core::Task::Classify,
         (0..9).map(|i| format!("c{i}")).collect(),
@@ -38,12 +38,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fieldkit_core::Decode::Softmax { output: "logits".into() },
     );
     card.write_for(&path)?;
-    let engine = fieldkit_runtime::Engine::load(&path)?;
-    let tract = engine.session()?.run_tensor(&input)?;
-    let diff = tract.iter().zip(&logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    println!("burn vs tract on the exported model: max abs diff {diff:.2e} over {} logits", logits.len());
-    if diff > 1e-4 {
-        return Err(format!("export parity failed: {diff} > 1e-4").into());
+    check_tract(&path, &input, &logits, "classifier")?;
+
+    // The detector at 320 px; the export sigmoids objectness and class scores.
+    let dsize = 320usize;
+    let mut det = DetectorConfig::new(2).init(&device);
+    load_backbone(&mut det.backbone, &weights)?;
+    let det = det.valid();
+    let dinput = fieldkit_core::preprocess::reference_pattern_imagenet(dsize, dsize);
+    let raw = det.forward(Tensor::<1>::from_floats(dinput.as_slice(), &device).reshape([1, 3, dsize, dsize]));
+    let row = raw.dims()[2];
+    let mut scores = to_host(raw);
+    for (i, v) in scores.iter_mut().enumerate() {
+        if i % row >= 4 {
+            *v = 1.0 / (1.0 + (-*v).exp());
+        }
+    }
+    let dpath = out.join("detector.onnx");
+    export_detector(&det, dsize as u32, &dpath)?;
+    let mut card = fieldkit_core::ModelCard::new(
+        fieldkit_core::Task::Detect,
+        vec!["crop".into(), "weed".into()],
+        fieldkit_core::InputSpec { name: "input".into(), shape: vec![-1, 3, dsize as i64, dsize as i64] },
+        fieldkit_core::Preprocess::imagenet_stretch(dsize as u32),
+        fieldkit_core::Decode::Yolox { output: "output".into(), strides: STRIDES.to_vec(), logits: false },
+    );
+    card.write_for(&dpath)?;
+    check_tract(&dpath, &dinput, &scores, "detector")?;
+    fsio::write_json(
+        &out.join("parity.json"),
+        &serde_json::json!({"models": [
+            {"model": "model.onnx", "input_shape": [1, 3, size, size], "burn_output": logits},
+            {"model": "detector.onnx", "input_shape": [1, 3, dsize, dsize], "burn_output": scores},
+        ]}),
+    )?;
+    Ok(())
+}
+
+fn check_tract(path: &std::path::Path, input: &[f32], burn: &[f32], what: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let engine = fieldkit_runtime::Engine::load(path)?;
+    let tract = engine.session()?.run_tensor(input)?;
+    let diff = tract.iter().zip(burn).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    println!("{what}: burn vs tract on the exported model: max abs diff {diff:.2e} over {} outputs", burn.len());
+    if diff > 1e-4 || tract.len() != burn.len() {
+        return Err(format!("{what} export parity failed: {diff} > 1e-4 (or {} vs {} values)", tract.len(), burn.len()).into());
     }
     Ok(())
 }

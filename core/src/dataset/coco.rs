@@ -64,6 +64,20 @@ pub struct CocoPrediction {
     pub score: f64,
 }
 
+impl CocoPrediction {
+    /// A detection (`[x1, y1, x2, y2]` source pixels, 0-based class) as a COCO result of
+    /// `image_id`, category id = class + 1 (the ids `YoloDataset::to_coco` gives).
+    pub fn from_box(image_id: u64, bbox: [f32; 4], class: usize, score: f32) -> Self {
+        let [x1, y1, x2, y2] = bbox;
+        CocoPrediction {
+            image_id,
+            category_id: class as u64 + 1,
+            bbox: [x1 as f64, y1 as f64, (x2 - x1) as f64, (y2 - y1) as f64],
+            score: score as f64,
+        }
+    }
+}
+
 fn bool_or_int<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::Bool(b) => Ok(b),

@@ -66,15 +66,20 @@ pub fn build_batch(
 }
 
 /// Produces the batches of one training epoch on `workers` threads, at most two batches
-/// ahead per worker. Dropping the loader stops the workers.
-pub struct EpochLoader {
-    receivers: Vec<Receiver<Result<Batch>>>,
+/// ahead per worker. Dropping the loader stops the workers. Generic over what a batch is
+/// (classification images, detection images with boxes).
+pub struct EpochLoader<T = Batch> {
+    receivers: Vec<Receiver<Result<T>>>,
     next: usize,
     end: usize,
     handles: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl EpochLoader {
+/// Builds batch `b` of an epoch; called from the loader threads.
+pub type BuildBatch<T> = std::sync::Arc<dyn Fn(usize) -> Result<T> + Send + Sync>;
+
+impl EpochLoader<Batch> {
+    /// The classification loader: augmented views of `set` in `order`.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         set: std::sync::Arc<ImageSet>,
@@ -89,30 +94,35 @@ impl EpochLoader {
         skip: usize,
     ) -> Self {
         let ranges = batch_ranges(order.len(), batch, true);
-        let end = ranges.len();
+        let n = ranges.len();
+        let build: BuildBatch<Batch> = std::sync::Arc::new(move |b| {
+            build_batch(&set, &order[ranges[b].clone()], size, Some(&augment), &preprocess, seed, epoch)
+        });
+        Self::spawn(n, workers, skip, build)
+    }
+}
+
+impl<T: Send + 'static> EpochLoader<T> {
+    /// Batches `skip..batches`, batch `b` built by worker `b % workers` with `build(b)`.
+    pub fn spawn(batches: usize, workers: usize, skip: usize, build: BuildBatch<T>) -> Self {
         let workers = workers.max(1);
-        let order = std::sync::Arc::new(order);
-        let ranges = std::sync::Arc::new(ranges);
         let mut receivers = Vec::new();
         let mut handles = Vec::new();
         for w in 0..workers {
             let (tx, rx) = sync_channel(2);
             receivers.push(rx);
-            let (set, order, ranges, augment, preprocess) =
-                (set.clone(), order.clone(), ranges.clone(), augment.clone(), preprocess.clone());
+            let build = build.clone();
             handles.push(std::thread::spawn(move || {
                 let mut b = skip + (w + workers - skip % workers) % workers;
-                while b < ranges.len() {
-                    let idx = &order[ranges[b].clone()];
-                    let out = build_batch(&set, idx, size, Some(&augment), &preprocess, seed, epoch);
-                    if tx.send(out).is_err() {
+                while b < batches {
+                    if tx.send(build(b)).is_err() {
                         return;
                     }
                     b += workers;
                 }
             }));
         }
-        EpochLoader { receivers, next: skip, end, handles }
+        EpochLoader { receivers, next: skip, end: batches, handles }
     }
 
     /// Total batches in the epoch (including skipped ones).
@@ -125,8 +135,8 @@ impl EpochLoader {
     }
 }
 
-impl Iterator for EpochLoader {
-    type Item = (usize, Result<Batch>);
+impl<T> Iterator for EpochLoader<T> {
+    type Item = (usize, Result<T>);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.next >= self.end {
@@ -139,7 +149,7 @@ impl Iterator for EpochLoader {
     }
 }
 
-impl Drop for EpochLoader {
+impl<T> Drop for EpochLoader<T> {
     fn drop(&mut self) {
         self.receivers.clear();
         for h in self.handles.drain(..) {

@@ -2,6 +2,7 @@
 //! augmentation, and a background batch loader that keeps both cores busy while burn computes.
 
 pub mod augment;
+pub mod boxes;
 pub mod loader;
 
 use std::path::PathBuf;

@@ -5,15 +5,19 @@
 
 use std::path::Path;
 
-use fieldkit_runtime::onnx_graph::{self, attr_int, attr_ints, tensor_f32, Dim, GraphBuilder};
+use burn::nn::conv::Conv2d;
+use fieldkit_runtime::onnx_graph::{self, attr_int, attr_ints, attr_string, tensor_f32, tensor_i64, Dim, GraphBuilder};
 
 use crate::error::{Result, TrainerError};
 use crate::model::mobilenetv2::{ConvBn, MobileNetV2};
+use crate::model::yolox::{anchor_count, Detector, DwSep, TAPS};
 use crate::model::to_host;
 
 pub const OPSET: i64 = 13;
 pub const INPUT: &str = "input";
 pub const OUTPUT: &str = "logits";
+/// The detector's raw head output.
+pub const DET_OUTPUT: &str = "output";
 
 /// Folds eval-mode BatchNorm into the preceding bias-free conv:
 /// w' = w · γ/√(σ²+ε), b' = β − μ · γ/√(σ²+ε).
@@ -53,10 +57,30 @@ impl Writer {
 
     fn conv_bn(&mut self, name: &str, c: &ConvBn, x: &str) -> String {
         let (dims, w, b) = fold_conv_bn(c);
-        let wn = self.g.initializer(tensor_f32(&format!("{name}.weight"), &dims, &w));
-        let bn = self.g.initializer(tensor_f32(&format!("{name}.bias"), &[dims[0]], &b));
-        let [sh, sw] = c.conv.stride;
-        let (k, groups) = (dims[2], c.conv.groups as i64);
+        let y = self.conv_node(name, &dims, &w, &b, c.conv.stride, c.conv.groups, x);
+        if !c.relu6 {
+            return y;
+        }
+        let r = self.fresh(&format!("{name}.relu6"));
+        self.g.node("Clip", &[&y, "relu6_min", "relu6_max"], &[&r], vec![]);
+        r
+    }
+
+    /// A plain conv with bias (the detector's prediction layers).
+    fn conv(&mut self, name: &str, c: &Conv2d, x: &str) -> String {
+        let wt = c.weight.val();
+        let dims: Vec<i64> = wt.dims().iter().map(|d| *d as i64).collect();
+        let w = to_host(wt);
+        let b = c.bias.as_ref().map(|b| to_host(b.val())).unwrap_or_else(|| vec![0.0; dims[0] as usize]);
+        self.conv_node(name, &dims, &w, &b, c.stride, c.groups, x)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv_node(&mut self, name: &str, dims: &[i64], w: &[f32], b: &[f32], stride: [usize; 2], groups: usize, x: &str) -> String {
+        let wn = self.g.initializer(tensor_f32(&format!("{name}.weight"), dims, w));
+        let bn = self.g.initializer(tensor_f32(&format!("{name}.bias"), &[dims[0]], b));
+        let [sh, sw] = stride;
+        let (k, groups) = (dims[2], groups as i64);
         let pad = (k - 1) / 2;
         let y = self.fresh(&format!("{name}.conv"));
         self.g.node(
@@ -71,12 +95,54 @@ impl Writer {
                 attr_int("group", groups),
             ],
         );
-        if !c.relu6 {
-            return y;
+        y
+    }
+
+    fn dwsep(&mut self, name: &str, m: &DwSep, x: &str) -> String {
+        let y = self.conv_bn(&format!("{name}.dw"), &m.dw, x);
+        self.conv_bn(&format!("{name}.pw"), &m.pw, &y)
+    }
+
+    fn binary(&mut self, op: &str, name: &str, a: &str, b: &str) -> String {
+        let y = self.fresh(name);
+        self.g.node(op, &[a, b], &[&y], vec![]);
+        y
+    }
+
+    /// A graph with input `[N, 3, size, size]` and the ReLU6 bounds.
+    fn new(name: &str, size: u32) -> Self {
+        let mut w = Writer { g: GraphBuilder::new(name), n: 0 };
+        let s = size as i64;
+        w.g.input_f32(INPUT, &[Dim::Param("N".into()), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)]);
+        w.g.initializer(tensor_f32("relu6_min", &[], &[0.0]));
+        w.g.initializer(tensor_f32("relu6_max", &[], &[6.0]));
+        w
+    }
+
+    /// torchvision `features[from..to]` of `model` applied to `x`, named as torchvision does.
+    fn backbone(&mut self, model: &MobileNetV2, from: usize, to: usize, mut x: String) -> String {
+        for l in from..to {
+            x = match l {
+                0 => self.conv_bn("features.0", &model.stem, &x),
+                18 => self.conv_bn("features.18", &model.last, &x),
+                n => {
+                    let b = &model.blocks[n - 1];
+                    let name = format!("features.{n}");
+                    let input = x.clone();
+                    let mut y = input.clone();
+                    if let Some(e) = &b.expand {
+                        y = self.conv_bn(&format!("{name}.expand"), e, &y);
+                    }
+                    y = self.conv_bn(&format!("{name}.depthwise"), &b.depthwise, &y);
+                    y = self.conv_bn(&format!("{name}.project"), &b.project, &y);
+                    if b.residual {
+                        y = self.binary("Add", &format!("{name}.add"), &input, &y);
+                    }
+                    y
+                }
+            };
         }
-        let r = self.fresh(&format!("{name}.relu6"));
-        self.g.node("Clip", &[&y, "relu6_min", "relu6_max"], &[&r], vec![]);
-        r
+        x
     }
 }
 
@@ -87,30 +153,9 @@ pub fn export_classifier(model: &MobileNetV2, size: u32, path: &Path) -> Result<
         .classifier
         .as_ref()
         .ok_or_else(|| TrainerError::Config("export: the model has no classifier head".into()))?;
-    let mut w = Writer { g: GraphBuilder::new("fieldkit_mobilenetv2"), n: 0 };
-    let s = size as i64;
+    let mut w = Writer::new("fieldkit_mobilenetv2", size);
     let batch = Dim::Param("N".into());
-    w.g.input_f32(INPUT, &[batch.clone(), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)]);
-    w.g.initializer(tensor_f32("relu6_min", &[], &[0.0]));
-    w.g.initializer(tensor_f32("relu6_max", &[], &[6.0]));
-    let mut x = w.conv_bn("features.0", &model.stem, INPUT);
-    for (i, b) in model.blocks.iter().enumerate() {
-        let name = format!("features.{}", i + 1);
-        let input = x.clone();
-        let mut y = input.clone();
-        if let Some(e) = &b.expand {
-            y = w.conv_bn(&format!("{name}.expand"), e, &y);
-        }
-        y = w.conv_bn(&format!("{name}.depthwise"), &b.depthwise, &y);
-        y = w.conv_bn(&format!("{name}.project"), &b.project, &y);
-        if b.residual {
-            let sum = w.fresh(&format!("{name}.add"));
-            w.g.node("Add", &[&input, &y], &[&sum], vec![]);
-            y = sum;
-        }
-        x = y;
-    }
-    x = w.conv_bn("features.18", &model.last, &x);
+    let x = w.backbone(model, 0, 19, INPUT.to_string());
     w.g.node("GlobalAveragePool", &[&x], &["pooled"], vec![]);
     w.g.node("Flatten", &["pooled"], &["features"], vec![attr_int("axis", 1)]);
     // burn's Linear weight is [in, out]: Gemm without transposition.
@@ -123,5 +168,79 @@ pub fn export_classifier(model: &MobileNetV2, size: u32, path: &Path) -> Result<
     w.g.output_f32(OUTPUT, &[batch, Dim::Fixed(wd[1])]);
     let model = w.g.into_model(OPSET, "fieldkit");
     onnx_graph::save(&model, path)?;
+    Ok(())
+}
+
+/// Writes `model` (eval mode) as ONNX taking `[N, 3, size, size]` and giving the raw head
+/// `[N, anchors, 5 + classes]` in YOLOX's layout with objectness and class scores sigmoided
+/// (as the shared YOLOX-nano export), atomically. The 2x upsampling is a nearest Resize.
+pub fn export_detector(model: &Detector, size: u32, path: &Path) -> Result<()> {
+    if size % 32 != 0 {
+        return Err(TrainerError::Config(format!("export: size {size} is not a multiple of 32")));
+    }
+    let mut w = Writer::new("fieldkit_yolox_mobilenetv2", size);
+    w.g.initializer(tensor_f32("upsample_scales", &[4], &[1.0, 1.0, 2.0, 2.0]));
+    let c3 = w.backbone(&model.backbone, 0, TAPS[0], INPUT.to_string());
+    let c4 = w.backbone(&model.backbone, TAPS[0], TAPS[1], c3.clone());
+    let c5 = w.backbone(&model.backbone, TAPS[1], TAPS[2], c4.clone());
+    let n = &model.neck;
+    let up = |w: &mut Writer, x: &str| {
+        let y = w.fresh("neck.upsample");
+        w.g.node(
+            "Resize",
+            &[x, "", "upsample_scales"],
+            &[&y],
+            vec![attr_string("mode", "nearest"), attr_string("coordinate_transformation_mode", "asymmetric"), attr_string("nearest_mode", "floor")],
+        );
+        y
+    };
+    let l5 = w.conv_bn("neck.lateral.2", &n.lateral[2], &c5);
+    let l4 = w.conv_bn("neck.lateral.1", &n.lateral[1], &c4);
+    let l3 = w.conv_bn("neck.lateral.0", &n.lateral[0], &c3);
+    let u5 = up(&mut w, &l5);
+    let s4 = w.binary("Add", "neck.td.0.add", &l4, &u5);
+    let p4 = w.dwsep("neck.td.0", &n.td[0], &s4);
+    let u4 = up(&mut w, &p4);
+    let s3 = w.binary("Add", "neck.td.1.add", &l3, &u4);
+    let p3 = w.dwsep("neck.td.1", &n.td[1], &s3);
+    let d3 = w.conv_bn("neck.down.0", &n.down[0], &p3);
+    let s4b = w.binary("Add", "neck.bu.0.add", &p4, &d3);
+    let o4 = w.dwsep("neck.bu.0", &n.bu[0], &s4b);
+    let d4 = w.conv_bn("neck.down.1", &n.down[1], &o4);
+    let s5b = w.binary("Add", "neck.bu.1.add", &l5, &d4);
+    let o5 = w.dwsep("neck.bu.1", &n.bu[1], &s5b);
+    let row = 5 + model.num_classes as i64;
+    let shape = w.g.initializer(tensor_i64("level_shape", &[3], &[0, row, -1]));
+    let mut levels = Vec::new();
+    for (i, x) in [p3, o4, o5].iter().enumerate() {
+        let h = &model.heads[i];
+        let name = format!("heads.{i}");
+        let mut c = x.clone();
+        for (k, m) in h.cls_convs.iter().enumerate() {
+            c = w.dwsep(&format!("{name}.cls_convs.{k}"), m, &c);
+        }
+        let mut r = x.clone();
+        for (k, m) in h.reg_convs.iter().enumerate() {
+            r = w.dwsep(&format!("{name}.reg_convs.{k}"), m, &r);
+        }
+        let reg = w.conv(&format!("{name}.reg_pred"), &h.reg_pred, &r);
+        let obj = w.conv(&format!("{name}.obj_pred"), &h.obj_pred, &r);
+        let cls = w.conv(&format!("{name}.cls_pred"), &h.cls_pred, &c);
+        let (so, sc) = (w.fresh(&format!("{name}.obj_sigmoid")), w.fresh(&format!("{name}.cls_sigmoid")));
+        w.g.node("Sigmoid", &[&obj], &[&so], vec![]);
+        w.g.node("Sigmoid", &[&cls], &[&sc], vec![]);
+        let cat = w.fresh(&format!("{name}.concat"));
+        w.g.node("Concat", &[&reg, &so, &sc], &[&cat], vec![attr_int("axis", 1)]);
+        let flat = w.fresh(&format!("{name}.flatten"));
+        w.g.node("Reshape", &[&cat, &shape], &[&flat], vec![]);
+        levels.push(flat);
+    }
+    let refs: Vec<&str> = levels.iter().map(|s| s.as_str()).collect();
+    w.g.node("Concat", &refs, &["levels"], vec![attr_int("axis", 2)]);
+    w.g.node("Transpose", &["levels"], &[DET_OUTPUT], vec![attr_ints("perm", &[0, 2, 1])]);
+    let anchors = anchor_count(size) as i64;
+    w.g.output_f32(DET_OUTPUT, &[Dim::Param("N".into()), Dim::Fixed(anchors), Dim::Fixed(row)]);
+    let m = w.g.into_model(OPSET, "fieldkit");
+    onnx_graph::save(&m, path)?;
     Ok(())
 }

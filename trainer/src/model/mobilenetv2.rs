@@ -41,7 +41,7 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(cin: usize, cout: usize, kernel: usize, stride: usize, groups: usize, relu6: bool, device: &Device) -> Self {
+    pub fn new(cin: usize, cout: usize, kernel: usize, stride: usize, groups: usize, relu6: bool, device: &Device) -> Self {
         let pad = (kernel - 1) / 2;
         let conv = Conv2dConfig::new([cin, cout], [kernel, kernel])
             .with_stride([stride, stride])

@@ -1,8 +1,10 @@
 //! burn models.
 
 pub mod mobilenetv2;
+pub mod yolox;
 
 pub use mobilenetv2::{MobileNetV2, MobileNetV2Config};
+pub use yolox::{Detector, DetectorConfig};
 
 use burn::prelude::Tensor;
 

@@ -30,9 +30,10 @@ pub struct EpochMetrics {
     pub images_per_s: f64,
 }
 
-/// Where the loop stands: enough to continue exactly where it stopped.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LoopState {
+/// Where the loop stands: enough to continue exactly where it stopped. `M` is the task's
+/// per-epoch row (classification: [`EpochMetrics`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopState<M = EpochMetrics> {
     /// Epoch being run (0-based); `batch` batches of it are done.
     pub epoch: usize,
     pub batch: usize,
@@ -41,7 +42,7 @@ pub struct LoopState {
     /// Running sum and count of the training loss in the current epoch.
     pub loss_sum: f64,
     pub loss_count: usize,
-    pub history: Vec<EpochMetrics>,
+    pub history: Vec<M>,
     pub best: Option<f64>,
     pub best_epoch: Option<usize>,
     pub bad_epochs: usize,
@@ -49,6 +50,25 @@ pub struct LoopState {
     /// Training seconds spent before this checkpoint (across resumes).
     pub elapsed_s: f64,
     pub stopped_early: bool,
+}
+
+impl<M> Default for LoopState<M> {
+    fn default() -> Self {
+        LoopState {
+            epoch: 0,
+            batch: 0,
+            step: 0,
+            loss_sum: 0.0,
+            loss_count: 0,
+            history: Vec::new(),
+            best: None,
+            best_epoch: None,
+            bad_epochs: 0,
+            plateau: PlateauState::default(),
+            elapsed_s: 0.0,
+            stopped_early: false,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -121,7 +141,7 @@ impl Checkpoints {
         self.root.join("last.json").is_file()
     }
 
-    pub fn save<M: Module + ModuleSnapshot>(&self, model: &M, optim: &ModuleOptimizer, state: &LoopState) -> Result<()> {
+    pub fn save<M: Module + ModuleSnapshot, R: Serialize>(&self, model: &M, optim: &ModuleOptimizer, state: &LoopState<R>) -> Result<()> {
         std::fs::create_dir_all(&self.root).map_err(|e| CoreError::io(&self.root, e))?;
         let name = format!("ckpt-e{:04}-b{:06}-s{:08}", state.epoch, state.batch, state.step);
         let tmp = self.root.join(format!("{name}.tmp"));
@@ -155,12 +175,16 @@ impl Checkpoints {
     }
 
     /// Loads the last checkpoint into `model` and `optim`, returning the loop state.
-    pub fn load<M: Module + ModuleSnapshot>(&self, model: &mut M, optim: ModuleOptimizer) -> Result<(LoopState, ModuleOptimizer)> {
+    pub fn load<M: Module + ModuleSnapshot, R: serde::de::DeserializeOwned>(
+        &self,
+        model: &mut M,
+        optim: ModuleOptimizer,
+    ) -> Result<(LoopState<R>, ModuleOptimizer)> {
         let dir = self.last_dir()?;
         load_module(model, &dir.join("model.bpk"))?;
         let optim_path = dir.join("optim.bpk");
         let record = OptimizerRecord::load(&optim_path).map_err(|e| store_err(&optim_path, format!("{e:?}")))?;
-        let state: LoopState = fsio::read_json(&dir.join("state.json"))?;
+        let state: LoopState<R> = fsio::read_json(&dir.join("state.json"))?;
         Ok((state, optim.load_record(record)))
     }
 }

@@ -1,7 +1,7 @@
 //! `fieldkit train classify`: the fine-tuning loop around [`Stepper`], with validation,
 //! schedules, early stopping, crash-safe checkpoints and resume, then export and report.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +16,8 @@ use fieldkit_core::metrics::ClassificationReport;
 use fieldkit_core::preprocess::Preprocess;
 use fieldkit_core::{fsio, CoreError};
 
-use super::checkpoint::{save_module, Checkpoints, EpochMetrics, LoopState};
+use super::checkpoint::{Checkpoints, EpochMetrics};
+use super::looping::{run_epochs, EpochTrain, LoopOutcome, Task};
 use super::config::{ClassifyConfig, OptimizerKind, Strategy};
 use super::features::{cache_key, features, FeatureSet};
 use super::progress::Progress;
@@ -134,12 +135,17 @@ pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
 }
 
 pub fn optimizer(cfg: &ClassifyConfig) -> ModuleOptimizer {
-    let clip = cfg.clip_grad.map(GradientClippingConfig::Norm);
-    match cfg.optimizer {
-        OptimizerKind::AdamW => AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).with_grad_clipping(clip).init(),
+    optimizer_for(cfg.optimizer, cfg.weight_decay, cfg.momentum, cfg.clip_grad)
+}
+
+/// AdamW (decoupled weight decay) or SGD with momentum, with optional per-tensor clipping.
+pub fn optimizer_for(kind: OptimizerKind, weight_decay: f64, momentum: f64, clip_grad: Option<f32>) -> ModuleOptimizer {
+    let clip = clip_grad.map(GradientClippingConfig::Norm);
+    match kind {
+        OptimizerKind::AdamW => AdamWConfig::new().with_weight_decay(weight_decay as f32).with_grad_clipping(clip).init(),
         OptimizerKind::Sgd => SgdConfig::new()
-            .with_momentum(Some(MomentumConfig::new().with_momentum(cfg.momentum).with_dampening(0.0)))
-            .with_weight_decay((cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32)))
+            .with_momentum(Some(MomentumConfig::new().with_momentum(momentum).with_dampening(0.0)))
+            .with_weight_decay((weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)))
             .with_gradient_clipping(clip)
             .init(),
     }
@@ -240,127 +246,106 @@ fn monitor_value(cfg: &ClassifyConfig, m: &EpochMetrics) -> f64 {
     }
 }
 
-/// Result of the loop.
-pub struct LoopOutcome {
-    pub state: LoopState,
-    pub best_model: PathBuf,
+/// Classification as a [`Task`] of the shared loop: layers thaw per the strategy, one
+/// [`Stepper`] step per batch, validation by top-1 / macro-F1 / valid loss.
+struct ClassifyTask<'a> {
+    p: &'a Prepared,
+    stepper: Stepper,
+    /// First trainable layer the model is set to (None before the first epoch).
+    current_from: Option<usize>,
+}
+
+impl<'a> Task<'a> for ClassifyTask<'a> {
+    type Model = MobileNetV2;
+    type Batch = (Input, Vec<i64>);
+    type Metrics = EpochMetrics;
+
+    fn epochs(&self) -> usize {
+        self.p.cfg.epochs
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        steps_per_epoch(self.p)
+    }
+
+    fn schedule(&self) -> Schedule {
+        schedule(&self.p.cfg, steps_per_epoch(self.p))
+    }
+
+    fn checkpoint_minutes(&self) -> f64 {
+        self.p.cfg.checkpoint_minutes
+    }
+
+    fn patience(&self) -> Option<usize> {
+        self.p.cfg.patience
+    }
+
+    fn monitor_name(&self) -> &'static str {
+        self.p.cfg.monitor.name()
+    }
+
+    fn higher_is_better(&self) -> bool {
+        self.p.cfg.monitor.higher_is_better()
+    }
+
+    fn begin_epoch(&mut self, model: MobileNetV2, epoch: usize, progress: &Progress) -> MobileNetV2 {
+        let from = self.p.cfg.trainable_from(epoch);
+        if self.current_from == Some(from) {
+            return model;
+        }
+        if self.current_from.is_some() {
+            progress.message(&format!("epoch {}: layers features.{from}.. now train", epoch + 1));
+        }
+        self.current_from = Some(from);
+        self.stepper.reset();
+        model.with_trainable_from(from)
+    }
+
+    fn batches(&self, epoch: usize, skip: usize) -> Box<dyn Iterator<Item = (usize, Result<Self::Batch>)> + 'a> {
+        epoch_batches(self.p, epoch, skip)
+    }
+
+    fn step(&mut self, model: MobileNetV2, optim: &mut ModuleOptimizer, batch: Self::Batch, lr: f64, epoch: usize) -> Result<(MobileNetV2, f64, usize)> {
+        let (input, labels) = batch;
+        let n = labels.len();
+        let from = self.p.cfg.trainable_from(epoch);
+        let (m, loss) = self.stepper.step(model, optim, &self.p.cfg, input, labels, lr, from);
+        Ok((m, loss, n))
+    }
+
+    fn validate(&mut self, model: &MobileNetV2, t: &EpochTrain) -> Result<EpochMetrics> {
+        let (valid_loss, report, _) = validate(self.p, model)?;
+        Ok(EpochMetrics {
+            epoch: t.epoch,
+            lr: t.lr,
+            train_loss: t.train_loss,
+            valid_loss,
+            top1: report.top1,
+            macro_f1: report.macro_f1,
+            trainable_from: self.current_from.unwrap_or(0),
+            seconds: t.seconds,
+            images_per_s: t.images_per_s,
+        })
+    }
+
+    fn monitor(&self, m: &EpochMetrics) -> f64 {
+        monitor_value(&self.p.cfg, m)
+    }
+
+    fn describe(&self, m: &EpochMetrics) -> String {
+        format!(
+            "epoch {:>3}/{}  train_loss {:.4}  valid_loss {:.4}  top1 {:.4}  macro_f1 {:.4}  {:.0} img/s  {:.0} s",
+            m.epoch, self.p.cfg.epochs, m.train_loss, m.valid_loss, m.top1, m.macro_f1, m.images_per_s, m.seconds
+        )
+    }
 }
 
 /// Runs (or continues) the epochs. The best model by `monitor` is kept in
 /// `checkpoints/best.bpk`.
-pub fn run_loop(p: &Prepared, out: &Path, resume: bool, progress: &Progress) -> Result<LoopOutcome> {
-    let cfg = &p.cfg;
-    let ckpts = Checkpoints::new(out);
-    let mut model = p.model.clone();
-    let mut optim = optimizer(cfg);
-    let mut state = LoopState::default();
-    if resume {
-        let (s, o) = ckpts.load(&mut model, optim)?;
-        state = s;
-        optim = o;
-        progress.message(&format!("resumed at epoch {} batch {} (step {})", state.epoch + 1, state.batch, state.step));
-    }
-    let mut current_from = cfg.trainable_from(state.epoch);
-    let mut model = model.with_trainable_from(current_from).train();
-    let weights = class_weights(&p.counts, cfg.class_weights);
-    let mut stepper = Stepper::new(&p.device, cfg, weights);
-    let spe = steps_per_epoch(p);
-    let sched = schedule(cfg, spe);
-    let mut last_save = Instant::now();
-    let run_start = Instant::now();
-    let elapsed_before = state.elapsed_s;
-
-    while state.epoch < cfg.epochs && !state.stopped_early {
-        let epoch = state.epoch;
-        let from = cfg.trainable_from(epoch);
-        if from != current_from {
-            model = model.with_trainable_from(from);
-            stepper.reset();
-            current_from = from;
-            progress.message(&format!("epoch {}: layers features.{from}.. now train", epoch + 1));
-        }
-        let epoch_start = Instant::now();
-        let bar = progress.bar(&format!("epoch {}/{}", epoch + 1, cfg.epochs), spe);
-        let mut images = 0usize;
-        for (b, item) in epoch_batches(p, epoch, state.batch) {
-            let (input, labels) = item?;
-            images += labels.len();
-            let lr = sched.lr(state.step, &state.plateau);
-            let (m, loss) = stepper.step(model, &mut optim, cfg, input, labels, lr, from);
-            model = m;
-            if !loss.is_finite() {
-                return Err(TrainerError::Diverged(format!(
-                    "training loss became {loss} at epoch {} batch {b} (lr {lr:.2e}); lower --lr or enable --clip-grad",
-                    epoch + 1
-                )));
-            }
-            state.loss_sum += loss;
-            state.loss_count += 1;
-            state.step += 1;
-            state.batch = b + 1;
-            bar.set(b + 1, &format!("loss {:.4} lr {lr:.2e}", state.loss_sum / state.loss_count as f64));
-            if last_save.elapsed().as_secs_f64() > cfg.checkpoint_minutes * 60.0 && state.batch < spe {
-                state.elapsed_s = elapsed_before + run_start.elapsed().as_secs_f64();
-                ckpts.save(&model, &optim, &state)?;
-                last_save = Instant::now();
-            }
-        }
-        bar.finish();
-        let train_secs = epoch_start.elapsed().as_secs_f64();
-        let (valid_loss, report, _) = validate(p, &model)?;
-        let m = EpochMetrics {
-            epoch: epoch + 1,
-            lr: sched.lr(state.step.saturating_sub(1), &state.plateau),
-            train_loss: state.loss_sum / state.loss_count.max(1) as f64,
-            valid_loss,
-            top1: report.top1,
-            macro_f1: report.macro_f1,
-            trainable_from: from,
-            seconds: epoch_start.elapsed().as_secs_f64(),
-            images_per_s: images as f64 / train_secs.max(1e-9),
-        };
-        let value = monitor_value(cfg, &m);
-        let improved = match state.best {
-            None => true,
-            Some(b) => if cfg.monitor.higher_is_better() { value > b } else { value < b },
-        };
-        progress.message(&format!(
-            "epoch {:>3}/{}  train_loss {:.4}  valid_loss {:.4}  top1 {:.4}  macro_f1 {:.4}  {:.0} img/s  {:.0} s{}",
-            m.epoch,
-            cfg.epochs,
-            m.train_loss,
-            m.valid_loss,
-            m.top1,
-            m.macro_f1,
-            m.images_per_s,
-            m.seconds,
-            if improved { "  *best" } else { "" }
-        ));
-        if improved {
-            state.best = Some(value);
-            state.best_epoch = Some(epoch + 1);
-            state.bad_epochs = 0;
-            save_module(&model.valid(), &ckpts.best_model())?;
-        } else {
-            state.bad_epochs += 1;
-        }
-        sched.observe(&mut state.plateau, value, cfg.monitor.higher_is_better());
-        state.history.push(m);
-        if let Some(pat) = cfg.patience {
-            if state.bad_epochs >= pat {
-                state.stopped_early = true;
-                progress.message(&format!("early stop: {} did not improve for {pat} epochs", cfg.monitor.name()));
-            }
-        }
-        state.epoch += 1;
-        state.batch = 0;
-        state.loss_sum = 0.0;
-        state.loss_count = 0;
-        state.elapsed_s = elapsed_before + run_start.elapsed().as_secs_f64();
-        ckpts.save(&model, &optim, &state)?;
-        last_save = Instant::now();
-    }
-    Ok(LoopOutcome { state, best_model: ckpts.best_model() })
+pub fn run_loop(p: &Prepared, out: &Path, resume: bool, progress: &Progress) -> Result<LoopOutcome<EpochMetrics>> {
+    let weights = class_weights(&p.counts, p.cfg.class_weights);
+    let mut task = ClassifyTask { p, stepper: Stepper::new(&p.device, &p.cfg, weights), current_from: None };
+    run_epochs(&mut task, p.model.clone(), optimizer(&p.cfg), out, resume, progress)
 }
 
 /// Refuses to overwrite a previous run unless resuming. A directory holding only the
@@ -383,7 +368,7 @@ pub fn check_out_dir(out: &Path, resume: bool) -> Result<()> {
 }
 
 /// Writes the run's settings once its data has been opened successfully.
-pub fn write_config(out: &Path, cfg: &ClassifyConfig) -> Result<()> {
+pub fn write_config<C: serde::Serialize>(out: &Path, cfg: &C) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| CoreError::io(out, e))?;
     fsio::write_json(&out.join("config.json"), cfg)?;
     Ok(())

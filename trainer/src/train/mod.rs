@@ -4,7 +4,9 @@
 pub mod checkpoint;
 pub mod classify;
 pub mod config;
+pub mod detect;
 pub mod features;
+pub mod looping;
 pub mod lr_find;
 pub mod progress;
 pub mod report;
@@ -129,8 +131,14 @@ pub enum Which {
     Last,
 }
 
-/// `fieldkit export`: a run's checkpoint -> ONNX + card, without training further.
+/// `fieldkit export`: a run's checkpoint (classification or detection) -> ONNX + card,
+/// without training further.
 pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
+    let raw: serde_json::Value = fieldkit_core::fsio::read_json(&run.join("config.json"))?;
+    // Only detection runs have a mosaic schedule.
+    if raw.get("close_mosaic").is_some() {
+        return detect::export_run(run, which, path);
+    }
     let cfg: ClassifyConfig = fieldkit_core::fsio::read_json(&run.join("config.json"))?;
     let train = ImageFolder::open(&cfg.data, &cfg.train_split)?;
     let device = cfg.device.device()?;

@@ -1,0 +1,176 @@
+//! Every setting of a detection run, serialised to `config.json`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::loss::BoxLoss;
+use crate::data::boxes::DetAugment;
+use crate::device::DeviceKind;
+use crate::error::{Result, TrainerError};
+use crate::model::mobilenetv2::FEATURE_LAYERS;
+use crate::model::yolox::TAPS;
+use crate::train::config::OptimizerKind;
+use crate::train::schedule::ScheduleKind;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectConfig {
+    /// Ultralytics `data.yaml`.
+    pub data: PathBuf,
+    pub train_split: String,
+    pub valid_split: String,
+    /// ImageNet backbone weights (torchvision-named safetensors); none trains from scratch.
+    pub weights: Option<PathBuf>,
+    pub width: f64,
+    pub neck_width: usize,
+    pub head_depth: usize,
+    /// Square input (multiple of 32).
+    pub size: u32,
+    /// Backbone layers `features[..unfreeze_from]` stay frozen (0 = everything trains).
+    pub unfreeze_from: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    /// Backbone lr = lr / lr_mult.
+    pub lr_mult: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub clip_grad: Option<f32>,
+    pub schedule: ScheduleKind,
+    pub warmup_epochs: f64,
+    pub step_epochs: usize,
+    pub gamma: f64,
+    pub plateau_patience: usize,
+    /// Early stop after this many epochs without a better mAP50-95.
+    pub patience: Option<usize>,
+    /// The last epochs run without mosaic and with the L1 box loss (YOLOX `no_aug_epochs`).
+    pub close_mosaic: usize,
+    pub box_loss: BoxLoss,
+    pub augment: DetAugment,
+    pub seed: u64,
+    pub workers: usize,
+    pub device: DeviceKind,
+    pub checkpoint_minutes: f64,
+}
+
+impl DetectConfig {
+    /// The defaults `fieldkit train detect` uses without flags.
+    pub fn new(data: PathBuf) -> Self {
+        DetectConfig {
+            data,
+            train_split: "train".into(),
+            valid_split: "val".into(),
+            weights: None,
+            width: 1.0,
+            neck_width: 64,
+            head_depth: 2,
+            size: 320,
+            unfreeze_from: 4,
+            epochs: 30,
+            batch: 16,
+            optimizer: OptimizerKind::AdamW,
+            lr: 2e-3,
+            lr_mult: 5.0,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            clip_grad: Some(10.0),
+            schedule: ScheduleKind::Cosine,
+            warmup_epochs: 1.0,
+            step_epochs: 10,
+            gamma: 0.1,
+            plateau_patience: 2,
+            patience: None,
+            close_mosaic: 3,
+            box_loss: BoxLoss::Iou,
+            augment: DetAugment::standard(),
+            seed: 0,
+            workers: fieldkit_core::parallel::default_workers(),
+            device: DeviceKind::Flex,
+            checkpoint_minutes: 10.0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainerError::Config(m));
+        if self.size < 64 || self.size % 32 != 0 {
+            return bad(format!("--size {} must be a multiple of 32 (>= 64): the head's coarsest stride is 32", self.size));
+        }
+        if ![0.35, 0.5, 0.75, 1.0].contains(&self.width) {
+            return bad(format!("--width {} is not one of 0.35, 0.5, 0.75, 1.0", self.width));
+        }
+        if self.neck_width < 8 || self.head_depth > 4 {
+            return bad(format!("--neck-width {} must be >= 8 and --head-depth {} <= 4", self.neck_width, self.head_depth));
+        }
+        if self.epochs == 0 || self.batch < 2 {
+            return bad(format!("--epochs {} must be >= 1 and --batch {} >= 2", self.epochs, self.batch));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.lr_mult >= 1.0) {
+            return bad(format!("--lr {} must be > 0 and --lr-mult {} >= 1", self.lr, self.lr_mult));
+        }
+        if self.unfreeze_from > TAPS[2] {
+            return bad(format!(
+                "--unfreeze-from {} is past the detector's last backbone layer (0..={}; features.18 is not used)",
+                self.unfreeze_from, TAPS[2]
+            ));
+        }
+        if self.weights.is_some() && self.width != 1.0 {
+            return bad(format!("pretrained weights are width 1.0; --width {} trains from scratch (drop --weights)", self.width));
+        }
+        if self.weights.is_none() && self.unfreeze_from > 0 {
+            return bad(format!("--unfreeze-from {} freezes random layers without --weights: give --weights or --unfreeze-from 0", self.unfreeze_from));
+        }
+        self.augment.validate()
+    }
+
+    /// The untrained detector: MobileNetV2 at `width` with the PAN neck and YOLOX heads.
+    pub fn init_model(&self, classes: usize, device: &burn::prelude::Device) -> crate::model::Detector {
+        crate::model::DetectorConfig::new(classes)
+            .with_width(self.width)
+            .with_neck_width(self.neck_width)
+            .with_head_depth(self.head_depth)
+            .init(device)
+    }
+
+    /// The card's preprocessing, used for validation too: a top-left letterbox (YOLOX's) padded
+    /// with 114, RGB, ImageNet normalisation (the backbone's pretraining).
+    pub fn preprocess(&self) -> fieldkit_core::Preprocess {
+        use fieldkit_core::preprocess::{Preprocess, Resize};
+        Preprocess {
+            resize: Resize::Letterbox { width: self.size, height: self.size, pad: crate::data::boxes::PAD, center: false },
+            ..Preprocess::imagenet_stretch(self.size)
+        }
+    }
+
+    /// Whether `epoch` (0-based) is one of the last, mosaic-free, L1 epochs.
+    pub fn closing(&self, epoch: usize) -> bool {
+        epoch + self.close_mosaic >= self.epochs
+    }
+
+    /// First trainable backbone layer (FEATURE_LAYERS never: the neck and head always train).
+    pub fn trainable_from(&self) -> usize {
+        self.unfreeze_from.min(FEATURE_LAYERS - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_flag_and_closing_counts_from_the_end() {
+        let mut c = DetectConfig::new("d.yaml".into());
+        c.weights = Some("w".into());
+        assert!(c.validate().is_ok());
+        c.size = 300;
+        assert!(c.validate().unwrap_err().to_string().contains("--size 300"));
+        let mut c = DetectConfig::new("d.yaml".into());
+        assert!(c.validate().unwrap_err().to_string().contains("--unfreeze-from"));
+        c.unfreeze_from = 0;
+        assert!(c.validate().is_ok());
+        c.epochs = 10;
+        c.close_mosaic = 3;
+        assert_eq!((0..10).filter(|&e| c.closing(e)).collect::<Vec<_>>(), vec![7, 8, 9]);
+        assert_eq!(c.preprocess().output_size(), Some((320, 320)));
+    }
+}

@@ -1,0 +1,130 @@
+//! What a detection run leaves in `--out` besides the model: metrics.csv, loss and mAP
+//! curves, report.md with the exported model's COCO table.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use fieldkit_core::fsio;
+use fieldkit_core::metrics::{CocoEval, CountReport};
+use fieldkit_core::report::{plot_lines, write_csv};
+
+use super::{DetEpochMetrics, DetectConfig};
+use crate::error::Result;
+
+pub fn write_metrics_csv(path: &Path, history: &[DetEpochMetrics]) -> Result<()> {
+    let header = ["epoch", "lr", "train_loss", "valid_loss", "map50", "map50_95", "count_mae", "mosaic", "seconds", "images_per_s"];
+    let rows: Vec<Vec<String>> = history
+        .iter()
+        .map(|m| {
+            vec![
+                m.epoch.to_string(),
+                format!("{:.6e}", m.lr),
+                format!("{:.6}", m.train_loss),
+                format!("{:.6}", m.valid_loss),
+                format!("{:.6}", m.map50),
+                format!("{:.6}", m.map50_95),
+                format!("{:.4}", m.count_mae),
+                m.mosaic.to_string(),
+                format!("{:.2}", m.seconds),
+                format!("{:.2}", m.images_per_s),
+            ]
+        })
+        .collect();
+    write_csv(path, &header, &rows)?;
+    Ok(())
+}
+
+pub fn plot_curves(out: &Path, history: &[DetEpochMetrics]) -> Result<()> {
+    let pts = |f: &dyn Fn(&DetEpochMetrics) -> f64| history.iter().map(|m| (m.epoch as f64, f(m))).collect::<Vec<_>>();
+    plot_lines(
+        &out.join("loss.png"),
+        "loss",
+        "epoch",
+        "YOLOX loss",
+        &[("train".into(), pts(&|m| m.train_loss)), ("valid".into(), pts(&|m| m.valid_loss))],
+    )?;
+    plot_lines(
+        &out.join("map.png"),
+        "valid mAP",
+        "epoch",
+        "mAP",
+        &[("mAP50".into(), pts(&|m| m.map50)), ("mAP50-95".into(), pts(&|m| m.map50_95))],
+    )?;
+    Ok(())
+}
+
+pub struct DetReportInputs<'a> {
+    pub cfg: &'a DetectConfig,
+    pub classes: &'a [String],
+    pub counts: &'a [usize],
+    pub train_images: usize,
+    pub history: &'a [DetEpochMetrics],
+    pub best_epoch: Option<usize>,
+    pub final_eval: &'a CocoEval,
+    pub final_counts: &'a CountReport,
+    pub train_seconds: f64,
+    pub stopped_early: bool,
+}
+
+pub fn write_report(out: &Path, r: &DetReportInputs) -> Result<()> {
+    let c = r.cfg;
+    let mut s = String::new();
+    let _ = writeln!(s, "# Detection training report\n");
+    let _ = writeln!(s, "- data: `{}` ({} / {})", c.data.display(), c.train_split, c.valid_split);
+    let _ = writeln!(
+        s,
+        "- model: YOLOX-style decoupled head (neck width {}, head depth {}) on MobileNetV2 width {} at {}x{} px; backbone features.{}.. train; weights {}",
+        c.neck_width,
+        c.head_depth,
+        c.width,
+        c.size,
+        c.size,
+        c.trainable_from(),
+        c.weights.as_ref().map(|p| format!("`{}`", p.display())).unwrap_or_else(|| "none (from scratch)".into())
+    );
+    let _ = writeln!(
+        s,
+        "- optimiser: {:?} lr {} (backbone / {}), {:?} schedule, weight decay {}, batch {}, {} epochs{}",
+        c.optimizer,
+        c.lr,
+        c.lr_mult,
+        c.schedule,
+        c.weight_decay,
+        c.batch,
+        c.epochs,
+        if r.stopped_early { " (stopped early)" } else { "" }
+    );
+    let _ = writeln!(
+        s,
+        "- loss: SimOTA assignment, {:?} box loss ×5 + objectness BCE + class BCE; L1 and no mosaic in the last {} epochs",
+        c.box_loss, c.close_mosaic
+    );
+    let _ = writeln!(s, "- augmentation: {:?}", c.augment);
+    let _ = writeln!(s, "- training time: {:.1} min on {:?}", r.train_seconds / 60.0, c.device);
+    let _ = writeln!(
+        s,
+        "- training data: {} images; boxes per class: {}",
+        r.train_images,
+        r.classes.iter().zip(r.counts).map(|(n, k)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+    );
+    let _ = writeln!(s, "\n## Epochs\n\n| epoch | lr | train loss | valid loss | mAP50 | mAP50-95 | count MAE | mosaic | img/s |\n|---|---|---|---|---|---|---|---|---|");
+    for m in r.history {
+        let star = if Some(m.epoch) == r.best_epoch { " **best**" } else { "" };
+        let _ = writeln!(
+            s,
+            "| {}{star} | {:.2e} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2} | {} | {:.1} |",
+            m.epoch, m.lr, m.train_loss, m.valid_loss, m.map50, m.map50_95, m.count_mae, m.mosaic, m.images_per_s
+        );
+    }
+    let e = r.final_eval;
+    let _ = writeln!(s, "\n## Exported model on the valid split (tract, deployment preprocessing)\n");
+    let _ = writeln!(
+        s,
+        "mAP50 **{:.4}**, mAP50-95 **{:.4}**, per-image count MAE {:.3} / RMSE {:.3} at score {}\n",
+        e.map50, e.map50_95, r.final_counts.count_mae, r.final_counts.count_rmse, r.final_counts.score_threshold
+    );
+    let _ = writeln!(s, "```\n{}```\n", e.table());
+    let _ = writeln!(s, "![loss](loss.png) ![mAP](map.png)");
+    fsio::write_atomic(&out.join("report.md"), s.as_bytes())?;
+    Ok(())
+}

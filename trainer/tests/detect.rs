@@ -1,0 +1,165 @@
+//! The detector end to end on the vendored sesame subset (default tier): the loss falls over
+//! a few optimisation steps from the ImageNet backbone, the exported ONNX matches burn in
+//! tract, and a short `train_detect` run writes every output, exports and evaluates.
+
+use std::path::PathBuf;
+
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use fieldkit_core::card::{Decode, InputSpec, ModelCard, Task};
+use fieldkit_core::dataset::YoloDataset;
+use fieldkit_runtime::Engine;
+use fieldkit_trainer::data::boxes::{load_box_split, DetAugment};
+use fieldkit_trainer::data::sample_rng;
+use fieldkit_trainer::export::export_detector;
+use fieldkit_trainer::model::yolox::{anchor_count, STRIDES};
+use fieldkit_trainer::model::{to_host, DetectorConfig};
+use fieldkit_trainer::train::classify::optimizer_for;
+use fieldkit_trainer::train::detect::assign::Anchors;
+use fieldkit_trainer::train::detect::loss::{yolox_loss, BoxLoss};
+use fieldkit_trainer::train::detect::{train_detect, DetectConfig};
+use fieldkit_trainer::train::{OptimizerKind, Progress};
+use fieldkit_trainer::weights::load_backbone;
+
+fn assets() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets")
+}
+
+fn sesame() -> PathBuf {
+    assets().join("data/sesame-mini/data.yaml")
+}
+
+fn weights() -> PathBuf {
+    assets().join("models/mobilenetv2-imagenet/mobilenetv2_features.safetensors")
+}
+
+#[test]
+fn loss_falls_on_a_fixed_batch() {
+    let device = Device::flex();
+    device.seed(3);
+    let size = 128u32;
+    let data = YoloDataset::from_yaml(&sesame()).unwrap();
+    let set = load_box_split(&data, "train", size, 2).unwrap();
+    let mut model = DetectorConfig::new(2).with_neck_width(32).with_head_depth(1).init(&device);
+    load_backbone(&mut model.backbone, &weights()).unwrap();
+    let mut model = model.train().with_trainable_from(7);
+    let pre = DetectConfig::new(sesame()).preprocess();
+    let s = size as usize;
+    let mut pixels = vec![0f32; 4 * 3 * s * s];
+    let mut boxes = Vec::new();
+    for i in 0..4 {
+        let (img, b) = DetAugment::none().sample(&set, i, false, &mut sample_rng(0, 0, i));
+        pre.normalize_into(&img, &mut pixels[i * 3 * s * s..(i + 1) * 3 * s * s]).unwrap();
+        boxes.push(b);
+    }
+    assert!(boxes.iter().map(|b| b.len()).sum::<usize>() > 0);
+    let anchors = Anchors::new(size, &STRIDES);
+    let mut optim = optimizer_for(OptimizerKind::AdamW, 0.0, 0.9, Some(10.0));
+    let ad = device.clone().autodiff();
+    let mut losses = Vec::new();
+    for _ in 0..12 {
+        let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), [4, 3, s, s]), &ad);
+        let (loss, parts) = yolox_loss(model.forward(x), &boxes, &anchors, BoxLoss::Iou, false);
+        assert!(parts.positives > 0 && parts.total.is_finite(), "{parts:?}");
+        losses.push(parts.total);
+        let g = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(2e-3, model, g);
+    }
+    let first = losses[..3].iter().sum::<f64>() / 3.0;
+    let last = losses[9..].iter().sum::<f64>() / 3.0;
+    assert!(last < 0.8 * first, "loss did not fall: {losses:?}");
+}
+
+#[test]
+fn exported_detector_matches_burn_in_tract() {
+    let device = Device::flex();
+    device.seed(5);
+    let size = 96u32;
+    // A few training-mode forwards move BatchNorm statistics off their defaults.
+    let m = DetectorConfig::new(3).with_neck_width(16).with_head_depth(1).init(&device).train();
+    for k in 0..2 {
+        let x = Tensor::<4>::random([2, 3, 64, 64], burn::tensor::Distribution::Normal(k as f64 * 0.2, 1.0), &device.clone().autodiff());
+        let _ = m.forward(x);
+    }
+    let m = m.valid();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("det.onnx");
+    export_detector(&m, size, &path).unwrap();
+    let mut card = ModelCard::new(
+        Task::Detect,
+        vec!["a".into(), "b".into(), "c".into()],
+        InputSpec { name: "input".into(), shape: vec![-1, 3, size as i64, size as i64] },
+        DetectConfig { size, ..DetectConfig::new(sesame()) }.preprocess(),
+        Decode::Yolox { output: "output".into(), strides: STRIDES.to_vec(), logits: false },
+    );
+    card.write_for(&path).unwrap();
+    let s = size as usize;
+    for k in 0..2 {
+        let input: Vec<f32> = (0..3 * s * s).map(|i| (((i + k * 31) * 7919 % 256) as f32 / 128.0) - 1.0).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(input.clone(), [1, 3, s, s]), &device);
+        let raw = m.forward(x);
+        assert_eq!(raw.dims(), [1, anchor_count(size), 8]);
+        // The export sigmoids objectness and class scores.
+        let r = raw.dims()[2];
+        let mut want = to_host(raw);
+        for (i, v) in want.iter_mut().enumerate() {
+            if i % r >= 4 {
+                *v = 1.0 / (1.0 + (-*v).exp());
+            }
+        }
+        let engine = Engine::load(&path).unwrap();
+        let got = engine.session().unwrap().run_tensor(&input).unwrap();
+        assert_eq!(got.len(), want.len());
+        let diff = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-4, "burn vs tract max abs diff {diff}");
+    }
+}
+
+#[test]
+fn a_short_run_writes_every_output_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut cfg = DetectConfig::new(sesame());
+    cfg.weights = Some(weights());
+    cfg.size = 128;
+    cfg.neck_width = 32;
+    cfg.head_depth = 1;
+    cfg.unfreeze_from = 14;
+    cfg.epochs = 2;
+    cfg.batch = 4;
+    cfg.close_mosaic = 1;
+    let s = train_detect(&cfg, &out, false, &Progress { quiet: true }).unwrap();
+    for f in ["model.onnx", "model.json", "metrics.csv", "report.md", "loss.png", "map.png", "config.json", "checkpoints/best.bpk"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(s.history.len(), 2);
+    assert!(s.history[0].mosaic && !s.history[1].mosaic);
+    assert!((0.0..=1.0).contains(&s.map50) && s.map50 >= s.map50_95);
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(csv.starts_with("epoch,lr,train_loss,valid_loss,map50,map50_95,count_mae"), "{csv}");
+    let card = ModelCard::load_verified(&out.join("model.onnx")).unwrap();
+    assert_eq!(card.classes, vec!["crop".to_string(), "weed".to_string()]);
+    assert!(card.metrics.contains_key("valid_map50_95"));
+    // The runtime runs the export with its card.
+    let engine = Engine::load(&out.join("model.onnx")).unwrap();
+    assert_eq!(engine.card().input.shape, vec![-1, 3, 128, 128]);
+    // A finished run is never overwritten; export of its checkpoint works.
+    assert!(train_detect(&cfg, &out, false, &Progress { quiet: true }).unwrap_err().to_string().contains("--resume"));
+    let again = dir.path().join("again.onnx");
+    fieldkit_trainer::train::export_run(&out, fieldkit_trainer::train::Which::Last, &again).unwrap();
+    assert!(ModelCard::load_verified(&again).is_ok());
+}
+
+#[test]
+fn bad_input_names_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = DetectConfig::new(dir.path().join("missing.yaml"));
+    cfg.weights = Some(weights());
+    let e = train_detect(&cfg, &dir.path().join("r"), false, &Progress { quiet: true }).unwrap_err().to_string();
+    assert!(e.contains("missing.yaml"), "{e}");
+    let mut cfg = DetectConfig::new(sesame());
+    cfg.weights = Some(weights());
+    cfg.valid_split = "test".into();
+    let e = train_detect(&cfg, &dir.path().join("r2"), false, &Progress { quiet: true }).unwrap_err().to_string();
+    assert!(e.contains("test"), "{e}");
+}
