@@ -21,35 +21,22 @@ pub const BINS: usize = 2048;
 /// Every image under `path` (recursively, sorted), or the train-split images of a YOLO
 /// data.yaml; at most `limit`, spread evenly over the list so every class folder is sampled.
 pub fn calibration_images(path: &Path, limit: usize) -> Result<Vec<PathBuf>> {
-    let mut all = Vec::new();
     let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
-    if is_yaml {
+    let mut all = if is_yaml {
         let data = YoloDataset::from_yaml(path)?;
         let split = ["train", "val"].iter().find(|s| data.splits.contains_key(**s)).copied().unwrap_or("train");
-        all = data.split_images(split)?;
+        data.split_images(split)?
     } else if path.is_dir() {
-        walk(path, &mut all)?;
+        dataset::list_images_recursive(path)?
     } else {
         return Err(QuantizeError::Calibration(format!("{}: not a folder of images or a data.yaml", path.display())));
-    }
+    };
     all.sort();
     if all.len() > limit && limit > 0 {
         let step = all.len() as f64 / limit as f64;
         all = (0..limit).map(|i| all[(i as f64 * step) as usize].clone()).collect();
     }
     Ok(all)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| fieldkit_core::CoreError::io(dir, e))? {
-        let p = entry.map_err(|e| fieldkit_core::CoreError::io(dir, e))?.path();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if dataset::is_image(&p) {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 /// The float model compiled with extra outputs: the tensors whose values calibration or the

@@ -148,7 +148,7 @@ pub fn run(a: LabelArgs) -> Result<i32> {
     if a.out.exists() && std::fs::read_dir(&a.out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{}: exists and is not empty; labelling never overwrites a dataset", a.out.display());
     }
-    let images = dataset::list_images(&a.images)?;
+    let images = dataset::list_images_recursive(&a.images)?;
     if images.is_empty() {
         bail!("{}: no images (.jpg, .jpeg, .png)", a.images.display());
     }

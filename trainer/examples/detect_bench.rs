@@ -20,14 +20,6 @@ use fieldkit_trainer::train::OptimizerKind;
 use fieldkit_trainer::weights::load_backbone;
 use fieldkit_trainer::DeviceKind;
 
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0)))
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, d: usize| args.get(i).map(|s| s.parse::<usize>()).transpose().map(|v| v.unwrap_or(d));
@@ -88,7 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{}",
         serde_json::json!({"tool": "fieldkit (burn)", "device": format!("{device_kind:?}"), "task": "detect", "size": size,
             "unfreeze_from": from, "batch": batch, "steps": steps, "positives_per_batch": positives,
-            "images_per_s": ips, "peak_rss_mb": peak_rss_mb()})
+            "images_per_s": ips, "peak_rss_mb": fieldkit_runtime::bench::peak_rss_mb().unwrap_or(0.0)})
     );
     Ok(())
 }

@@ -17,14 +17,6 @@ use fieldkit_trainer::train::{ClassifyConfig, Strategy};
 use fieldkit_trainer::model::MobileNetV2Config;
 use fieldkit_trainer::weights::load_backbone;
 
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<f64>().unwrap_or(0.0)))
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let strategy = args.first().map(String::as_str).unwrap_or("partial").to_string();
@@ -77,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}",
         serde_json::json!({"tool": "fieldkit (burn flex)", "strategy": strategy, "size": size, "batch": batch, "steps": steps,
-            "images_per_s": ips, "peak_rss_mb": peak_rss_mb()})
+            "images_per_s": ips, "peak_rss_mb": fieldkit_runtime::bench::peak_rss_mb().unwrap_or(0.0)})
     );
     Ok(())
 }

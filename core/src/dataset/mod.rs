@@ -38,6 +38,25 @@ pub fn list_images(dir: &Path) -> crate::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Sorted list of the image files anywhere under `dir` (sub-folders included).
+pub fn list_images_recursive(dir: &Path) -> crate::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> crate::Result<()> {
+        for entry in std::fs::read_dir(dir).map_err(|e| crate::CoreError::io(dir, e))? {
+            let p = entry.map_err(|e| crate::CoreError::io(dir, e))?.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if is_image(&p) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
 /// Stable content fingerprint of a list of files: sha256 over (name, size) pairs in order,
 /// cheap enough to compute on every training run and recorded in the model card.
 pub fn fingerprint<'a>(items: impl IntoIterator<Item = (&'a Path, &'a str)>) -> String {

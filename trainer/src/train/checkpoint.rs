@@ -168,6 +168,18 @@ impl Checkpoints {
         Ok(())
     }
 
+    /// The model file of the best or the last checkpoint, and words for it.
+    pub fn pick(&self, which: super::Which) -> Result<(PathBuf, String)> {
+        Ok(match which {
+            super::Which::Best => (self.best_model(), "best".to_string()),
+            super::Which::Last => {
+                let dir = self.last_dir()?;
+                let what = format!("last ({})", dir.file_name().unwrap_or_default().to_string_lossy());
+                (dir.join("model.bpk"), what)
+            }
+        })
+    }
+
     /// Directory of the last complete checkpoint.
     pub fn last_dir(&self) -> Result<PathBuf> {
         let pointer: Pointer = fsio::read_json(&self.root.join("last.json"))?;

@@ -21,7 +21,7 @@ use super::looping::{run_epochs, EpochTrain, LoopOutcome, Task};
 use super::config::{ClassifyConfig, OptimizerKind, Strategy};
 use super::features::{cache_key, features, FeatureSet};
 use super::progress::Progress;
-use super::schedule::Schedule;
+use super::schedule::{Schedule, ScheduleSettings};
 use super::step::{plain_cross_entropy, Input, Stepper};
 use crate::data::loader::{batch_ranges, build_batch};
 use crate::data::{class_weights, decode_eval_split, decode_split, epoch_order, shrink_to, EpochLoader, ImageSet};
@@ -157,18 +157,17 @@ pub fn steps_per_epoch(p: &Prepared) -> usize {
 }
 
 pub fn schedule(cfg: &ClassifyConfig, steps_per_epoch: usize) -> Schedule {
-    Schedule {
+    let settings = ScheduleSettings {
         kind: cfg.schedule,
-        base_lr: cfg.lr,
-        total_steps: steps_per_epoch * cfg.epochs,
-        steps_per_epoch,
-        warmup_steps: (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize,
-        final_frac: 0.01,
+        lr: cfg.lr,
+        epochs: cfg.epochs,
+        warmup_epochs: cfg.warmup_epochs,
         step_epochs: cfg.step_epochs,
         gamma: cfg.gamma,
         plateau_patience: cfg.plateau_patience,
-        plateau_factor: 0.1,
-    }
+        final_frac: 0.01,
+    };
+    Schedule::new(settings, steps_per_epoch)
 }
 
 /// Batch iterator over one epoch of training inputs, starting at batch `skip`.

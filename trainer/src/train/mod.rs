@@ -143,14 +143,7 @@ pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     let train = ImageFolder::open(&cfg.data, &cfg.train_split)?;
     let device = cfg.device.device()?;
     let mut model = cfg.init_model(train.classes.len(), &device);
-    let ckpts = checkpoint::Checkpoints::new(run);
-    let (file, what) = match which {
-        Which::Best => (ckpts.best_model(), "best".to_string()),
-        Which::Last => {
-            let dir = ckpts.last_dir()?;
-            (dir.join("model.bpk"), format!("last ({})", dir.file_name().unwrap_or_default().to_string_lossy()))
-        }
-    };
+    let (file, what) = checkpoint::Checkpoints::new(run).pick(which)?;
     checkpoint::load_module(&mut model, &file)?;
     let source = format!("fieldkit export of {} checkpoint {what}", run.display());
     export_with_card(&model, &cfg, &train.classes, &train.fingerprint(), source, path)

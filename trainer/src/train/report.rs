@@ -13,45 +13,77 @@ use super::classify::describe_strategy;
 use super::config::ClassifyConfig;
 use crate::error::Result;
 
-pub fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
-    let header = ["epoch", "lr", "train_loss", "valid_loss", "top1", "macro_f1", "trainable_from", "seconds", "images_per_s"];
-    let rows: Vec<Vec<String>> = history
-        .iter()
-        .map(|m| {
-            vec![
-                m.epoch.to_string(),
-                format!("{:.6e}", m.lr),
-                format!("{:.6}", m.train_loss),
-                format!("{:.6}", m.valid_loss),
-                format!("{:.6}", m.top1),
-                format!("{:.6}", m.macro_f1),
-                m.trainable_from.to_string(),
-                format!("{:.2}", m.seconds),
-                format!("{:.2}", m.images_per_s),
-            ]
-        })
-        .collect();
-    write_csv(path, &header, &rows)?;
+/// A per-epoch history row: the columns of `metrics.csv` and the values the curves plot.
+pub trait EpochRow {
+    const HEADER: &'static [&'static str];
+    fn epoch(&self) -> usize;
+    fn cells(&self) -> Vec<String>;
+    fn train_loss(&self) -> f64;
+    fn valid_loss(&self) -> f64;
+}
+
+impl EpochRow for EpochMetrics {
+    const HEADER: &'static [&'static str] =
+        &["epoch", "lr", "train_loss", "valid_loss", "top1", "macro_f1", "trainable_from", "seconds", "images_per_s"];
+
+    fn epoch(&self) -> usize {
+        self.epoch
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.epoch.to_string(),
+            format!("{:.6e}", self.lr),
+            format!("{:.6}", self.train_loss),
+            format!("{:.6}", self.valid_loss),
+            format!("{:.6}", self.top1),
+            format!("{:.6}", self.macro_f1),
+            self.trainable_from.to_string(),
+            format!("{:.2}", self.seconds),
+            format!("{:.2}", self.images_per_s),
+        ]
+    }
+
+    fn train_loss(&self) -> f64 {
+        self.train_loss
+    }
+
+    fn valid_loss(&self) -> f64 {
+        self.valid_loss
+    }
+}
+
+pub fn write_metrics_csv<M: EpochRow>(path: &Path, history: &[M]) -> Result<()> {
+    let rows: Vec<Vec<String>> = history.iter().map(|m| m.cells()).collect();
+    write_csv(path, M::HEADER, &rows)?;
     Ok(())
 }
 
-pub fn plot_curves(out: &Path, history: &[EpochMetrics]) -> Result<()> {
-    let pts = |f: &dyn Fn(&EpochMetrics) -> f64| history.iter().map(|m| (m.epoch as f64, f(m))).collect::<Vec<_>>();
+/// `loss.png` (train and valid loss per epoch, `loss_desc` on the y axis) and `metric_png`
+/// with the given validation series.
+pub fn plot_history<M: EpochRow>(
+    out: &Path,
+    history: &[M],
+    loss_desc: &str,
+    metric_png: &str,
+    metric_title: &str,
+    series: &[(&str, fn(&M) -> f64)],
+) -> Result<()> {
+    let pts = |f: &dyn Fn(&M) -> f64| history.iter().map(|m| (m.epoch() as f64, f(m))).collect::<Vec<_>>();
     plot_lines(
         &out.join("loss.png"),
         "loss",
         "epoch",
-        "cross-entropy",
-        &[("train".into(), pts(&|m| m.train_loss)), ("valid".into(), pts(&|m| m.valid_loss))],
+        loss_desc,
+        &[("train".into(), pts(&|m| m.train_loss())), ("valid".into(), pts(&|m| m.valid_loss()))],
     )?;
-    plot_lines(
-        &out.join("accuracy.png"),
-        "valid accuracy",
-        "epoch",
-        "score",
-        &[("top1".into(), pts(&|m| m.top1)), ("macro_f1".into(), pts(&|m| m.macro_f1))],
-    )?;
+    let lines: Vec<(String, Vec<(f64, f64)>)> = series.iter().map(|(name, f)| (name.to_string(), pts(f))).collect();
+    plot_lines(&out.join(metric_png), metric_title, "epoch", "score", &lines)?;
     Ok(())
+}
+
+pub fn plot_curves(out: &Path, history: &[EpochMetrics]) -> Result<()> {
+    plot_history(out, history, "cross-entropy", "accuracy.png", "valid accuracy", &[("top1", |m| m.top1), ("macro_f1", |m| m.macro_f1)])
 }
 
 pub struct ReportInputs<'a> {

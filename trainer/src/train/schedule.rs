@@ -34,6 +34,38 @@ pub struct Schedule {
     pub plateau_factor: f64,
 }
 
+/// The schedule settings a run's config carries, in epochs.
+#[derive(Debug, Clone, Copy)]
+pub struct ScheduleSettings {
+    pub kind: ScheduleKind,
+    pub lr: f64,
+    pub epochs: usize,
+    pub warmup_epochs: f64,
+    pub step_epochs: usize,
+    pub gamma: f64,
+    pub plateau_patience: usize,
+    /// Cosine floor as a fraction of `lr`.
+    pub final_frac: f64,
+}
+
+impl Schedule {
+    /// The per-step schedule of a run with `steps_per_epoch` batches per epoch.
+    pub fn new(s: ScheduleSettings, steps_per_epoch: usize) -> Self {
+        Schedule {
+            kind: s.kind,
+            base_lr: s.lr,
+            total_steps: steps_per_epoch * s.epochs,
+            steps_per_epoch,
+            warmup_steps: (s.warmup_epochs * steps_per_epoch as f64).round() as usize,
+            final_frac: s.final_frac,
+            step_epochs: s.step_epochs,
+            gamma: s.gamma,
+            plateau_patience: s.plateau_patience,
+            plateau_factor: 0.1,
+        }
+    }
+}
+
 /// What the plateau schedule remembers between epochs (checkpointed).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PlateauState {

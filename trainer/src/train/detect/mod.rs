@@ -30,7 +30,7 @@ use super::checkpoint::{self, Checkpoints};
 use super::classify::{check_out_dir, optimizer_for, write_config};
 use super::looping::{run_epochs, EpochTrain, Task};
 use super::progress::Progress;
-use super::schedule::Schedule;
+use super::schedule::{Schedule, ScheduleSettings};
 use crate::data::boxes::{decode_eval_boxes, BoxSet, DetAugment, EvalBoxSet};
 use crate::data::loader::{batch_ranges, BuildBatch, EpochLoader};
 use crate::data::{epoch_order, sample_rng};
@@ -196,18 +196,18 @@ pub fn steps_per_epoch(p: &DetPrepared) -> usize {
 }
 
 pub fn schedule(cfg: &DetectConfig, steps_per_epoch: usize) -> Schedule {
-    Schedule {
+    let settings = ScheduleSettings {
         kind: cfg.schedule,
-        base_lr: cfg.lr,
-        total_steps: steps_per_epoch * cfg.epochs,
-        steps_per_epoch,
-        warmup_steps: (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize,
-        final_frac: 0.05,
+        lr: cfg.lr,
+        epochs: cfg.epochs,
+        warmup_epochs: cfg.warmup_epochs,
         step_epochs: cfg.step_epochs,
         gamma: cfg.gamma,
         plateau_patience: cfg.plateau_patience,
-        plateau_factor: 0.1,
-    }
+        // The head trains from scratch: a floor of 5 % keeps the last epochs learning.
+        final_frac: 0.05,
+    };
+    Schedule::new(settings, steps_per_epoch)
 }
 
 /// Raw head outputs of the validation images (eval mode), one `[anchors·(5+classes)]`
@@ -391,7 +391,7 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
     let optim = optimizer_for(cfg.optimizer, cfg.weight_decay, cfg.momentum, cfg.clip_grad);
     let outcome = run_epochs(&mut task, p.model.clone(), optim, out, resume, progress)?;
     let state = outcome.state;
-    report::write_metrics_csv(&out.join("metrics.csv"), &state.history)?;
+    super::report::write_metrics_csv(&out.join("metrics.csv"), &state.history)?;
     report::plot_curves(out, &state.history)?;
 
     let mut best = cfg.init_model(p.classes.len(), &p.device);
@@ -465,14 +465,7 @@ pub fn export_run(run: &Path, which: super::Which, path: &Path) -> Result<ModelC
     let samples = data.load_split(&cfg.train_split)?;
     let device = cfg.device.device()?;
     let mut model = cfg.init_model(data.names.len(), &device);
-    let ckpts = Checkpoints::new(run);
-    let (file, what) = match which {
-        super::Which::Best => (ckpts.best_model(), "best".to_string()),
-        super::Which::Last => {
-            let dir = ckpts.last_dir()?;
-            (dir.join("model.bpk"), format!("last ({})", dir.file_name().unwrap_or_default().to_string_lossy()))
-        }
-    };
+    let (file, what) = Checkpoints::new(run).pick(which)?;
     checkpoint::load_module(&mut model, &file)?;
     let source = format!("fieldkit export of {} checkpoint {what}", run.display());
     export_with_card(&model, &cfg, &data.names, &data.fingerprint(&samples), source, path)

@@ -6,51 +6,44 @@ use std::path::Path;
 
 use fieldkit_core::fsio;
 use fieldkit_core::metrics::{CocoEval, CountReport};
-use fieldkit_core::report::{plot_lines, write_csv};
-
 use super::{DetEpochMetrics, DetectConfig};
+use crate::train::report::{plot_history, EpochRow};
 use crate::error::Result;
 
-pub fn write_metrics_csv(path: &Path, history: &[DetEpochMetrics]) -> Result<()> {
-    let header = ["epoch", "lr", "train_loss", "valid_loss", "map50", "map50_95", "count_mae", "mosaic", "seconds", "images_per_s"];
-    let rows: Vec<Vec<String>> = history
-        .iter()
-        .map(|m| {
-            vec![
-                m.epoch.to_string(),
-                format!("{:.6e}", m.lr),
-                format!("{:.6}", m.train_loss),
-                format!("{:.6}", m.valid_loss),
-                format!("{:.6}", m.map50),
-                format!("{:.6}", m.map50_95),
-                format!("{:.4}", m.count_mae),
-                m.mosaic.to_string(),
-                format!("{:.2}", m.seconds),
-                format!("{:.2}", m.images_per_s),
-            ]
-        })
-        .collect();
-    write_csv(path, &header, &rows)?;
-    Ok(())
+impl EpochRow for DetEpochMetrics {
+    const HEADER: &'static [&'static str] =
+        &["epoch", "lr", "train_loss", "valid_loss", "map50", "map50_95", "count_mae", "mosaic", "seconds", "images_per_s"];
+
+    fn epoch(&self) -> usize {
+        self.epoch
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.epoch.to_string(),
+            format!("{:.6e}", self.lr),
+            format!("{:.6}", self.train_loss),
+            format!("{:.6}", self.valid_loss),
+            format!("{:.6}", self.map50),
+            format!("{:.6}", self.map50_95),
+            format!("{:.4}", self.count_mae),
+            self.mosaic.to_string(),
+            format!("{:.2}", self.seconds),
+            format!("{:.2}", self.images_per_s),
+        ]
+    }
+
+    fn train_loss(&self) -> f64 {
+        self.train_loss
+    }
+
+    fn valid_loss(&self) -> f64 {
+        self.valid_loss
+    }
 }
 
 pub fn plot_curves(out: &Path, history: &[DetEpochMetrics]) -> Result<()> {
-    let pts = |f: &dyn Fn(&DetEpochMetrics) -> f64| history.iter().map(|m| (m.epoch as f64, f(m))).collect::<Vec<_>>();
-    plot_lines(
-        &out.join("loss.png"),
-        "loss",
-        "epoch",
-        "YOLOX loss",
-        &[("train".into(), pts(&|m| m.train_loss)), ("valid".into(), pts(&|m| m.valid_loss))],
-    )?;
-    plot_lines(
-        &out.join("map.png"),
-        "valid mAP",
-        "epoch",
-        "mAP",
-        &[("mAP50".into(), pts(&|m| m.map50)), ("mAP50-95".into(), pts(&|m| m.map50_95))],
-    )?;
-    Ok(())
+    plot_history(out, history, "YOLOX loss", "map.png", "valid mAP", &[("mAP50", |m| m.map50), ("mAP50-95", |m| m.map50_95)])
 }
 
 pub struct DetReportInputs<'a> {
