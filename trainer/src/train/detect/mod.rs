@@ -258,7 +258,6 @@ struct DetectTask<'a> {
     p: &'a DetPrepared,
     /// eval-mode snapshot for the frozen backbone prefix.
     frozen: Option<Detector>,
-    trainable_set: bool,
 }
 
 impl DetectTask<'_> {
@@ -308,11 +307,7 @@ impl<'a> Task<'a> for DetectTask<'a> {
         if c.close_mosaic > 0 && c.closing(epoch) && (epoch == 0 || !c.closing(epoch - 1)) {
             progress.message(&format!("epoch {}: mosaic off, L1 box loss on for the last {} epochs", epoch + 1, c.close_mosaic.min(c.epochs)));
         }
-        if self.trainable_set {
-            return model;
-        }
-        self.trainable_set = true;
-        model.with_trainable_from(c.trainable_from())
+        model
     }
 
     fn batches(&self, epoch: usize, skip: usize) -> Box<dyn Iterator<Item = (usize, Result<DetBatch>)> + 'a> {
@@ -387,9 +382,11 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
     if !resume {
         write_config(out, cfg)?;
     }
-    let mut task = DetectTask { p: &p, frozen: None, trainable_set: false };
+    let mut task = DetectTask { p: &p, frozen: None };
     let optim = optimizer_for(cfg.optimizer, cfg.weight_decay, cfg.momentum, cfg.clip_grad);
-    let outcome = run_epochs(&mut task, p.model.clone(), optim, out, resume, progress)?;
+    // The frozen boundary never moves: set it once (freezing survives `train()` and loading).
+    let model = p.model.clone().with_trainable_from(cfg.trainable_from());
+    let outcome = run_epochs(&mut task, model, optim, out, resume, progress)?;
     let state = outcome.state;
     super::report::write_metrics_csv(&out.join("metrics.csv"), &state.history)?;
     report::plot_curves(out, &state.history)?;
