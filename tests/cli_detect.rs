@@ -76,6 +76,10 @@ fn label_writes_a_yolo_dataset_that_reads_back() {
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("label.json")).unwrap()).unwrap();
     assert_eq!(summary["images"], 12, "{summary}");
     assert_eq!(summary["labelled"].as_u64().unwrap() + summary["background"].as_u64().unwrap(), 12);
+    // The source's train/ and valid/ folders are kept as the splits (--val-fraction is for
+    // folders without them).
+    assert_eq!(summary["splits"]["train"], 8, "{summary}");
+    assert_eq!(summary["splits"]["val"], 4, "{summary}");
     // The written dataset passes fieldkit's own check and converts to COCO.
     let o = fieldkit(&["data", "check", "--data", out.join("data.yaml").to_str().unwrap()]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));

@@ -30,6 +30,10 @@ fn head_strategy_trains_exports_and_evaluates() {
     assert_eq!(cfg["strategy"], "head");
     assert_eq!(cfg["valid_split"], "valid");
     assert_eq!(cfg["size"], 96);
+    // 64 px tiles: top-down augmentation by default, and the note says so.
+    assert_eq!(cfg["augment"]["vflip"], true, "{}", cfg["augment"]);
+    assert_eq!(cfg["augment"]["rot90"], true);
+    assert!(stderr(&o).contains("--augment topdown"), "{}", stderr(&o));
     // The exported model evaluates through `fieldkit eval` with the card written beside it.
     let json = dir.path().join("eval.json");
     let model = out.join("model.onnx");

@@ -43,10 +43,16 @@ pub struct QuantizeArgs {
     /// One weight scale per tensor instead of per output channel.
     #[arg(long)]
     pub per_tensor: bool,
-    /// Quantize activations at layer inputs only (default; least work in tract) or at inputs
-    /// and outputs (as onnxruntime's quantize_static; lets onnxruntime fuse every layer).
-    #[arg(long, value_enum, default_value = "inputs")]
-    pub placement: PlacementArg,
+    /// The runtime the model is for, which picks the INT8 form: tract (default: activations
+    /// quantized at layer inputs only, full-range weights) or onnxruntime (inputs and outputs,
+    /// so that it fuses every layer into integer kernels, and 7-bit weights, which its x86
+    /// kernels need on CPUs without VNNI). --placement / --reduce-range override the preset.
+    #[arg(long, value_enum, default_value = "tract")]
+    pub target: TargetArg,
+    /// Quantize activations at layer inputs only (tract's preset; least work in tract) or at
+    /// inputs and outputs (as onnxruntime's quantize_static; lets onnxruntime fuse every layer).
+    #[arg(long, value_enum)]
+    pub placement: Option<PlacementArg>,
     /// 7-bit weights: for onnxruntime on x86 CPUs without VNNI (AVX2), whose fused integer
     /// kernels saturate with full-range int8 weights and lose accuracy.
     #[arg(long)]
@@ -76,6 +82,12 @@ pub struct QuantizeArgs {
     pub json: bool,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetArg {
+    Tract,
+    Onnxruntime,
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum PlacementArg {
     Inputs,
@@ -100,12 +112,14 @@ impl QuantizeArgs {
         c.calib_crops = self.calib_crops;
         c.method = Method::parse(&self.method, self.percentile)?;
         c.per_channel = !self.per_tensor;
-        c.placement = match self.placement {
+        let ort = self.target == TargetArg::Onnxruntime;
+        let preset = if ort { PlacementArg::InputsOutputs } else { PlacementArg::Inputs };
+        c.placement = match self.placement.unwrap_or(preset) {
             PlacementArg::Inputs => Placement::Inputs,
             PlacementArg::InputsOutputs => Placement::InputsOutputs,
         };
         c.force = self.force;
-        c.reduce_range = self.reduce_range;
+        c.reduce_range = self.reduce_range || ort;
         c.val = self.val.clone();
         c.split = self.split.clone();
         c.max_drop = self.max_drop;
@@ -157,4 +171,36 @@ pub fn run(a: &QuantizeArgs) -> anyhow::Result<i32> {
         println!("{}", summary(&report));
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        q: QuantizeArgs,
+    }
+
+    fn config(extra: &[&str]) -> QuantizeConfig {
+        let mut args = vec!["quantize", "--model", "m.onnx", "--out", "o.onnx", "--int8"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).unwrap().q.config().unwrap()
+    }
+
+    #[test]
+    fn target_presets_pick_the_int8_form_and_flags_override_them() {
+        let c = config(&[]);
+        assert_eq!((c.placement, c.reduce_range), (Placement::Inputs, false));
+        let c = config(&["--target", "onnxruntime"]);
+        assert_eq!((c.placement, c.reduce_range), (Placement::InputsOutputs, true));
+        let c = config(&["--target", "onnxruntime", "--placement", "inputs"]);
+        assert_eq!((c.placement, c.reduce_range), (Placement::Inputs, true));
+        let c = config(&["--reduce-range"]);
+        assert_eq!((c.placement, c.reduce_range), (Placement::Inputs, true));
+        assert!(Cli::try_parse_from(["quantize", "--model", "m", "--out", "o", "--int8", "--target", "tensorrt"]).is_err());
+    }
 }

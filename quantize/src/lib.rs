@@ -106,6 +106,8 @@ pub struct ClassDelta {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FallbackStep {
+    /// Fallback steps applied (most harmful layer first).
+    pub steps: usize,
     pub fp32_layers: usize,
     pub float_inputs: usize,
     pub added: String,
@@ -123,6 +125,8 @@ pub struct Report {
     pub method: Option<String>,
     pub per_channel: bool,
     pub placement: Option<Placement>,
+    /// 7-bit weights (the onnxruntime preset).
+    pub reduce_range: bool,
     pub calibration_images: usize,
     /// Calibration inputs: the images plus their crops.
     pub calibration_views: usize,
@@ -158,6 +162,157 @@ fn evaluate(model: &Model, card: &ModelCard, val: &Path, split: Option<&str>, wo
     Ok(headline(&Engine::load(&path)?, val, split, workers)?)
 }
 
+fn sorted(names: &HashSet<String>) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().cloned().collect();
+    v.sort();
+    v
+}
+
+/// `base` with the first `k` fallback steps applied: a step moves a layer's input activation
+/// to float, or the whole layer.
+fn keep_after(base: &int8::Keep, steps: &[(String, bool)], k: usize) -> int8::Keep {
+    let mut keep = base.clone();
+    for (name, whole) in &steps[..k] {
+        if *whole {
+            keep.float_input.remove(name);
+            keep.fp32.insert(name.clone());
+        } else {
+            keep.float_input.insert(name.clone());
+        }
+    }
+    keep
+}
+
+/// The accuracy fallback: the fewest of `steps` (most harmful layer first) whose model's
+/// drop fits `budget`. Walking them one by one re-evaluated the whole validation split per
+/// step (14 steps took ~5 min on the weed model); since putting more back in float rarely makes
+/// the model worse, this doubles the step count until the drop fits and then bisects, about
+/// 2·log2(n) evaluations. Every evaluated point goes into `trace` in step order. With no
+/// prefix fitting, every step is taken (the caller warns).
+#[allow(clippy::too_many_arguments)]
+fn search_fallback(
+    steps: &[(String, bool)],
+    base: &int8::Keep,
+    budget: f64,
+    start: (Model, Headline),
+    build: &dyn Fn(&int8::Keep) -> Result<Model>,
+    eval: &dyn Fn(&Model) -> Result<Headline>,
+    drop_of: &dyn Fn(&Headline) -> f64,
+    log: &dyn Fn(&str),
+    trace: &mut Vec<FallbackStep>,
+) -> Result<(int8::Keep, Model, Headline)> {
+    if drop_of(&start.1) <= budget || steps.is_empty() {
+        return Ok((base.clone(), start.0, start.1));
+    }
+    log(&format!("drop {:.2} pp > {budget} pp: searching the fewest of {} fallback steps", drop_of(&start.1), steps.len()));
+    let n = steps.len();
+    let mut points: Vec<FallbackStep> = Vec::new();
+    // The best fitting point seen, and the all-steps point in case none fits.
+    let mut fitted: Option<(usize, int8::Keep, Model, Headline)> = None;
+    let mut at_n: Option<(int8::Keep, Model, Headline)> = None;
+    let k = smallest_fitting(n, |k| {
+        let keep = keep_after(base, steps, k);
+        let m = build(&keep)?;
+        let e = eval(&m)?;
+        let d = drop_of(&e);
+        let (name, whole) = &steps[k - 1];
+        let what = if *whole { "weights too" } else { "input activation" };
+        log(&format!("  {k} steps (to {name}, {what}): drop {d:.2} pp"));
+        points.push(FallbackStep { steps: k, fp32_layers: keep.fp32.len(), float_inputs: keep.float_input.len(), added: format!("{name} ({what})"), quant_metric: e.value, drop: d });
+        let fits = d <= budget;
+        if fits && fitted.as_ref().is_none_or(|f| k < f.0) {
+            fitted = Some((k, keep, m, e));
+        } else if !fits && k == n {
+            at_n = Some((keep, m, e));
+        }
+        Ok(fits)
+    })?;
+    points.sort_by_key(|p| p.steps);
+    trace.extend(points);
+    match (fitted, at_n) {
+        (Some((_, keep, m, e)), _) => Ok((keep, m, e)),
+        (None, Some(all)) => Ok(all),
+        (None, None) => unreachable!("smallest_fitting({n}) returned {k} without evaluating it"),
+    }
+}
+
+/// The smallest `k` in `1..=n` (n ≥ 1) with `fits(k)`, for a `fits` that stays true once
+/// true; `n` when none fits. Doubles `k` until it fits, then bisects the last gap.
+fn smallest_fitting(n: usize, mut fits: impl FnMut(usize) -> Result<bool>) -> Result<usize> {
+    let (mut lo, mut k) = (0, 1);
+    loop {
+        if fits(k)? {
+            break;
+        }
+        if k >= n {
+            return Ok(n);
+        }
+        lo = k;
+        k = (2 * k).min(n);
+    }
+    let mut hi = k;
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fits(mid)? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_search_finds_the_smallest_fitting_prefix_in_few_evaluations() {
+        for n in [1usize, 2, 3, 14, 106] {
+            for need in 1..=n + 1 {
+                let mut calls = Vec::new();
+                let k = smallest_fitting(n, |k| {
+                    calls.push(k);
+                    Ok(k >= need)
+                })
+                .unwrap();
+                assert_eq!(k, need.min(n), "n {n}, need {need}, calls {calls:?}");
+                assert!(calls.iter().all(|&c| (1..=n).contains(&c)));
+                let bound = 2 * (usize::BITS - n.leading_zeros()) as usize + 1;
+                assert!(calls.len() <= bound, "n {n}, need {need}: {} evaluations {calls:?}", calls.len());
+                // A point is never evaluated twice.
+                let mut u = calls.clone();
+                u.sort();
+                u.dedup();
+                assert_eq!(u.len(), calls.len(), "{calls:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fallback_steps_move_inputs_then_whole_layers() {
+        let steps = vec![("a".to_string(), false), ("b".to_string(), true), ("a".to_string(), true)];
+        let base = int8::Keep::fp32(&["user".to_string()]);
+        let k2 = keep_after(&base, &steps, 2);
+        assert!(k2.float_input.contains("a") && k2.fp32.contains("b") && k2.fp32.contains("user"));
+        let k3 = keep_after(&base, &steps, 3);
+        assert!(!k3.float_input.contains("a") && k3.fp32.contains("a"));
+    }
+}
+
+/// Inputs for measuring each layer's impact in weights-only mode: up to 32 images spread over
+/// --calib when given, else over the validation data; with the card's preprocessing.
+fn weights_only_probe_images(cfg: &QuantizeConfig, card: &ModelCard) -> Result<([usize; 4], Vec<calib::View>, fieldkit_core::preprocess::Preprocess)> {
+    let engine = Engine::with_card(&cfg.model, card.clone())?;
+    let (w, h) = engine.input_size();
+    let source = cfg.calib.as_ref().or(cfg.val.as_ref()).expect("--max-drop needs --val");
+    let files = calib::calibration_images(source, cfg.error_images.max(1))?;
+    if files.is_empty() {
+        return Err(QuantizeError::Calibration(format!("{}: no images (jpg/png) to measure the layers on", source.display())));
+    }
+    Ok(([1, 3, h as usize, w as usize], calib::views(&files, 0), engine.preprocess().clone()))
+}
+
 fn file_len(p: &Path) -> Result<u64> {
     Ok(std::fs::metadata(p).map_err(|e| fieldkit_core::CoreError::io(p, e))?.len())
 }
@@ -178,8 +333,8 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
     if cfg.max_drop.is_some() && cfg.val.is_none() {
         return Err(QuantizeError::Config("--max-drop needs --val (the data to measure the drop on)".into()));
     }
-    if cfg.max_drop.is_some() && cfg.mode != Mode::Int8 {
-        return Err(QuantizeError::Config("--max-drop applies to static INT8 (--int8)".into()));
+    if cfg.max_drop.is_some() && cfg.mode == Mode::Fp16 {
+        return Err(QuantizeError::Config("--max-drop applies to INT8 (--int8 or --weights-only); FP16 keeps its sensitive ops in f32 already".into()));
     }
     if cfg.val.is_some() && card.is_none() {
         return Err(model.err("--val needs the model card beside the model (fieldkit card init writes one)"));
@@ -221,6 +376,7 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
     }
     let fp32_eval = eval(&model)?;
     let drop_of = |e: &Headline| fp32_eval.as_ref().map(|f| (f.value - e.value) * 100.0).unwrap_or(0.0);
+    let eval_kept = |m: &Model| -> Result<Headline> { Ok(eval(m)?.expect("the fallback runs only with --val")) };
 
     let (quant, quant_eval) = match cfg.mode {
         Mode::Fp16 => {
@@ -231,9 +387,28 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
         }
         Mode::WeightsOnly => {
             let opts = Int8Options { per_channel: cfg.per_channel, weights_only: true, placement: cfg.placement, reduce_range: cfg.reduce_range };
-            let m = int8::rewrite(&model, &targets, &HashMap::new(), opts, &int8::Keep::fp32(&kept))?;
-            let e = eval(&m)?;
-            (m, e)
+            let no_ranges = HashMap::new();
+            let build = |keep: &int8::Keep, _: bool| int8::rewrite(&model, &targets, &no_ranges, opts, keep);
+            let keep = int8::Keep::fp32(&kept);
+            let m = build(&keep, true)?;
+            match (cfg.max_drop, eval(&m)?) {
+                (Some(budget), Some(e0)) => {
+                    // No calibration data is needed to quantize; the impact of each layer's
+                    // int8 weights is measured on the --calib images when given, else on
+                    // the validation images the drop is measured on anyway.
+                    let probe = weights_only_probe_images(cfg, card.as_ref().expect("--val needs a card"))?;
+                    log(&format!("measuring each layer's weights' effect on the output alone ({} images)", probe.1.len()));
+                    let impacts = sensitivity::isolated_impact(&model, &targets, &build, true, probe.0, &probe.2, &probe.1, cfg.workers)?;
+                    let steps = sensitivity::steps_from_impact(&impacts, &kept);
+                    let (k, m, e) = search_fallback(&steps, &keep, budget, (m, e0), &|k: &int8::Keep| build(k, true), &eval_kept, &drop_of, log, &mut fallback)?;
+                    kept = sorted(&k.fp32);
+                    if drop_of(&e) > budget {
+                        warnings.push(format!("the drop stays {:.2} pp above the {budget} pp budget with every layer in float", drop_of(&e)));
+                    }
+                    (m, Some(e))
+                }
+                (_, e) => (m, e),
+            }
         }
         Mode::Int8 => {
             let card = card.as_ref().ok_or_else(|| {
@@ -270,54 +445,33 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
             let opts = Int8Options { per_channel: cfg.per_channel, weights_only: false, placement: cfg.placement, reduce_range: cfg.reduce_range };
             let mut keep = int8::Keep::fp32(&kept);
             let build = |keep: &int8::Keep, weights_only: bool| int8::rewrite(&model, &targets, &ranges, Int8Options { weights_only, ..opts }, keep);
-            let mut m = build(&keep, false)?;
+            let m = build(&keep, false)?;
             let step = (images.len() / cfg.error_images.max(1)).max(1);
             let err_images: Vec<calib::View> = images.iter().step_by(step).take(cfg.error_images).cloned().collect();
             log(&format!("measuring per-layer error on {} images", err_images.len()));
             let wonly = build(&keep, true)?;
             layers = sensitivity::layer_errors(&model, &m, &wonly, &targets, &kept, shape, &pre, &err_images, cfg.workers)?;
-            let mut e = eval(&m)?;
-            if let (Some(budget), Some(_)) = (cfg.max_drop, &fp32_eval) {
-                log("measuring each layer's effect on the output alone");
-                let impacts = sensitivity::isolated_impact(&model, &targets, &build, shape, &pre, &err_images, cfg.workers)?;
-                for (name, whole) in sensitivity::steps_from_impact(&impacts, &kept) {
-                    let d = drop_of(e.as_ref().expect("evaluated with --val"));
-                    if d <= budget {
-                        break;
+            let e = eval(&m)?;
+            match (cfg.max_drop, e) {
+                (Some(budget), Some(e0)) => {
+                    log("measuring each layer's effect on the output alone");
+                    let impacts = sensitivity::isolated_impact(&model, &targets, &build, false, shape, &pre, &err_images, cfg.workers)?;
+                    let steps = sensitivity::steps_from_impact(&impacts, &kept);
+                    let (k, m, e) = search_fallback(&steps, &keep, budget, (m, e0), &|k: &int8::Keep| build(k, false), &eval_kept, &drop_of, log, &mut fallback)?;
+                    keep = k;
+                    kept = sorted(&keep.fp32);
+                    float_inputs = sorted(&keep.float_input);
+                    if drop_of(&e) > budget {
+                        warnings.push(format!("the drop stays {:.2} pp above the {budget} pp budget with every layer in float", drop_of(&e)));
                     }
-                    let what = if whole { "weights too" } else { "input activation" };
-                    log(&format!("drop {d:.2} pp > {budget} pp: {name}: {what} back to float"));
-                    if whole {
-                        keep.float_input.remove(&name);
-                        keep.fp32.insert(name.clone());
-                        kept.push(name.clone());
-                    } else {
-                        keep.float_input.insert(name.clone());
+                    for l in layers.iter_mut() {
+                        l.kept_fp32 = keep.fp32.contains(&l.name);
+                        l.float_input = keep.float_input.contains(&l.name);
                     }
-                    m = build(&keep, false)?;
-                    e = eval(&m)?;
-                    let q = e.as_ref().expect("evaluated with --val");
-                    fallback.push(FallbackStep {
-                        fp32_layers: kept.len(),
-                        float_inputs: keep.float_input.len(),
-                        added: format!("{name} ({what})"),
-                        quant_metric: q.value,
-                        drop: drop_of(q),
-                    });
+                    (m, Some(e))
                 }
-                float_inputs = keep.float_input.iter().cloned().collect();
-                float_inputs.sort();
-                if let Some(q) = &e {
-                    if drop_of(q) > budget {
-                        warnings.push(format!("the drop stays {:.2} pp above the {budget} pp budget with every layer in float", drop_of(q)));
-                    }
-                }
-                for l in layers.iter_mut() {
-                    l.kept_fp32 = kept.contains(&l.name);
-                    l.float_input = keep.float_input.contains(&l.name);
-                }
+                (_, e) => (m, e),
             }
-            (m, e)
         }
     };
 
@@ -356,6 +510,7 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
         method: (cfg.mode == Mode::Int8).then(|| cfg.method.describe()),
         per_channel: cfg.per_channel,
         placement: (cfg.mode == Mode::Int8).then_some(cfg.placement),
+        reduce_range: cfg.reduce_range && cfg.mode != Mode::Fp16,
         calibration_images,
         calibration_views,
         fp32_bytes,

@@ -33,7 +33,8 @@ pub fn markdown(r: &Report, png: Option<&str>) -> String {
         Mode::WeightsOnly => format!("INT8 weights only ({}), float activations", if r.per_channel { "per channel" } else { "per tensor" }),
         Mode::Fp16 => "FP16 weights and compute".into(),
     };
-    let _ = writeln!(s, "- mode: {mode}");
+    let range = if r.reduce_range { ", 7-bit weights (reduce range)" } else { "" };
+    let _ = writeln!(s, "- mode: {mode}{range}");
     if r.calibration_images > 0 {
         let _ = writeln!(s, "- calibration: {} images, {} inputs with crops", r.calibration_images, r.calibration_views);
     }
@@ -62,9 +63,12 @@ pub fn markdown(r: &Report, png: Option<&str>) -> String {
         }
     }
     if !r.fallback.is_empty() {
-        let _ = writeln!(s, "\n## Accuracy fallback\n\n| step | layer kept in float | metric | drop (pp) |\n|---|---|---|---|");
-        for (i, f) in r.fallback.iter().enumerate() {
-            let _ = writeln!(s, "| {} | {} | {:.4} | {:.2} |", i + 1, f.added, f.quant_metric, f.drop);
+        let _ = writeln!(
+            s,
+            "\n## Accuracy fallback\n\nSteps most harmful layer first; the search evaluates only the points below (doubling, then bisection).\n\n| steps | last step | layers in float | float inputs | metric | drop (pp) |\n|---|---|---|---|---|---|"
+        );
+        for f in &r.fallback {
+            let _ = writeln!(s, "| {} | {} | {} | {} | {:.4} | {:.2} |", f.steps, f.added, f.fp32_layers, f.float_inputs, f.quant_metric, f.drop);
         }
     }
     if !r.layers.is_empty() {

@@ -167,10 +167,14 @@ pub struct Impact {
     pub weights: f64,
 }
 
+/// With `weights_only` the full quantization is not built (there are no activation ranges):
+/// `full` is then the weights' impact too.
+#[allow(clippy::too_many_arguments)]
 pub fn isolated_impact(
     float: &Model,
     targets: &[Target],
     build: &(dyn Fn(&crate::int8::Keep, bool) -> Result<Model> + Sync),
+    weights_only: bool,
     shape: [usize; 4],
     pre: &Preprocess,
     images: &[View],
@@ -197,7 +201,9 @@ pub fn isolated_impact(
         let t = &targets[i];
         let others: Vec<String> = targets.iter().filter(|o| o.name != t.name).map(|o| o.name.clone()).collect();
         let keep = crate::int8::Keep::fp32(&others);
-        Ok(Impact { name: t.name.clone(), full: noise(&build(&keep, false)?)?, weights: noise(&build(&keep, true)?)? })
+        let weights = noise(&build(&keep, true)?)?;
+        let full = if weights_only { weights } else { noise(&build(&keep, false)?)? };
+        Ok(Impact { name: t.name.clone(), full, weights })
     })
 }
 

@@ -172,6 +172,35 @@ fn keep_fp32_and_the_accuracy_fallback_hold_layers_back() {
     assert!(e.contains("'nope'") && e.contains(&names[0]), "{e}");
 }
 
+/// Weights-only with a budget: the fallback measures each layer's weights on the validation
+/// images (no calibration data) and takes steps until the drop fits; an impossible budget
+/// puts every layer back and warns; a met budget takes none.
+#[test]
+fn weights_only_fallback_needs_no_calibration_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    let mut cfg = QuantizeConfig::new(model.clone(), dir.path().join("w.onnx"), Mode::WeightsOnly);
+    cfg.val = Some(weed_mini());
+    cfg.max_drop = Some(-1.0);
+    cfg.workers = 2;
+    cfg.error_images = 8;
+    let r = quantize(&cfg, &|_| {}).unwrap();
+    assert_eq!(r.fp32_layers.len(), 4, "{:?}", r.fallback);
+    assert!(!r.fallback.is_empty() && r.fallback.iter().all(|f| f.float_inputs == 0), "{:?}", r.fallback);
+    assert!(r.fallback.windows(2).all(|w| w[0].steps < w[1].steps), "{:?}", r.fallback);
+    assert!(r.warnings.iter().any(|w| w.contains("budget")), "{:?}", r.warnings);
+    assert_eq!(r.drop, Some(0.0), "all float is the float model");
+    cfg.max_drop = Some(100.0);
+    cfg.out = dir.path().join("w2.onnx");
+    let r = quantize(&cfg, &|_| {}).unwrap();
+    assert!(r.fallback.is_empty() && r.fp32_layers.is_empty(), "{:?}", r.fallback);
+    // FP16 has no layer fallback.
+    let mut cfg = QuantizeConfig::new(model, dir.path().join("h.onnx"), Mode::Fp16);
+    cfg.val = Some(weed_mini());
+    cfg.max_drop = Some(0.5);
+    expect_err(&cfg, "--max-drop applies to INT8");
+}
+
 #[test]
 fn weights_only_and_fp16_need_no_calibration() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,7 +42,9 @@ pub struct LabelArgs {
     /// Boxes under this score (but above --conf) are marked for review on the sheets.
     #[arg(long, default_value_t = 0.6)]
     review_below: f32,
-    /// Fraction of the labelled images put in the val split (by a hash of the file name).
+    /// Fraction of the labelled images put in the val split (by a hash of the file name) when
+    /// the images folder has no split folders of its own (`train/`, `val/` or `valid/`,
+    /// `test/` at its top level are kept as they are: a val split stays a val split).
     #[arg(long, default_value_t = 0.2)]
     val_fraction: f64,
     /// Keep images where the teacher found nothing as background images (empty label files);
@@ -79,6 +81,18 @@ fn is_val(name: &str, fraction: f64) -> bool {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
     }
     (h % 10_000) as f64 / 10_000.0 < fraction
+}
+
+/// The split an image keeps from its folder: the first component of its path under `root`
+/// when that names a split (`valid` is written `val`).
+fn folder_split(root: &Path, image: &Path) -> Option<&'static str> {
+    let first = image.strip_prefix(root).ok()?.components().next()?;
+    match first.as_os_str().to_str()?.to_ascii_lowercase().as_str() {
+        "train" => Some("train"),
+        "val" | "valid" | "validation" => Some("val"),
+        "test" => Some("test"),
+        _ => None,
+    }
 }
 
 /// YOLO label rows (`class cx cy w h`, normalised) for boxes in a `w`×`h` image.
@@ -156,6 +170,9 @@ pub fn run(a: LabelArgs) -> Result<i32> {
         top_k: 1,
         nms: NmsOptions { score_threshold: a.conf, iou_threshold: a.iou, class_agnostic: a.agnostic, max_detections: 300 },
     };
+    // Split folders are honoured only when every image sits in one, so that a stray file at
+    // the top cannot silently land in train.
+    let keep_splits = images.iter().all(|p| folder_split(&a.images, p).is_some());
     let t0 = std::time::Instant::now();
     let results = parallel_map(&engine, images.len(), a.workers, |s, i| {
         let img = image_io::read_rgb(&images[i])?;
@@ -198,7 +215,11 @@ pub fn run(a: LabelArgs) -> Result<i32> {
             name = format!("{stem}_{k}");
             k += 1;
         }
-        let split = if is_val(&name, a.val_fraction) { "val" } else { "train" };
+        let split = match folder_split(&a.images, src) {
+            Some(s) if keep_splits => s,
+            _ if is_val(&name, a.val_fraction) => "val",
+            _ => "train",
+        };
         *summary.splits.entry(split.to_string()).or_default() += 1;
         let img_dst = a.out.join(format!("images/{split}/{name}.{ext}"));
         std::fs::create_dir_all(img_dst.parent().expect("has a parent")).with_context(|| format!("creating {}", img_dst.display()))?;
@@ -223,6 +244,9 @@ pub fn run(a: LabelArgs) -> Result<i32> {
     let names_yaml: String = keep.iter().map(|n| format!("  - {}\n", serde_json::to_string(n).unwrap_or_default())).collect();
     let mut yaml = format!("# written by fieldkit label from {}\npath: .\ntrain: images/train\n", a.teacher.display());
     yaml += if summary.splits.contains_key("val") { "val: images/val\n" } else { "val: images/train\n" };
+    if summary.splits.contains_key("test") {
+        yaml += "test: images/test\n";
+    }
     yaml += &format!("nc: {}\nnames:\n{names_yaml}", keep.len());
     fsio::write_atomic(&summary.data_yaml, yaml.as_bytes())?;
     // COCO ground truth of each split, through the same reader training uses.
@@ -240,9 +264,10 @@ pub fn run(a: LabelArgs) -> Result<i32> {
         summary.images, summary.labelled, summary.background, summary.skipped, summary.boxes, summary.uncertain_boxes, a.review_below
     );
     println!(
-        "dataset {} (splits {:?}); review sheets {}; {:.1} s",
+        "dataset {} (splits {:?}{}); review sheets {}; {:.1} s",
         summary.data_yaml.display(),
         summary.splits,
+        if keep_splits { ", kept from the image folders" } else { "" },
         a.out.join("review").display(),
         t0.elapsed().as_secs_f64()
     );
@@ -259,6 +284,16 @@ mod tests {
         assert!((300..500).contains(&n), "{n}");
         assert_eq!(is_val("a", 0.2), is_val("a", 0.2));
         assert!(!is_val("a", 0.0));
+    }
+
+    #[test]
+    fn split_folders_are_recognised() {
+        let root = Path::new("/data/cattle");
+        assert_eq!(folder_split(root, Path::new("/data/cattle/train/Jersey/a.jpg")), Some("train"));
+        assert_eq!(folder_split(root, Path::new("/data/cattle/Valid/b.jpg")), Some("val"));
+        assert_eq!(folder_split(root, Path::new("/data/cattle/test/c.png")), Some("test"));
+        assert_eq!(folder_split(root, Path::new("/data/cattle/Jersey/a.jpg")), None);
+        assert_eq!(folder_split(root, Path::new("/elsewhere/train/a.jpg")), None);
     }
 
     #[test]

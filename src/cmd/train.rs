@@ -186,7 +186,8 @@ pub struct ClassifyArgs {
     class_weights: Option<ClassWeights>,
     #[arg(long)]
     label_smoothing: Option<f32>,
-    /// Augmentation preset: none, light, standard, topdown.
+    /// Augmentation preset: none, light, standard, topdown (default: topdown for tiles with a
+    /// median short side <= 80 px, standard for photos).
     #[arg(long)]
     augment: Option<String>,
     /// Random-resized-crop area range over the preset's, as MIN or MIN,MAX (fractions of the image).
@@ -232,11 +233,20 @@ pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
-    if a.size.is_none() {
+    if a.size.is_none() || a.augment.is_none() {
         let folder = fieldkit_core::dataset::ImageFolder::open(&c.data, &c.train_split)?;
         let (size, median) = fieldkit_trainer::data::auto_size(&folder)?;
-        eprintln!("note: --size {size} from the training images (median short side {median} px)");
-        c.size = size;
+        if a.size.is_none() {
+            eprintln!("note: --size {size} from the training images (median short side {median} px)");
+            c.size = size;
+        }
+        if a.augment.is_none() {
+            let preset = fieldkit_trainer::data::auto_augment(median);
+            c.augment = Augment::preset(preset)?;
+            if preset == "topdown" {
+                eprintln!("note: --augment topdown (adds vertical flips and quarter turns) for tiles of {median} px; pass --augment standard if up matters in them");
+            }
+        }
     }
     set!(strategy, unfreeze_from, gradual_epochs, size, width, dropout, epochs, batch, optimizer, lr, lr_mult, momentum);
     set!(weight_decay, schedule, warmup_epochs, step_epochs, gamma, monitor, class_weights, label_smoothing, seed, workers);

@@ -1,6 +1,7 @@
 //! The detector end to end on the vendored sesame subset (default tier): the loss falls over
-//! a few optimisation steps from the ImageNet backbone, the exported ONNX matches burn in
-//! tract, and a short `train_detect` run writes every output, exports and evaluates.
+//! a few optimisation steps from the ImageNet backbone, overfitting one synthetic batch
+//! recovers its boxes, the exported ONNX matches burn in tract, and a short `train_detect`
+//! run writes every output, exports and evaluates.
 
 use std::path::PathBuf;
 
@@ -15,7 +16,9 @@ use fieldkit_trainer::export::export_detector;
 use fieldkit_trainer::model::yolox::{anchor_count, STRIDES};
 use fieldkit_trainer::model::{to_host, DetectorConfig};
 use fieldkit_trainer::train::classify::optimizer_for;
-use fieldkit_trainer::train::detect::assign::Anchors;
+use fieldkit_core::detect::{decode_yolox, nms, NmsOptions};
+use fieldkit_core::metrics::iou;
+use fieldkit_trainer::train::detect::assign::{Anchors, GtBox};
 use fieldkit_trainer::train::detect::loss::{yolox_loss, BoxLoss};
 use fieldkit_trainer::train::detect::{train_detect, DetectConfig};
 use fieldkit_trainer::train::{OptimizerKind, Progress};
@@ -68,6 +71,83 @@ fn loss_falls_on_a_fixed_batch() {
     let first = losses[..3].iter().sum::<f64>() / 3.0;
     let last = losses[9..].iter().sum::<f64>() / 3.0;
     assert!(last < 0.8 * first, "loss did not fall: {losses:?}");
+}
+
+/// Two 128-px images with flat-coloured objects of two classes on a noisy grey field.
+fn synthetic_batch() -> (Vec<image::RgbImage>, Vec<Vec<GtBox>>) {
+    use rand::Rng;
+    let mut rng = sample_rng(11, 0, 0);
+    let layouts: [&[(usize, [u32; 4])]; 2] = [&[(0, [16, 24, 64, 88]), (1, [76, 12, 116, 52])], &[(1, [8, 70, 56, 118]), (0, [70, 40, 120, 104])]];
+    let colours = [[220u8, 40, 40], [40, 60, 220]];
+    let mut images = Vec::new();
+    let mut boxes = Vec::new();
+    for layout in layouts {
+        let mut img = image::RgbImage::from_fn(128, 128, |_, _| {
+            let v = rng.random_range(100..156u8);
+            image::Rgb([v, v, v])
+        });
+        for &(c, [x1, y1, x2, y2]) in layout {
+            for y in y1..y2 {
+                for x in x1..x2 {
+                    img.put_pixel(x, y, image::Rgb(colours[c]));
+                }
+            }
+        }
+        boxes.push(layout.iter().map(|&(c, b)| GtBox { class: c, bbox: b.map(|v| v as f32) }).collect());
+        images.push(img);
+    }
+    (images, boxes)
+}
+
+/// Overfitting one batch drives the loss near its floor and the decoded, suppressed
+/// predictions of the eval-mode model recover every box with its class; a loss that ignored
+/// the targets (or an assignment that paired the wrong anchors) could not pass this.
+#[test]
+fn overfit_one_batch_recovers_the_boxes() {
+    let device = Device::flex();
+    device.seed(5);
+    let (images, boxes) = synthetic_batch();
+    let s = 128usize;
+    let mut model = DetectorConfig::new(2).with_neck_width(32).with_head_depth(1).init(&device);
+    load_backbone(&mut model.backbone, &weights()).unwrap();
+    let mut model = model.train().with_trainable_from(7);
+    let pre = DetectConfig::new(sesame()).preprocess();
+    let mut pixels = vec![0f32; 2 * 3 * s * s];
+    for (i, img) in images.iter().enumerate() {
+        pre.normalize_into(img, &mut pixels[i * 3 * s * s..(i + 1) * 3 * s * s]).unwrap();
+    }
+    let anchors = Anchors::new(s as u32, &STRIDES);
+    let mut optim = optimizer_for(OptimizerKind::AdamW, 0.0, 0.9, Some(10.0));
+    let ad = device.clone().autodiff();
+    let steps = 160;
+    let mut losses = Vec::new();
+    for step in 0..steps {
+        let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), [2, 3, s, s]), &ad);
+        let (loss, parts) = yolox_loss(model.forward(x), &boxes, &anchors, BoxLoss::Iou, step >= steps / 2);
+        losses.push(parts);
+        let g = GradientsParams::from_grads(loss.backward(), &model);
+        let lr = if step < steps * 3 / 4 { 3e-3 } else { 1e-3 };
+        model = optim.step(lr, model, g);
+    }
+    let (first, last) = (losses[0], losses[steps - 1]);
+    eprintln!("overfit: first {first:?}\n         last  {last:?}");
+    // IoU loss 5·(1 − IoU²) under 0.5 means a mean IoU above ~0.95 on the positives.
+    // Measured: 12.5 -> 0.50 in 160 steps, boxes back to the pixel.
+    assert!(last.total < 0.1 * first.total && last.iou < 0.5 && last.obj < 0.1 * first.obj, "{last:?} vs {first:?}");
+    let eval = model.valid();
+    let y = to_host(eval.forward(Tensor::<4>::from_data(TensorData::new(pixels, [2, 3, s, s]), &device)));
+    let per = y.len() / 2;
+    for (i, want) in boxes.iter().enumerate() {
+        let dets = decode_yolox(&y[i * per..(i + 1) * per], 2, s as u32, s as u32, &STRIDES, true, 0.3).unwrap();
+        let dets = nms(dets, &NmsOptions { score_threshold: 0.3, iou_threshold: 0.5, class_agnostic: false, max_detections: 100 });
+        let found: Vec<String> = dets.iter().map(|d| format!("{} {:.2} {:?}", d.class, d.score, d.bbox.map(|v| v.round()))).collect();
+        eprintln!("image {i}: {found:?}");
+        assert_eq!(dets.len(), want.len(), "image {i}: {found:?} vs {want:?}");
+        for gt in want {
+            let best = dets.iter().filter(|d| d.class == gt.class).map(|d| iou(&d.bbox, &gt.bbox)).fold(0.0f32, f32::max);
+            assert!(best >= 0.9, "image {i}: class {} box {:?} recovered at IoU {best} only: {found:?}", gt.class, gt.bbox);
+        }
+    }
 }
 
 #[test]
