@@ -87,6 +87,17 @@ fn label_writes_a_yolo_dataset_that_reads_back() {
     assert!(yaml.contains("\"weed\"") && yaml.find("weed") < yaml.find("crop"), "{yaml}");
     assert!(out.join("annotations/train.json").is_file());
     assert!(out.join("review/sheet_000.png").is_file());
+    // Merging the teacher's classes into one: a single class, every box under it.
+    let merged = dir.path().join("merged");
+    let o = fieldkit(&[
+        "label", "--teacher", m.to_str().unwrap(), "--images", images.to_str().unwrap(), "--classes", "weed=plant,crop=plant", "--agnostic",
+        "--out", merged.to_str().unwrap(), "--conf", "0.05", "--keep-empty",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let yaml = std::fs::read_to_string(merged.join("data.yaml")).unwrap();
+    assert!(yaml.contains("nc: 1") && yaml.contains("\"plant\""), "{yaml}");
+    let s2: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(merged.join("label.json")).unwrap()).unwrap();
+    assert!(s2["boxes"]["plant"].as_u64().unwrap() > 0, "{s2}");
     // Labelling never overwrites.
     let o = fieldkit(&["label", "--teacher", m.to_str().unwrap(), "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));

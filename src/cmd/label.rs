@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use fieldkit_core::card::Task;
 use fieldkit_core::dataset::{self, YoloDataset};
-use fieldkit_core::detect::NmsOptions;
+use fieldkit_core::detect::{nms, Detection, NmsOptions};
 use fieldkit_core::{fsio, image_io, report};
 use fieldkit_runtime::eval::parallel_map;
 use fieldkit_runtime::{Engine, LabeledDetection, Output, PredictOptions};
@@ -26,6 +26,8 @@ pub struct LabelArgs {
     #[arg(long)]
     images: PathBuf,
     /// Teacher classes to keep, in the order of the new dataset's ids (default: all of them).
+    /// `TEACHER=NEW` renames or merges: `cow,horse=cow` labels the teacher's horses as cows
+    /// too (a photo set of cattle only, where the teacher sometimes says horse).
     #[arg(long, value_delimiter = ',')]
     classes: Option<Vec<String>>,
     /// Output dataset folder (must not exist or be empty).
@@ -37,6 +39,7 @@ pub struct LabelArgs {
     #[arg(long, default_value_t = 0.45)]
     iou: f32,
     /// One box per object across the kept classes (a cow that the teacher also calls a horse).
+    /// Classes are kept (and merged) before NMS, so a dropped class never suppresses a kept one.
     #[arg(long)]
     agnostic: bool,
     /// Boxes under this score (but above --conf) are marked for review on the sheets.
@@ -81,6 +84,37 @@ fn is_val(name: &str, fraction: f64) -> bool {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
     }
     (h % 10_000) as f64 / 10_000.0 < fraction
+}
+
+/// The new dataset's class names and, per teacher class, its new id: `--classes` items are
+/// `teacher` or `teacher=new`; new ids follow the first appearance of each new name.
+fn class_map(items: &[String], teacher: &[String]) -> Result<(Vec<String>, Vec<Option<usize>>)> {
+    let mut names: Vec<String> = Vec::new();
+    let mut map = vec![None; teacher.len()];
+    for item in items {
+        let (from, to) = match item.split_once('=') {
+            Some((f, t)) => (f.trim(), t.trim()),
+            None => (item.trim(), item.trim()),
+        };
+        if from.is_empty() || to.is_empty() {
+            bail!("--classes: '{item}' must be a class name or TEACHER=NEW");
+        }
+        let t = teacher.iter().position(|c| c == from).ok_or_else(|| {
+            anyhow::anyhow!("--classes: '{from}' is not a class of the teacher (it knows {} classes, e.g. {:?})", teacher.len(), &teacher[..teacher.len().min(10)])
+        })?;
+        if map[t].is_some() {
+            bail!("--classes: '{from}' is listed twice");
+        }
+        let new = match names.iter().position(|n| n == to) {
+            Some(i) => i,
+            None => {
+                names.push(to.to_string());
+                names.len() - 1
+            }
+        };
+        map[t] = Some(new);
+    }
+    Ok((names, map))
 }
 
 /// The split an image keeps from its folder: the first component of its path under `root`
@@ -148,14 +182,7 @@ pub fn run(a: LabelArgs) -> Result<i32> {
     if card.task != Task::Detect {
         bail!("{}: the teacher must be a detector (its card says {:?})", a.teacher.display(), card.task);
     }
-    let keep: Vec<String> = a.classes.clone().unwrap_or_else(|| card.classes.clone());
-    let mut map = vec![None; card.classes.len()];
-    for (new, name) in keep.iter().enumerate() {
-        match card.classes.iter().position(|c| c == name) {
-            Some(t) => map[t] = Some(new),
-            None => bail!("--classes: '{name}' is not a class of {} (it knows {} classes, e.g. {:?})", a.teacher.display(), card.classes.len(), &card.classes[..card.classes.len().min(10)]),
-        }
-    }
+    let (keep, map) = class_map(a.classes.as_ref().unwrap_or(&card.classes), &card.classes).with_context(|| format!("teacher {}", a.teacher.display()))?;
     if !(0.0..1.0).contains(&a.val_fraction) || !(0.0..=1.0).contains(&a.conf) {
         bail!("--val-fraction {} must be in [0, 1) and --conf {} in [0, 1]", a.val_fraction, a.conf);
     }
@@ -166,10 +193,10 @@ pub fn run(a: LabelArgs) -> Result<i32> {
     if images.is_empty() {
         bail!("{}: no images (.jpg, .jpeg, .png)", a.images.display());
     }
-    let opts = PredictOptions {
-        top_k: 1,
-        nms: NmsOptions { score_threshold: a.conf, iou_threshold: a.iou, class_agnostic: a.agnostic, max_detections: 300 },
-    };
+    // The engine decodes without suppression (IoU threshold 1); classes are kept and merged
+    // first, then NMS runs on the new classes.
+    let opts = PredictOptions { top_k: 1, nms: NmsOptions { score_threshold: a.conf, iou_threshold: 1.0, class_agnostic: false, max_detections: usize::MAX } };
+    let nms_opts = NmsOptions { score_threshold: a.conf, iou_threshold: a.iou, class_agnostic: a.agnostic, max_detections: 300 };
     // Split folders are honoured only when every image sits in one, so that a stray file at
     // the top cannot silently land in train.
     let keep_splits = images.iter().all(|p| folder_split(&a.images, p).is_some());
@@ -181,7 +208,11 @@ pub fn run(a: LabelArgs) -> Result<i32> {
             Output::Detections(d) => d,
             _ => Vec::new(),
         };
-        let kept: Vec<(usize, LabeledDetection)> = dets.into_iter().filter_map(|d| map[d.class].map(|c| (c, d))).collect();
+        let mapped: Vec<Detection> = dets.iter().filter_map(|d| map[d.class].map(|c| Detection { bbox: d.bbox, class: c, score: d.score })).collect();
+        let kept = nms(mapped, &nms_opts)
+            .into_iter()
+            .map(|d| (d.class, LabeledDetection { bbox: d.bbox, class: d.class, name: keep[d.class].clone(), score: d.score }))
+            .collect::<Vec<_>>();
         Ok((p.width, p.height, kept))
     })?;
     // Distinct output names even when sub-folders repeat a file name.
@@ -284,6 +315,21 @@ mod tests {
         assert!((300..500).contains(&n), "{n}");
         assert_eq!(is_val("a", 0.2), is_val("a", 0.2));
         assert!(!is_val("a", 0.0));
+    }
+
+    #[test]
+    fn classes_keep_rename_and_merge() {
+        let teacher: Vec<String> = ["person", "horse", "sheep", "cow"].iter().map(|s| s.to_string()).collect();
+        let items = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (names, map) = class_map(&items(&["cow", "horse=cow", "sheep"]), &teacher).unwrap();
+        assert_eq!(names, vec!["cow", "sheep"]);
+        assert_eq!(map, vec![None, Some(0), Some(1), Some(0)]);
+        let (names, map) = class_map(&items(&["person=farmer"]), &teacher).unwrap();
+        assert_eq!((names, map), (vec!["farmer".to_string()], vec![Some(0), None, None, None]));
+        for (bad, needle) in [(&["goat"][..], "'goat' is not a class"), (&["cow", "cow"], "listed twice"), (&["=cow"], "TEACHER=NEW")] {
+            let e = class_map(&items(bad), &teacher).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]
