@@ -5,15 +5,19 @@
 # scores the student against the teacher's labels of the val split. Prints and writes
 # benches/results/livestock_autolabel.json; the review sheets are in WORK/labelled/review/.
 #
-#     bash benches/livestock_autolabel.sh [WORK_DIR]       (EPOCHS, SIZE, FROM, EXTRA override)
+#     bash benches/livestock_autolabel.sh [WORK_DIR]   (EPOCHS, SIZE, FROM, CLASSES, EXTRA override;
+#                                                      FK=path/to/fieldkit skips the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="${FIELDKIT_SHARED:-../shared}/assets"
 work="${1:-benches/out/livestock}"
 out="benches/results/livestock_autolabel.json"
 epochs="${EPOCHS:-12}"; size="${SIZE:-256}"; from="${FROM:-14}"
-cargo build --release -q --bin fieldkit
-fk="${CARGO_TARGET_DIR:-target}/release/fieldkit"
+fk="${FK:-}"
+if [ -z "$fk" ]; then
+  cargo build --release -q --bin fieldkit
+  fk="${CARGO_TARGET_DIR:-target}/release/fieldkit"
+fi
 rm -rf "$work"; mkdir -p "$work" "$(dirname "$out")"
 cp "$shared/models/yolox-nano-coco/yolox_nano_416x416.onnx" "$work/teacher.onnx"
 "$fk" card init --model "$work/teacher.onnx" --preset yolox --size 416 \

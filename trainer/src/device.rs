@@ -3,7 +3,9 @@
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, TrainerError};
+use crate::error::Result;
+#[cfg(not(feature = "wgpu"))]
+use crate::error::TrainerError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
