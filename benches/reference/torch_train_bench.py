@@ -10,28 +10,13 @@ in eval mode), full. AdamW, plain cross-entropy, torch threads = cores.
 """
 import json
 import resource
-import struct
 import sys
 import time
 
 import numpy as np
 import torch
 import torchvision
-
-
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        body = f.read()
-    out = {}
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        assert v["dtype"] == "F32", v["dtype"]
-        a, b = v["data_offsets"]
-        out[k] = torch.from_numpy(np.frombuffer(body[a:b], dtype=np.float32).reshape(v["shape"]).copy())
-    return out
+from torch_weights import load_safetensors
 
 
 def main():
