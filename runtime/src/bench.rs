@@ -85,8 +85,15 @@ pub struct BenchResult {
     /// Peak resident memory of the process (VmHWM), when measured in its own process.
     pub peak_rss_mb: Option<f64>,
     pub runs: usize,
+    /// Intra-op threads per inference (1: tract's single-threaded default).
+    #[serde(default = "one")]
+    pub threads: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<Accuracy>,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,6 +232,7 @@ pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<(BenchResult, Engi
         throughput,
         peak_rss_mb: None,
         runs: cfg.runs,
+        threads: 1,
         accuracy: None,
     };
     Ok((result, engine))

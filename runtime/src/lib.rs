@@ -9,6 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod onnx_graph;
 pub mod profile;
+pub mod threads;
 
 pub use engine::{model_io_names, ClassScore, Engine, LabeledDetection, Output, PredictOptions, Prediction, Session, Timing};
 pub use error::{Result, RuntimeError};

@@ -43,6 +43,25 @@ fn mobilenetv2_features_match_onnxruntime() {
     assert!(d <= 1e-4);
 }
 
+/// Intra-op threads split tract's products by output panels: the same sums in the same order,
+/// so the features match single-threaded tract (and onnxruntime) to rounding.
+#[cfg(feature = "threads")]
+#[test]
+#[ignore = "needs ../shared"]
+fn mobilenetv2_on_two_threads_matches_one() {
+    let (path, card) = mobilenet();
+    let engine = Engine::with_card(&path, card).unwrap();
+    let x = pattern_imagenet(224, 224);
+    fieldkit_runtime::threads::set_intra_op_threads(2).unwrap();
+    let two = engine.session().unwrap().run_tensor(&x).unwrap();
+    fieldkit_runtime::threads::set_intra_op_threads(1).unwrap();
+    let one = engine.session().unwrap().run_tensor(&x).unwrap();
+    let d = max_abs_diff(&one, &two);
+    eprintln!("mobilenetv2: max |2 threads - 1 thread| = {d:e}");
+    assert!(d <= 1e-5);
+    assert!(max_abs_diff(&two, &floats(&read(&golden("mobilenetv2_pattern.json"))["output"])) <= 1e-4);
+}
+
 #[test]
 #[ignore = "needs ../shared"]
 fn yolox_nano_raw_output_matches_onnxruntime() {

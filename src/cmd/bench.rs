@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Worker counts for the throughput test, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     workers: Vec<usize>,
+    /// Intra-op threads per inference (latency for one stream; 1 = tract's default). Each of
+    /// the throughput test's workers uses them too.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Image to feed (default: a synthetic 640x480 image).
     #[arg(long)]
     image: Option<PathBuf>,
@@ -50,6 +54,7 @@ pub struct BenchArgs {
 }
 
 fn measure(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
+    fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
     let image = a.image.as_ref().map(|p| image_io::read_rgb(p)).transpose()?;
     let cfg = BenchConfig { runs: a.runs.max(1), warmup: a.warmup, workers: a.workers.clone(), image };
     let (mut r, engine) = bench_model(model, &cfg)?;
@@ -59,6 +64,7 @@ fn measure(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
         r.accuracy = Some(Accuracy { metric: h.metric.into(), value: h.value, dataset: format!("{} ({})", val.display(), h.split) });
     }
     r.peak_rss_mb = peak_rss_mb();
+    r.threads = a.threads;
     Ok(r)
 }
 
@@ -68,6 +74,7 @@ fn measure_in_child(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
     cmd.arg("bench").arg("--child").arg("--model").arg(model);
     cmd.arg("--runs").arg(a.runs.to_string()).arg("--warmup").arg(a.warmup.to_string());
     cmd.arg("--workers").arg(a.workers.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","));
+    cmd.arg("--threads").arg(a.threads.to_string());
     if let Some(i) = &a.image {
         cmd.arg("--image").arg(i);
     }
@@ -108,6 +115,11 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     let in_process = a.in_process || sys.tract_cpu.emulated;
     if in_process && !a.in_process {
         println!("  emulated: models measured in this process, one after another");
+    }
+    // Refuse before measuring anything when this build cannot thread.
+    fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
+    if a.threads > 1 {
+        println!("  {} intra-op threads per inference", a.threads);
     }
     let mut results = Vec::new();
     for m in &a.models {

@@ -46,6 +46,9 @@ pub struct PredictArgs {
     no_images: bool,
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Intra-op threads per inference (one video stream: --workers 1 --threads 2).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 /// One input: an image file, or a frame extracted from a video.
@@ -160,6 +163,7 @@ fn annotated_name(i: usize, image: &Path) -> String {
 }
 
 pub fn run(a: PredictArgs) -> Result<i32> {
+    fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
     let engine = Engine::load(&a.model)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let frames_dir = tempfile_dir(&a.out)?;

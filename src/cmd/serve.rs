@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// Inference worker threads.
     #[arg(long)]
     workers: Option<usize>,
+    /// Intra-op threads per inference (lower latency per request, fewer requests in parallel:
+    /// e.g. --workers 1 --threads 2 for one camera on two cores).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Bearer token for every route but health (at least 16 characters).
     #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
@@ -86,6 +90,7 @@ pub fn config(a: ServeArgs) -> Result<ServeConfig> {
 }
 
 pub fn run(a: ServeArgs) -> Result<i32> {
+    fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
     let cfg = config(a)?;
     cfg.validate()?;
     fieldkit_serve::init_logging();
