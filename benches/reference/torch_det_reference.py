@@ -20,7 +20,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -102,8 +101,7 @@ def load(sample):
 
 def build(weights, num_classes, size, unfreeze_from):
     net = torchvision.models.mobilenet_v2(norm_layer=FrozenBatchNorm2d)
-    state = {k: v for k, v in load_safetensors(weights).items()}
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing, unexpected = net.load_state_dict(load_safetensors(weights), strict=False)
     unexpected = [k for k in unexpected if not k.endswith("num_batches_tracked")]
     assert not unexpected and all(k.startswith("classifier") for k in missing), (missing, unexpected)
     backbone = net.features

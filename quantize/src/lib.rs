@@ -183,15 +183,15 @@ fn keep_after(base: &int8::Keep, steps: &[(String, bool)], k: usize) -> int8::Ke
     keep
 }
 
-/// The accuracy fallback: the fewest of `steps` (most harmful layer first) whose model's
-/// drop fits `budget`. Walking them one by one re-evaluated the whole validation split per
+/// The accuracy fallback: the fewest fallback steps (from `impacts`, most harmful layer first,
+/// layers the user kept left out) whose model's drop fits `budget`. Walking them one by one re-evaluated the whole validation split per
 /// step (14 steps took ~5 min on the weed model); since putting more back in float rarely makes
 /// the model worse, this doubles the step count until the drop fits and then bisects, about
 /// 2·log2(n) evaluations. Every evaluated point goes into `trace` in step order. With no
-/// prefix fitting, every step is taken (the caller warns).
+/// prefix fitting, every step is taken and `warnings` says so.
 #[allow(clippy::too_many_arguments)]
 fn search_fallback(
-    steps: &[(String, bool)],
+    impacts: &[sensitivity::Impact],
     base: &int8::Keep,
     budget: f64,
     start: (Model, Headline),
@@ -200,15 +200,25 @@ fn search_fallback(
     drop_of: &dyn Fn(&Headline) -> f64,
     log: &dyn Fn(&str),
     trace: &mut Vec<FallbackStep>,
+    warnings: &mut Vec<String>,
 ) -> Result<(int8::Keep, Model, Headline)> {
-    if drop_of(&start.1) <= budget || steps.is_empty() {
+    let user_kept: Vec<String> = base.fp32.iter().cloned().collect();
+    let steps = sensitivity::steps_from_impact(impacts, &user_kept);
+    let steps = steps.as_slice();
+    let over = |e: &Headline| format!("the drop stays {:.2} pp above the {budget} pp budget with every layer in float", drop_of(e));
+    if drop_of(&start.1) <= budget {
+        return Ok((base.clone(), start.0, start.1));
+    }
+    if steps.is_empty() {
+        warnings.push(over(&start.1));
         return Ok((base.clone(), start.0, start.1));
     }
     log(&format!("drop {:.2} pp > {budget} pp: searching the fewest of {} fallback steps", drop_of(&start.1), steps.len()));
     let n = steps.len();
     let mut points: Vec<FallbackStep> = Vec::new();
-    // The best fitting point seen, and the all-steps point in case none fits.
-    let mut fitted: Option<(usize, int8::Keep, Model, Headline)> = None;
+    // The last fitting point evaluated (each later one has fewer steps: bisection), and the
+    // all-steps point in case none fits.
+    let mut fitted: Option<(int8::Keep, Model, Headline)> = None;
     let mut at_n: Option<(int8::Keep, Model, Headline)> = None;
     let k = smallest_fitting(n, |k| {
         let keep = keep_after(base, steps, k);
@@ -220,9 +230,9 @@ fn search_fallback(
         log(&format!("  {k} steps (to {name}, {what}): drop {d:.2} pp"));
         points.push(FallbackStep { steps: k, fp32_layers: keep.fp32.len(), float_inputs: keep.float_input.len(), added: format!("{name} ({what})"), quant_metric: e.value, drop: d });
         let fits = d <= budget;
-        if fits && fitted.as_ref().is_none_or(|f| k < f.0) {
-            fitted = Some((k, keep, m, e));
-        } else if !fits && k == n {
+        if fits {
+            fitted = Some((keep, m, e));
+        } else if k == n {
             at_n = Some((keep, m, e));
         }
         Ok(fits)
@@ -230,8 +240,11 @@ fn search_fallback(
     points.sort_by_key(|p| p.steps);
     trace.extend(points);
     match (fitted, at_n) {
-        (Some((_, keep, m, e)), _) => Ok((keep, m, e)),
-        (None, Some(all)) => Ok(all),
+        (Some(fit), _) => Ok(fit),
+        (None, Some(all)) => {
+            warnings.push(over(&all.2));
+            Ok(all)
+        }
         (None, None) => unreachable!("smallest_fitting({n}) returned {k} without evaluating it"),
     }
 }
@@ -399,12 +412,8 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
                     let probe = weights_only_probe_images(cfg, card.as_ref().expect("--val needs a card"))?;
                     log(&format!("measuring each layer's weights' effect on the output alone ({} images)", probe.1.len()));
                     let impacts = sensitivity::isolated_impact(&model, &targets, &build, true, probe.0, &probe.2, &probe.1, cfg.workers)?;
-                    let steps = sensitivity::steps_from_impact(&impacts, &kept);
-                    let (k, m, e) = search_fallback(&steps, &keep, budget, (m, e0), &|k: &int8::Keep| build(k, true), &eval_kept, &drop_of, log, &mut fallback)?;
+                    let (k, m, e) = search_fallback(&impacts, &keep, budget, (m, e0), &|k: &int8::Keep| build(k, true), &eval_kept, &drop_of, log, &mut fallback, &mut warnings)?;
                     kept = sorted(&k.fp32);
-                    if drop_of(&e) > budget {
-                        warnings.push(format!("the drop stays {:.2} pp above the {budget} pp budget with every layer in float", drop_of(&e)));
-                    }
                     (m, Some(e))
                 }
                 (_, e) => (m, e),
@@ -456,14 +465,10 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
                 (Some(budget), Some(e0)) => {
                     log("measuring each layer's effect on the output alone");
                     let impacts = sensitivity::isolated_impact(&model, &targets, &build, false, shape, &pre, &err_images, cfg.workers)?;
-                    let steps = sensitivity::steps_from_impact(&impacts, &kept);
-                    let (k, m, e) = search_fallback(&steps, &keep, budget, (m, e0), &|k: &int8::Keep| build(k, false), &eval_kept, &drop_of, log, &mut fallback)?;
+                    let (k, m, e) = search_fallback(&impacts, &keep, budget, (m, e0), &|k: &int8::Keep| build(k, false), &eval_kept, &drop_of, log, &mut fallback, &mut warnings)?;
                     keep = k;
                     kept = sorted(&keep.fp32);
                     float_inputs = sorted(&keep.float_input);
-                    if drop_of(&e) > budget {
-                        warnings.push(format!("the drop stays {:.2} pp above the {budget} pp budget with every layer in float", drop_of(&e)));
-                    }
                     for l in layers.iter_mut() {
                         l.kept_fp32 = keep.fp32.contains(&l.name);
                         l.float_input = keep.float_input.contains(&l.name);

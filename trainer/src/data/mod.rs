@@ -102,8 +102,8 @@ pub fn auto_size(folder: &ImageFolder) -> Result<(u32, u32)> {
     sides.sort_unstable();
     let median = sides[sides.len() / 2];
     let size = match median {
-        0..=TILE_SIDE => 96,
-        81..=255 => 128,
+        m if m <= TILE_SIDE => 96,
+        m if m < 256 => 128,
         _ => 160,
     };
     Ok((size, median))
