@@ -8,8 +8,8 @@ users know; it is a check, never a dependency.
     /usr/bin/python3 torch_det_reference.py DATA.yaml WEIGHTS.safetensors OUT_DIR \
         [--fieldkit BIN] [--size 320] [--minutes 73.5] [--epochs 30] [--unfreeze-from 14] [--batch 8]
 
-Setup follows torchvision's detection recipe for a MobileNetV2 backbone (the tutorial's
-FasterRCNN(mobilenet_v2().features) with one stride-32 level): frozen BatchNorm, anchors
+Setup follows torchvision's low-resolution mobile recipe (fasterrcnn_mobilenet_v3_large_320_fpn)
+with the MobileNetV2 backbone: FPN over the last two stages, frozen BatchNorm, anchors
 32-512 px at three aspect ratios, SGD momentum 0.9, lr 0.02 x batch/16 with a one-epoch linear
 warm-up then cosine, weight decay 1e-4, horizontal flips; backbone layers below
 features.N frozen like fieldkit's --unfreeze-from. Training stops at --minutes or --epochs,
@@ -29,7 +29,8 @@ from torch_weights import load_safetensors
 from PIL import Image
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 
@@ -100,19 +101,27 @@ def load(sample):
 
 
 def build(weights, num_classes, size, unfreeze_from):
+    """torchvision's fasterrcnn_mobilenet_v3_large_320_fpn recipe with the MobileNetV2 backbone:
+    FPN (256 channels) over the last two stages (features.13, stride 16, and features.18,
+    stride 32) plus a max-pooled level, anchors 32-512 at three aspect ratios on each level,
+    150 proposals at test time; 128 sampled RoIs per training image instead of 512, the
+    Detectron-style setting for small datasets. On these 2 cores the box head dominates a step:
+    the tutorial's single 1280-channel level ran at 0.14 img/s, this FPN with 512 RoIs at 0.8,
+    with 128 at 2.6 (batch 8, backbone from features.14)."""
     net = torchvision.models.mobilenet_v2(norm_layer=FrozenBatchNorm2d)
     missing, unexpected = net.load_state_dict(load_safetensors(weights), strict=False)
     unexpected = [k for k in unexpected if not k.endswith("num_batches_tracked")]
     assert not unexpected and all(k.startswith("classifier") for k in missing), (missing, unexpected)
-    backbone = net.features
-    backbone.out_channels = 1280
-    for i, layer in enumerate(backbone):
+    features = net.features
+    for i, layer in enumerate(features):
         for p in layer.parameters():
             p.requires_grad = i >= unfreeze_from
-    anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
-    pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
-    return FasterRCNN(backbone, num_classes=num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=pool,
-                      min_size=size, max_size=size, box_score_thresh=0.001, box_detections_per_img=100)
+    backbone = BackboneWithFPN(features, return_layers={"13": "0", "18": "1"}, in_channels_list=[96, 1280],
+                               out_channels=256, extra_blocks=LastLevelMaxPool())
+    anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),) * 3, aspect_ratios=((0.5, 1.0, 2.0),) * 3)
+    return FasterRCNN(backbone, num_classes=num_classes + 1, rpn_anchor_generator=anchors,
+                      min_size=size, max_size=size, rpn_pre_nms_top_n_test=150, rpn_post_nms_top_n_test=150,
+                      rpn_score_thresh=0.05, box_batch_size_per_image=128, box_score_thresh=0.001, box_detections_per_img=100)
 
 
 def main():
