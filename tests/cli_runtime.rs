@@ -148,6 +148,15 @@ fn bench_writes_the_documented_keys() {
     let op_ms: f64 = p["ops"].as_array().unwrap().iter().map(|n| n["ms"].as_f64().unwrap()).sum();
     assert!(!p["nodes"].as_array().unwrap().is_empty() && (node_ms - op_ms).abs() < 1e-6);
     assert!(node_ms <= p["total_ms"].as_f64().unwrap() * 1.01 + 0.01);
+    // --nnef-cache: the first run translates and writes the plan, the second reads it.
+    let cache = d.path().join("cache");
+    for want in ["nnef_written", "nnef_cache"] {
+        let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2", "--workers", "1", "--nnef-cache", cache.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains(&format!("plan loaded from {want}")), "{}", stdout(&o));
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(r["models"][0]["loaded_from"], want);
+    }
     // A model without a card is a clear error, not a panic.
     std::fs::remove_file(d.path().join("tiny_classifier.json")).unwrap();
     let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2"]);

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, PredictOptions};
 use crate::error::{Result, RuntimeError};
+use crate::nnef_cache::LoadSource;
 
 /// tract version this build links (pinned in the workspace manifest; a test keeps them equal).
 pub const TRACT_VERSION: &str = "0.23.9";
@@ -66,6 +67,10 @@ pub struct BenchResult {
     pub size_mb: f64,
     /// Card check (sha256) + parse + optimize + plan.
     pub load_ms: f64,
+    /// Where the plan came from: `onnx`, `nnef_cache` (read), `nnef_written` (translated and
+    /// cached), or `onnx (cache unusable: why)`.
+    #[serde(default)]
+    pub loaded_from: String,
     /// First inference after load (allocations, caches).
     pub first_ms: f64,
     pub p50_ms: f64,
@@ -155,6 +160,8 @@ pub struct BenchConfig {
     pub workers: Vec<usize>,
     /// Image to feed; a synthetic 640x480 photo-like gradient when absent.
     pub image: Option<RgbImage>,
+    /// Load through this NNEF cache directory (see [`crate::nnef_cache`]).
+    pub nnef_cache: Option<std::path::PathBuf>,
 }
 
 /// A deterministic image with edges and texture, so NMS and decoding do real work.
@@ -170,8 +177,14 @@ pub fn synthetic_image() -> RgbImage {
 pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<(BenchResult, Engine)> {
     let size_mb = std::fs::metadata(model).map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: e.to_string() })?.len() as f64 / 1e6;
     let t = Instant::now();
-    let engine = Engine::load(model)?;
+    let engine = Engine::load_cached(model, cfg.nnef_cache.as_deref())?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let loaded_from = match engine.load_source() {
+        LoadSource::Onnx => "onnx".to_string(),
+        LoadSource::Cache(_) => "nnef_cache".to_string(),
+        LoadSource::Written(_) => "nnef_written".to_string(),
+        LoadSource::Uncached(why) => format!("onnx (cache unusable: {why})"),
+    };
     let img = cfg.image.clone().unwrap_or_else(synthetic_image);
     let input = engine.preprocess().run(&img)?.data;
 
@@ -218,6 +231,7 @@ pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<(BenchResult, Engi
         model: model.display().to_string(),
         size_mb,
         load_ms,
+        loaded_from,
         first_ms,
         p50_ms: latency.p50_ms,
         p90_ms: latency.p90_ms,

@@ -16,6 +16,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Result, RuntimeError};
+use crate::nnef_cache::{self, LoadSource};
 
 struct Inner {
     path: PathBuf,
@@ -28,6 +29,7 @@ struct Inner {
     preprocess: Preprocess,
     output_shape: Vec<usize>,
     load_ms: f64,
+    source: LoadSource,
 }
 
 /// A loaded model; cheap to clone and share across threads.
@@ -101,39 +103,56 @@ fn ms(t: Instant) -> f64 {
 impl Engine {
     /// Loads `model` and its card `<model>.json`, refusing a model whose sha256 differs.
     pub fn load(model: &Path) -> Result<Self> {
+        Self::load_cached(model, None)
+    }
+
+    /// [`Engine::load`], keeping the translated model in `cache` (a directory) when given:
+    /// the first load writes an NNEF entry, later loads of the same bytes at the same input
+    /// size read it instead of the ONNX file (see [`crate::nnef_cache`]).
+    pub fn load_cached(model: &Path, cache: Option<&Path>) -> Result<Self> {
         let card = ModelCard::load_verified(model)?;
-        Self::with_card(model, card)
+        let sha = card.sha256.clone();
+        Self::build(model, card, cache.map(|dir| (dir, sha.as_str())))
     }
 
     /// Loads `model` described by `card` without checking the file hash (for a card being
     /// written, or a third-party model whose card is built in code).
     pub fn with_card(model: &Path, card: ModelCard) -> Result<Self> {
+        Self::build(model, card, None)
+    }
+
+    /// `cache`: the cache directory and the model's verified sha256.
+    fn build(model: &Path, card: ModelCard, cache: Option<(&Path, &str)>) -> Result<Self> {
         let t0 = Instant::now();
         let load_err = |msg: String| RuntimeError::Load { path: model.to_path_buf(), msg };
         let mismatch = |msg: String| RuntimeError::Mismatch { path: model.to_path_buf(), msg };
         card.validate(&fieldkit_core::card::card_path(model))?;
         let (width, height) = input_size(&card).map_err(mismatch)?;
-        let mut m = read_onnx(model)?;
-        let (input_names, outputs) = io_names(&m).map_err(|e| load_err(format!("{e:#}")))?;
-        if input_names.len() != 1 || input_names[0] != card.input.name {
-            return Err(mismatch(format!(
-                "the card expects one input '{}', the model has {:?}",
-                card.input.name, input_names
-            )));
-        }
-        let wanted = card.decode.output();
-        let names: Vec<&String> = outputs.iter().map(|(_, n)| n).collect();
-        let pos = names
-            .iter()
-            .position(|n| *n == wanted)
-            .ok_or_else(|| mismatch(format!("the card names output '{wanted}', the model has {names:?}")))?;
-        m.select_output_outlets(&[outputs[pos].0]).map_err(|e| load_err(format!("{e:#}")))?;
-        // f32 unless the model declares another input type (an FP16 model without f32 I/O).
-        let input_dt = m.input_fact(0).ok().and_then(|f| f.datum_type.concretize()).unwrap_or(f32::datum_type());
-        m = m
-            .with_input_fact(0, input_dt.fact([1, 3, height as usize, width as usize]).into())
-            .map_err(|e| load_err(format!("{e:#}")))?;
-        let typed = m.into_optimized().map_err(|e| load_err(format!("cannot optimize for a {width}x{height} input: {e:#}")))?;
+        let (typed, source) = match cache {
+            None => (translate(model, &card, width, height)?, LoadSource::Onnx),
+            Some((dir, sha)) => {
+                let entry = nnef_cache::entry_path(dir, sha, width, height, card.decode.output());
+                // An entry that cannot be read or does not take this input (written by
+                // another build, damaged on disk) is translated again and replaced.
+                let cached = entry.is_file().then(|| nnef_cache::read(&entry)).and_then(|r| r.ok()).filter(|m| {
+                    m.input_fact(0).ok().and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()))
+                        == Some(vec![1, 3, height as usize, width as usize])
+                });
+                match cached {
+                    Some(m) => (m, LoadSource::Cache(entry)),
+                    None => {
+                        let m = translate(model, &card, width, height)?;
+                        let source = match nnef_cache::write(&entry, &m) {
+                            Ok(()) => LoadSource::Written(entry),
+                            Err(why) => LoadSource::Uncached(why),
+                        };
+                        (m, source)
+                    }
+                }
+            }
+        };
+        let input_dt = typed.input_fact(0).map_err(|e| load_err(format!("{e:#}")))?.datum_type;
+        let typed = typed.into_optimized().map_err(|e| load_err(format!("cannot optimize for a {width}x{height} input: {e:#}")))?;
         let output_shape: Vec<usize> = typed
             .output_fact(0)
             .map_err(|e| load_err(format!("{e:#}")))?
@@ -159,6 +178,7 @@ impl Engine {
                 preprocess,
                 output_shape,
                 load_ms: ms(t0),
+                source,
             }),
         })
     }
@@ -190,6 +210,11 @@ impl Engine {
         self.inner.load_ms
     }
 
+    /// Whether the model came from ONNX or the NNEF cache.
+    pub fn load_source(&self) -> &LoadSource {
+        &self.inner.source
+    }
+
     pub fn session(&self) -> Result<Session> {
         let state = self.inner.plan.spawn().map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
         Ok(Session { inner: self.inner.clone(), state })
@@ -205,6 +230,33 @@ fn read_onnx(model: &Path) -> Result<InferenceModel> {
         .with_ignore_value_info(true)
         .model_for_read(&mut bytes.as_slice())
         .map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: format!("{e:#}") })
+}
+
+/// The ONNX file as a decluttered typed model: the card's input name checked, its output
+/// selected, the input fixed at `width`x`height`.
+fn translate(model: &Path, card: &ModelCard, width: u32, height: u32) -> Result<TypedModel> {
+    let load_err = |msg: String| RuntimeError::Load { path: model.to_path_buf(), msg };
+    let mismatch = |msg: String| RuntimeError::Mismatch { path: model.to_path_buf(), msg };
+    let mut m = read_onnx(model)?;
+    let (input_names, outputs) = io_names(&m).map_err(|e| load_err(format!("{e:#}")))?;
+    if input_names.len() != 1 || input_names[0] != card.input.name {
+        return Err(mismatch(format!("the card expects one input '{}', the model has {:?}", card.input.name, input_names)));
+    }
+    let wanted = card.decode.output();
+    let names: Vec<&String> = outputs.iter().map(|(_, n)| n).collect();
+    let pos = names
+        .iter()
+        .position(|n| *n == wanted)
+        .ok_or_else(|| mismatch(format!("the card names output '{wanted}', the model has {names:?}")))?;
+    m.select_output_outlets(&[outputs[pos].0]).map_err(|e| load_err(format!("{e:#}")))?;
+    // f32 unless the model declares another input type (an FP16 model without f32 I/O).
+    let input_dt = m.input_fact(0).ok().and_then(|f| f.datum_type.concretize()).unwrap_or(f32::datum_type());
+    m = m
+        .with_input_fact(0, input_dt.fact([1, 3, height as usize, width as usize]).into())
+        .map_err(|e| load_err(format!("{e:#}")))?;
+    m.into_typed()
+        .and_then(|t| t.into_decluttered())
+        .map_err(|e| load_err(format!("cannot translate for a {width}x{height} input: {e:#}")))
 }
 
 /// (input names, output outlets with their names), in graph order.

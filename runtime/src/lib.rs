@@ -7,9 +7,11 @@ pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod nnef_cache;
 pub mod onnx_graph;
 pub mod profile;
 pub mod threads;
 
 pub use engine::{model_io_names, ClassScore, Engine, LabeledDetection, Output, PredictOptions, Prediction, Session, Timing};
 pub use error::{Result, RuntimeError};
+pub use nnef_cache::LoadSource;

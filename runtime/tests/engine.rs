@@ -120,3 +120,64 @@ fn sessions_on_threads_agree() {
     });
     assert_eq!(outs[0], outs[1]);
 }
+
+#[test]
+fn nnef_cache_is_written_once_then_read_with_identical_outputs() {
+    use fieldkit_runtime::LoadSource;
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    for (name, mut card, input) in [
+        ("tiny_classifier.onnx", tiny_classifier_card(), pattern_imagenet(32, 32)),
+        ("tiny_detector.onnx", tiny_detector_card(), pattern(64, 64).iter().map(|v| v / 255.0).collect()),
+    ] {
+        let model = d.path().join(name);
+        std::fs::copy(golden(name), &model).unwrap();
+        card.write_for(&model).unwrap();
+        let plain = Engine::load(&model).unwrap();
+        assert_eq!(plain.load_source(), &LoadSource::Onnx);
+        let want = plain.session().unwrap().run_tensor(&input).unwrap();
+
+        let first = Engine::load_cached(&model, Some(&cache)).unwrap();
+        let LoadSource::Written(entry) = first.load_source().clone() else { panic!("{:?}", first.load_source()) };
+        assert!(entry.starts_with(&cache) && entry.is_file());
+        let second = Engine::load_cached(&model, Some(&cache)).unwrap();
+        assert_eq!(second.load_source(), &LoadSource::Cache(entry.clone()));
+        assert_eq!(second.output_shape(), plain.output_shape());
+        assert_eq!(second.session().unwrap().run_tensor(&input).unwrap(), want, "{name}");
+
+        // A damaged entry is translated again and replaced, not trusted and not fatal.
+        std::fs::write(&entry, b"not a tar").unwrap();
+        let again = Engine::load_cached(&model, Some(&cache)).unwrap();
+        assert_eq!(again.load_source(), &LoadSource::Written(entry.clone()));
+        assert_eq!(again.session().unwrap().run_tensor(&input).unwrap(), want);
+    }
+    // Two models, two entries; no temp files left behind.
+    let names: Vec<String> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| n.ends_with(".nnef.tar") && !n.starts_with('.')), "{names:?}");
+}
+
+#[test]
+fn nnef_cache_follows_the_model_bytes_and_input_size() {
+    use fieldkit_runtime::LoadSource;
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let model = d.path().join("m.onnx");
+    std::fs::copy(golden("tiny_classifier.onnx"), &model).unwrap();
+    let mut card = tiny_classifier_card();
+    card.write_for(&model).unwrap();
+    assert!(matches!(Engine::load_cached(&model, Some(&cache)).unwrap().load_source(), LoadSource::Written(_)));
+    // Another input size is another plan: it must not reuse the 32x32 entry.
+    card.input.shape = vec![1, 3, 48, 48];
+    card.preprocess = fieldkit_core::preprocess::Preprocess::imagenet_stretch(48);
+    card.write_for(&model).unwrap();
+    let e = Engine::load_cached(&model, Some(&cache)).unwrap();
+    assert!(matches!(e.load_source(), LoadSource::Written(_)), "{:?}", e.load_source());
+    assert_eq!(e.input_size(), (48, 48));
+    // A cache directory that cannot be created still loads the model, saying why.
+    let blocker = d.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let e = Engine::load_cached(&model, Some(&blocker.join("cache"))).unwrap();
+    let LoadSource::Uncached(why) = e.load_source() else { panic!("{:?}", e.load_source()) };
+    assert!(why.contains("file"), "{why}");
+}

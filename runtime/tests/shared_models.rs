@@ -136,3 +136,25 @@ fn tampered_shared_model_is_refused() {
     std::fs::write(&model, b).unwrap();
     assert!(Engine::load(&model).err().unwrap().to_string().contains("does not match its card"));
 }
+
+/// The NNEF cache entry of each shared model gives the same plan: outputs bit-identical to
+/// loading the ONNX file.
+#[test]
+#[ignore = "needs ../shared"]
+fn shared_models_from_the_nnef_cache_match_onnx_bit_for_bit() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let (mobilenet, mobilenet_card) = mobilenet();
+    let (yolox, yolox_card) = yolox();
+    for (src, mut card, input) in [(mobilenet, mobilenet_card, pattern_imagenet(224, 224)), (yolox, yolox_card, pattern(416, 416))] {
+        let model = d.path().join(src.file_name().unwrap());
+        std::fs::copy(&src, &model).unwrap();
+        card.write_for(&model).unwrap();
+        let want = Engine::load(&model).unwrap().session().unwrap().run_tensor(&input).unwrap();
+        let written = Engine::load_cached(&model, Some(&cache)).unwrap();
+        assert!(matches!(written.load_source(), fieldkit_runtime::LoadSource::Written(_)), "{:?}", written.load_source());
+        let cached = Engine::load_cached(&model, Some(&cache)).unwrap();
+        assert!(matches!(cached.load_source(), fieldkit_runtime::LoadSource::Cache(_)), "{:?}", cached.load_source());
+        assert_eq!(cached.session().unwrap().run_tensor(&input).unwrap(), want, "{}", model.display());
+    }
+}

@@ -40,7 +40,7 @@ pub type Shared = Arc<AppState>;
 impl AppState {
     pub fn new(cfg: ServeConfig) -> Self {
         let token_hash = cfg.token.as_ref().map(|t| Sha256::digest(t.as_bytes()).into());
-        AppState { models: Registry::default(), pool: Pool::new(cfg.workers, cfg.queue), metrics: Metrics::new(), cfg, token_hash }
+        AppState { models: Registry::new(cfg.nnef_cache.clone()), pool: Pool::new(cfg.workers, cfg.queue), metrics: Metrics::new(), cfg, token_hash }
     }
 
     fn timeout(&self) -> Duration {
@@ -425,7 +425,7 @@ async fn load_model(State(s): State<Shared>, body: Result<Json<LoadRequest>, Jso
     let m = tokio::task::spawn_blocking(move || state.models.load(&req.name, &path))
         .await
         .map_err(|e| ServeError::Internal(e.to_string()))??;
-    tracing::info!(model = %m.name, version = m.version, path = %m.path.display(), "loaded");
+    tracing::info!(model = %m.name, version = m.version, path = %m.path.display(), load_ms = m.engine.load_ms(), from = ?m.engine.load_source(), "loaded");
     Ok(Json(json!({"name": m.name, "version": m.version.to_string(), "sha256": m.sha256})))
 }
 

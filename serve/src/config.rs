@@ -26,6 +26,8 @@ pub struct ServeConfig {
     pub max_body_mb: f64,
     /// A request not answered by then gets 504.
     pub timeout_ms: u64,
+    /// Keep translated plans here (NNEF) so a restart loads them without the ONNX parse.
+    pub nnef_cache: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -40,6 +42,7 @@ impl Default for ServeConfig {
             queue: 64,
             max_body_mb: 16.0,
             timeout_ms: 10_000,
+            nnef_cache: None,
         }
     }
 }

@@ -50,7 +50,7 @@ async fn load_configured(state: &Shared) -> Result<(), ServeError> {
         let m = tokio::task::spawn_blocking(move || st.models.load(&name, &path))
             .await
             .map_err(|e| ServeError::Internal(e.to_string()))??;
-        tracing::info!(model = %m.name, version = m.version, path = %m.path.display(), load_ms = m.engine.load_ms(), "loaded");
+        tracing::info!(model = %m.name, version = m.version, path = %m.path.display(), load_ms = m.engine.load_ms(), from = ?m.engine.load_source(), "loaded");
     }
     Ok(())
 }

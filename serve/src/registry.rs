@@ -26,9 +26,15 @@ pub struct Model {
 pub struct Registry {
     models: RwLock<BTreeMap<String, Arc<Model>>>,
     next_version: AtomicU64,
+    nnef_cache: Option<PathBuf>,
 }
 
 impl Registry {
+    /// Models load through `nnef_cache` when given (see `fieldkit_runtime::nnef_cache`).
+    pub fn new(nnef_cache: Option<PathBuf>) -> Self {
+        Registry { nnef_cache, ..Default::default() }
+    }
+
     pub fn get(&self, name: &str) -> Result<Arc<Model>, ServeError> {
         self.models.read().expect("registry lock").get(name).cloned().ok_or_else(|| ServeError::UnknownModel(name.to_string()))
     }
@@ -49,7 +55,7 @@ impl Registry {
     /// version only once the new one is ready. Blocking: call from a blocking thread.
     pub fn load(&self, name: &str, path: &Path) -> Result<Arc<Model>, ServeError> {
         check_name(name)?;
-        let engine = Engine::load(path).map_err(|e| ServeError::BadRequest(e.to_string()))?;
+        let engine = Engine::load_cached(path, self.nnef_cache.as_deref()).map_err(|e| ServeError::BadRequest(e.to_string()))?;
         let sha256 = engine.card().sha256.clone();
         let model = Arc::new(Model {
             name: name.to_string(),

@@ -123,6 +123,22 @@ fn predict_classifier_and_detector() {
 }
 
 #[test]
+fn models_load_through_the_nnef_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().to_path_buf();
+    let d = start(|c| c.nnef_cache = Some(dir.clone()));
+    let entries = || std::fs::read_dir(cache.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".nnef.tar")).count();
+    assert_eq!(entries(), 2, "one entry per configured model");
+    let (s, b, _) = call(ureq::post(&format!("{}/v1/models/cls/predict?top_k=1", d.url)), Some(("image/png", &image(image::ImageFormat::Png))));
+    assert_eq!(s, 200, "{b}");
+    // Loading the same file again over HTTP reads the entry instead of adding one.
+    let body = serde_json::json!({"name": "cls2", "path": "cls.onnx"}).to_string();
+    let (s, b, _) = call(ureq::post(&format!("{}/v1/models", d.url)), Some(("application/json", body.as_bytes())));
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(entries(), 2);
+}
+
+#[test]
 fn bad_inputs_get_a_4xx_with_a_message_and_the_daemon_keeps_serving() {
     let d = start(|c| c.max_body_mb = 1.0);
     let predict = |body: &[u8]| call(ureq::post(&format!("{}/v1/models/cls/predict", d.url)), Some(("image/jpeg", body)));

@@ -48,6 +48,11 @@ pub struct BenchArgs {
     /// (per operator type and the slowest nodes).
     #[arg(long, value_name = "RUNS")]
     profile: Option<usize>,
+    /// Keep each model's translated plan in this directory (NNEF) and load it from there next
+    /// time: the load time then shows what a device restart costs. The table says where each
+    /// plan came from.
+    #[arg(long, value_name = "DIR")]
+    nnef_cache: Option<PathBuf>,
     /// Internal: measure the single model and print its result as JSON.
     #[arg(long, hide = true)]
     child: bool,
@@ -56,7 +61,7 @@ pub struct BenchArgs {
 fn measure(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
     fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
     let image = a.image.as_ref().map(|p| image_io::read_rgb(p)).transpose()?;
-    let cfg = BenchConfig { runs: a.runs.max(1), warmup: a.warmup, workers: a.workers.clone(), image };
+    let cfg = BenchConfig { runs: a.runs.max(1), warmup: a.warmup, workers: a.workers.clone(), image, nnef_cache: a.nnef_cache.clone() };
     let (mut r, engine) = bench_model(model, &cfg)?;
     if let Some(val) = &a.val {
         let workers = *a.workers.iter().max().unwrap_or(&1);
@@ -83,6 +88,9 @@ fn measure_in_child(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
     }
     if let Some(s) = &a.split {
         cmd.arg("--split").arg(s);
+    }
+    if let Some(c) = &a.nnef_cache {
+        cmd.arg("--nnef-cache").arg(c);
     }
     let out = cmd.output().context("running the benchmark child process")?;
     if !out.status.success() {
@@ -203,6 +211,9 @@ pub fn table(rs: &[BenchResult]) -> String {
             s += &format!("  {} {:.4}", a.metric, a.value);
         }
         s += "\n";
+    }
+    for r in rs.iter().filter(|r| !r.loaded_from.is_empty() && r.loaded_from != "onnx") {
+        s += &format!("{}: plan loaded from {}\n", name(r), r.loaded_from);
     }
     s
 }

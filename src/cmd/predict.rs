@@ -49,6 +49,9 @@ pub struct PredictArgs {
     /// Intra-op threads per inference (one video stream: --workers 1 --threads 2).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Keep the translated plan in this directory (NNEF) and load it from there next time.
+    #[arg(long, value_name = "DIR")]
+    nnef_cache: Option<PathBuf>,
 }
 
 /// One input: an image file, or a frame extracted from a video.
@@ -164,7 +167,10 @@ fn annotated_name(i: usize, image: &Path) -> String {
 
 pub fn run(a: PredictArgs) -> Result<i32> {
     fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
-    let engine = Engine::load(&a.model)?;
+    let engine = Engine::load_cached(&a.model, a.nnef_cache.as_deref())?;
+    if let fieldkit_runtime::LoadSource::Uncached(why) = engine.load_source() {
+        eprintln!("note: NNEF cache not used: {why}");
+    }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let frames_dir = tempfile_dir(&a.out)?;
     let items = collect_sources(&a.sources, a.fps, &frames_dir)?;

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     max_body_mb: Option<f64>,
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Keep translated plans in this directory (NNEF) and load them from there after a
+    /// restart or SIGHUP, skipping the ONNX parse.
+    #[arg(long, value_name = "DIR")]
+    nnef_cache: Option<PathBuf>,
 }
 
 fn parse_model(s: &str) -> Result<(String, PathBuf), String> {
@@ -81,6 +85,9 @@ pub fn config(a: ServeArgs) -> Result<ServeConfig> {
     }
     if let Some(v) = a.timeout_ms {
         cfg.timeout_ms = v;
+    }
+    if a.nnef_cache.is_some() {
+        cfg.nnef_cache = a.nnef_cache;
     }
     cfg.resolve_token()?;
     if cfg.models.is_empty() && cfg.model_dir.is_none() {
