@@ -184,7 +184,7 @@ fn keep_after(base: &int8::Keep, steps: &[(String, bool)], k: usize) -> int8::Ke
 }
 
 /// The accuracy fallback: the fewest fallback steps (from `impacts`, most harmful layer first,
-/// layers the user kept left out) whose model's drop fits `budget`. Walking them one by one re-evaluated the whole validation split per
+/// layers the user kept left out; only whole layers with `whole_layers`) whose model's drop fits `budget`. Walking them one by one re-evaluated the whole validation split per
 /// step (14 steps took ~5 min on the weed model); since putting more back in float rarely makes
 /// the model worse, this doubles the step count until the drop fits and then bisects, about
 /// 2·log2(n) evaluations. Every evaluated point goes into `trace` in step order. With no
@@ -193,6 +193,7 @@ fn keep_after(base: &int8::Keep, steps: &[(String, bool)], k: usize) -> int8::Ke
 fn search_fallback(
     impacts: &[sensitivity::Impact],
     base: &int8::Keep,
+    whole_layers: bool,
     budget: f64,
     start: (Model, Headline),
     build: &dyn Fn(&int8::Keep) -> Result<Model>,
@@ -203,7 +204,7 @@ fn search_fallback(
     warnings: &mut Vec<String>,
 ) -> Result<(int8::Keep, Model, Headline)> {
     let user_kept: Vec<String> = base.fp32.iter().cloned().collect();
-    let steps = sensitivity::steps_from_impact(impacts, &user_kept);
+    let steps = sensitivity::steps_from_impact(impacts, &user_kept, whole_layers);
     let steps = steps.as_slice();
     let over = |e: &Headline| format!("the drop stays {:.2} pp above the {budget} pp budget with every layer in float", drop_of(e));
     if drop_of(&start.1) <= budget {
@@ -412,7 +413,7 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
                     let probe = weights_only_probe_images(cfg, card.as_ref().expect("--val needs a card"))?;
                     log(&format!("measuring each layer's weights' effect on the output alone ({} images)", probe.1.len()));
                     let impacts = sensitivity::isolated_impact(&model, &targets, &build, true, probe.0, &probe.2, &probe.1, cfg.workers)?;
-                    let (k, m, e) = search_fallback(&impacts, &keep, budget, (m, e0), &|k: &int8::Keep| build(k, true), &eval_kept, &drop_of, log, &mut fallback, &mut warnings)?;
+                    let (k, m, e) = search_fallback(&impacts, &keep, true, budget, (m, e0), &|k: &int8::Keep| build(k, true), &eval_kept, &drop_of, log, &mut fallback, &mut warnings)?;
                     kept = sorted(&k.fp32);
                     (m, Some(e))
                 }
@@ -465,7 +466,7 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
                 (Some(budget), Some(e0)) => {
                     log("measuring each layer's effect on the output alone");
                     let impacts = sensitivity::isolated_impact(&model, &targets, &build, false, shape, &pre, &err_images, cfg.workers)?;
-                    let (k, m, e) = search_fallback(&impacts, &keep, budget, (m, e0), &|k: &int8::Keep| build(k, false), &eval_kept, &drop_of, log, &mut fallback, &mut warnings)?;
+                    let (k, m, e) = search_fallback(&impacts, &keep, cfg.placement == Placement::InputsOutputs, budget, (m, e0), &|k: &int8::Keep| build(k, false), &eval_kept, &drop_of, log, &mut fallback, &mut warnings)?;
                     keep = k;
                     kept = sorted(&keep.fp32);
                     float_inputs = sorted(&keep.float_input);

@@ -209,11 +209,35 @@ pub fn isolated_impact(
 
 /// Fallback steps from measured impacts, most harmful first: `(layer, whole)`; a layer whose
 /// impact comes mostly from its weights goes back whole, else its input activation only
-/// (int8 weights and the size gain stay); a second pass offers those layers whole.
-pub fn steps_from_impact(impacts: &[Impact], kept: &[String]) -> Vec<(String, bool)> {
+/// (int8 weights and the size gain stay); a second pass offers those layers whole. With
+/// `whole_layers` every step is a whole layer: under inputs-and-outputs placement a layer
+/// with a float input and int8 weights is a pattern onnxruntime cannot fuse into a QLinearConv
+/// (the weed model ran 3x slower than its float version that way), while a float layer
+/// between two quantized ones costs only its own speed.
+pub fn steps_from_impact(impacts: &[Impact], kept: &[String], whole_layers: bool) -> Vec<(String, bool)> {
     let mut v: Vec<&Impact> = impacts.iter().filter(|i| !kept.contains(&i.name)).collect();
     v.sort_by(|a, b| b.full.total_cmp(&a.full));
-    let first: Vec<(String, bool)> = v.iter().map(|i| (i.name.clone(), i.weights >= 0.5 * i.full)).collect();
+    let first: Vec<(String, bool)> = v.iter().map(|i| (i.name.clone(), whole_layers || i.weights >= 0.5 * i.full)).collect();
     let second = first.iter().filter(|(_, whole)| !whole).map(|(n, _)| (n.clone(), true));
     first.clone().into_iter().chain(second).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn imp(name: &str, full: f64, weights: f64) -> Impact {
+        Impact { name: name.into(), full, weights }
+    }
+
+    #[test]
+    fn steps_put_inputs_back_first_unless_whole_layers_are_asked_for() {
+        let impacts = [imp("a", 1.0, 0.1), imp("b", 3.0, 2.5), imp("c", 2.0, 0.2), imp("kept", 9.0, 9.0)];
+        let kept = vec!["kept".to_string()];
+        let s = |v: &[(&str, bool)]| v.iter().map(|(n, w)| (n.to_string(), *w)).collect::<Vec<_>>();
+        // Most harmful first; b's harm is its weights (whole), a's and c's their inputs, which a
+        // second pass then offers whole.
+        assert_eq!(steps_from_impact(&impacts, &kept, false), s(&[("b", true), ("c", false), ("a", false), ("c", true), ("a", true)]));
+        assert_eq!(steps_from_impact(&impacts, &kept, true), s(&[("b", true), ("c", true), ("a", true)]));
+    }
 }
