@@ -153,20 +153,31 @@ impl DetAugment {
 
     /// One augmented `size`×`size` training view of sample `i` and its boxes. `mosaic`
     /// false switches mosaic off (`--close-mosaic`, the last epochs).
+    ///
+    /// As in YOLOX, the random affine belongs to the mosaic branch: a sample drawn without
+    /// mosaic, and every sample once `mosaic` is false (the closing epochs), keeps its
+    /// letterboxed geometry with flips and HSV only. A rotated or sheared box becomes the
+    /// bounding box of its corners, larger than the object, and a model that only ever saw
+    /// those targets learns loose boxes (measured on sesame-weed-det valid: boxes 7.6 % too
+    /// tall at the median). A preset without mosaic (`light`) keeps its jitter outside the
+    /// closing epochs.
     pub fn sample(&self, set: &BoxSet, i: usize, mosaic: bool, rng: &mut impl Rng) -> (RgbImage, Vec<GtBox>) {
         let s = set.size;
-        let (canvas, boxes, centre) = if mosaic && self.mosaic > 0.0 && set.len() > 1 && rng.random_bool(self.mosaic as f64) {
+        let (canvas, boxes, centre, warp) = if mosaic && self.mosaic > 0.0 && set.len() > 1 && rng.random_bool(self.mosaic as f64) {
             let others: [usize; 3] = std::array::from_fn(|_| rng.random_range(0..set.len()));
             let (c, b) = mosaic4(set, [i, others[0], others[1], others[2]], rng);
-            (c, b, s as f32)
+            (c, b, s as f32, true)
         } else {
             let mut c = RgbImage::from_pixel(s, s, Rgb([PAD; 3]));
             image::imageops::replace(&mut c, &set.images[i], 0, 0);
-            (c, set.boxes[i].clone(), s as f32 / 2.0)
+            (c, set.boxes[i].clone(), s as f32 / 2.0, mosaic && self.mosaic == 0.0)
         };
-        let m = self.random_affine(centre, s as f32, rng);
-        let mut out = warp_affine(&canvas, &m, s, s);
-        let mut boxes = transform_boxes(&boxes, &m, s as f32, self.scale_of(&m));
+        let (mut out, mut boxes) = if warp {
+            let m = self.random_affine(centre, s as f32, rng);
+            (warp_affine(&canvas, &m, s, s), transform_boxes(&boxes, &m, s as f32, self.scale_of(&m)))
+        } else {
+            (canvas, boxes)
+        };
         if self.hflip && rng.random_bool(0.5) {
             image::imageops::flip_horizontal_in_place(&mut out);
             for b in &mut boxes {
@@ -453,6 +464,33 @@ mod tests {
         let b = aug.sample(&set, 0, true, &mut sample_rng(1, 2, 3));
         assert_eq!(a.0, b.0);
         assert_eq!(a.1, b.1);
+    }
+
+    #[test]
+    fn samples_without_mosaic_keep_tight_boxes() {
+        let set = set();
+        let flipped = |b: &[f32; 4]| [32.0 - b[2], b[1], 32.0 - b[0], b[3]];
+        // Closing epochs (mosaic off) and the non-mosaic draws of the standard preset: the
+        // letterboxed boxes, at most mirrored; never the inflated box of a rotation.
+        for (aug, mosaic) in [(DetAugment::standard(), false), (DetAugment { mosaic: 1e-9, ..DetAugment::standard() }, true)] {
+            for k in 0..20 {
+                let (_, boxes) = aug.sample(&set, 0, mosaic, &mut sample_rng(5, 0, k));
+                assert_eq!(boxes.len(), set.boxes[0].len());
+                for (b, g) in boxes.iter().zip(&set.boxes[0]) {
+                    assert!(b.bbox == g.bbox || b.bbox == flipped(&g.bbox), "{b:?} vs {g:?} (sample {k})");
+                }
+            }
+        }
+        // With mosaic the affine applies: some boxes change size.
+        let aug = DetAugment { mosaic: 1.0, ..DetAugment::standard() };
+        let changed = (0..20).any(|k| {
+            let (_, boxes) = aug.sample(&set, 0, true, &mut sample_rng(5, 0, k));
+            boxes.iter().any(|b| set.boxes.iter().flatten().all(|g| (b.bbox[2] - b.bbox[0] - (g.bbox[2] - g.bbox[0])).abs() > 1e-3))
+        });
+        assert!(changed);
+        // The light preset (no mosaic) keeps its scale/translate jitter outside the closing epochs.
+        let moved = (0..20).any(|k| DetAugment::light().sample(&set, 0, true, &mut sample_rng(5, 0, k)).1 != set.boxes[0]);
+        assert!(moved);
     }
 
     #[test]
