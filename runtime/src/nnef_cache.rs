@@ -40,13 +40,7 @@ pub fn entry_path(dir: &Path, sha: &str, width: u32, height: u32, output: &str) 
         h.finish() as u32
     };
     let sha = &sha[..sha.len().min(16)];
-    dir.join(format!(
-        "{sha}-{width}x{height}-{out:08x}-tract{TRACT_VERSION}.nnef.tar"
-    ))
-}
-
-pub fn sha256(model: &Path) -> Result<String> {
-    Ok(fsio::sha256_file(model)?)
+    dir.join(format!("{sha}-{width}x{height}-{out:08x}-tract{TRACT_VERSION}.nnef.tar"))
 }
 
 fn nnef() -> tract_nnef::framework::Nnef {
@@ -57,10 +51,7 @@ fn nnef() -> tract_nnef::framework::Nnef {
 pub fn read(entry: &Path) -> Result<TypedModel> {
     nnef()
         .model_for_path(entry)
-        .map_err(|e| RuntimeError::Load {
-            path: entry.to_path_buf(),
-            msg: format!("cannot read the NNEF cache entry: {e:#}"),
-        })
+        .map_err(|e| RuntimeError::Load { path: entry.to_path_buf(), msg: format!("cannot read the NNEF cache entry: {e:#}") })
 }
 
 /// Writes `model` to `entry` atomically (a killed writer leaves no half entry for the next
@@ -72,10 +63,7 @@ pub fn write(entry: &Path, model: &TypedModel) -> std::result::Result<(), String
     fsio::write_atomic_with(entry, |f| {
         let mut w = BufWriter::new(f);
         if let Err(e) = framework.write_to_tar_with_config(model, &mut w, false, true) {
-            failed = Some(format!(
-                "tract cannot write this model as NNEF: {}",
-                e.root_cause()
-            ));
+            failed = Some(format!("tract cannot write this model as NNEF: {}", e.root_cause()));
             return Err(std::io::Error::other("NNEF serialisation failed"));
         }
         std::io::Write::flush(&mut w)
