@@ -119,6 +119,12 @@ fn eval_detector_reports_map_and_counts() {
     }
     let map = r["map50_95"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&map));
+    // A random tiny detector may find nothing: the key is there, null or with its figures.
+    assert!(r.as_object().unwrap().contains_key("box_fit"), "{r}");
+    if !r["box_fit"].is_null() {
+        assert!(r["box_fit"]["matches"].as_u64().unwrap() >= 1 && r["box_fit"]["median_h_ratio"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(stdout(&o).contains("box fit @ score"), "{}", stdout(&o));
 }
 
 #[test]

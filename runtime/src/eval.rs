@@ -8,7 +8,7 @@ use fieldkit_core::card::Task;
 use fieldkit_core::dataset::coco::{CocoDataset, CocoPrediction};
 use fieldkit_core::dataset::{EvalData, ImageFolder, YoloDataset};
 use fieldkit_core::detect::NmsOptions;
-use fieldkit_core::metrics::{ClassificationReport, CocoEval, CountReport};
+use fieldkit_core::metrics::{BoxFitReport, ClassificationReport, CocoEval, CountReport};
 use fieldkit_core::perturb::Perturb;
 use fieldkit_core::{image_io, CoreError};
 
@@ -83,6 +83,8 @@ pub fn eval_classifier_perturbed(engine: &Engine, data: &ImageFolder, workers: u
 pub struct DetectorEval {
     pub coco: CocoEval,
     pub counts: CountReport,
+    /// How the confident boxes sit on the objects they found (`None`: none found one).
+    pub box_fit: Option<BoxFitReport>,
     pub ground_truth: CocoDataset,
     pub predictions: Vec<CocoPrediction>,
 }
@@ -123,7 +125,8 @@ pub fn eval_detector(engine: &Engine, data: &YoloDataset, split: &str, workers: 
         .collect();
     let coco = CocoEval::evaluate(&gt, &predictions)?;
     let counts = CountReport::compute(&gt, &predictions, count_threshold);
-    Ok(DetectorEval { coco, counts, ground_truth: gt, predictions })
+    let box_fit = BoxFitReport::compute(&gt, &predictions, count_threshold);
+    Ok(DetectorEval { coco, counts, box_fit, ground_truth: gt, predictions })
 }
 
 /// One model's headline accuracy on a dataset: top-1 for a classifier on an ImageFolder,

@@ -23,7 +23,7 @@ pub struct EvalArgs {
     #[arg(long)]
     split: Option<String>,
     /// Write the metrics as JSON (classifier: top1, macro_f1, per_class, confusion;
-    /// detector: map50, map50_95, per_class, count_mae).
+    /// detector: map50, map50_95, per_class, count_mae, box_fit).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Also write plots here (confusion matrix or PR curves).
@@ -36,7 +36,7 @@ pub struct EvalArgs {
     /// table; comma-separated from blur, noise, dark, bright, jpeg.
     #[arg(long)]
     perturb: Option<String>,
-    /// Detector: score threshold for per-image counting.
+    /// Detector: score threshold for per-image counting and the box-fit figures.
     #[arg(long, default_value_t = 0.3)]
     count_threshold: f64,
 }
@@ -91,12 +91,17 @@ pub fn run(a: EvalArgs) -> Result<i32> {
                 "\ncount error @ score {:.2}: MAE {:.3}  RMSE {:.3}  bias {:+.3}",
                 ev.counts.score_threshold, ev.counts.count_mae, ev.counts.count_rmse, ev.counts.count_bias
             );
+            match &ev.box_fit {
+                Some(fit) => println!("{}", fit.line()),
+                None => println!("box fit @ score {:.2}: no confident detection overlaps an object at IoU > 0.5", a.count_threshold),
+            }
             if let Some(path) = &a.json {
                 let mut doc = ev.coco.to_json();
                 doc["task"] = "detect".into();
                 doc["split"] = split.clone().into();
                 doc["count_mae"] = ev.counts.count_mae.into();
                 doc["count_rmse"] = ev.counts.count_rmse.into();
+                doc["box_fit"] = serde_json::to_value(&ev.box_fit)?;
                 report::write_json(path, &doc)?;
             }
             if let Some(dir) = &a.plots {

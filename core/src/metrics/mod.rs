@@ -1,11 +1,13 @@
 //! Metrics, each checked against an independent reference (sklearn, pycocotools) through
 //! golden files in `core/tests/golden/`.
 
+pub mod box_fit;
 pub mod boxes;
 pub mod classify;
 pub mod coco_eval;
 pub mod count;
 
+pub use box_fit::BoxFitReport;
 pub use boxes::{giou, iou};
 pub use classify::{ClassMetrics, ClassificationReport};
 pub use coco_eval::{CocoEval, ClassAp};
