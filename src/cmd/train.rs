@@ -41,7 +41,7 @@ pub struct DetectArgs {
     /// Square input size (multiple of 32): 320 (default, CPU), 416, 640.
     #[arg(long)]
     size: Option<u32>,
-    /// Backbone layers before torchvision features.N stay frozen (0 = all train; default 4).
+    /// Backbone layers before torchvision features.N stay frozen (0 = all train; default 14).
     #[arg(long)]
     unfreeze_from: Option<usize>,
     #[arg(long)]
@@ -52,6 +52,7 @@ pub struct DetectArgs {
     /// Depthwise-separable convs per head branch (default 2).
     #[arg(long)]
     head_depth: Option<usize>,
+    /// Epochs (default 10).
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -82,7 +83,7 @@ pub struct DetectArgs {
     /// Early stopping: epochs without a better valid mAP50-95.
     #[arg(long)]
     patience: Option<usize>,
-    /// The last N epochs train without mosaic and with the L1 box loss (default 3).
+    /// The last N epochs train without mosaic and with the L1 box loss (default 2).
     #[arg(long)]
     close_mosaic: Option<usize>,
     /// Mosaic probability over the preset's (0 disables).
