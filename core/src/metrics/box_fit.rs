@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::coco_eval::box_iou;
 use crate::dataset::coco::{CocoDataset, CocoPrediction};
 
 /// Signed edge errors and size ratios are fractions of the true box's width (x) or height (y).
@@ -35,7 +36,7 @@ impl BoxFitReport {
         let (mut ious, mut edges, mut w_ratio, mut h_ratio) = (Vec::new(), [0.0; 4], Vec::new(), Vec::new());
         for p in preds.iter().filter(|p| p.score >= score_threshold) {
             let Some(boxes) = truth.get(&(p.image_id, p.category_id)) else { continue };
-            let Some((iou, g)) = boxes.iter().map(|g| (xywh_iou(&p.bbox, g), g)).max_by(|a, b| a.0.total_cmp(&b.0)) else {
+            let Some((iou, g)) = boxes.iter().map(|g| (box_iou(&p.bbox, g, false), g)).max_by(|a, b| a.0.total_cmp(&b.0)) else {
                 continue;
             };
             if iou <= 0.5 {
@@ -72,14 +73,6 @@ impl BoxFitReport {
             self.score_threshold, self.matches, self.mean_iou, self.median_w_ratio, self.median_h_ratio, e[0], e[1], e[2], e[3]
         )
     }
-}
-
-fn xywh_iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
-    let ix = ((a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0])).max(0.0);
-    let iy = ((a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = ix * iy;
-    let union = a[2] * a[3] + b[2] * b[3] - inter;
-    if union > 0.0 { inter / union } else { 0.0 }
 }
 
 fn median(v: &mut [f64]) -> f64 {

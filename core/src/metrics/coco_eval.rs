@@ -74,7 +74,7 @@ struct ImageEval {
 
 /// pycocotools' `maskUtils.iou` for boxes: union uses the boxes' own w*h, and against a
 /// crowd box the union is the detection's area alone.
-fn box_iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
+pub(crate) fn box_iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
     let w = (d[0] + d[2]).min(g[0] + g[2]) - d[0].max(g[0]);
     if w <= 0.0 {
         return 0.0;

@@ -180,6 +180,7 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("--unfreeze-from"));
         c.unfreeze_from = 0;
         assert!(c.validate().is_ok());
+        c.epochs = 10;
         c.close_mosaic = 3;
         assert_eq!((0..10).filter(|&e| c.closing(e)).collect::<Vec<_>>(), vec![7, 8, 9]);
         assert_eq!(c.preprocess().output_size(), Some((320, 320)));
