@@ -163,6 +163,16 @@ fn bench_writes_the_documented_keys() {
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         assert_eq!(r["models"][0]["loaded_from"], want);
     }
+    // --layout nchw,nhwc: each model once per layout, labelled in the table and the JSON.
+    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2", "--workers", "1", "--layout", "nchw,nhwc", "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("tiny_classifier.onnx [nchw]") && stdout(&o).contains("tiny_classifier.onnx [nhwc]"), "{}", stdout(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let layouts: Vec<&str> = r["models"].as_array().unwrap().iter().map(|m| m["layout"].as_str().unwrap()).collect();
+    assert_eq!(layouts, ["nchw", "nhwc"]);
+    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2", "--layout", "hwcn"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown layout 'hwcn'"), "{}", stderr(&o));
     // A model without a card is a clear error, not a panic.
     std::fs::remove_file(d.path().join("tiny_classifier.json")).unwrap();
     let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2"]);

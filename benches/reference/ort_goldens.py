@@ -72,10 +72,13 @@ def yolox_postprocess(out, size, strides=(8, 16, 32), score_thr=0.3, nms_thr=0.4
 
 
 def tiny_models(out):
-    """Two few-kB models built with the onnx helper, vendored so the engine's tests run
-    without ../shared: a classifier (input 'input' [N,3,32,32] -> 'logits' [N,3]) and a
+    """Three few-kB models built with the onnx helper, vendored so the engine's tests run
+    without ../shared: a classifier (input 'input' [N,3,32,32] -> 'logits' [N,3]), a
     YOLOX-shaped detector (input 'images' [1,3,64,64] -> 'output' [1,4,7]: one stride-32
-    level, 2 classes, raw logits)."""
+    level, 2 classes, raw logits) and a MobileNetV2-style depthwise-separable block (input
+    'input' [1,3,32,32] -> 'features' [1,16]: conv, Relu6, depthwise 3x3 stride 2, Relu6,
+    1x1 projection, mean) whose depthwise conv keeps tract's channel-last plan apart from
+    its NCHW one."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(5)
@@ -115,13 +118,37 @@ def tiny_models(out):
     det_path = os.path.join(out, "tiny_detector.onnx")
     onnx.save(det, det_path)
 
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], kernel_shape=[1, 1]),
+        helper.make_node("GlobalAveragePool", ["c3"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["features"], axis=1),
+    ]
+    g = helper.make_graph(
+        nodes, "tiny_dwsep",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 16])],
+        [init("w1", rng.normal(0, 0.3, (8, 3, 3, 3))), init("b1", rng.normal(0, 0.1, 8)),
+         init("w2", rng.normal(0, 0.3, (8, 1, 3, 3))), init("b2", rng.normal(0, 0.1, 8)),
+         init("w3", rng.normal(0, 0.3, (16, 8, 1, 1))), init("b3", rng.normal(0, 0.1, 16)),
+         init("lo", np.array(0.0)), init("hi", np.array(6.0))])
+    dws = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], producer_name="fieldkit-tests")
+    onnx.checker.check_model(dws)
+    dws_path = os.path.join(out, "tiny_dwsep.onnx")
+    onnx.save(dws, dws_path)
+
     x = (pattern(32, 32) / np.float32(255) - MEAN[None, :, None, None]) / STD[None, :, None, None]
     logits = session(cls_path).run(None, {"input": x.astype(np.float32)})[0]
+    features = session(dws_path).run(None, {"input": x.astype(np.float32)})[0]
     y = session(det_path).run(None, {"images": pattern(64, 64) / np.float32(255)})[0]
     sig = y.copy()
     sig[..., 4:] = 1 / (1 + np.exp(-sig[..., 4:]))
     boxes, c, s = yolox_postprocess(sig, 64, strides=(32,), score_thr=0.05)
-    json.dump({"classifier_logits": logits[0].tolist(), "detector_output": y[0].tolist(),
+    json.dump({"classifier_logits": logits[0].tolist(), "dwsep_features": features[0].tolist(),
+               "detector_output": y[0].tolist(),
                "detections": [{"bbox": b.tolist(), "class": int(k), "score": float(v)} for b, k, v in zip(boxes, c, s)]},
               open(os.path.join(out, "tiny_models.json"), "w"), indent=1)
     print(f"tiny models: logits {np.round(logits[0], 4).tolist()}, {len(s)} detections")

@@ -7,8 +7,9 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, PredictOptions};
+use crate::engine::{Engine, LoadOptions, PredictOptions};
 use crate::error::{Result, RuntimeError};
+use crate::layout::Layout;
 use crate::nnef_cache::LoadSource;
 
 /// tract version this build links (pinned in the workspace manifest; a test keeps them equal).
@@ -93,6 +94,9 @@ pub struct BenchResult {
     /// Intra-op threads per inference (1: tract's single-threaded default).
     #[serde(default = "one")]
     pub threads: usize,
+    /// Layout the convolutions ran in (`nchw` or `nhwc`).
+    #[serde(default)]
+    pub layout: Layout,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<Accuracy>,
 }
@@ -160,8 +164,8 @@ pub struct BenchConfig {
     pub workers: Vec<usize>,
     /// Image to feed; a synthetic 640x480 photo-like gradient when absent.
     pub image: Option<RgbImage>,
-    /// Load through this NNEF cache directory (see [`crate::nnef_cache`]).
-    pub nnef_cache: Option<std::path::PathBuf>,
+    /// NNEF cache directory and layout the plan is built with.
+    pub load: LoadOptions,
 }
 
 /// A deterministic image with edges and texture, so NMS and decoding do real work.
@@ -177,7 +181,7 @@ pub fn synthetic_image() -> RgbImage {
 pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<(BenchResult, Engine)> {
     let size_mb = std::fs::metadata(model).map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: e.to_string() })?.len() as f64 / 1e6;
     let t = Instant::now();
-    let engine = Engine::load_cached(model, cfg.nnef_cache.as_deref())?;
+    let engine = Engine::load_with(model, &cfg.load)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let loaded_from = match engine.load_source() {
         LoadSource::Onnx => "onnx".to_string(),
@@ -247,6 +251,7 @@ pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<(BenchResult, Engi
         peak_rss_mb: None,
         runs: cfg.runs,
         threads: 1,
+        layout: engine.layout(),
         accuracy: None,
     };
     Ok((result, engine))

@@ -16,6 +16,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Result, RuntimeError};
+use crate::layout::Layout;
 use crate::nnef_cache::{self, LoadSource};
 
 struct Inner {
@@ -30,6 +31,16 @@ struct Inner {
     output_shape: Vec<usize>,
     load_ms: f64,
     source: LoadSource,
+    layout: Layout,
+}
+
+/// How to build a model's plan.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Keep the translated model in this directory (see [`crate::nnef_cache`]).
+    pub cache: Option<PathBuf>,
+    /// Where the channel axis sits while the convolutions run.
+    pub layout: Layout,
 }
 
 /// A loaded model; cheap to clone and share across threads.
@@ -110,19 +121,29 @@ impl Engine {
     /// the first load writes an NNEF entry, later loads of the same bytes at the same input
     /// size read it instead of the ONNX file (see [`crate::nnef_cache`]).
     pub fn load_cached(model: &Path, cache: Option<&Path>) -> Result<Self> {
+        Self::load_with(model, &LoadOptions { cache: cache.map(Path::to_path_buf), ..LoadOptions::default() })
+    }
+
+    /// [`Engine::load`] with every option spelled out.
+    pub fn load_with(model: &Path, options: &LoadOptions) -> Result<Self> {
         let card = ModelCard::load_verified(model)?;
         let sha = card.sha256.clone();
-        Self::build(model, card, cache.map(|dir| (dir, sha.as_str())))
+        Self::build(model, card, options.cache.as_deref().map(|dir| (dir, sha.as_str())), options.layout)
     }
 
     /// Loads `model` described by `card` without checking the file hash (for a card being
     /// written, or a third-party model whose card is built in code).
     pub fn with_card(model: &Path, card: ModelCard) -> Result<Self> {
-        Self::build(model, card, None)
+        Self::build(model, card, None, Layout::default())
+    }
+
+    /// [`Engine::with_card`] in a given layout.
+    pub fn with_card_in(model: &Path, card: ModelCard, layout: Layout) -> Result<Self> {
+        Self::build(model, card, None, layout)
     }
 
     /// `cache`: the cache directory and the model's verified sha256.
-    fn build(model: &Path, card: ModelCard, cache: Option<(&Path, &str)>) -> Result<Self> {
+    fn build(model: &Path, card: ModelCard, cache: Option<(&Path, &str)>, layout: Layout) -> Result<Self> {
         let t0 = Instant::now();
         let load_err = |msg: String| RuntimeError::Load { path: model.to_path_buf(), msg };
         let mismatch = |msg: String| RuntimeError::Mismatch { path: model.to_path_buf(), msg };
@@ -152,6 +173,8 @@ impl Engine {
             }
         };
         let input_dt = typed.input_fact(0).map_err(|e| load_err(format!("{e:#}")))?.datum_type;
+        // After the cache: entries stay in the ONNX graph's layout, whichever one runs.
+        let typed = layout.apply(typed).map_err(|e| load_err(format!("cannot run it {layout}: {e:#}")))?;
         let typed = typed.into_optimized().map_err(|e| load_err(format!("cannot optimize for a {width}x{height} input: {e:#}")))?;
         let output_shape: Vec<usize> = typed
             .output_fact(0)
@@ -179,6 +202,7 @@ impl Engine {
                 output_shape,
                 load_ms: ms(t0),
                 source,
+                layout,
             }),
         })
     }
@@ -213,6 +237,11 @@ impl Engine {
     /// Whether the model came from ONNX or the NNEF cache.
     pub fn load_source(&self) -> &LoadSource {
         &self.inner.source
+    }
+
+    /// The layout the plan runs its convolutions in.
+    pub fn layout(&self) -> Layout {
+        self.inner.layout
     }
 
     pub fn session(&self) -> Result<Session> {

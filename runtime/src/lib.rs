@@ -7,11 +7,13 @@ pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod layout;
 pub mod nnef_cache;
 pub mod onnx_graph;
 pub mod profile;
 pub mod threads;
 
-pub use engine::{model_io_names, ClassScore, Engine, LabeledDetection, Output, PredictOptions, Prediction, Session, Timing};
+pub use engine::{model_io_names, ClassScore, Engine, LoadOptions, LabeledDetection, Output, PredictOptions, Prediction, Session, Timing};
 pub use error::{Result, RuntimeError};
+pub use layout::Layout;
 pub use nnef_cache::LoadSource;

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use fieldkit_core::detect::{decode_yolox, nms, NmsOptions};
-use fieldkit_runtime::{Engine, Output, PredictOptions, RuntimeError};
+use fieldkit_runtime::{Engine, Layout, Output, PredictOptions, RuntimeError};
 
 #[test]
 fn classifier_matches_onnxruntime() {
@@ -35,6 +35,36 @@ fn detector_output_and_decoding_match_the_reference() {
         assert!((ours.score - theirs["score"].as_f64().unwrap() as f32).abs() < 1e-5);
         assert!(max_abs_diff(&ours.bbox, &floats(&theirs["bbox"])) < 1e-3);
     }
+}
+
+/// The channel-last plan is another plan (other nodes) doing the same arithmetic: both layouts match onnxruntime.
+#[test]
+fn both_layouts_match_onnxruntime() {
+    let g = read(&golden("tiny_models.json"));
+    let det_input: Vec<f32> = pattern(64, 64).iter().map(|v| v / 255.0).collect();
+    let det_want: Vec<f32> = g["detector_output"].as_array().unwrap().iter().flat_map(|r| floats(r)).collect();
+    let mut plans = Vec::new();
+    for layout in Layout::ALL {
+        let cls = Engine::with_card_in(&golden("tiny_classifier.onnx"), tiny_classifier_card(), layout).unwrap();
+        assert_eq!(cls.layout(), layout);
+        let out = cls.session().unwrap().run_tensor(&pattern_imagenet(32, 32)).unwrap();
+        let d = max_abs_diff(&out, &floats(&g["classifier_logits"]));
+        assert!(d <= 1e-4, "{layout}: classifier max |tract - onnxruntime| = {d}");
+        let det = Engine::with_card_in(&golden("tiny_detector.onnx"), tiny_detector_card(), layout).unwrap();
+        let mut s = det.session().unwrap();
+        let d = max_abs_diff(&s.run_tensor(&det_input).unwrap(), &det_want);
+        assert!(d <= 1e-4, "{layout}: detector max |tract - onnxruntime| = {d}");
+        let dws = Engine::with_card_in(&golden("tiny_dwsep.onnx"), tiny_dwsep_card(), layout).unwrap();
+        let mut s = dws.session().unwrap();
+        let x = pattern_imagenet(32, 32);
+        let d = max_abs_diff(&s.run_tensor(&x).unwrap(), &floats(&g["dwsep_features"]));
+        assert!(d <= 1e-4, "{layout}: depthwise block max |tract - onnxruntime| = {d}");
+        let mut nodes: Vec<String> = s.profile(&x, 1).unwrap().nodes.into_iter().map(|n| format!("{} {}", n.op, n.name)).collect();
+        nodes.sort();
+        plans.push(nodes);
+    }
+    assert_ne!(plans[0], plans[1], "the layouts built the same plan: {plans:?}");
+    assert_eq!(Engine::with_card(&golden("tiny_classifier.onnx"), tiny_classifier_card()).unwrap().layout(), Layout::Nhwc);
 }
 
 #[test]

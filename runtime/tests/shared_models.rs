@@ -5,7 +5,7 @@ use common::*;
 
 use fieldkit_core::card::{Decode, InputSpec, ModelCard, Task};
 use fieldkit_core::Preprocess;
-use fieldkit_runtime::{Engine, Output, PredictOptions};
+use fieldkit_runtime::{Engine, Layout, Output, PredictOptions};
 
 fn mobilenet() -> (std::path::PathBuf, ModelCard) {
     let path = shared().join("assets/models/mobilenetv2-imagenet/mobilenetv2_features_bnfolded.onnx");
@@ -35,12 +35,14 @@ fn yolox() -> (std::path::PathBuf, ModelCard) {
 #[test]
 #[ignore = "needs ../shared"]
 fn mobilenetv2_features_match_onnxruntime() {
-    let (path, card) = mobilenet();
-    let engine = Engine::with_card(&path, card).unwrap();
-    let out = engine.session().unwrap().run_tensor(&pattern_imagenet(224, 224)).unwrap();
-    let d = max_abs_diff(&out, &floats(&read(&golden("mobilenetv2_pattern.json"))["output"]));
-    eprintln!("mobilenetv2: max |tract - onnxruntime| = {d:e} over 1280 features");
-    assert!(d <= 1e-4);
+    for layout in Layout::ALL {
+        let (path, card) = mobilenet();
+        let engine = Engine::with_card_in(&path, card, layout).unwrap();
+        let out = engine.session().unwrap().run_tensor(&pattern_imagenet(224, 224)).unwrap();
+        let d = max_abs_diff(&out, &floats(&read(&golden("mobilenetv2_pattern.json"))["output"]));
+        eprintln!("mobilenetv2 ({layout}): max |tract - onnxruntime| = {d:e} over 1280 features");
+        assert!(d <= 1e-4);
+    }
 }
 
 /// Intra-op threads split tract's products by output panels: the same sums in the same order,
@@ -65,24 +67,26 @@ fn mobilenetv2_on_two_threads_matches_one() {
 #[test]
 #[ignore = "needs ../shared"]
 fn yolox_nano_raw_output_matches_onnxruntime() {
-    let (path, card) = yolox();
-    let engine = Engine::with_card(&path, card).unwrap();
-    assert_eq!(engine.output_shape(), &[1, 3549, 85]);
-    let out = engine.session().unwrap().run_tensor(&pattern(416, 416)).unwrap();
-    let g = read(&golden("yolox_nano_pattern.json"));
-    let mut worst = 0.0f32;
-    for (r, vals) in g["rows"].as_array().unwrap().iter().zip(g["values"].as_array().unwrap()) {
-        let r = r.as_u64().unwrap() as usize;
-        // The golden keeps 7 significant digits: compare relative to magnitude above 1.
-        for (ours, theirs) in out[r * 85..(r + 1) * 85].iter().zip(floats(vals)) {
-            worst = worst.max((ours - theirs).abs() / theirs.abs().max(1.0));
+    for layout in Layout::ALL {
+        let (path, card) = yolox();
+        let engine = Engine::with_card_in(&path, card, layout).unwrap();
+        assert_eq!(engine.output_shape(), &[1, 3549, 85]);
+        let out = engine.session().unwrap().run_tensor(&pattern(416, 416)).unwrap();
+        let g = read(&golden("yolox_nano_pattern.json"));
+        let mut worst = 0.0f32;
+        for (r, vals) in g["rows"].as_array().unwrap().iter().zip(g["values"].as_array().unwrap()) {
+            let r = r.as_u64().unwrap() as usize;
+            // The golden keeps 7 significant digits: compare relative to magnitude above 1.
+            for (ours, theirs) in out[r * 85..(r + 1) * 85].iter().zip(floats(vals)) {
+                worst = worst.max((ours - theirs).abs() / theirs.abs().max(1.0));
+            }
         }
+        eprintln!("yolox-nano ({layout}): max |tract - onnxruntime| (relative above 1) = {worst:e}");
+        assert!(worst <= 1e-4);
+        let sum: f64 = out.iter().map(|&v| v as f64).sum();
+        let want = g["sum"].as_f64().unwrap();
+        assert!((sum - want).abs() / want.abs() < 1e-5, "{layout}: sum {sum} vs {want}");
     }
-    eprintln!("yolox-nano: max |tract - onnxruntime| (relative above 1) = {worst:e}");
-    assert!(worst <= 1e-4);
-    let sum: f64 = out.iter().map(|&v| v as f64).sum();
-    let want = g["sum"].as_f64().unwrap();
-    assert!((sum - want).abs() / want.abs() < 1e-5, "sum {sum} vs {want}");
 }
 
 /// Same detections as YOLOX's own pipeline (cv2 decode + INTER_LINEAR letterbox, onnxruntime,

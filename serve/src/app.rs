@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fieldkit_core::detect::NmsOptions;
-use fieldkit_runtime::{Output as Predicted, PredictOptions};
+use fieldkit_runtime::{LoadOptions, Output as Predicted, PredictOptions};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -40,7 +40,7 @@ pub type Shared = Arc<AppState>;
 impl AppState {
     pub fn new(cfg: ServeConfig) -> Self {
         let token_hash = cfg.token.as_ref().map(|t| Sha256::digest(t.as_bytes()).into());
-        AppState { models: Registry::new(cfg.nnef_cache.clone()), pool: Pool::new(cfg.workers, cfg.queue), metrics: Metrics::new(), cfg, token_hash }
+        AppState { models: Registry::new(LoadOptions { cache: cfg.nnef_cache.clone(), layout: cfg.layout }), pool: Pool::new(cfg.workers, cfg.queue), metrics: Metrics::new(), cfg, token_hash }
     }
 
     fn timeout(&self) -> Duration {

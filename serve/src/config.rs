@@ -28,6 +28,8 @@ pub struct ServeConfig {
     pub timeout_ms: u64,
     /// Keep translated plans here (NNEF) so a restart loads them without the ONNX parse.
     pub nnef_cache: Option<PathBuf>,
+    /// Where the channel axis sits while the convolutions run (`nhwc` unless set).
+    pub layout: fieldkit_runtime::Layout,
 }
 
 impl Default for ServeConfig {
@@ -43,6 +45,7 @@ impl Default for ServeConfig {
             max_body_mb: 16.0,
             timeout_ms: 10_000,
             nnef_cache: None,
+            layout: fieldkit_runtime::Layout::default(),
         }
     }
 }

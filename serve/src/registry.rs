@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use fieldkit_runtime::Engine;
+use fieldkit_runtime::{Engine, LoadOptions};
 
 use crate::config::check_name;
 use crate::error::ServeError;
@@ -26,13 +26,13 @@ pub struct Model {
 pub struct Registry {
     models: RwLock<BTreeMap<String, Arc<Model>>>,
     next_version: AtomicU64,
-    nnef_cache: Option<PathBuf>,
+    load: LoadOptions,
 }
 
 impl Registry {
-    /// Models load through `nnef_cache` when given (see `fieldkit_runtime::nnef_cache`).
-    pub fn new(nnef_cache: Option<PathBuf>) -> Self {
-        Registry { nnef_cache, ..Default::default() }
+    /// Models load with `load`: through its NNEF cache when given, in its layout.
+    pub fn new(load: LoadOptions) -> Self {
+        Registry { load, ..Default::default() }
     }
 
     pub fn get(&self, name: &str) -> Result<Arc<Model>, ServeError> {
@@ -55,7 +55,7 @@ impl Registry {
     /// version only once the new one is ready. Blocking: call from a blocking thread.
     pub fn load(&self, name: &str, path: &Path) -> Result<Arc<Model>, ServeError> {
         check_name(name)?;
-        let engine = Engine::load_cached(path, self.nnef_cache.as_deref()).map_err(|e| ServeError::BadRequest(e.to_string()))?;
+        let engine = Engine::load_with(path, &self.load).map_err(|e| ServeError::BadRequest(e.to_string()))?;
         let sha256 = engine.card().sha256.clone();
         let model = Arc::new(Model {
             name: name.to_string(),

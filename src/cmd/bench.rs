@@ -10,7 +10,7 @@ use clap::Args;
 use fieldkit_core::{image_io, report};
 use fieldkit_runtime::bench::{bench_model, peak_rss_mb, synthetic_image, system_info, Accuracy, BenchConfig, BenchResult};
 use fieldkit_runtime::profile::Profile;
-use fieldkit_runtime::Engine;
+use fieldkit_runtime::{Engine, Layout, LoadOptions};
 use fieldkit_runtime::eval::headline;
 
 
@@ -53,15 +53,20 @@ pub struct BenchArgs {
     /// plan came from.
     #[arg(long, value_name = "DIR")]
     nnef_cache: Option<PathBuf>,
+    /// Layout(s) the convolutions run in, comma-separated: `nchw,nhwc` measures every model
+    /// both ways, one row each.
+    #[arg(long, value_delimiter = ',', default_value = "nhwc")]
+    layout: Vec<Layout>,
     /// Internal: measure the single model and print its result as JSON.
     #[arg(long, hide = true)]
     child: bool,
 }
 
-fn measure(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
+fn measure(a: &BenchArgs, model: &PathBuf, layout: Layout) -> Result<BenchResult> {
     fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
     let image = a.image.as_ref().map(|p| image_io::read_rgb(p)).transpose()?;
-    let cfg = BenchConfig { runs: a.runs.max(1), warmup: a.warmup, workers: a.workers.clone(), image, nnef_cache: a.nnef_cache.clone() };
+    let load = LoadOptions { cache: a.nnef_cache.clone(), layout };
+    let cfg = BenchConfig { runs: a.runs.max(1), warmup: a.warmup, workers: a.workers.clone(), image, load };
     let (mut r, engine) = bench_model(model, &cfg)?;
     if let Some(val) = &a.val {
         let workers = *a.workers.iter().max().unwrap_or(&1);
@@ -73,13 +78,14 @@ fn measure(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
     Ok(r)
 }
 
-fn measure_in_child(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
+fn measure_in_child(a: &BenchArgs, model: &PathBuf, layout: Layout) -> Result<BenchResult> {
     let exe = std::env::current_exe().context("locating the fieldkit binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("bench").arg("--child").arg("--model").arg(model);
     cmd.arg("--runs").arg(a.runs.to_string()).arg("--warmup").arg(a.warmup.to_string());
     cmd.arg("--workers").arg(a.workers.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","));
     cmd.arg("--threads").arg(a.threads.to_string());
+    cmd.arg("--layout").arg(layout.to_string());
     if let Some(i) = &a.image {
         cmd.arg("--image").arg(i);
     }
@@ -106,7 +112,7 @@ fn measure_in_child(a: &BenchArgs, model: &PathBuf) -> Result<BenchResult> {
 
 pub fn run(a: BenchArgs) -> Result<i32> {
     if a.child {
-        let r = measure(&a, &a.models[0])?;
+        let r = measure(&a, &a.models[0], a.layout[0])?;
         println!("{}", serde_json::to_string(&r)?);
         return Ok(0);
     }
@@ -129,19 +135,28 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     if a.threads > 1 {
         println!("  {} intra-op threads per inference", a.threads);
     }
+    let mut layouts = a.layout.clone();
+    layouts.dedup();
+    if layouts.is_empty() {
+        bail!("--layout: give nchw, nhwc or both");
+    }
     let mut results = Vec::new();
     for m in &a.models {
-        eprintln!("measuring {} ...", m.display());
-        let r = if in_process { measure(&a, m)? } else { measure_in_child(&a, m)? };
-        results.push(r);
+        for &layout in &layouts {
+            eprintln!("measuring {} ({layout}) ...", m.display());
+            let r = if in_process { measure(&a, m, layout)? } else { measure_in_child(&a, m, layout)? };
+            results.push(r);
+        }
     }
     print!("{}", table(&results));
     let mut profiles = Vec::new();
     if let Some(runs) = a.profile {
         for m in &a.models {
-            let p = profile(a.image.as_ref(), m, runs)?;
-            print!("{}", profile_table(m, &p));
-            profiles.push(serde_json::json!({ "model": m, "profile": p }));
+            for &layout in &layouts {
+                let p = profile(a.image.as_ref(), m, layout, runs)?;
+                print!("{}", profile_table(m, layout, &p));
+                profiles.push(serde_json::json!({ "model": m, "layout": layout, "profile": p }));
+            }
         }
     }
     if let Some(path) = &a.json {
@@ -155,8 +170,8 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn profile(image: Option<&PathBuf>, model: &PathBuf, runs: usize) -> Result<Profile> {
-    let engine = Engine::load(model)?;
+fn profile(image: Option<&PathBuf>, model: &PathBuf, layout: Layout, runs: usize) -> Result<Profile> {
+    let engine = Engine::load_with(model, &LoadOptions { layout, ..LoadOptions::default() })?;
     let img = match image {
         Some(p) => image_io::read_rgb(p)?,
         None => synthetic_image(),
@@ -165,8 +180,8 @@ fn profile(image: Option<&PathBuf>, model: &PathBuf, runs: usize) -> Result<Prof
     Ok(engine.session()?.profile(&prepared.data, runs)?)
 }
 
-fn profile_table(model: &PathBuf, p: &Profile) -> String {
-    let mut s = format!("\nprofile of {} ({} runs, {:.2} ms per run)\n", model.display(), p.runs, p.total_ms);
+fn profile_table(model: &PathBuf, layout: Layout, p: &Profile) -> String {
+    let mut s = format!("\nprofile of {} ({layout}, {} runs, {:.2} ms per run)\n", model.display(), p.runs, p.total_ms);
     s += &format!("{:<28} {:>6} {:>9} {:>6}\n", "operator", "nodes", "ms", "share");
     for o in &p.ops {
         s += &format!("{:<28} {:>6} {:>9.3} {:>5.1}%\n", o.op, o.count, o.ms, 100.0 * o.ms / p.total_ms);
@@ -179,7 +194,12 @@ fn profile_table(model: &PathBuf, p: &Profile) -> String {
 }
 
 pub fn table(rs: &[BenchResult]) -> String {
-    let name = |r: &BenchResult| PathBuf::from(&r.model).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // The layout joins the name only when rows differ in it.
+    let mixed = rs.iter().any(|r| r.layout != rs[0].layout);
+    let name = |r: &BenchResult| {
+        let file = PathBuf::from(&r.model).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if mixed { format!("{file} [{}]", r.layout) } else { file }
+    };
     let w = rs.iter().map(|r| name(r).len()).max().unwrap_or(5).max(5);
     let mut s = format!(
         "\n{:w$} {:>7} {:>8} {:>8} {:>7} {:>7} {:>7} {:>13} {:>10} {:>7} {:>7} {:>9}",

@@ -181,7 +181,7 @@ fn bench_stage(model: &Path, out: &Path) -> Result<fieldkit_runtime::bench::Benc
     use fieldkit_runtime::bench::{bench_model, BenchConfig};
 
     stage("5. benchmark the exported model (tract, batch 1)");
-    let cfg = BenchConfig { runs: 30, warmup: 3, workers: vec![1], image: None, nnef_cache: None };
+    let cfg = BenchConfig { runs: 30, warmup: 3, workers: vec![1], image: None, load: Default::default() };
     let (r, _) = bench_model(model, &cfg)?;
     print!("{}", super::bench::table(std::slice::from_ref(&r)));
     fsio::write_json(&out.join("bench.json"), &r)?;
@@ -205,7 +205,7 @@ fn quantize_stage(assets: &Path, model: &Path, fp32: fieldkit_runtime::bench::Be
         println!("warning: {w}");
     }
     println!("{}", fieldkit_quantize::cli::summary(&r));
-    let (q, _) = bench_model(&cfg.out, &BenchConfig { runs: 30, warmup: 3, workers: vec![1], image: None, nnef_cache: None })?;
+    let (q, _) = bench_model(&cfg.out, &BenchConfig { runs: 30, warmup: 3, workers: vec![1], image: None, load: Default::default() })?;
     print!("{}", super::bench::table(&[fp32, q]));
     Ok(())
 }

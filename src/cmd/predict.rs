@@ -11,7 +11,7 @@ use clap::Args;
 use fieldkit_core::detect::NmsOptions;
 use fieldkit_core::{dataset, fsio, image_io, report};
 use fieldkit_runtime::eval::parallel_map;
-use fieldkit_runtime::{Engine, Output, PredictOptions};
+use fieldkit_runtime::{Engine, Layout, LoadOptions, Output, PredictOptions};
 
 const VIDEO_EXTENSIONS: &[&str] = &["mp4", "avi", "mov", "mkv", "webm"];
 
@@ -52,6 +52,9 @@ pub struct PredictArgs {
     /// Keep the translated plan in this directory (NNEF) and load it from there next time.
     #[arg(long, value_name = "DIR")]
     nnef_cache: Option<PathBuf>,
+    /// Layout the convolutions run in: nhwc (faster on the measured CPUs) or nchw.
+    #[arg(long, default_value_t = Layout::default())]
+    layout: Layout,
 }
 
 /// One input: an image file, or a frame extracted from a video.
@@ -167,7 +170,7 @@ fn annotated_name(i: usize, image: &Path) -> String {
 
 pub fn run(a: PredictArgs) -> Result<i32> {
     fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
-    let engine = Engine::load_cached(&a.model, a.nnef_cache.as_deref())?;
+    let engine = Engine::load_with(&a.model, &LoadOptions { cache: a.nnef_cache.clone(), layout: a.layout })?;
     if let fieldkit_runtime::LoadSource::Uncached(why) = engine.load_source() {
         eprintln!("note: NNEF cache not used: {why}");
     }

@@ -34,6 +34,17 @@ pub fn tiny_classifier_card() -> ModelCard {
     )
 }
 
+/// The depthwise-separable block: 16 features.
+pub fn tiny_dwsep_card() -> ModelCard {
+    ModelCard::new(
+        Task::Classify,
+        vec!["features".into()],
+        InputSpec { name: "input".into(), shape: vec![1, 3, 32, 32] },
+        Preprocess::imagenet_stretch(32),
+        Decode::Features { output: "features".into() },
+    )
+}
+
 pub fn tiny_detector_card() -> ModelCard {
     ModelCard::new(
         Task::Detect,
