@@ -173,7 +173,8 @@ impl Engine {
             }
         };
         let input_dt = typed.input_fact(0).map_err(|e| load_err(format!("{e:#}")))?.datum_type;
-        // After the cache: entries stay in the ONNX graph's layout, whichever one runs.
+        // After the cache: entries stay the ONNX graph as translated, whatever runs.
+        let (typed, _) = crate::pool_chain::chain_max_pools(typed).map_err(|e| load_err(format!("cannot chain its max pools: {e:#}")))?;
         let typed = layout.apply(typed).map_err(|e| load_err(format!("cannot run it {layout}: {e:#}")))?;
         let typed = typed.into_optimized().map_err(|e| load_err(format!("cannot optimize for a {width}x{height} input: {e:#}")))?;
         let output_shape: Vec<usize> = typed

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod layout;
 pub mod nnef_cache;
 pub mod onnx_graph;
+mod pool_chain;
 pub mod profile;
 pub mod threads;
 
