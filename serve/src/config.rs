@@ -141,5 +141,11 @@ mod tests {
         std::fs::write(&p, "workers = 2\nworkerz = 3\n").unwrap();
         let e = ServeConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("s.toml") && e.contains("workerz"), "{e}");
+        std::fs::write(&p, "layout = \"nchw\"\n").unwrap();
+        assert_eq!(ServeConfig::load(&p).unwrap().layout, fieldkit_runtime::Layout::Nchw);
+        assert_eq!(ServeConfig::default().layout, fieldkit_runtime::Layout::Nhwc);
+        std::fs::write(&p, "layout = \"hwc\"\n").unwrap();
+        let e = ServeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("s.toml") && e.contains("layout") && e.contains("hwc"), "{e}");
     }
 }
