@@ -154,6 +154,12 @@ fn bench_writes_the_documented_keys() {
     let op_ms: f64 = p["ops"].as_array().unwrap().iter().map(|n| n["ms"].as_f64().unwrap()).sum();
     assert!(!p["nodes"].as_array().unwrap().is_empty() && (node_ms - op_ms).abs() < 1e-6);
     assert!(node_ms <= p["total_ms"].as_f64().unwrap() * 1.01 + 0.01);
+    // The convolution's matrix product carries its multiply-adds and its kernel: 4 output
+    // channels x 27 inputs x 16x16 positions.
+    let mm = p["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "c1.matmatmul").unwrap_or_else(|| panic!("{p}"));
+    assert_eq!(mm["fma"].as_u64(), Some(4 * 27 * 16 * 16), "{mm}");
+    assert!(mm["detail"].as_str().unwrap().contains("m:4 k:27 n:256"), "{mm}");
+    assert!(stdout(&o).contains("GFLOP/s"), "{}", stdout(&o));
     // --nnef-cache: the first run translates and writes the plan, the second reads it.
     let cache = d.path().join("cache");
     for want in ["nnef_written", "nnef_cache"] {

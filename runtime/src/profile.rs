@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::Cost;
 
 use crate::engine::Session;
 use crate::error::{Result, RuntimeError};
@@ -19,6 +20,19 @@ pub struct NodeTime {
     pub ms: f64,
     /// Nodes folded into this row (1 for a node; the count for an operator).
     pub count: usize,
+    /// Multiply-adds per run by tract's cost model (its `FMA` cost), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fma: Option<u64>,
+    /// tract's description of the node (for a matrix product: m, k, n and the kernel).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+impl NodeTime {
+    /// Arithmetic rate (2 flops per multiply-add): how far a node is from the machine's peak.
+    pub fn gflops(&self) -> Option<f64> {
+        self.fma.filter(|_| self.ms > 0.0).map(|f| 2.0 * f as f64 / self.ms / 1e6)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +51,22 @@ impl Session {
     pub fn profile(&mut self, chw: &[f32], runs: usize) -> Result<Profile> {
         let input = self.input_tensor(chw)?;
         let runs = runs.max(1);
+        let mut about: BTreeMap<usize, (Option<u64>, String)> = BTreeMap::new();
+        {
+            let model = self.state_mut().plan().model();
+            for node in model.nodes() {
+                let facts = model.node_input_facts(node.id).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+                let fma = node.op.cost(&facts).ok().and_then(|costs| {
+                    let counts: Vec<u64> = costs
+                        .iter()
+                        .filter(|(c, _)| matches!(c, Cost::FMA(_)))
+                        .filter_map(|(_, d)| d.to_i64().ok().and_then(|v| u64::try_from(v).ok()))
+                        .collect();
+                    (!counts.is_empty()).then(|| counts.iter().sum())
+                });
+                about.insert(node.id, (fma, node.op.info().unwrap_or_default().join("; ")));
+            }
+        }
         let mut per_node: BTreeMap<usize, (String, String, f64)> = BTreeMap::new();
         let mut total = 0.0;
         for run in 0..=runs {
@@ -59,17 +89,27 @@ impl Session {
             }
         }
         let n = runs as f64;
-        let mut nodes: Vec<NodeTime> =
-            per_node.into_values().map(|(name, op, ms)| NodeTime { name, op, ms: ms / n, count: 1 }).collect();
+        let mut nodes: Vec<NodeTime> = per_node
+            .into_iter()
+            .map(|(id, (name, op, ms))| {
+                let (fma, detail) = about.remove(&id).unwrap_or_default();
+                NodeTime { name, op, ms: ms / n, count: 1, fma, detail }
+            })
+            .collect();
         nodes.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-        let mut by_op: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+        let mut by_op: BTreeMap<String, (f64, usize, Option<u64>)> = BTreeMap::new();
         for t in &nodes {
             let e = by_op.entry(t.op.clone()).or_default();
             e.0 += t.ms;
             e.1 += 1;
+            if let Some(f) = t.fma {
+                e.2 = Some(e.2.unwrap_or(0) + f);
+            }
         }
-        let mut ops: Vec<NodeTime> =
-            by_op.into_iter().map(|(op, (ms, count))| NodeTime { name: op.clone(), op, ms, count }).collect();
+        let mut ops: Vec<NodeTime> = by_op
+            .into_iter()
+            .map(|(op, (ms, count, fma))| NodeTime { name: op.clone(), op, ms, count, fma, detail: String::new() })
+            .collect();
         ops.sort_by(|a, b| b.ms.total_cmp(&a.ms));
         Ok(Profile { runs, total_ms: total / n, nodes, ops })
     }

@@ -182,13 +182,16 @@ fn profile(image: Option<&PathBuf>, model: &PathBuf, layout: Layout, runs: usize
 
 fn profile_table(model: &PathBuf, layout: Layout, p: &Profile) -> String {
     let mut s = format!("\nprofile of {} ({layout}, {} runs, {:.2} ms per run)\n", model.display(), p.runs, p.total_ms);
-    s += &format!("{:<28} {:>6} {:>9} {:>6}\n", "operator", "nodes", "ms", "share");
+    let rate = |n: &fieldkit_runtime::profile::NodeTime| n.gflops().map(|g| format!("{g:.1}")).unwrap_or_else(|| "-".into());
+    s += &format!("{:<28} {:>6} {:>9} {:>6} {:>8}\n", "operator", "nodes", "ms", "share", "GFLOP/s");
     for o in &p.ops {
-        s += &format!("{:<28} {:>6} {:>9.3} {:>5.1}%\n", o.op, o.count, o.ms, 100.0 * o.ms / p.total_ms);
+        s += &format!("{:<28} {:>6} {:>9.3} {:>5.1}% {:>8}\n", o.op, o.count, o.ms, 100.0 * o.ms / p.total_ms, rate(o));
     }
-    s += "slowest nodes:\n";
+    // The kernel and shape of a slow matrix product are what a tract issue needs.
+    s += "slowest nodes (GFLOP/s by tract's cost model):\n";
     for n in p.nodes.iter().take(8) {
-        s += &format!("  {:>8.3} ms  {:<24} {}\n", n.ms, n.op, n.name);
+        let mult = n.detail.split("; ").find(|d| d.starts_with("Mult:")).unwrap_or("");
+        s += &format!("  {:>8.3} ms  {:<24} {:<34} {:>7}  {}\n", n.ms, n.op, n.name, rate(n), mult);
     }
     s
 }
