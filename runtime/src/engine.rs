@@ -134,7 +134,7 @@ impl Engine {
     /// Loads `model` described by `card` without checking the file hash (for a card being
     /// written, or a third-party model whose card is built in code).
     pub fn with_card(model: &Path, card: ModelCard) -> Result<Self> {
-        Self::build(model, card, None, Layout::default())
+        Self::with_card_in(model, card, Layout::default())
     }
 
     /// [`Engine::with_card`] in a given layout.

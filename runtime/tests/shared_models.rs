@@ -35,11 +35,12 @@ fn yolox() -> (std::path::PathBuf, ModelCard) {
 #[test]
 #[ignore = "needs ../shared"]
 fn mobilenetv2_features_match_onnxruntime() {
+    let want = floats(&read(&golden("mobilenetv2_pattern.json"))["output"]);
     for layout in Layout::ALL {
         let (path, card) = mobilenet();
         let engine = Engine::with_card_in(&path, card, layout).unwrap();
         let out = engine.session().unwrap().run_tensor(&pattern_imagenet(224, 224)).unwrap();
-        let d = max_abs_diff(&out, &floats(&read(&golden("mobilenetv2_pattern.json"))["output"]));
+        let d = max_abs_diff(&out, &want);
         eprintln!("mobilenetv2 ({layout}): max |tract - onnxruntime| = {d:e} over 1280 features");
         assert!(d <= 1e-4);
     }
@@ -67,12 +68,12 @@ fn mobilenetv2_on_two_threads_matches_one() {
 #[test]
 #[ignore = "needs ../shared"]
 fn yolox_nano_raw_output_matches_onnxruntime() {
+    let g = read(&golden("yolox_nano_pattern.json"));
     for layout in Layout::ALL {
         let (path, card) = yolox();
         let engine = Engine::with_card_in(&path, card, layout).unwrap();
         assert_eq!(engine.output_shape(), &[1, 3549, 85]);
         let out = engine.session().unwrap().run_tensor(&pattern(416, 416)).unwrap();
-        let g = read(&golden("yolox_nano_pattern.json"));
         let mut worst = 0.0f32;
         for (r, vals) in g["rows"].as_array().unwrap().iter().zip(g["values"].as_array().unwrap()) {
             let r = r.as_u64().unwrap() as usize;

@@ -135,10 +135,12 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     if a.threads > 1 {
         println!("  {} intra-op threads per inference", a.threads);
     }
-    let mut layouts = a.layout.clone();
-    layouts.dedup();
-    if layouts.is_empty() {
-        bail!("--layout: give nchw, nhwc or both");
+    // Each layout once, in the order given (clap refuses an empty or unknown one).
+    let mut layouts: Vec<Layout> = Vec::new();
+    for &l in &a.layout {
+        if !layouts.contains(&l) {
+            layouts.push(l);
+        }
     }
     let mut results = Vec::new();
     for m in &a.models {
