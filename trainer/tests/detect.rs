@@ -102,6 +102,15 @@ fn synthetic_batch() -> (Vec<image::RgbImage>, Vec<Vec<GtBox>>) {
 /// Overfitting one batch drives the loss near its floor and the decoded, suppressed
 /// predictions of the eval-mode model recover every box with its class; a loss that ignored
 /// the targets (or an assignment that paired the wrong anchors) could not pass this.
+///
+/// The trajectory differs between CPUs: burn's flex matmuls (the `gemm` crate) split the
+/// reduction dimension into blocks sized from the L1 data cache that `/sys` reports, so a
+/// 32 KiB 8-way L1 (Zen 4, most client cores) sums k > 512 in two blocks where a 48 KiB
+/// 12-way one (Zen 5, Sapphire Rapids) sums it in one. The first loss differs in the 7th digit
+/// and the 320 steps amplify it; SimOTA re-assigns positives every step. The schedule is the
+/// one that converges from every start tried (seeds 1–6, both cache geometries: final loss
+/// 1.4–5.8 % of the first), where the earlier 160 steps at a stepped rate ended at 4–13 %.
+/// `scripts/cache-geometry.sh` runs this under the other geometry (CI does).
 #[test]
 fn overfit_one_batch_recovers_the_boxes() {
     let device = Device::flex();
@@ -119,20 +128,23 @@ fn overfit_one_batch_recovers_the_boxes() {
     let anchors = Anchors::new(s as u32, &STRIDES);
     let mut optim = optimizer_for(OptimizerKind::AdamW, 0.0, 0.9, Some(10.0));
     let ad = device.clone().autodiff();
-    let steps = 160;
+    let steps = 320;
     let mut losses = Vec::new();
     for step in 0..steps {
         let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), [2, 3, s, s]), &ad);
         let (loss, parts) = yolox_loss(model.forward(x), &boxes, &anchors, BoxLoss::Iou, step >= steps / 2);
         losses.push(parts);
         let g = GradientsParams::from_grads(loss.backward(), &model);
-        let lr = if step < steps * 3 / 4 { 3e-3 } else { 1e-3 };
+        // Cosine from 3e-3 down to 2 % of it: the late steps settle instead of bouncing
+        // between assignments.
+        let t = step as f64 / steps as f64;
+        let lr = 3e-3 * (0.02 + 0.98 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()));
         model = optim.step(lr, model, g);
     }
     let (first, last) = (losses[0], losses[steps - 1]);
     eprintln!("overfit: first {first:?}\n         last  {last:?}");
     // IoU loss 5·(1 − IoU²) under 0.5 means a mean IoU above ~0.95 on the positives.
-    // Measured: 12.5 -> 0.50 in 160 steps, boxes back to the pixel.
+    // Measured: 12.5 -> 0.23 (48 KiB L1) and 0.21 (32 KiB L1) at seed 5, boxes back to the pixel.
     assert!(last.total < 0.1 * first.total && last.iou < 0.5 && last.obj < 0.1 * first.obj, "{last:?} vs {first:?}");
     let eval = model.valid();
     let y = to_host(eval.forward(Tensor::<4>::from_data(TensorData::new(pixels, [2, 3, s, s]), &device)));
