@@ -21,6 +21,59 @@ pub fn quantize_linear_f32_i8(x: f32, scale: f32, zero_point: i32) -> i8 {
         as i8
 }
 
+/// An 8-bit type QuantizeLinear writes: the clamp range and the narrowing.
+trait QuantizedByte: Copy {
+    const MIN: i32;
+    const MAX: i32;
+    fn narrow(v: i32) -> Self;
+}
+
+impl QuantizedByte for u8 {
+    const MIN: i32 = u8::MIN as i32;
+    const MAX: i32 = u8::MAX as i32;
+    #[inline(always)]
+    fn narrow(v: i32) -> u8 {
+        v as u8
+    }
+}
+
+impl QuantizedByte for i8 {
+    const MIN: i32 = i8::MIN as i32;
+    const MAX: i32 = i8::MAX as i32;
+    #[inline(always)]
+    fn narrow(v: i32) -> i8 {
+        v as i8
+    }
+}
+
+/// `quantize_linear_f32_u8` / `_i8` over a run, in a form the compiler vectorises:
+/// `f32::round_ties_even` is the same function as `round_ties_to_even` (ties to even, NaN and
+/// infinities through unchanged, then the same saturating cast and clamp), but it lowers to one
+/// rounding instruction instead of the bit-twiddling branches, which kept the loop scalar
+/// (~3.7 ns per element, the largest cost of a QDQ model on x86).
+#[inline(always)]
+fn quantize_f32_body<Q: QuantizedByte>(xs: &[f32], ys: &mut [Q], scale: f32, zero_point: i32) {
+    for (x, y) in xs.iter().zip(ys.iter_mut()) {
+        *y = Q::narrow(((*x * scale).round_ties_even() as i32 + zero_point).clamp(Q::MIN, Q::MAX));
+    }
+}
+
+/// The body compiled for AVX2, where rounding is `vroundps` and eight lanes go at once; the
+/// baseline x86-64 target has no packed rounding instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_f32_avx2<Q: QuantizedByte>(xs: &[f32], ys: &mut [Q], scale: f32, zero_point: i32) {
+    quantize_f32_body(xs, ys, scale, zero_point)
+}
+
+fn quantize_f32_run<Q: QuantizedByte>(xs: &[f32], ys: &mut [Q], scale: f32, zero_point: i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        return unsafe { quantize_f32_avx2(xs, ys, scale, zero_point) };
+    }
+    quantize_f32_body(xs, ys, scale, zero_point)
+}
+
 element_wise_oop!(quantize_linear_u8,
  QuantizeLinearU8 {
      scale: f32,
@@ -32,7 +85,11 @@ element_wise_oop!(quantize_linear_u8,
                                           );
      Ok(())
  },
- [f32,i32] => u8 |op, xs, ys| {
+ [f32] => u8 |op, xs, ys| {
+     quantize_f32_run(xs, ys, op.scale, op.zero_point as i32);
+     Ok(())
+ },
+ [i32] => u8 |op, xs, ys| {
      xs.iter().zip(ys.iter_mut()).for_each(|(x,y)|
                                            *y = quantize_linear_f32_u8(*x as f32, op.scale, op.zero_point as i32)
                                           );
@@ -55,7 +112,11 @@ element_wise_oop!(quantize_linear_i8,
      scale: f32,
      zero_point: i8
  },
- [f32,i32] => i8 |op, xs, ys| {
+ [f32] => i8 |op, xs, ys| {
+     quantize_f32_run(xs, ys, op.scale, op.zero_point as i32);
+     Ok(())
+ },
+ [i32] => i8 |op, xs, ys| {
      xs.iter().zip(ys.iter_mut()).for_each(|(x,y)|
                                            *y = quantize_linear_f32_i8(*x as f32, op.scale, op.zero_point as i32)
                                           );
@@ -514,5 +575,39 @@ pub mod scale {
     #[test]
     fn t3() {
         test_scale(120, 101, 692.5715);
+    }
+}
+
+#[cfg(test)]
+mod quantize_run {
+    use super::*;
+
+    /// The vectorised run gives what the scalar functions give, bit for bit, on ties (both
+    /// parities, both signs), values that clamp, NaN and the infinities, for every zero point
+    /// that matters, over lengths that leave vector tails.
+    #[test]
+    fn matches_the_scalar_functions() {
+        let mut xs: Vec<f32> = vec![
+            0.0, -0.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.5, 128.5, -127.5, -128.5, 254.5,
+            255.5, 1e9, -1e9, 8388609.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.49999997,
+        ];
+        xs.extend((0..300).map(|i| (i as f32 * 0.731 - 110.0) * 1.37));
+        for scale in [1.0f32, 0.5, 1.0 / 0.0235, 3.0] {
+            for zp in [0i32, 3, 128, 255] {
+                for len in [0, 1, 7, 8, 9, 31, 33, xs.len()] {
+                    let mut got = vec![0u8; len];
+                    quantize_f32_run(&xs[..len], &mut got, scale, zp);
+                    let want: Vec<u8> =
+                        xs[..len].iter().map(|x| quantize_linear_f32_u8(*x, scale, zp)).collect();
+                    assert_eq!(got, want, "u8 scale {scale} zero point {zp} len {len}");
+                    let zp8 = zp - 128;
+                    let mut got = vec![0i8; len];
+                    quantize_f32_run(&xs[..len], &mut got, scale, zp8);
+                    let want: Vec<i8> =
+                        xs[..len].iter().map(|x| quantize_linear_f32_i8(*x, scale, zp8)).collect();
+                    assert_eq!(got, want, "i8 scale {scale} zero point {zp8} len {len}");
+                }
+            }
+        }
     }
 }
