@@ -1,7 +1,7 @@
 #![allow(clippy::unnecessary_cast)]
 
 use crate::internal::*;
-use crate::ops::element_wise::ElementWiseOp;
+use crate::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
 use crate::ops::math::QScale;
 use num_traits::AsPrimitive;
 use tract_linalg::Scaler;
@@ -15,16 +15,34 @@ use super::math::round_ties_to_even;
 // NaN and the infinities pass through to the same saturating cast and clamp), but it lowers to
 // one rounding instruction instead of the bit-twiddling branches, so a loop over these
 // functions vectorises (see `quantize_f32_run`).
+//
+// The clamp happens in f32, before the conversion to i32: Rust's `as i32` saturates and maps
+// NaN to 0, which x86 has no packed instruction for, so LLVM splits such a loop back into
+// scalar conversions with compare-and-move fix-ups (that was half of a QuantizeLinear pass).
+// Clamped first, the value is an exact small integer and the unchecked conversion is one
+// `vcvttps2dq`. NaN still goes to the zero point, as the saturating cast made it. The one
+// difference from the cast-then-clamp form is at ±inf with a non-zero zero point: there
+// `i32::MAX + zero_point` overflowed (wrapping to the wrong end of the range in release builds,
+// a panic in debug ones); now ±inf saturates, as ONNX's QuantizeLinear specifies.
+#[inline(always)]
+fn quantize_to_range(x: f32, scale: f32, zero_point: i32, lo: i32, hi: i32) -> i32 {
+    let r = (x * scale).round_ties_even();
+    let r = if r.is_nan() { 0.0 } else { r };
+    let (lo, hi) = ((lo - zero_point) as f32, (hi - zero_point) as f32);
+    let r = if r < lo { lo } else { r };
+    let r = if r > hi { hi } else { r };
+    // SAFETY: r is an integer in [lo - zero_point, hi - zero_point], well inside i32.
+    unsafe { r.to_int_unchecked::<i32>() + zero_point }
+}
+
 #[inline(always)]
 pub fn quantize_linear_f32_u8(x: f32, scale: f32, zero_point: i32) -> u8 {
-    (((x * scale).round_ties_even() as i32) + zero_point).clamp(u8::MIN as i32, u8::MAX as i32)
-        as u8
+    quantize_to_range(x, scale, zero_point, u8::MIN as i32, u8::MAX as i32) as u8
 }
 
 #[inline(always)]
 pub fn quantize_linear_f32_i8(x: f32, scale: f32, zero_point: i32) -> i8 {
-    (((x * scale).round_ties_even() as i32) + zero_point).clamp(i8::MIN as i32, i8::MAX as i32)
-        as i8
+    quantize_to_range(x, scale, zero_point, i8::MIN as i32, i8::MAX as i32) as i8
 }
 
 /// An 8-bit type QuantizeLinear writes, and its scalar quantizer.
@@ -140,15 +158,44 @@ pub struct DequantizeLinearF32 {
 
 impl Eq for DequantizeLinearF32 {}
 
+/// `(x - zero_point) * scale` over a run.
+#[inline(always)]
+fn dequantize_body<T: Copy + AsPrimitive<i32>>(xs: &[T], ys: &mut [f32], scale: f32, zero_point: i32) {
+    for (x, y) in xs.iter().zip(ys.iter_mut()) {
+        *y = (x.as_() - zero_point) as f32 * scale;
+    }
+}
+
+/// The same loop for AVX2: eight lanes of widening, subtraction, conversion and product where
+/// the baseline target does four (and splits the byte widening into several shuffles).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dequantize_avx2<T: Copy + AsPrimitive<i32>>(
+    xs: &[T],
+    ys: &mut [f32],
+    scale: f32,
+    zero_point: i32,
+) {
+    dequantize_body(xs, ys, scale, zero_point)
+}
+
+fn dequantize_run<T: Copy + AsPrimitive<i32>>(xs: &[T], ys: &mut [f32], scale: f32, zero_point: i32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        return unsafe { dequantize_avx2(xs, ys, scale, zero_point) };
+    }
+    dequantize_body(xs, ys, scale, zero_point)
+}
+
 impl DequantizeLinearF32 {
     fn eval_t<T: Datum + AsPrimitive<i32>>(&self, input: &Tensor) -> TractResult<Tensor> {
         let mut output = unsafe { Tensor::uninitialized::<f32>(input.shape())? };
-        input
-            .try_as_plain_ram()?
-            .as_slice::<T>()?
-            .iter()
-            .zip(output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.iter_mut())
-            .for_each(|(x, y)| *y = (x.as_() - self.zero_point) as f32 * self.scale);
+        dequantize_run(
+            input.try_as_plain_ram()?.as_slice::<T>()?,
+            output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+            self.scale,
+            self.zero_point,
+        );
         Ok(output)
     }
 }
@@ -307,10 +354,123 @@ impl TypedOp for DequantizeLinearF32 {
                 break;
             }
         }
-        Ok(None)
+        // No integer chain to fold into: the pair in front of a float operator becomes one pass.
+        fold_quantize_dequantize(model, dequant, self)
     }
 
     as_op!();
+}
+
+/// `DequantizeLinear(QuantizeLinear(x))` in one pass, f32 to f32 in place: what a QDQ model's
+/// activation pair computes when the next operator runs in float (every convolution of a QDQ
+/// model in tract today). The same arithmetic as the two ops, so the same bits, without the
+/// 8-bit tensor between them, its allocation, and the second pass over memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeQuantizeLinear {
+    /// QuantizeLinear's multiplier (1 / the ONNX scale), zero point and output range.
+    pub q_scale: f32,
+    pub q_zero_point: i32,
+    pub lo: i32,
+    pub hi: i32,
+    /// DequantizeLinear's scale and zero point.
+    pub dq_scale: f32,
+    pub dq_zero_point: i32,
+}
+
+impl Eq for FakeQuantizeLinear {}
+
+impl FakeQuantizeLinear {
+    #[inline(always)]
+    fn body(&self, xs: &mut [f32]) {
+        for x in xs.iter_mut() {
+            let q = quantize_to_range(*x, self.q_scale, self.q_zero_point, self.lo, self.hi);
+            *x = (q - self.dq_zero_point) as f32 * self.dq_scale;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn body_avx2(&self, xs: &mut [f32]) {
+        self.body(xs)
+    }
+
+    fn run(&self, xs: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            return unsafe { self.body_avx2(xs) };
+        }
+        self.body(xs)
+    }
+}
+
+impl ElementWiseMiniOp for FakeQuantizeLinear {
+    fn name(&self) -> String {
+        "FakeQuantizeLinear".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "quantize: 1/scale {} zero point {} range [{}, {}]; dequantize: scale {} zero point {}",
+            self.q_scale, self.q_zero_point, self.lo, self.hi, self.dq_scale, self.dq_zero_point
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Accurate
+    }
+
+    fn eval_in_place(&self, t: &mut Tensor, out_dt: Option<DatumType>) -> TractResult<()> {
+        ensure!(
+            t.datum_type() == f32::datum_type() && out_dt.is_none_or(|dt| dt == f32::datum_type()),
+            "FakeQuantizeLinear runs on f32, got {:?}",
+            t.datum_type()
+        );
+        let mut plain = t.try_as_plain_ram_mut()?;
+        let xs = plain.as_slice_mut::<f32>()?;
+        let len = xs.len();
+        tract_linalg::multithread::par_chunks_mut(xs, 1, len, |_, chunk| {
+            self.run(chunk);
+            Ok(())
+        })
+    }
+}
+
+/// A QuantizeLinear (f32 to u8 / i8) whose only consumer is `dequant`, fused with it.
+fn fold_quantize_dequantize(
+    model: &TypedModel,
+    dequant: &TypedNode,
+    dq: &DequantizeLinearF32,
+) -> TractResult<Option<TypedModelPatch>> {
+    let Some(quant) = model.single_prec(dequant.id)? else { return Ok(None) };
+    let Some(ew) = quant.op_as::<ElementWiseOp>() else { return Ok(None) };
+    let (q_scale, q_zero_point, lo, hi) = if let Some(q) = ew.0.downcast_ref::<QuantizeLinearU8>() {
+        (q.scale, q.zero_point as i32, u8::MIN as i32, u8::MAX as i32)
+    } else if let Some(q) = ew.0.downcast_ref::<QuantizeLinearI8>() {
+        (q.scale, q.zero_point as i32, i8::MIN as i32, i8::MAX as i32)
+    } else {
+        return Ok(None);
+    };
+    let quantized = OutletId::new(quant.id, 0);
+    if ew.1.is_some()
+        || model.outlet_fact(quant.inputs[0])?.datum_type != f32::datum_type()
+        || model.single_succ(quant.id)?.map(|n| n.id) != Some(dequant.id)
+        || model.output_outlets()?.contains(&quantized)
+    {
+        return Ok(None);
+    }
+    let op = FakeQuantizeLinear {
+        q_scale,
+        q_zero_point,
+        lo,
+        hi,
+        dq_scale: dq.scale,
+        dq_zero_point: dq.zero_point,
+    };
+    let mut patch = TypedModelPatch::default();
+    let x = patch.tap_model(model, quant.inputs[0])?;
+    let y = patch.wire_node(&*dequant.name, ElementWiseOp(Box::new(op), None), &[x])?[0];
+    patch.shunt_outside(model, dequant.id.into(), y)?;
+    Ok(Some(patch))
 }
 
 element_wise_oop!(lookup_table,
@@ -580,13 +740,83 @@ pub mod scale {
 mod quantize_run {
     use super::*;
 
-    /// What QuantizeLinear computed before this patch: tract-data's `round_ties_to_even`.
+    /// What QuantizeLinear computed before these patches: tract-data's `round_ties_to_even`,
+    /// the saturating cast, then the clamp; in i64, so that ±inf with a non-zero zero point
+    /// saturates (in i32 it overflowed) as ONNX specifies.
+    fn reference(x: f32, scale: f32, zp: i32, lo: i64, hi: i64) -> i64 {
+        ((round_ties_to_even(x * scale) as i32) as i64 + zp as i64).clamp(lo, hi)
+    }
+
     fn reference_u8(x: f32, scale: f32, zp: i32) -> u8 {
-        ((round_ties_to_even(x * scale) as i32) + zp).clamp(0, 255) as u8
+        reference(x, scale, zp, 0, 255) as u8
     }
 
     fn reference_i8(x: f32, scale: f32, zp: i32) -> i8 {
-        ((round_ties_to_even(x * scale) as i32) + zp).clamp(-128, 127) as i8
+        reference(x, scale, zp, -128, 127) as i8
+    }
+
+    /// A QuantizeLinear -> DequantizeLinear pair declutters into one FakeQuantizeLinear whose
+    /// output is the pair's, bit for bit; a pair whose 8-bit tensor is also a model output stays.
+    #[test]
+    fn quantize_dequantize_pair_folds() -> TractResult<()> {
+        let mut xs: Vec<f32> = vec![0.0, -0.0, 0.5, 1.5, -2.5, 1e9, -1e9, f32::NAN, f32::INFINITY];
+        xs.extend((0..100).map(|i| (i as f32 * 0.731 - 37.0) * 0.37));
+        let n = xs.len();
+        for (signed, zp) in [(false, 0i32), (false, 131), (true, -5), (true, 0)] {
+            for expose_q in [false, true] {
+                let mut model = TypedModel::default();
+                let x = model.add_source("x", f32::fact([n]))?;
+                let q = if signed {
+                    quantize_linear_i8(1.0 / 0.07, zp as i8)
+                } else {
+                    quantize_linear_u8(1.0 / 0.07, zp as u8)
+                };
+                let q = model.wire_node("q", q, &[x])?;
+                let dq = model.wire_node("dq", DequantizeLinearF32::new(0.07, zp), &q)?;
+                let outputs = if expose_q { vec![dq[0], q[0]] } else { vec![dq[0]] };
+                model.select_output_outlets(&outputs)?;
+                let input = tensor1(&xs);
+                let want = model.clone().into_runnable()?.run(tvec!(input.clone().into()))?;
+                let decluttered = model.into_decluttered()?;
+                let folded = decluttered.nodes().iter().any(|node| {
+                    node.op_as::<ElementWiseOp>()
+                        .is_some_and(|ew| ew.0.downcast_ref::<FakeQuantizeLinear>().is_some())
+                });
+                assert_eq!(folded, !expose_q, "signed {signed} zero point {zp} exposed {expose_q}");
+                let got = decluttered.into_runnable()?.run(tvec!(input.into()))?;
+                let (want, got) = (want[0].try_as_plain_ram()?, got[0].try_as_plain_ram()?);
+                let (want, got) = (want.as_slice::<f32>()?, got.as_slice::<f32>()?);
+                for (i, (w, g)) in want.iter().zip(got).enumerate() {
+                    assert_eq!(w.to_bits(), g.to_bits(), "x = {} signed {signed} zero point {zp}", xs[i]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The vectorised dequantization is the scalar formula, bit for bit, for each input type.
+    #[test]
+    fn dequantize_matches_scalar() {
+        let bytes: Vec<u8> = (0..=255u8).chain((0..77).map(|i| (i * 37 % 256) as u8)).collect();
+        for scale in [1.0f32, 0.0235, 3.7] {
+            for zp in [0i32, 3, 128, 255] {
+                for len in [0, 1, 7, 8, 9, 31, 33, bytes.len()] {
+                    let u = &bytes[..len];
+                    let mut got = vec![0f32; len];
+                    dequantize_run(u, &mut got, scale, zp);
+                    let want: Vec<f32> = u.iter().map(|x| (*x as i32 - zp) as f32 * scale).collect();
+                    assert_eq!(got, want, "u8 scale {scale} zero point {zp} len {len}");
+                    let i: Vec<i8> = u.iter().map(|x| *x as i8).collect();
+                    dequantize_run(&i, &mut got, scale, zp - 128);
+                    let want: Vec<f32> = i.iter().map(|x| (*x as i32 - (zp - 128)) as f32 * scale).collect();
+                    assert_eq!(got, want, "i8 scale {scale} zero point {} len {len}", zp - 128);
+                    let w: Vec<i32> = u.iter().map(|x| (*x as i32 - 100) * 70001).collect();
+                    dequantize_run(&w, &mut got, scale, zp);
+                    let want: Vec<f32> = w.iter().map(|x| (*x - zp) as f32 * scale).collect();
+                    assert_eq!(got, want, "i32 scale {scale} zero point {zp} len {len}");
+                }
+            }
+        }
     }
 
     /// The vectorised run and the scalar functions give what `round_ties_to_even` gave, bit
