@@ -60,7 +60,10 @@ fn loss_falls_on_a_fixed_batch() {
     let mut optim = optimizer_for(OptimizerKind::AdamW, 0.0, 0.9, Some(10.0));
     let ad = device.clone().autodiff();
     let mut losses = Vec::new();
-    for _ in 0..12 {
+    // 24 steps, not 12: the first dozen fall 19-23 % depending on the CPU (AVX2 Zen 3 vs the
+    // 48 KiB-L1 geometry gemm blocks for differently), too close to the 20 % this asserts;
+    // by step 24 both are at 0.53-0.56 of the start.
+    for _ in 0..24 {
         let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), [4, 3, s, s]), &ad);
         let (loss, parts) = yolox_loss(model.forward(x), &boxes, &anchors, BoxLoss::Iou, false);
         assert!(parts.positives > 0 && parts.total.is_finite(), "{parts:?}");
@@ -69,7 +72,7 @@ fn loss_falls_on_a_fixed_batch() {
         model = optim.step(2e-3, model, g);
     }
     let first = losses[..3].iter().sum::<f64>() / 3.0;
-    let last = losses[9..].iter().sum::<f64>() / 3.0;
+    let last = losses[21..].iter().sum::<f64>() / 3.0;
     assert!(last < 0.8 * first, "loss did not fall: {losses:?}");
 }
 
