@@ -165,7 +165,7 @@ pub struct ClassifyArgs {
     momentum: Option<f64>,
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// Clip each gradient tensor to this L2 norm.
+    /// Clip each gradient tensor to this L2 norm (default: no clipping; 0 disables).
     #[arg(long)]
     clip_grad: Option<f32>,
     #[arg(long, value_enum)]
@@ -255,8 +255,8 @@ pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
     if a.lr_ramp {
         c.lr_ramp = true;
     }
-    if a.clip_grad.is_some() {
-        c.clip_grad = a.clip_grad;
+    if let Some(v) = a.clip_grad {
+        c.clip_grad = (v > 0.0).then_some(v);
     }
     if a.patience.is_some() {
         c.patience = a.patience;

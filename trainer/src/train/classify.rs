@@ -138,9 +138,16 @@ pub fn optimizer(cfg: &ClassifyConfig) -> ModuleOptimizer {
     optimizer_for(cfg.optimizer, cfg.weight_decay, cfg.momentum, cfg.clip_grad)
 }
 
+/// Per-tensor norm clipping for `--clip-grad`: a limit of 0 (or below) means none. burn's
+/// `Norm(0.0)` would scale every gradient to zero, a run that trains nothing and says nothing
+/// (what `train classify --clip-grad 0` did while `train detect` read 0 as "off").
+pub fn clipping(clip_grad: Option<f32>) -> Option<GradientClippingConfig> {
+    clip_grad.filter(|v| *v > 0.0).map(GradientClippingConfig::Norm)
+}
+
 /// AdamW (decoupled weight decay) or SGD with momentum, with optional per-tensor clipping.
 pub fn optimizer_for(kind: OptimizerKind, weight_decay: f64, momentum: f64, clip_grad: Option<f32>) -> ModuleOptimizer {
-    let clip = clip_grad.map(GradientClippingConfig::Norm);
+    let clip = clipping(clip_grad);
     match kind {
         OptimizerKind::AdamW => AdamWConfig::new().with_weight_decay(weight_decay as f32).with_grad_clipping(clip).init(),
         OptimizerKind::Sgd => SgdConfig::new()
@@ -392,3 +399,16 @@ pub fn describe_strategy(cfg: &ClassifyConfig) -> String {
         }
 }
 
+#[cfg(test)]
+mod clipping_tests {
+    use super::clipping;
+    use burn::grad_clipping::GradientClippingConfig;
+
+    #[test]
+    fn clip_grad_zero_turns_clipping_off() {
+        assert!(clipping(Some(0.0)).is_none());
+        assert!(clipping(Some(-1.0)).is_none());
+        assert!(clipping(None).is_none());
+        assert!(matches!(clipping(Some(10.0)), Some(GradientClippingConfig::Norm(v)) if v == 10.0));
+    }
+}
