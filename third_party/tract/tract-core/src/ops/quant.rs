@@ -1,7 +1,7 @@
 #![allow(clippy::unnecessary_cast)]
 
 use crate::internal::*;
-use crate::ops::element_wise::{ElementWiseMiniOp, ElementWiseOp};
+use crate::ops::element_wise::ElementWiseOp;
 use crate::ops::math::QScale;
 use num_traits::AsPrimitive;
 use tract_linalg::Scaler;
