@@ -9,7 +9,7 @@ use fieldkit_core::fsio;
 use fieldkit_trainer::data::boxes::DetAugment;
 use fieldkit_trainer::data::Augment;
 use fieldkit_trainer::train::detect::{BoxLoss, DetectConfig};
-use fieldkit_trainer::train::{self, ClassWeights, ClassifyConfig, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy};
+use fieldkit_trainer::train::{self, ClassWeights, ClassifyConfig, LoopSettings, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy};
 use fieldkit_trainer::DeviceKind;
 
 #[derive(Subcommand)]
@@ -52,37 +52,6 @@ pub struct DetectArgs {
     /// Depthwise-separable convs per head branch (default 2).
     #[arg(long)]
     head_depth: Option<usize>,
-    /// Epochs (default 10).
-    #[arg(long)]
-    epochs: Option<usize>,
-    #[arg(long)]
-    batch: Option<usize>,
-    #[arg(long, value_enum)]
-    optimizer: Option<OptimizerKind>,
-    /// Peak learning rate of the neck and head.
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Backbone lr = lr / lr-mult (1 disables).
-    #[arg(long)]
-    lr_mult: Option<f64>,
-    #[arg(long)]
-    momentum: Option<f64>,
-    #[arg(long)]
-    weight_decay: Option<f64>,
-    /// Clip each gradient tensor to this L2 norm (default 10; 0 disables).
-    #[arg(long)]
-    clip_grad: Option<f32>,
-    #[arg(long, value_enum)]
-    schedule: Option<ScheduleKind>,
-    #[arg(long)]
-    warmup_epochs: Option<f64>,
-    #[arg(long)]
-    step_epochs: Option<usize>,
-    #[arg(long)]
-    gamma: Option<f64>,
-    /// Early stopping: epochs without a better valid mAP50-95.
-    #[arg(long)]
-    patience: Option<usize>,
     /// The last N epochs train without mosaic and with the L1 box loss (default 2).
     #[arg(long)]
     close_mosaic: Option<usize>,
@@ -94,15 +63,8 @@ pub struct DetectArgs {
     /// Augmentation preset: none, light, standard (YOLOX-nano's), topdown (+ vertical flips).
     #[arg(long)]
     augment: Option<String>,
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Data-loading threads (default: all cores).
-    #[arg(long)]
-    workers: Option<usize>,
-    #[arg(long, value_enum)]
-    device: Option<DeviceKind>,
-    #[arg(long)]
-    checkpoint_minutes: Option<f64>,
+    #[command(flatten)]
+    train: TrainLoopArgs,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -146,40 +108,9 @@ pub struct ClassifyArgs {
     width: Option<f64>,
     #[arg(long)]
     dropout: Option<f64>,
-    #[arg(long)]
-    epochs: Option<usize>,
-    #[arg(long)]
-    batch: Option<usize>,
-    #[arg(long, value_enum)]
-    optimizer: Option<OptimizerKind>,
-    /// Head learning rate (peak of the schedule).
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Backbone lr = lr / lr-mult (discriminative learning rates; 1 disables).
-    #[arg(long)]
-    lr_mult: Option<f64>,
     /// Spread the backbone lr geometrically from lr/lr-mult (stem) to lr (last layer).
     #[arg(long)]
     lr_ramp: bool,
-    #[arg(long)]
-    momentum: Option<f64>,
-    #[arg(long)]
-    weight_decay: Option<f64>,
-    /// Clip each gradient tensor to this L2 norm (default: no clipping; 0 disables).
-    #[arg(long)]
-    clip_grad: Option<f32>,
-    #[arg(long, value_enum)]
-    schedule: Option<ScheduleKind>,
-    #[arg(long)]
-    warmup_epochs: Option<f64>,
-    /// Step schedule: epochs between decays, and the decay factor.
-    #[arg(long)]
-    step_epochs: Option<usize>,
-    #[arg(long)]
-    gamma: Option<f64>,
-    /// Early stopping: epochs without improvement of --monitor.
-    #[arg(long)]
-    patience: Option<usize>,
     #[arg(long, value_enum)]
     monitor: Option<Monitor>,
     /// Loss weights per class: none, auto (sklearn balanced) or sqrt.
@@ -194,6 +125,48 @@ pub struct ClassifyArgs {
     /// Random-resized-crop area range over the preset's, as MIN or MIN,MAX (fractions of the image).
     #[arg(long, value_delimiter = ',', num_args = 1..=2)]
     crop_scale: Option<Vec<f32>>,
+    #[command(flatten)]
+    train: TrainLoopArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// The loop flags both tasks take, defined once (defaults differ per task: see each config).
+#[derive(Args)]
+pub struct TrainLoopArgs {
+    /// Epochs (default: classify 12, detect 10).
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// Head learning rate (peak of the schedule; the neck's too for a detector).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Backbone lr = lr / lr-mult (discriminative learning rates; 1 disables).
+    #[arg(long)]
+    lr_mult: Option<f64>,
+    #[arg(long)]
+    momentum: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Clip each gradient tensor to this L2 norm; 0 disables (default: detect 10, classify none).
+    #[arg(long)]
+    clip_grad: Option<f32>,
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleKind>,
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// Step schedule: epochs between decays, and the decay factor.
+    #[arg(long)]
+    step_epochs: Option<usize>,
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// Early stopping: epochs without improvement (classify: of --monitor; detect: of valid mAP50-95).
+    #[arg(long)]
+    patience: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
     /// Data-loading threads (default: all cores).
@@ -203,9 +176,23 @@ pub struct ClassifyArgs {
     device: Option<DeviceKind>,
     #[arg(long)]
     checkpoint_minutes: Option<f64>,
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
+}
+
+impl TrainLoopArgs {
+    /// The flags given, over a task's defaults. `--clip-grad 0` (or below) is no clipping.
+    pub fn apply(&self, s: &mut LoopSettings) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { s.$f = v; } )* };
+        }
+        set!(epochs, batch, optimizer, lr, lr_mult, momentum, weight_decay, schedule, warmup_epochs, step_epochs, gamma);
+        set!(seed, workers, device, checkpoint_minutes);
+        if let Some(v) = self.clip_grad {
+            s.clip_grad = (v > 0.0).then_some(v);
+        }
+        if self.patience.is_some() {
+            s.patience = self.patience;
+        }
+    }
 }
 
 pub fn run(cmd: TrainCommand) -> Result<i32> {
@@ -249,17 +236,10 @@ pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
             }
         }
     }
-    set!(strategy, unfreeze_from, gradual_epochs, size, width, dropout, epochs, batch, optimizer, lr, lr_mult, momentum);
-    set!(weight_decay, schedule, warmup_epochs, step_epochs, gamma, monitor, class_weights, label_smoothing, seed, workers);
-    set!(device, checkpoint_minutes);
+    set!(strategy, unfreeze_from, gradual_epochs, size, width, dropout, monitor, class_weights, label_smoothing);
+    a.train.apply(&mut c.train);
     if a.lr_ramp {
         c.lr_ramp = true;
-    }
-    if let Some(v) = a.clip_grad {
-        c.clip_grad = (v > 0.0).then_some(v);
-    }
-    if a.patience.is_some() {
-        c.patience = a.patience;
     }
     if let Some(name) = &a.augment {
         c.augment = Augment::preset(name)?;
@@ -323,14 +303,8 @@ pub fn detect_config_from_args(a: &DetectArgs) -> Result<DetectConfig> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
-    set!(size, unfreeze_from, width, neck_width, head_depth, epochs, batch, optimizer, lr, lr_mult, momentum, weight_decay);
-    set!(schedule, warmup_epochs, step_epochs, gamma, close_mosaic, box_loss, seed, workers, device, checkpoint_minutes);
-    if let Some(v) = a.clip_grad {
-        c.clip_grad = (v > 0.0).then_some(v);
-    }
-    if a.patience.is_some() {
-        c.patience = a.patience;
-    }
+    set!(size, unfreeze_from, width, neck_width, head_depth, close_mosaic, box_loss);
+    a.train.apply(&mut c.train);
     if let Some(name) = &a.augment {
         c.augment = DetAugment::preset(name)?;
     }
@@ -361,4 +335,36 @@ fn detect(a: DetectArgs) -> Result<i32> {
     );
     println!("report {}", s.out.join("report.md").display());
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use fieldkit_trainer::train::detect::DetectConfig;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainLoopArgs,
+    }
+
+    /// One mapping for both tasks: `--clip-grad 0` is no clipping (classification once turned
+    /// it into a zero norm that erased every gradient), a positive value clips at it.
+    #[test]
+    fn loop_flags_map_the_same_for_both_tasks() {
+        let off = Cli::try_parse_from(["fieldkit", "--clip-grad", "0", "--epochs", "3", "--patience", "2"]).unwrap();
+        let mut c = ClassifyConfig::new("data".into());
+        c.clip_grad = Some(5.0);
+        off.train.apply(&mut c.train);
+        assert_eq!((c.clip_grad, c.epochs, c.patience), (None, 3, Some(2)));
+        let mut d = DetectConfig::new("data.yaml".into());
+        assert_eq!(d.clip_grad, Some(10.0));
+        off.train.apply(&mut d.train);
+        assert_eq!((d.clip_grad, d.epochs, d.patience), (None, 3, Some(2)));
+        let on = Cli::try_parse_from(["fieldkit", "--clip-grad", "2.5"]).unwrap();
+        on.train.apply(&mut c.train);
+        assert_eq!((c.clip_grad, c.epochs), (Some(2.5), 3));
+    }
 }

@@ -174,3 +174,19 @@ fn bad_input_is_named() {
     let e = train_classify(&tiny_config(&dir.path().join("nowhere")), &dir.path().join("o4"), false, &q).unwrap_err().to_string();
     assert!(e.contains("nowhere"), "{e}");
 }
+
+/// `--clip-grad 0` must train without clipping (issue 21): it once became a zero norm that
+/// scaled every gradient to nothing, so the run "trained" for its epochs and learned nothing.
+/// A config.json carrying 0 is read the same way.
+#[test]
+fn clip_grad_zero_trains_unclipped() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(&dir.path().join("data"), &[("train", 16), ("valid", 6)]);
+    let mut cfg = tiny_config(&dir.path().join("data"));
+    cfg.clip_grad = Some(0.0);
+    cfg.epochs = 3;
+    let s = train_classify(&cfg, &dir.path().join("run"), false, &Progress { quiet: true }).unwrap();
+    let (first, last) = (s.history.first().unwrap().train_loss, s.history.last().unwrap().train_loss);
+    assert!(last < 0.9 * first, "training loss did not fall with --clip-grad 0: {first} -> {last}");
+    assert!(s.top1 > 0.9, "three colour classes should be learnable, top1 {}: {:#?}", s.top1, s.history);
+}

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::schedule::ScheduleKind;
+pub use super::settings::{LoopSettings, OptimizerKind};
 use crate::data::Augment;
 use crate::device::DeviceKind;
 use crate::error::{Result, TrainerError};
@@ -23,14 +24,6 @@ pub enum Strategy {
     /// fastai `freeze_to`: head first, then one torchvision stage more every
     /// `gradual_epochs`, down to `unfreeze_from`.
     Gradual,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimizerKind {
-    #[value(name = "adamw")]
-    AdamW,
-    Sgd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -84,34 +77,14 @@ pub struct ClassifyConfig {
     /// First trainable layer (torchvision `features.N`, 0..=19) for partial; the floor for gradual.
     pub unfreeze_from: usize,
     pub gradual_epochs: usize,
-    pub epochs: usize,
-    pub batch: usize,
-    pub optimizer: OptimizerKind,
-    pub lr: f64,
-    /// Backbone lr = head lr / lr_mult (flat), or a geometric ramp over the layers.
-    pub lr_mult: f64,
     pub lr_ramp: bool,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    /// Per-tensor gradient norm clip (burn's `GradientClipping::Norm`).
-    pub clip_grad: Option<f32>,
-    pub schedule: ScheduleKind,
-    pub warmup_epochs: f64,
-    pub step_epochs: usize,
-    pub gamma: f64,
-    pub plateau_patience: usize,
-    /// Early stop after this many epochs without improvement of `monitor`.
-    pub patience: Option<usize>,
     pub monitor: Monitor,
     pub class_weights: ClassWeights,
     pub label_smoothing: f32,
     pub augment: Augment,
-    pub seed: u64,
-    /// Data-loading threads.
-    pub workers: usize,
-    pub device: DeviceKind,
-    /// Mid-epoch checkpoint interval (an epoch-end checkpoint is always written).
-    pub checkpoint_minutes: f64,
+    /// The loop settings every task shares, flattened: config.json keeps flat keys.
+    #[serde(flatten)]
+    pub train: LoopSettings,
 }
 
 impl ClassifyConfig {
@@ -128,29 +101,31 @@ impl ClassifyConfig {
             strategy: Strategy::Partial,
             unfreeze_from: 11,
             gradual_epochs: 1,
-            epochs: 12,
-            batch: 32,
-            optimizer: OptimizerKind::AdamW,
-            lr: 1e-3,
-            lr_mult: 10.0,
             lr_ramp: false,
-            momentum: 0.9,
-            weight_decay: 1e-2,
-            clip_grad: None,
-            schedule: ScheduleKind::OneCycle,
-            warmup_epochs: 0.5,
-            step_epochs: 3,
-            gamma: 0.1,
-            plateau_patience: 1,
-            patience: None,
             monitor: Monitor::MacroF1,
             class_weights: ClassWeights::Sqrt,
             label_smoothing: 0.1,
             augment: Augment::standard(),
-            seed: 0,
-            workers: fieldkit_core::parallel::default_workers(),
-            device: DeviceKind::Flex,
-            checkpoint_minutes: 10.0,
+            train: LoopSettings {
+                epochs: 12,
+                batch: 32,
+                optimizer: OptimizerKind::AdamW,
+                lr: 1e-3,
+                lr_mult: 10.0,
+                momentum: 0.9,
+                weight_decay: 1e-2,
+                clip_grad: None,
+                schedule: ScheduleKind::OneCycle,
+                warmup_epochs: 0.5,
+                step_epochs: 3,
+                gamma: 0.1,
+                plateau_patience: 1,
+                patience: None,
+                seed: 0,
+                workers: fieldkit_core::parallel::default_workers(),
+                device: DeviceKind::Flex,
+                checkpoint_minutes: 10.0,
+            },
         }
     }
 
@@ -162,12 +137,7 @@ impl ClassifyConfig {
         if ![0.35, 0.5, 0.75, 1.0].contains(&self.width) {
             return bad(format!("--width {} is not one of 0.35, 0.5, 0.75, 1.0", self.width));
         }
-        if self.epochs == 0 || self.batch < 2 {
-            return bad(format!("--epochs {} must be >= 1 and --batch {} >= 2", self.epochs, self.batch));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.lr_mult >= 1.0) {
-            return bad(format!("--lr {} must be > 0 and --lr-mult {} >= 1", self.lr, self.lr_mult));
-        }
+        self.train.validate()?;
         if self.unfreeze_from > FEATURE_LAYERS {
             return bad(format!("--unfreeze-from {} is past the last layer (0..={FEATURE_LAYERS})", self.unfreeze_from));
         }
@@ -260,3 +230,5 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("--width"));
     }
 }
+
+crate::loop_settings_fields!(ClassifyConfig);

@@ -11,6 +11,7 @@ pub mod lr_find;
 pub mod progress;
 pub mod report;
 pub mod schedule;
+pub mod settings;
 pub mod step;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,8 @@ use fieldkit_runtime::eval::eval_classifier;
 use fieldkit_runtime::Engine;
 
 pub use checkpoint::{EpochMetrics, LoopState};
-pub use config::{ClassWeights, ClassifyConfig, Monitor, OptimizerKind, Strategy};
+pub use config::{ClassWeights, ClassifyConfig, Monitor, Strategy};
+pub use settings::{LoopSettings, OptimizerKind};
 pub use progress::Progress;
 pub use schedule::ScheduleKind;
 

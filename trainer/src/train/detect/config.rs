@@ -10,7 +10,7 @@ use crate::device::DeviceKind;
 use crate::error::{Result, TrainerError};
 use crate::model::mobilenetv2::FEATURE_LAYERS;
 use crate::model::yolox::TAPS;
-use crate::train::config::OptimizerKind;
+use crate::train::settings::{LoopSettings, OptimizerKind};
 use crate::train::schedule::ScheduleKind;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,30 +28,13 @@ pub struct DetectConfig {
     pub size: u32,
     /// Backbone layers `features[..unfreeze_from]` stay frozen (0 = everything trains).
     pub unfreeze_from: usize,
-    pub epochs: usize,
-    pub batch: usize,
-    pub optimizer: OptimizerKind,
-    pub lr: f64,
-    /// Backbone lr = lr / lr_mult.
-    pub lr_mult: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub clip_grad: Option<f32>,
-    pub schedule: ScheduleKind,
-    pub warmup_epochs: f64,
-    pub step_epochs: usize,
-    pub gamma: f64,
-    pub plateau_patience: usize,
-    /// Early stop after this many epochs without a better mAP50-95.
-    pub patience: Option<usize>,
     /// The last epochs run without mosaic and with the L1 box loss (YOLOX `no_aug_epochs`).
     pub close_mosaic: usize,
     pub box_loss: BoxLoss,
     pub augment: DetAugment,
-    pub seed: u64,
-    pub workers: usize,
-    pub device: DeviceKind,
-    pub checkpoint_minutes: f64,
+    /// The loop settings every task shares, flattened: config.json keeps flat keys.
+    #[serde(flatten)]
+    pub train: LoopSettings,
 }
 
 impl DetectConfig {
@@ -70,27 +53,29 @@ impl DetectConfig {
             head_depth: 2,
             size: 320,
             unfreeze_from: 14,
-            epochs: 10,
-            batch: 16,
-            optimizer: OptimizerKind::AdamW,
-            lr: 2e-3,
-            lr_mult: 5.0,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            clip_grad: Some(10.0),
-            schedule: ScheduleKind::Cosine,
-            warmup_epochs: 1.0,
-            step_epochs: 10,
-            gamma: 0.1,
-            plateau_patience: 2,
-            patience: None,
             close_mosaic: 2,
             box_loss: BoxLoss::Iou,
             augment: DetAugment::standard(),
-            seed: 0,
-            workers: fieldkit_core::parallel::default_workers(),
-            device: DeviceKind::Flex,
-            checkpoint_minutes: 10.0,
+            train: LoopSettings {
+                epochs: 10,
+                batch: 16,
+                optimizer: OptimizerKind::AdamW,
+                lr: 2e-3,
+                lr_mult: 5.0,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+                clip_grad: Some(10.0),
+                schedule: ScheduleKind::Cosine,
+                warmup_epochs: 1.0,
+                step_epochs: 10,
+                gamma: 0.1,
+                plateau_patience: 2,
+                patience: None,
+                seed: 0,
+                workers: fieldkit_core::parallel::default_workers(),
+                device: DeviceKind::Flex,
+                checkpoint_minutes: 10.0,
+            },
         }
     }
 
@@ -105,12 +90,7 @@ impl DetectConfig {
         if self.neck_width < 8 || self.head_depth > 4 {
             return bad(format!("--neck-width {} must be >= 8 and --head-depth {} <= 4", self.neck_width, self.head_depth));
         }
-        if self.epochs == 0 || self.batch < 2 {
-            return bad(format!("--epochs {} must be >= 1 and --batch {} >= 2", self.epochs, self.batch));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.lr_mult >= 1.0) {
-            return bad(format!("--lr {} must be > 0 and --lr-mult {} >= 1", self.lr, self.lr_mult));
-        }
+        self.train.validate()?;
         if self.unfreeze_from > TAPS[2] {
             return bad(format!(
                 "--unfreeze-from {} is past the detector's last backbone layer (0..={}; features.18 is not used)",
@@ -186,3 +166,5 @@ mod tests {
         assert_eq!(c.preprocess().output_size(), Some((320, 320)));
     }
 }
+
+crate::loop_settings_fields!(DetectConfig);

@@ -1,0 +1,106 @@
+//! The optimisation-loop settings every task shares (issue 21): one struct, one `validate`,
+//! flattened into each task's config so `config.json` keeps its flat keys and the runs written
+//! before the fold still `--resume`.
+
+use serde::{Deserialize, Serialize};
+
+use super::schedule::ScheduleKind;
+use crate::device::DeviceKind;
+use crate::error::{Result, TrainerError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    #[value(name = "adamw")]
+    AdamW,
+    Sgd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopSettings {
+    pub epochs: usize,
+    pub batch: usize,
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate of the head (and of the neck for a detector).
+    pub lr: f64,
+    /// Backbone lr = lr / lr_mult.
+    pub lr_mult: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Per-tensor gradient norm clip (burn's `GradientClipping::Norm`); none, or 0 or below
+    /// (as a config.json may carry), clips nothing.
+    pub clip_grad: Option<f32>,
+    pub schedule: ScheduleKind,
+    pub warmup_epochs: f64,
+    pub step_epochs: usize,
+    pub gamma: f64,
+    pub plateau_patience: usize,
+    /// Early stop after this many epochs without improvement of the task's monitored metric.
+    pub patience: Option<usize>,
+    pub seed: u64,
+    /// Data-loading threads.
+    pub workers: usize,
+    pub device: DeviceKind,
+    /// Mid-epoch checkpoint interval (an epoch-end checkpoint is always written).
+    pub checkpoint_minutes: f64,
+}
+
+impl LoopSettings {
+    /// The checks every task's `validate` starts with; messages name the flag.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainerError::Config(m));
+        if self.epochs == 0 || self.batch < 2 {
+            return bad(format!("--epochs {} must be >= 1 and --batch {} >= 2", self.epochs, self.batch));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.lr_mult >= 1.0) {
+            return bad(format!("--lr {} must be > 0 and --lr-mult {} >= 1", self.lr, self.lr_mult));
+        }
+        Ok(())
+    }
+}
+
+/// Lets a task config read its loop settings as its own fields (`cfg.lr`, as before the
+/// fold): `Deref` / `DerefMut` to its `train: LoopSettings`.
+#[macro_export]
+macro_rules! loop_settings_fields {
+    ($config:ty) => {
+        impl std::ops::Deref for $config {
+            type Target = $crate::train::settings::LoopSettings;
+            fn deref(&self) -> &Self::Target {
+                &self.train
+            }
+        }
+
+        impl std::ops::DerefMut for $config {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.train
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::detect::DetectConfig;
+    use super::super::ClassifyConfig;
+
+    /// The fold must not change config.json: the loop keys stay at the top level (no "train"
+    /// object) and a file written before the fold still loads.
+    #[test]
+    fn config_json_keeps_flat_keys_and_old_files_load() {
+        let c = ClassifyConfig::new("data".into());
+        let v = serde_json::to_value(&c).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        for k in ["epochs", "lr", "clip_grad", "patience", "checkpoint_minutes", "monitor", "augment"] {
+            assert!(v.get(k).is_some(), "{k} missing from {keys:?}");
+        }
+        assert!(v.get("train").is_none(), "{keys:?}");
+        let back: ClassifyConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(back, c);
+        let mut old = serde_json::to_value(DetectConfig::new("d.yaml".into())).unwrap();
+        old["epochs"] = serde_json::json!(3);
+        old["clip_grad"] = serde_json::Value::Null;
+        let d: DetectConfig = serde_json::from_value(old).unwrap();
+        assert_eq!((d.epochs, d.clip_grad), (3, None));
+    }
+}
