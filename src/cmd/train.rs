@@ -12,6 +12,11 @@ use fieldkit_trainer::train::detect::{BoxLoss, DetectConfig};
 use fieldkit_trainer::train::{self, ClassWeights, ClassifyConfig, LoopSettings, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy};
 use fieldkit_trainer::DeviceKind;
 
+/// Each flag given (`Some`) over the setting of the same name: `set_given!(args => config; f, ...)`.
+macro_rules! set_given {
+    ($args:expr => $cfg:expr; $($f:ident),*) => { $( if let Some(v) = $args.$f.clone() { $cfg.$f = v; } )* };
+}
+
 #[derive(Subcommand)]
 pub enum TrainCommand {
     /// Fine-tune an image classifier (MobileNetV2) on an ImageFolder dataset.
@@ -181,13 +186,10 @@ pub struct TrainLoopArgs {
 impl TrainLoopArgs {
     /// The flags given, over a task's defaults. `--clip-grad 0` (or below) is no clipping.
     pub fn apply(&self, s: &mut LoopSettings) {
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { s.$f = v; } )* };
-        }
-        set!(epochs, batch, optimizer, lr, lr_mult, momentum, weight_decay, schedule, warmup_epochs, step_epochs, gamma);
-        set!(seed, workers, device, checkpoint_minutes);
-        if let Some(v) = self.clip_grad {
-            s.clip_grad = (v > 0.0).then_some(v);
+        set_given!(self => s; epochs, batch, optimizer, lr, lr_mult, momentum, weight_decay, schedule, warmup_epochs);
+        set_given!(self => s; step_epochs, gamma, seed, workers, device, checkpoint_minutes);
+        if self.clip_grad.is_some() {
+            s.clip_grad = train::settings::clip_limit(self.clip_grad);
         }
         if self.patience.is_some() {
             s.patience = self.patience;
@@ -218,9 +220,6 @@ pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
         None => default_valid_split(&a.data)?,
     };
     c.weights = a.weights.clone();
-    macro_rules! set {
-        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
-    }
     if a.size.is_none() || a.augment.is_none() {
         let folder = fieldkit_core::dataset::ImageFolder::open(&c.data, &c.train_split)?;
         let (size, median) = fieldkit_trainer::data::auto_size(&folder)?;
@@ -236,7 +235,7 @@ pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
             }
         }
     }
-    set!(strategy, unfreeze_from, gradual_epochs, size, width, dropout, monitor, class_weights, label_smoothing);
+    set_given!(a => c; strategy, unfreeze_from, gradual_epochs, size, width, dropout, monitor, class_weights, label_smoothing);
     a.train.apply(&mut c.train);
     if a.lr_ramp {
         c.lr_ramp = true;
@@ -300,10 +299,7 @@ pub fn detect_config_from_args(a: &DetectArgs) -> Result<DetectConfig> {
         // From scratch nothing can stay frozen.
         c.unfreeze_from = 0;
     }
-    macro_rules! set {
-        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
-    }
-    set!(size, unfreeze_from, width, neck_width, head_depth, close_mosaic, box_loss);
+    set_given!(a => c; size, unfreeze_from, width, neck_width, head_depth, close_mosaic, box_loss);
     a.train.apply(&mut c.train);
     if let Some(name) = &a.augment {
         c.augment = DetAugment::preset(name)?;

@@ -142,7 +142,7 @@ pub fn optimizer(cfg: &ClassifyConfig) -> ModuleOptimizer {
 /// `Norm(0.0)` would scale every gradient to zero, a run that trains nothing and says nothing
 /// (what `train classify --clip-grad 0` did while `train detect` read 0 as "off").
 pub fn clipping(clip_grad: Option<f32>) -> Option<GradientClippingConfig> {
-    clip_grad.filter(|v| *v > 0.0).map(GradientClippingConfig::Norm)
+    super::settings::clip_limit(clip_grad).map(GradientClippingConfig::Norm)
 }
 
 /// AdamW (decoupled weight decay) or SGD with momentum, with optional per-tensor clipping.

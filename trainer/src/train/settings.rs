@@ -45,6 +45,13 @@ pub struct LoopSettings {
     pub checkpoint_minutes: f64,
 }
 
+/// The gradient-norm limit a `clip_grad` setting asks for: none, or 0 or below (`--clip-grad 0`,
+/// or a config.json carrying 0), clips nothing. The one place this rule lives: the CLI records
+/// it in config.json and the optimizer applies it (burn's `Norm(0.0)` would zero every gradient).
+pub fn clip_limit(clip_grad: Option<f32>) -> Option<f32> {
+    clip_grad.filter(|v| *v > 0.0)
+}
+
 impl LoopSettings {
     /// The checks every task's `validate` starts with; messages name the flag.
     pub fn validate(&self) -> Result<()> {
