@@ -31,8 +31,12 @@ fn merge_same_role_axes_rule(
     node_name: &str,
     op: &EinSum,
 ) -> TractResult<Option<TypedModelPatch>> {
-    // Only handle 2-input EinSums (matmul-like)
-    rule_if!(node.inputs.len() == 2);
+    // 2-input EinSums (matmul-like), and quantized ones: those carry seven more inputs (bias,
+    // zero points, scales), which a merge leaves alone as long as they do not use the merged
+    // axes. (fieldkit patch 5: a quantized 1x1 convolution is one of these, and unmerged its
+    // H axis became a batch of W-wide matmuls.)
+    let quantized = op.q_params.is_some() && node.inputs.len() == 9;
+    rule_if!(node.inputs.len() == 2 || quantized);
 
     // Compute role signature for each axis: (in_input_0, in_input_1, in_output)
     type Role = (bool, bool, bool);
@@ -134,7 +138,12 @@ fn merge_same_role_axes_rule(
         // Decline merges that combine fewer than two non-unit axes: they don't
         // shrink the matmul loop count, they only add reshapes / a MoveAxis.
         let worth_merging = group.iter().filter(|c| is_non_unit(c)).count() >= 2;
-        if !dims_match || !worth_merging {
+        // A quantized EinSum keeps its extra inputs' axes: none of them may be in the group.
+        let extras_untouched = !quantized
+            || group.iter().all(|c| {
+                op.axes.axis(*c).is_ok_and(|a| a.inputs.iter().skip(2).all(|p| p.is_empty()))
+            });
+        if !dims_match || !worth_merging || !extras_untouched {
             best_group = None;
         }
     }
@@ -175,6 +184,9 @@ fn merge_same_role_axes_rule(
             sorted.last().unwrap() - sorted.first().unwrap() != sorted.len() - 1
                 || sorted != c_positions
         };
+        // The quantized form is rebuilt by dropping axes from its own mapping (below), which
+        // keeps the order of the output.
+        rule_if!(!(quantized && c_needs_reorder));
         let mut adjusted_c_order = c_order.clone();
         if c_needs_reorder {
             // Move group axes together (put second next to first)
@@ -191,11 +203,14 @@ fn merge_same_role_axes_rule(
         }
 
         // Rebuild EinSum formula with adjusted output and dropped axes
-        let in0: String = a_order.iter().collect();
-        let in1: String = b_order.iter().collect();
-        let out: String = adjusted_c_order.iter().collect();
-        let expr = format!("{in0},{in1}->{out}");
-        let mut new_axes: AxesMapping = expr.parse()?;
+        let mut new_axes: AxesMapping = if quantized {
+            op.axes.clone()
+        } else {
+            let in0: String = a_order.iter().collect();
+            let in1: String = b_order.iter().collect();
+            let out: String = adjusted_c_order.iter().collect();
+            format!("{in0},{in1}->{out}").parse()?
+        };
         for &drop in &drop_set {
             new_axes = new_axes.remove_axis(drop)?;
         }
@@ -255,6 +270,7 @@ fn merge_same_role_axes_rule(
 
     // Second pass: look for same-role pairs separated by exactly one k-like axis
     // in a single input. Insert a MoveAxis to push the separator to the end.
+    rule_if!(!quantized);
     let k_role: Role = (true, true, false); // present in both inputs, absent from output
     let role_of = |c: char| axes.iter().find(|(ch, _)| *ch == c).map(|(_, r)| *r);
 
