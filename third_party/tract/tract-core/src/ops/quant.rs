@@ -48,6 +48,8 @@ pub fn quantize_linear_f32_i8(x: f32, scale: f32, zero_point: i32) -> i8 {
 /// An 8-bit type QuantizeLinear writes, and its scalar quantizer.
 trait QuantizedByte: Copy {
     fn quantize(x: f32, scale: f32, zero_point: i32) -> Self;
+    /// A value already within the type's range.
+    fn from_i32(v: i32) -> Self;
 }
 
 impl QuantizedByte for u8 {
@@ -55,12 +57,20 @@ impl QuantizedByte for u8 {
     fn quantize(x: f32, scale: f32, zero_point: i32) -> u8 {
         quantize_linear_f32_u8(x, scale, zero_point)
     }
+    #[inline(always)]
+    fn from_i32(v: i32) -> u8 {
+        v as u8
+    }
 }
 
 impl QuantizedByte for i8 {
     #[inline(always)]
     fn quantize(x: f32, scale: f32, zero_point: i32) -> i8 {
         quantize_linear_f32_i8(x, scale, zero_point)
+    }
+    #[inline(always)]
+    fn from_i32(v: i32) -> i8 {
+        v as i8
     }
 }
 
@@ -571,8 +581,242 @@ impl crate::ops::binary::BinMiniOp for Scale {
                 return Ok(Some(patch));
             }
         }
-        Ok(None)
+        requantize_chain(model, node)
     }
+}
+
+/// fieldkit patch 6. A quantized matmul's requantization with a scale per output channel
+/// (onnxruntime's per-channel weights) is wired by `matmul::quant::requant` as five passes over
+/// the i32 accumulators: `Scale`, `Add` (zero point), `Min`, `Max`, `Cast`. Only a uniform scale
+/// fuses into the matmul epilogue (as `QScale`), so with a vector scale all five ran, each over
+/// the whole tensor. This folds the chain into one `RequantizeI32` pass: the same rounding
+/// (ties to even), zero point, clamps and output type.
+fn requantize_chain(model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+    rule_if!(node.outputs[0].fact.datum_type == DatumType::I32);
+    let scale_fact = model.outlet_fact(node.inputs[0])?;
+    rule_if_some!(scale = &scale_fact.konst);
+    rule_if!(scale.datum_type().is_float());
+    let shape = node.outputs[0].fact.shape.as_concrete().map(|s| s.to_vec());
+    rule_if_some!(shape = shape);
+    // One axis of channels (or none): the scale broadcasts along every other axis.
+    let varying: TVec<usize> = (0..scale.rank()).filter(|&ax| scale.shape()[ax] != 1).collect();
+    rule_if!(varying.len() <= 1 && scale.rank() == shape.len());
+    let axis = varying.first().copied().unwrap_or(0);
+    rule_if!(varying.is_empty() || scale.shape()[axis] == shape[axis]);
+    let scales: Vec<f32> = scale.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+
+    let outputs = model.output_outlets()?;
+    let uniform_i32 = |n: &TypedNode, slot: usize| -> TractResult<Option<i32>> {
+        let fact = model.outlet_fact(n.inputs[slot])?;
+        Ok(match &fact.uniform {
+            Some(u) if fact.datum_type.is_integer() => Some(u.cast_to_scalar::<i32>()?),
+            _ => None,
+        })
+    };
+    let (mut zero_point, mut lo, mut hi) = (0i32, i32::MIN, i32::MAX);
+    let mut seen_clamp = false;
+    let mut current = node;
+    loop {
+        rule_if!(!outputs.contains(&OutletId::new(current.id, 0)));
+        rule_if_some!(next = model.single_succ(current.id)?);
+        if let Some(cast) = next.op_as::<crate::ops::cast::Cast>() {
+            rule_if!(cast.to == DatumType::U8 || cast.to == DatumType::I8);
+            let (tlo, thi) = if cast.to == DatumType::U8 { (0, 255) } else { (-128, 127) };
+            // The saturating cast after the clamps: an unclamped value would wrap instead.
+            rule_if!(lo >= tlo && hi <= thi);
+            let op = RequantizeI32 { axis, scales, zero_point, lo, hi, dt: cast.to };
+            let mut patch = TypedModelPatch::new("requantize-i32");
+            let x = patch.tap_model(model, node.inputs[1])?;
+            let y = patch.wire_node(&*next.name, op, &[x])?[0];
+            patch.shunt_outside(model, OutletId::new(next.id, 0), y)?;
+            return Ok(Some(patch));
+        }
+        rule_if_some!(bin = next.op_as::<crate::ops::binary::TypedBinOp>());
+        rule_if!(next.inputs.len() == 2);
+        let slot = if next.inputs[0] == OutletId::new(current.id, 0) { 1 } else { 0 };
+        rule_if_some!(k = uniform_i32(next, slot)?);
+        let mini = bin.0.name();
+        if mini == "Add" && !seen_clamp {
+            zero_point = zero_point.checked_add(k).context("zero point overflow")?;
+        } else if mini == "Min" {
+            hi = hi.min(k);
+            seen_clamp = true;
+        } else if mini == "Max" {
+            lo = lo.max(k);
+            seen_clamp = true;
+        } else {
+            return Ok(None);
+        }
+        current = next;
+    }
+}
+
+/// `clamp(round_ties_even(x * scale[c]) + zero_point, lo, hi)` from i32 to u8 / i8, the scale
+/// taken along `axis` (one value when `scales` has one): what `Scale` → `Add` → `Min` → `Max` →
+/// `Cast` compute, in one pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequantizeI32 {
+    pub axis: usize,
+    pub scales: Vec<f32>,
+    pub zero_point: i32,
+    pub lo: i32,
+    pub hi: i32,
+    pub dt: DatumType,
+}
+
+impl Eq for RequantizeI32 {}
+
+impl std::hash::Hash for RequantizeI32 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.axis.hash(state);
+        self.scales.iter().for_each(|s| s.to_bits().hash(state));
+        (self.zero_point, self.lo, self.hi, self.dt).hash(state);
+    }
+}
+
+/// One run of `xs` sharing `scale`, or (`per_lane`) one scale per element.
+#[inline(always)]
+fn requantize_body<T: QuantizedByte>(
+    xs: &[i32],
+    ys: &mut [T],
+    scales: &[f32],
+    per_lane: bool,
+    zero_point: i32,
+    lo: i32,
+    hi: i32,
+) {
+    if per_lane {
+        for ((x, y), s) in xs.iter().zip(ys.iter_mut()).zip(scales.iter()) {
+            *y = T::from_i32(quantize_to_range(*x as f32, *s, zero_point, lo, hi));
+        }
+    } else {
+        let s = scales[0];
+        for (x, y) in xs.iter().zip(ys.iter_mut()) {
+            *y = T::from_i32(quantize_to_range(*x as f32, s, zero_point, lo, hi));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn requantize_avx2<T: QuantizedByte>(
+    xs: &[i32],
+    ys: &mut [T],
+    scales: &[f32],
+    per_lane: bool,
+    zero_point: i32,
+    lo: i32,
+    hi: i32,
+) {
+    requantize_body(xs, ys, scales, per_lane, zero_point, lo, hi)
+}
+
+impl RequantizeI32 {
+    fn eval_t<T: QuantizedByte + Datum>(&self, x: &Tensor) -> TractResult<Tensor> {
+        let shape = x.shape();
+        let channels = if self.scales.len() == 1 { 1 } else { shape[self.axis] };
+        ensure!(self.scales.len() == channels, "RequantizeI32: {} scales for {channels} channels", self.scales.len());
+        let inner: usize = if channels == 1 { x.len().max(1) } else { shape[self.axis + 1..].iter().product() };
+        let mut y = unsafe { Tensor::uninitialized::<T>(shape)? };
+        let xs = x.try_as_plain_ram()?;
+        let xs = xs.as_slice::<i32>()?;
+        let mut ys = y.try_as_plain_ram_mut()?;
+        let ys = ys.as_slice_mut::<T>()?;
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        let run = |xs: &[i32], ys: &mut [T], scales: &[f32], per_lane: bool| {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                return unsafe {
+                    requantize_avx2(xs, ys, scales, per_lane, self.zero_point, self.lo, self.hi)
+                };
+            }
+            requantize_body(xs, ys, scales, per_lane, self.zero_point, self.lo, self.hi)
+        };
+        if inner == 1 && channels > 1 {
+            // Channel-last: each block of `channels` values takes the scales lane by lane.
+            for (xs, ys) in xs.chunks(channels).zip(ys.chunks_mut(channels)) {
+                run(xs, ys, &self.scales, true);
+            }
+        } else {
+            for (ix, (xs, ys)) in xs.chunks(inner).zip(ys.chunks_mut(inner)).enumerate() {
+                run(xs, ys, &self.scales[ix % channels..][..1], false);
+            }
+        }
+        Ok(y)
+    }
+}
+
+impl Op for RequantizeI32 {
+    fn name(&self) -> StaticName {
+        "RequantizeI32".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} scales along axis {}, zero point {}, range [{}, {}] -> {:?}",
+            self.scales.len(),
+            self.axis,
+            self.zero_point,
+            self.lo,
+            self.hi,
+            self.dt
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Accurate
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for RequantizeI32 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let y = match self.dt {
+            DatumType::U8 => self.eval_t::<u8>(&x)?,
+            DatumType::I8 => self.eval_t::<i8>(&x)?,
+            dt => bail!("RequantizeI32 to {dt:?}"),
+        };
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl TypedOp for RequantizeI32 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].datum_type == DatumType::I32);
+        Ok(tvec!(self.dt.fact(inputs[0].shape.clone())))
+    }
+
+    fn axes_mapping(
+        &self,
+        inputs: &[&TypedFact],
+        outputs: &[&TypedFact],
+    ) -> TractResult<AxesMapping> {
+        AxesMapping::natural(inputs, outputs)
+    }
+
+    fn change_axes(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+        _io: InOut,
+        change: &AxisOp,
+    ) -> TractResult<Option<AxisChangeConsequence>> {
+        if self.scales.len() == 1 {
+            return Ok(Some(AxisChangeConsequence::new(model, node, None, change)));
+        }
+        rule_if_some!(axis = change.transform_axis(self.axis));
+        // Only moves that keep the channel axis whole; a reshape through it would not.
+        rule_if!(!matches!(change, AxisOp::Reshape(..)));
+        let op = RequantizeI32 { axis, ..self.clone() };
+        Ok(Some(AxisChangeConsequence::new(model, node, Some(Box::new(op)), change)))
+    }
+
+    as_op!();
 }
 
 #[inline]
@@ -850,5 +1094,63 @@ mod quantize_run {
                 }
             }
         }
+    }
+
+    /// `requant`'s five-pass chain (per-channel Scale, zero point, Min, Max, Cast) declutters
+    /// into one RequantizeI32 with the chain's output, value for value: channels first and
+    /// channels last, u8 and i8, a Relu6-like clamp inside the type's range; the chain stays
+    /// when one of its tensors is a model output.
+    #[test]
+    fn per_channel_requantization_folds() -> TractResult<()> {
+        use crate::ops::change_axes::wire_with_rank_broadcast;
+        let channels = 5usize;
+        let spatial = 11usize;
+        let scales: Vec<f32> = (0..channels).map(|c| 0.0031 * (c as f32 + 1.0) + 0.0007).collect();
+        let xs: Vec<i32> = (0..channels * spatial)
+            .map(|i| ((i as i64 * 7919) % 60011 - 30000) as i32 / if i % 3 == 0 { 1 } else { 37 })
+            .chain([0])
+            .take(channels * spatial)
+            .collect();
+        for channel_last in [false, true] {
+            for (dt, zp, clamp) in
+                [(DatumType::U8, 3i32, Some((3i32, 200i32))), (DatumType::I8, -7, None), (DatumType::U8, 0, None)]
+            {
+                for expose in [false, true] {
+                    let (shape, sshape) = if channel_last {
+                        (vec![1, spatial, channels], vec![1, 1, channels])
+                    } else {
+                        (vec![1, channels, spatial], vec![1, channels, 1])
+                    };
+                    let mut model = TypedModel::default();
+                    let x = model.add_source("x", i32::fact(&shape))?;
+                    let s = model.add_const("s", tensor1(&scales).into_shape(&sshape)?)?;
+                    let mut w = wire_with_rank_broadcast("scale", &mut model, scale(), &[s, x])?[0];
+                    let exposed = w;
+                    let z = model.add_const("zp", tensor0(zp))?;
+                    w = wire_with_rank_broadcast("zeropoint", &mut model, crate::ops::math::add(), &[w, z])?[0];
+                    if let Some((lo, hi)) = clamp {
+                        let hi = model.add_const("relu.hi", tensor0(hi))?;
+                        w = wire_with_rank_broadcast("relu.min", &mut model, crate::ops::math::min(), &[w, hi])?[0];
+                        let lo = model.add_const("relu.lo", tensor0(lo))?;
+                        w = wire_with_rank_broadcast("relu.max", &mut model, crate::ops::math::max(), &[w, lo])?[0];
+                    }
+                    w = crate::ops::matmul::quant::clamp_and_cast_to(&mut model, "q", dt, w)?;
+                    let outputs = if expose { vec![w, exposed] } else { vec![w] };
+                    model.select_output_outlets(&outputs)?;
+                    let input = tensor1(&xs).into_shape(&shape)?;
+                    let want = model.clone().into_runnable()?.run(tvec!(input.clone().into()))?;
+                    let decluttered = model.into_decluttered()?;
+                    let folded = decluttered.nodes().iter().any(|n| n.op_is::<RequantizeI32>());
+                    let case = format!("channel last {channel_last} {dt:?} zp {zp} clamp {clamp:?} exposed {expose}");
+                    assert_eq!(folded, !expose, "{case}");
+                    let got = decluttered.into_runnable()?.run(tvec!(input.into()))?;
+                    assert_eq!(want[0].datum_type(), got[0].datum_type(), "{case}");
+                    let (want, got) = (want[0].cast_to::<i32>()?, got[0].cast_to::<i32>()?);
+                    let (want, got) = (want.try_as_plain_ram()?, got.try_as_plain_ram()?);
+                    assert_eq!(want.as_slice::<i32>()?, got.as_slice::<i32>()?, "{case}");
+                }
+            }
+        }
+        Ok(())
     }
 }
