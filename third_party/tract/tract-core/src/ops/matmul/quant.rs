@@ -99,6 +99,28 @@ pub(crate) fn compensate_zero_points(
     ensure!(model.outlet_fact(sum_a)?.rank() == output_rank);
     ensure!(model.outlet_fact(sum_b)?.rank() == output_rank);
 
+    // fieldkit patch 7: a zero point that is a constant zero (symmetric int8 weights, as every
+    // per-channel quantizer writes them) drops its terms here. `Mul` only declutters a product
+    // with a uniform zero, and a per-channel zero point is a vector of zeros, so `b0 * sum_a`
+    // stayed: a runtime reduction over the activations, a product and a subtraction per layer,
+    // all to subtract zero.
+    let a0_is_zero = is_const_zero(model, a0)?;
+    let b0_is_zero = is_const_zero(model, b0)?;
+    if a0_is_zero || b0_is_zero {
+        let mut result = result;
+        if !a0_is_zero {
+            let a0 = model.wire_node(format!("{name}.cast_a0"), ops::cast::cast(i32::datum_type()), &[a0])?[0];
+            let a0_sum_b = wire_with_rank_broadcast(format!("{name}.a0_sum_b"), model, ops::math::mul(), &[a0, sum_b])?[0];
+            result = wire_with_rank_broadcast(format!("{name}.minus_a0_B"), model, ops::math::sub(), &[result, a0_sum_b])?[0];
+        }
+        if !b0_is_zero {
+            let b0 = model.wire_node(format!("{name}.cast_b0"), ops::cast::cast(i32::datum_type()), &[b0])?[0];
+            let b0_sum_a = wire_with_rank_broadcast(format!("{name}.b0_sum_a"), model, ops::math::mul(), &[b0, sum_a])?[0];
+            result = wire_with_rank_broadcast(format!("{name}.minus_b0_A"), model, ops::math::sub(), &[result, b0_sum_a])?[0];
+        }
+        return Ok(result);
+    }
+
     let a0 =
         model.wire_node(format!("{name}.cast_a0"), ops::cast::cast(i32::datum_type()), &[a0])?[0];
 
@@ -150,6 +172,21 @@ pub(crate) fn compensate_zero_points(
     )?[0];
 
     Ok(result)
+}
+
+/// Whether `wire` is a constant whose every value is zero, looking through the axis changes
+/// (`wire_axes_fix`) a patch puts between a tapped constant and its use.
+fn is_const_zero(model: &TypedModel, wire: OutletId) -> TractResult<bool> {
+    let node = model.node(wire.node);
+    if model.outlet_fact(wire)?.konst.is_none() && node.inputs.len() == 1 && node.op_is::<AxisOp>() {
+        return is_const_zero(model, node.inputs[0]);
+    }
+    let Some(k) = &model.outlet_fact(wire)?.konst else { return Ok(false) };
+    if k.datum_type().is_quantized() || !k.datum_type().is_number() {
+        return Ok(false);
+    }
+    let k = k.cast_to::<f64>()?;
+    Ok(k.try_as_plain_ram()?.as_slice::<f64>()?.iter().all(|v| *v == 0.0))
 }
 
 pub(crate) fn requant(
