@@ -877,6 +877,16 @@ impl Conv {
         Ok(None)
     }
 
+    /// A QDQ sandwich around a float convolution as an integer convolution (fieldkit patch 8,
+    /// see `qdq_fold`).
+    fn declutter_qdq_fold(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<TypedModelPatch>> {
+        super::qdq_fold::declutter_qdq_conv(self, model, node)
+    }
+
     fn declutter_as_einsum(
         &self,
         model: &TypedModel,
@@ -1227,6 +1237,7 @@ impl TypedOp for Conv {
                 }
             };
         }
+        pass!(declutter_qdq_fold);
         pass!(declutter_stride_slice_to_downsample);
         pass!(declutter_as_einsum);
         pass!(declutter_channel_arithmetic_succ);

@@ -8,6 +8,7 @@ mod im2col;
 mod lazy_im2col;
 mod nhwc;
 mod q_sum_b;
+mod qdq_fold;
 
 use crate::internal::*;
 use crate::ops::cnn::Deconv;
