@@ -4,7 +4,7 @@ calibration images: accuracy (in onnxruntime and in tract), size, and latency in
     python ort_quantize.py quantize --model M.onnx --calib DIR --limit 300 --out ORT.onnx
     python ort_quantize.py eval --val DIR --model A.onnx [--model B.onnx ...] [--json OUT]
 
-quantize: QDQ, per-channel int8 weights, uint8 activations, MinMax (ORT's default), the
+quantize: QDQ (or --format qoperator), per-channel int8 weights, uint8 activations, MinMax (ORT's default), the
 calibration images chosen exactly as fieldkit does (sorted recursive list, evenly spread) and
 preprocessed with the model card's spec (stretch resize, ImageNet mean/std). The card is copied
 beside the output with its sha256 updated so fieldkit can run it.
@@ -63,10 +63,14 @@ def quantize(a):
             return None if f is None else {name: prep(f, card)}
 
     t = time.time()
-    quantize_static(a.model, a.out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    fmt = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[a.format]
+    # QOperator: Conv only; onnxruntime writes QLinearAdd / QGemm (com.microsoft ops, which
+    # tract does not read) for the others.
+    ops = ["Conv"] if a.format == "qoperator" else None
+    quantize_static(a.model, a.out, Reader(), quant_format=fmt, per_channel=True, op_types_to_quantize=ops,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     card["sha256"] = hashlib.sha256(open(a.out, "rb").read()).hexdigest()
-    card["source"] = "onnxruntime quantize_static (QDQ, per-channel, MinMax)"
+    card["source"] = f"onnxruntime quantize_static ({a.format}, per-channel, MinMax)"
     with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
         json.dump(card, f, indent=1)
     print(f"onnxruntime quantize_static: {len(files)} images, {time.time() - t:.1f} s -> {a.out}")
@@ -116,6 +120,9 @@ if __name__ == "__main__":
     q.add_argument("--calib", required=True)
     q.add_argument("--limit", type=int, default=300)
     q.add_argument("--out", required=True)
+    # qoperator: QLinearConv / QLinearMatMul nodes, the form tract runs as integer convolutions
+    # today (its QDQ Conv runs in float); for comparing tract's two integer paths.
+    q.add_argument("--format", choices=["qdq", "qoperator"], default="qdq")
     e = sub.add_parser("eval")
     e.add_argument("--val", required=True)
     e.add_argument("--split", default="valid")

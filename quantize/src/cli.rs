@@ -44,13 +44,16 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub per_tensor: bool,
     /// The runtime the model is for, which picks the INT8 form: tract (default: activations
-    /// quantized at layer inputs only, full-range weights) or onnxruntime (inputs and outputs,
-    /// so that it fuses every layer into integer kernels, and 7-bit weights, which its x86
-    /// kernels need on CPUs without VNNI). --placement / --reduce-range override the preset.
+    /// quantized at layer inputs and outputs, so that tract runs each convolution as an integer
+    /// one, and full-range weights) or onnxruntime (the same placement, and 7-bit weights,
+    /// which its x86 kernels need on CPUs without VNNI). --placement / --reduce-range override
+    /// the preset.
     #[arg(long, value_enum, default_value = "tract")]
     pub target: TargetArg,
-    /// Quantize activations at layer inputs only (tract's preset; least work in tract) or at
-    /// inputs and outputs (as onnxruntime's quantize_static; lets onnxruntime fuse every layer).
+    /// Quantize activations at layer inputs and outputs (the preset; as onnxruntime's
+    /// quantize_static: both runtimes then run every layer as an integer one) or at layer
+    /// inputs only (fewer quantized tensors; the layers whose output feeds a float operator,
+    /// such as a residual Add, then run in float).
     #[arg(long, value_enum)]
     pub placement: Option<PlacementArg>,
     /// 7-bit weights: for onnxruntime on x86 CPUs without VNNI (AVX2), whose fused integer
@@ -113,8 +116,7 @@ impl QuantizeArgs {
         c.method = Method::parse(&self.method, self.percentile)?;
         c.per_channel = !self.per_tensor;
         let ort = self.target == TargetArg::Onnxruntime;
-        let preset = if ort { PlacementArg::InputsOutputs } else { PlacementArg::Inputs };
-        c.placement = match self.placement.unwrap_or(preset) {
+        c.placement = match self.placement.unwrap_or(PlacementArg::InputsOutputs) {
             PlacementArg::Inputs => Placement::Inputs,
             PlacementArg::InputsOutputs => Placement::InputsOutputs,
         };
@@ -194,13 +196,15 @@ mod tests {
     #[test]
     fn target_presets_pick_the_int8_form_and_flags_override_them() {
         let c = config(&[]);
-        assert_eq!((c.placement, c.reduce_range), (Placement::Inputs, false));
+        assert_eq!((c.placement, c.reduce_range), (Placement::InputsOutputs, false));
         let c = config(&["--target", "onnxruntime"]);
         assert_eq!((c.placement, c.reduce_range), (Placement::InputsOutputs, true));
         let c = config(&["--target", "onnxruntime", "--placement", "inputs"]);
         assert_eq!((c.placement, c.reduce_range), (Placement::Inputs, true));
         let c = config(&["--reduce-range"]);
-        assert_eq!((c.placement, c.reduce_range), (Placement::Inputs, true));
+        assert_eq!((c.placement, c.reduce_range), (Placement::InputsOutputs, true));
+        let c = config(&["--placement", "inputs"]);
+        assert_eq!((c.placement, c.reduce_range), (Placement::Inputs, false));
         assert!(Cli::try_parse_from(["quantize", "--model", "m", "--out", "o", "--int8", "--target", "tensorrt"]).is_err());
     }
 }

@@ -1,8 +1,8 @@
 //! The INT8 rewrite in standard ONNX QDQ form: int8 weights (symmetric, per output channel or
 //! per tensor) behind DequantizeLinear, int32 biases at `x_scale · w_scale`, and a
 //! QuantizeLinear → DequantizeLinear pair (uint8, asymmetric) on each calibrated activation.
-//! QDQ is the form every runtime reads (onnxruntime fuses it into QLinearConv; tract folds the
-//! weight dequantization at load); see the crate docs for why it beats QLinearConv in tract.
+//! QDQ is the form every runtime reads (onnxruntime fuses it into QLinearConv; patched tract
+//! folds it into integer convolutions); see the crate docs for why it beats QLinearConv in tract.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,10 +16,12 @@ use crate::ranges::uint8_params;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Placement {
-    /// Inputs of quantized layers only: the least fake-quantization work in tract.
+    /// Inputs of quantized layers only: fewer quantized tensors, but a layer whose output
+    /// feeds a float operator (a residual Add) stays a float layer in both runtimes.
     Inputs,
     /// Inputs and outputs (after a following Relu/Clip), as onnxruntime's quantize_static
-    /// writes it: onnxruntime can then fuse every layer into an integer kernel.
+    /// writes it: onnxruntime fuses every layer into an integer kernel, and tract (patched,
+    /// third_party/tract PATCHES.md §8) runs each such convolution as an integer one.
     InputsOutputs,
 }
 

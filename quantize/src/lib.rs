@@ -4,10 +4,12 @@
 //! (per-layer SQNR, accuracy on a validation split) and can keep the most damaging layers in
 //! float until the accuracy drop fits a budget.
 //!
-//! Why QDQ and not QLinearConv: in tract 0.23 on x86-64 every integer matrix product
-//! (QLinearConv, QLinearMatMul, MatMulInteger) runs 35–90× slower than the f32 product of the
-//! same shape (`runtime/examples/qconv_probe.rs`), while QDQ weights are folded back to f32
-//! at load, so a QDQ model runs at float speed plus its activation QuantizeLinear passes.
+//! Why QDQ and not QLinearConv: QDQ is the form both runtimes read well. onnxruntime fuses it
+//! into its integer kernels; fieldkit's patched tract (third_party/tract PATCHES.md §5–§8)
+//! folds each QDQ convolution with `group == 1` into an integer convolution (VNNI / SDOT
+//! kernels), while a depthwise one stays a float convolution between its quantization passes.
+//! tract's own QLinearConv path puts depthwise convolutions through an eager im2col and one
+//! m = 1 matmul per channel, which is why a QOperator model runs ~10x slower than fp32 there.
 
 pub mod calib;
 pub mod cli;
@@ -83,7 +85,7 @@ impl QuantizeConfig {
             calib_crops: 0,
             method: Method::Percentile(99.99),
             per_channel: true,
-            placement: Placement::Inputs,
+            placement: Placement::InputsOutputs,
             reduce_range: false,
             force: false,
             val: None,
