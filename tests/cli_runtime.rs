@@ -132,6 +132,13 @@ fn bench_writes_the_documented_keys() {
     let d = tempfile::tempdir().unwrap();
     let m = tiny("tiny_classifier.onnx", d.path());
     assert!(fieldkit(&classifier_card_args(&m)).status.success());
+    // A report path that is the model's card is refused, and the card is left as it was.
+    let card = m.with_extension("json");
+    let before = std::fs::read(&card).unwrap();
+    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2", "--workers", "1", "--json", card.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("is the model card of"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&card).unwrap(), before);
     let json = d.path().join("bench.json");
     let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "5", "--warmup", "1", "--workers", "1,2", "--json", json.to_str().unwrap()]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));

@@ -116,6 +116,12 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(0);
     }
+    // A report written over a model's card would replace the card (it is `<model>.json`).
+    if let Some(path) = &a.json {
+        if let Some(m) = a.models.iter().find(|m| fieldkit_core::card::card_path(m) == *path) {
+            bail!("--json {} is the model card of {}; write the report elsewhere", path.display(), m.display());
+        }
+    }
     let sys = system_info();
     println!(
         "system: {} | {} cores | governor {} | {} [{}] | tract {}",
