@@ -23,6 +23,9 @@ fn demo_runs_every_stage() {
     assert!(report["size_ratio"].as_f64().unwrap() < 0.4, "{report}");
     assert!(report["drop"].as_f64().is_some() && report["quant_metric"].as_f64().unwrap() > 0.2, "{report}");
     assert!(dir.path().join("model.int8.json").is_file());
+    // INT8 and fp32 latencies come from alternated rounds and are reported as a ratio (its
+    // value is the machine's; speed goals live in benchmarks, not tests).
+    assert!(out.contains("INT8 / fp32 p50: ") && out.contains("(medians of 3 alternated rounds)"), "{out}");
     assert!(out.contains("stopped (drained)") && out.contains(r#"fieldkit_requests_total{model="weeds",route="/v1/models/{name}/predict",status="200"} 3"#), "{out}");
     // The detector stage: exported with a YOLOX card and scored through the runtime.
     let det = fieldkit_core_card(&dir.path().join("train-sesame-mini/model.json"));
