@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The slim aarch64 build against the x86_64 one, both from the `edge` profile: the runtime
-# crate's tests (goldens from onnxruntime) under qemu-aarch64, then `fieldkit predict` and
-# `bench --runs 1` on the shared MobileNetV2 features and YOLOX-nano with both binaries; the
+# crate's tests (goldens from onnxruntime) under qemu-aarch64, then `fieldkit predict` on the shared
+# MobileNetV2 features and YOLOX-nano with both binaries, and `bench --runs 1` on MobileNetV2; the
 # outputs must agree (features <= 1e-4 max abs, the same detections with scores <= 1e-4 and
 # boxes <= 0.01 px). Timings under qemu are emulation, not performance numbers.
 #   bash scripts/edge-check.sh            (needs ../shared or FIELDKIT_SHARED)
@@ -13,7 +13,13 @@ cd "$(dirname "$0")/.."
 shared="${FIELDKIT_SHARED:-$(pwd)/../shared}/assets"
 out=runs/edge; rm -rf "$out"; mkdir -p "$out"
 tdir="${CARGO_TARGET_DIR:-target}"
-FIELDKIT_SHARED="$(dirname "$shared")" bash scripts/build-aarch64.sh --test -- --include-ignored
+# Under qemu a YOLOX-nano inference takes ~90 s, so two shared-model tests that check no
+# aarch64 kernel of their own are left to the x86 ignored tier: the reference-pipeline detections
+# (the predict comparison below holds the aarch64 pipeline to x86 on the same four images, more
+# tightly) and the NNEF cache round trip (serialisation, not kernels). The raw YOLOX and
+# MobileNetV2 goldens still run here, in both layouts.
+FIELDKIT_SHARED="$(dirname "$shared")" bash scripts/build-aarch64.sh --test -- --include-ignored \
+  --skip yolox_nano_detections_match_reference_pipeline --skip shared_models_from_the_nnef_cache_match_onnx_bit_for_bit
 if [ -n "${EDGE_X86_BIN:-}" ]; then
   x86="$EDGE_X86_BIN"
 else
@@ -32,8 +38,9 @@ for m in mnv2 yolox; do
   "${qemu[@]}" "$arm" predict --model "$work/$m.onnx" --no-images --conf 0.25 --out "$out/arm_$m" "$shared/images" > /dev/null
 done
 echo "--- fieldkit bench under qemu-aarch64 (emulated: not performance numbers)"
-# One timed run: under qemu a YOLOX-nano inference takes ~90 s, and only the output matters.
-"${qemu[@]}" "$arm" bench --model "$work/mnv2.onnx" --model "$work/yolox.onnx" --runs 1 --warmup 0 --workers 1 --json "$out/arm_bench.json"
+# One timed run of MobileNetV2: only that the command works matters here (YOLOX-nano's
+# aarch64 outputs are checked by predict above; its bench would add ~2 min of emulation).
+"${qemu[@]}" "$arm" bench --model "$work/mnv2.onnx" --runs 1 --warmup 0 --workers 1 --json "$out/arm_bench.json"
 python3 - "$out" "$x86" "$arm" "${EDGE_MAX_MB:-15}" <<'PY'
 import json, os, sys
 out, x86, arm, max_mb = sys.argv[1:5]
