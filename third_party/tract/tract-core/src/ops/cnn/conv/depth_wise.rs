@@ -13,6 +13,11 @@ pub struct DepthWise {
     patch: Patch,
     input_shape: DataShape,
     output_shape: DataShape,
+    /// f32 only: the output clamped to `[lo, hi]` (`min(max(x, lo), hi)`, as bit patterns so
+    /// the op stays `Hash + Eq`), absorbed from the Max / Min by a scalar that follow it --
+    /// MobileNet's Relu6. Channel-last, each row is clamped while it is still in cache.
+    #[new(default)]
+    clamp: Option<(u32, u32)>,
 }
 
 impl Op for DepthWise {
@@ -21,7 +26,11 @@ impl Op for DepthWise {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}", self.patch)])
+        let mut info = vec![format!("{:?}", self.patch)];
+        if let Some((lo, hi)) = self.clamp_range() {
+            info.push(format!("clamped to [{lo}, {hi}]"));
+        }
+        Ok(info)
     }
 
     fn validation(&self) -> Validation {
@@ -47,8 +56,32 @@ impl EvalOp for DepthWise {
                 )
             };
         }
-        dispatch_floatlike!(Self::eval_gen(dt)(self, inputs))
+        let mut outputs = dispatch_floatlike!(Self::eval_gen(dt)(self, inputs))?;
+        // Channel-last f32 output is clamped row by row in `eval_c_inner`.
+        if let Some((lo, hi)) = self.clamp_range()
+            && !self.input_shape.fmt.c_is_last()
+        {
+            let mut t = outputs.remove(0).into_tensor();
+            clamp_f32(t.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?, lo, hi);
+            outputs.insert(0, t.into_tvalue());
+        }
+        Ok(outputs)
     }
+}
+
+/// `min(max(x, lo), hi)` as tract's Max and Min ops compute it (`f32::max`, `f32::min`: a NaN
+/// becomes `lo`), written as the compare-selects that are one `maxps` and one `minps`.
+fn clamp_f32(values: &mut [f32], lo: f32, hi: f32) {
+    for x in values {
+        let v = if *x > lo { *x } else { lo };
+        *x = if v < hi { v } else { hi };
+    }
+}
+
+/// `TRACT_DEPTHWISE_CLAMP_FUSE=0` leaves a Clip after a depthwise convolution as its own ops.
+fn clamp_fuse_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TRACT_DEPTHWISE_CLAMP_FUSE").map_or(true, |v| v != "0"))
 }
 
 impl DepthWise {
@@ -57,6 +90,10 @@ impl DepthWise {
         inputs: TVec<TValue>,
     ) -> TractResult<TVec<TValue>> {
         unsafe { eval_t_generic::<T>(self, inputs, |a, b| a + b, |a, b| a * b) }
+    }
+
+    fn clamp_range(&self) -> Option<(f32, f32)> {
+        self.clamp.map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)))
     }
 
     fn zone_scanners(&self) -> Vec<ZoneScanner<'_>> {
@@ -78,6 +115,52 @@ impl TypedOp for DepthWise {
             inputs[2].shape.len()
         );
         Ok(tvec!(inputs[0].datum_type.fact(&self.output_shape.shape)))
+    }
+
+    /// Absorbs a following Max or Min by a constant scalar (a Clip / Relu6 after the
+    /// convolution), f32 only: one pass over the output instead of one per op.
+    fn fuse(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+        use crate::ops::binary::{OptBinByScalar, TypedBinOp};
+        use crate::ops::math::{Max, Min};
+        rule_if!(clamp_fuse_enabled());
+        rule_if!(model.outlet_fact(node.inputs[0])?.datum_type == f32::datum_type());
+        rule_if!(node.outputs[0].successors.len() == 1);
+        rule_if!(!model.output_outlets()?.contains(&node.id.into()));
+        let succ = model.node(node.outputs[0].successors[0].node);
+        let binop: &dyn crate::ops::binary::BinMiniOp = if let Some(op) = succ.op_as::<TypedBinOp>() {
+            &*op.0
+        } else if let Some(op) = succ.op_as::<OptBinByScalar>() {
+            &*op.binop
+        } else {
+            return Ok(None);
+        };
+        rule_if!(succ.inputs.len() == 2);
+        let other = if succ.inputs[0].node == node.id { succ.inputs[1] } else { succ.inputs[0] };
+        rule_if!(other.node != node.id);
+        let other = model.outlet_fact(other)?;
+        rule_if_some!(konst = &other.konst);
+        rule_if!(konst.datum_type() == f32::datum_type() && konst.len() == 1);
+        let v = konst.cast_to_scalar::<f32>()?;
+        rule_if!(!v.is_nan());
+        rule_if!(succ.outputs[0].fact.datum_type == f32::datum_type());
+        rule_if!(succ.outputs[0].fact.shape == node.outputs[0].fact.shape);
+        let (lo, hi) = self.clamp_range().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let (lo, hi) = if binop.is::<Max>() {
+            // max after a min is not a clamp of the same form.
+            rule_if!(hi == f32::INFINITY);
+            (lo.max(v), hi)
+        } else if binop.is::<Min>() {
+            (lo, hi.min(v))
+        } else {
+            return Ok(None);
+        };
+        let mut op = self.clone();
+        op.clamp = Some((lo.to_bits(), hi.to_bits()));
+        let mut patch = TypedModelPatch::new(format!("fusing {succ} into {node}"));
+        let taps = patch.taps(model, &node.inputs)?;
+        let wire = patch.wire_node(&succ.name, op, &taps)?[0];
+        patch.shunt_outside(model, succ.id.into(), wire)?;
+        Ok(Some(patch))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -283,6 +366,8 @@ macro_rules! impl_eval {
                 } else {
                     None
                 };
+                // `fuse` sets a clamp on f32 convolutions only.
+                let clamp = dw.clamp_range().filter(|_| T::datum_type() == f32::datum_type());
                 let (iptr, kptr, bias, optr) =
                     (iptr.add(c0), kptr.add(c0), bias.add(c0), optr.add(c0));
                 let width = c1 - c0;
@@ -332,6 +417,19 @@ macro_rules! impl_eval {
                                             out[c] = add(out[c], mul(k[c], x[c]));
                                         }
                                     }
+                                }
+                            }
+                            if let Some((lo, hi)) = clamp {
+                                for i in 0..visitor.inner_loop_len as isize {
+                                    clamp_f32(
+                                        std::slice::from_raw_parts_mut(
+                                            optr.offset(visitor.inner_loop_output_stride * i)
+                                                as *mut f32,
+                                            width,
+                                        ),
+                                        lo,
+                                        hi,
+                                    );
                                 }
                             }
                             visitor.next_non_inner_axis()
@@ -998,6 +1096,66 @@ mod tests {
             max_abs < tolerance,
             "DepthWise {dt:?} {fmt:?} mismatch c={c} {h}x{w} k={kh}x{kw} stride={stride:?} pad={pad:?}: max_abs={max_abs}"
         );
+    }
+
+    /// A Relu6-style Max(0) -> Min(hi) after the convolution is absorbed into it (both layouts,
+    /// stride 1 and 2), and the fused plan gives exactly what the unfused ops give.
+    #[test]
+    fn depthwise_absorbs_a_following_clip() {
+        for fmt in [DataFormat::NHWC, DataFormat::NCHW] {
+            for stride in [1, 2] {
+                let (c, h, w) = (40, 9, 11);
+                let x_shape = if fmt.c_is_last() { [1, h, w, c] } else { [1, c, h, w] };
+                let mut model = TypedModel::default();
+                let xv = model.add_source("x", f32::fact(x_shape)).unwrap();
+                let k = Tensor::from_shape(
+                    &[c, 1, 3, 3],
+                    &(0..c * 9).map(|i| ((i as f32) * 0.37).sin()).collect::<Vec<f32>>(),
+                )
+                .unwrap();
+                let kv = model.add_const("k", k).unwrap();
+                let b = Tensor::from_shape(&[c], &(0..c).map(|i| i as f32 * 0.01 - 0.2).collect::<Vec<f32>>())
+                    .unwrap();
+                let bv = model.add_const("b", b).unwrap();
+                let pool_spec = PoolSpec {
+                    data_format: fmt,
+                    kernel_shape: tvec!(3, 3),
+                    padding: PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
+                    dilations: None,
+                    strides: Some(tvec!(stride, stride)),
+                    input_channels: c,
+                    output_channels: c,
+                };
+                let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: c, q_params: None };
+                let y = model.wire_node("dw", conv, &[xv, kv, bv]).unwrap()[0];
+                let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+                let y = model.wire_node("relu", crate::ops::math::max(), &[y, zero]).unwrap()[0];
+                let hi = model.add_const("hi", tensor4(&[[[[0.25f32]]]])).unwrap();
+                let y = model.wire_node("six", crate::ops::math::min(), &[y, hi]).unwrap()[0];
+                model.select_output_outlets(&[y]).unwrap();
+                let decluttered = model.into_decluttered().unwrap();
+                let optimized = decluttered.clone().into_optimized().unwrap();
+                let names: Vec<_> = optimized.nodes.iter().map(|n| n.op().name()).collect();
+                let dw = optimized.nodes.iter().find_map(|n| n.op_as::<DepthWise>());
+                assert_eq!(
+                    dw.and_then(|dw| dw.clamp_range()),
+                    Some((0.0, 0.25)),
+                    "{fmt:?} stride {stride}: {names:?}"
+                );
+                assert_eq!(names.len(), 4, "{fmt:?} stride {stride}: {names:?}");
+                let input: Tensor = Tensor::from_shape(
+                    &x_shape,
+                    &(0..c * h * w).map(|i| ((i as f32) * 0.113).cos() * 2.0).collect::<Vec<f32>>(),
+                )
+                .unwrap();
+                let want = decluttered.into_runnable().unwrap().run(tvec![input.clone().into_tvalue()]).unwrap();
+                let got = optimized.into_runnable().unwrap().run(tvec![input.into_tvalue()]).unwrap();
+                let (want, got) = (want[0].as_slice::<f32>().unwrap(), got[0].as_slice::<f32>().unwrap());
+                assert!(want.iter().any(|v| *v == 0.0) && want.iter().any(|v| *v == 0.25));
+                let worst = want.iter().zip(got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst <= 1e-6, "{fmt:?} stride {stride}: max |diff| {worst}");
+            }
+        }
     }
 
     #[test]
