@@ -177,15 +177,18 @@ fn train_stage(assets: &Path, out: &Path) -> Result<PathBuf> {
 /// Latency of the model just trained, through the same engine `fieldkit bench` and
 /// `fieldkit serve` use.
 #[cfg(feature = "train")]
-fn bench_stage(model: &Path, out: &Path) -> Result<fieldkit_runtime::bench::BenchResult> {
-    use fieldkit_runtime::bench::{bench_model, BenchConfig};
-
+fn bench_stage(model: &Path, out: &Path) -> Result<()> {
     stage("5. benchmark the exported model (tract, batch 1)");
-    let cfg = BenchConfig { runs: 30, warmup: 3, workers: vec![1], image: None, load: Default::default() };
-    let (r, _) = bench_model(model, &cfg)?;
+    let (r, _) = fieldkit_runtime::bench::bench_model(model, &demo_bench_config())?;
     print!("{}", super::bench::table(std::slice::from_ref(&r)));
     fsio::write_json(&out.join("bench.json"), &r)?;
-    Ok(r)
+    Ok(())
+}
+
+/// The demo's latency measurement: 30 single-worker runs after 3 warm-ups, on the synthetic image.
+#[cfg(feature = "train")]
+fn demo_bench_config() -> fieldkit_runtime::bench::BenchConfig {
+    fieldkit_runtime::bench::BenchConfig { runs: 30, warmup: 3, workers: vec![1], image: None, load: Default::default() }
 }
 
 /// Static INT8 of the model just trained, calibrated on the weed subset's train images,
@@ -193,7 +196,7 @@ fn bench_stage(model: &Path, out: &Path) -> Result<fieldkit_runtime::bench::Benc
 #[cfg(feature = "train")]
 fn quantize_stage(assets: &Path, model: &Path, out: &Path) -> Result<()> {
     use fieldkit_quantize::{quantize, Mode, QuantizeConfig};
-    use fieldkit_runtime::bench::{bench_model, BenchConfig};
+    use fieldkit_runtime::bench::bench_model;
 
     stage("6. quantize to INT8 (calibrated, per-channel) and compare");
     let data = assets.join("data/weed-mini");
@@ -208,7 +211,7 @@ fn quantize_stage(assets: &Path, model: &Path, out: &Path) -> Result<()> {
     // The two models alternate over three rounds and each keeps its median round: a CPU
     // whose speed drifts between minutes then shifts both rows alike (stage 5's fp32 figure
     // was taken before training the quantized copy, minutes earlier).
-    let bench = |m: &Path| bench_model(m, &BenchConfig { runs: 30, warmup: 3, workers: vec![1], image: None, load: Default::default() });
+    let bench = |m: &Path| bench_model(m, &demo_bench_config());
     let (mut fs, mut qs) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         qs.push(bench(&cfg.out)?.0);
