@@ -62,12 +62,71 @@ fn m_axis_contiguous(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) ->
     fact.shape.iter().skip(cm + 1).all(|d| d.is_one())
 }
 
+/// The 512-bit f32 tiles by relative throughput at full fill, with C's m axis contiguous:
+/// (name, mr, nr, scale).
+const AVX512_F32_VECTOR_STORE: &[(&str, usize, usize, f32)] = &[
+    ("avx512_mmm_f32_48x4", 48, 4, 1.0),
+    ("avx512_mmm_f32_32x6", 32, 6, 0.99),
+    ("avx512_mmm_f32_32x5", 32, 5, 0.985),
+    ("avx512_mmm_f32_16x12", 16, 12, 0.97),
+    ("avx512_mmm_f32_64x3", 64, 3, 0.97),
+    ("avx512_mmm_f32_16x8", 16, 8, 0.95),
+    ("avx512_mmm_f32_80x2", 80, 2, 0.9),
+];
+
+/// With C's m axis contiguous, the avx512 f32 kernels store each tile column as whole zmm
+/// vectors (tract-linalg, fieldkit patch 10). The x86 cost models were fitted on a row-major C,
+/// where those kernels store lane by lane: they pay a per-tile price that makes small-k shapes
+/// go to the 256-bit fma tiles or the 80x2. With vector stores the 512-bit tiles win: measured
+/// on MobileNetV2's pointwise shapes (m = channels, n = pixels), 48x4 runs 96x16x12544 in 0.45
+/// ms where the model's fma 32x3 takes 0.80, and 144x24x3136 in 0.21 ms against 0.30+ for
+/// the model's 80x2. So pick by tile fill (scale x m fill x n fill, then fewer tiles, then
+/// wider nr), as tract's generic x86 picker does. `None` off avx512, for non-f32 or unknown
+/// shapes, or with `TRACT_AVX512_VECTOR_STORE_PICK=0`.
+fn avx512_vector_store_pick(query: &Query, suitable: &[Impl]) -> Option<Impl> {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| {
+        std::env::var("TRACT_AVX512_VECTOR_STORE_PICK").map_or(true, |v| v != "0")
+    }) {
+        return None;
+    }
+    let (Some(m), Some(_), Some(n)) = (query.m, query.k, query.n) else { return None };
+    if n == 1
+        || query.accumulators.first() != Some(&f32::datum_type())
+        || !matches!(query.weight, WeightType::Plain(DatumType::F32))
+        || query.activation != f32::datum_type()
+    {
+        return None;
+    }
+    let fill = |d: usize, tile: usize| d as f32 / (d.div_ceil(tile) * tile) as f32;
+    suitable
+        .iter()
+        .filter(|(k, packing, pe)| *packing == 0 && pe.is_none() && k.nr() > 1)
+        .filter_map(|it| {
+            let &(_, mr, nr, scale) =
+                AVX512_F32_VECTOR_STORE.iter().find(|(name, ..)| *name == it.0.name())?;
+            let key = (
+                scale * fill(m, mr) * fill(n, nr),
+                -((m.div_ceil(mr) * n.div_ceil(nr)) as i64),
+                nr,
+            );
+            Some((key, it))
+        })
+        .max_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal))
+        .map(|(_, it)| it.clone())
+}
+
 pub fn strategize(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> TractResult<Strat> {
     let query = query(model, node, op)?;
     let mut suitable = tract_linalg::MmmDispatch::native().suitable(&query);
     ensure!(suitable.len() > 0);
     // Only with `n` in hand: a symbolic `n` is what the packing-group reasoning below is for,
     // and it serves both roles at once, which a single pick cannot.
+    if m_axis_contiguous(model, node, op)
+        && let Some(chosen) = avx512_vector_store_pick(&query, &suitable)
+    {
+        return Ok(single_strat(chosen));
+    }
     if query.n.is_some()
         && let Some(chosen) = tract_linalg::MmmDispatch::native().preferred(&query, &suitable)
     {
