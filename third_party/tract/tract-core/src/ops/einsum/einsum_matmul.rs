@@ -506,9 +506,14 @@ impl EinSumMatMul {
     /// channels) runs in 0.45 ms instead of 1.1 ms. Only f32, only concrete shapes, and only
     /// when the contiguous dim fills 16-lane vectors, so the swap never adds tile waste (a 49-
     /// pixel channel-first tail stays as it is). `TRACT_EINSUM_CONTIGUOUS_M=0` turns it off.
-    fn vector_lanes_on_contiguous_axis(&self, model: &TypedModel, node: &TypedNode) -> Option<bool> {
+    fn vector_lanes_on_contiguous_axis(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> Option<bool> {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if !*ON.get_or_init(|| std::env::var("TRACT_EINSUM_CONTIGUOUS_M").map_or(true, |v| v != "0"))
+        if !*ON
+            .get_or_init(|| std::env::var("TRACT_EINSUM_CONTIGUOUS_M").map_or(true, |v| v != "0"))
         {
             return None;
         }

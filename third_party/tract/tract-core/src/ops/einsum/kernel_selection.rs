@@ -85,9 +85,9 @@ const AVX512_F32_VECTOR_STORE: &[(&str, usize, usize, f32)] = &[
 /// shapes, or with `TRACT_AVX512_VECTOR_STORE_PICK=0`.
 fn avx512_vector_store_pick(query: &Query, suitable: &[Impl]) -> Option<Impl> {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*ON.get_or_init(|| {
-        std::env::var("TRACT_AVX512_VECTOR_STORE_PICK").map_or(true, |v| v != "0")
-    }) {
+    if !*ON
+        .get_or_init(|| std::env::var("TRACT_AVX512_VECTOR_STORE_PICK").map_or(true, |v| v != "0"))
+    {
         return None;
     }
     let (Some(m), Some(_), Some(n)) = (query.m, query.k, query.n) else { return None };
@@ -257,6 +257,69 @@ mod sme_strided_store {
         model.select_output_outlets(&out).unwrap();
         model.optimize().unwrap();
         model
+    }
+
+    fn run_mn(model: &TypedModel, m: usize, k: usize, n: usize) -> Tensor {
+        let a = Tensor::from_shape(
+            &[m, k],
+            &(0..m * k).map(|i| (i % 13) as f32 - 6.0).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let b = Tensor::from_shape(
+            &[k, n],
+            &(0..k * n).map(|i| (i % 7) as f32 * 0.5).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let plan = model.clone().into_runnable().unwrap();
+        plan.run(tvec!(a.into_tvalue(), b.into_tvalue())).unwrap().remove(0).into_tensor()
+    }
+
+    /// C [m, n] row-major with n a multiple of 16: the operands swap so C's contiguous axis (n)
+    /// is the kernel's m, and the product is unchanged (fieldkit patch 11).
+    #[test]
+    fn contiguous_axis_goes_on_the_vector_lanes() {
+        let (m, k, n) = (200, 16, 96);
+        let model = optimize_mn(m, k, n);
+        let mm = model.nodes.iter().find_map(|n| n.op_as::<OptMatMul>()).expect("OptMatMul");
+        assert_eq!(mm.c_m_axis, Some(1), "C's contiguous axis is not m: {mm:?}");
+        let mut reference = TypedModel::default();
+        let a = reference.add_source("a", f32::fact([m, k])).unwrap();
+        let b = reference.add_source("b", f32::fact([k, n])).unwrap();
+        let out = reference
+            .wire_node(
+                "gemm",
+                EinSum::new("mk,kn->mn".parse().unwrap(), f32::datum_type()),
+                &[a, b],
+            )
+            .unwrap();
+        reference.select_output_outlets(&out).unwrap();
+        let want = run_mn(&reference, m, k, n);
+        let got = run_mn(&model, m, k, n);
+        want.close_enough(&got, Approximation::Close).unwrap();
+    }
+
+    /// A contiguous dim that does not fill 16-lane vectors keeps the shape rule (m >= n).
+    #[test]
+    fn ragged_contiguous_axis_keeps_the_shape_rule() {
+        let model = optimize_mn(1280, 320, 49);
+        let mm = model.nodes.iter().find_map(|n| n.op_as::<OptMatMul>()).expect("OptMatMul");
+        assert_eq!(mm.c_m_axis, Some(0));
+    }
+
+    /// On avx512, a contiguous-m f32 matmul runs a 512-bit tile: the 256-bit fma 32x3 the cost
+    /// model names for 96x16x12544 stores half as much per instruction.
+    #[test]
+    fn contiguous_m_picks_a_512_bit_tile() {
+        if !tract_linalg::MmmDispatch::native()
+            .runnable()
+            .iter()
+            .any(|k| k.name() == "avx512_mmm_f32_48x4")
+        {
+            return;
+        }
+        let model = optimize_mn(12544, 16, 96);
+        let mm = model.nodes.iter().find_map(|n| n.op_as::<OptMatMul>()).expect("OptMatMul");
+        assert_eq!(mm.mmm[0].name(), "avx512_mmm_f32_48x4");
     }
 
     fn has_tile_kernel() -> bool {
