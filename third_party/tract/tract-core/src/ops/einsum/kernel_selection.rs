@@ -83,7 +83,7 @@ const AVX512_F32_VECTOR_STORE: &[(&str, usize, usize, f32)] = &[
 /// the model's 80x2. So pick by tile fill (scale x m fill x n fill, then fewer tiles, then
 /// wider nr), as tract's generic x86 picker does. `None` off avx512, for non-f32 or unknown
 /// shapes, or with `TRACT_AVX512_VECTOR_STORE_PICK=0`.
-fn avx512_vector_store_pick(query: &Query, suitable: &[Impl]) -> Option<Impl> {
+pub(crate) fn avx512_vector_store_pick(query: &Query, suitable: &[Impl]) -> Option<Impl> {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if !*ON
         .get_or_init(|| std::env::var("TRACT_AVX512_VECTOR_STORE_PICK").map_or(true, |v| v != "0"))

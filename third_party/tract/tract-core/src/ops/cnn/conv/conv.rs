@@ -594,6 +594,18 @@ impl Conv {
                 .max_by_key(|(mmm, _)| mmm.mr() * mmm.nr())
                 .context("No matmul found")
         } else {
+            // Channel-last, the output channels (m) are C's contiguous axis: a tile column is
+            // stored as whole vectors (fieldkit patch 10), which the x86 cost models do not see.
+            if self.pool_spec.data_format.c_is_last() {
+                let suitable = tract_linalg::MmmDispatch::native().suitable(&query);
+                if let Some((mmm, packing, None)) =
+                    crate::ops::einsum::kernel_selection::avx512_vector_store_pick(
+                        &query, &suitable,
+                    )
+                {
+                    return Ok((mmm, packing));
+                }
+            }
             let (mmm, packing, _) =
                 tract_linalg::MmmDispatch::native().pick(&query).context("No matmul found")?;
             Ok((mmm, packing))
@@ -735,6 +747,46 @@ impl Conv {
             return false;
         };
         output.hw_dims().last().is_some_and(|w| *w >= MIN_DIRECT_SPATIAL_W)
+    }
+
+    /// Whether a channel-last convolution should refuse to go back to channel-first.
+    ///
+    /// `conv_nhwc` sandwiches each convolution between two moves; `ChangeAxes` then removes
+    /// pairs of them, trying each move's downstream side first. For a convolution whose
+    /// channel-last output is moved back to channel-first only to be moved channel-last again
+    /// by its consumer (a depthwise one, which cannot change axes), going channel-first removes
+    /// the move of its input and leaves the consumer's move of its output. When the output is
+    /// the bigger tensor that is a bad trade: MobileNetV2's stem (3 channels in, 32 out) ended
+    /// channel-first with a 0.26 ms move of its 112x112x32 output, and its matrix product
+    /// stored scattered. Refusing here lets the output's pair of moves cancel instead, so only
+    /// the input moves. `TRACT_CONV_KEEP_CHANNEL_LAST=0` turns the refusal off.
+    fn stays_channel_last(&self, model: &TypedModel, node: &TypedNode) -> TractResult<bool> {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*ON.get_or_init(|| {
+            std::env::var("TRACT_CONV_KEEP_CHANNEL_LAST").map_or(true, |v| v != "0")
+        }) {
+            return Ok(false);
+        }
+        if !matches!(self.pool_spec.data_format, DataFormat::NHWC | DataFormat::HWC) {
+            return Ok(false);
+        }
+        let (Some(input), Some(output)) = (
+            model
+                .outlet_fact(node.inputs[0])?
+                .shape
+                .as_concrete()
+                .map(|s| s.iter().product::<usize>()),
+            node.outputs[0].fact.shape.as_concrete().map(|s| s.iter().product::<usize>()),
+        ) else {
+            return Ok(false);
+        };
+        if output <= input {
+            return Ok(false);
+        }
+        // The output's move back to channel-first, then (past elementwise ops such as a Relu6)
+        // the consumer's move to channel-last again.
+        let Some(back) = moves_ahead(model, node.id.into(), 4) else { return Ok(false) };
+        Ok(back.into_iter().all(|m| moves_ahead(model, OutletId::new(m, 0), 4).is_some()))
     }
 
     fn wire_as_direct_spatial(
@@ -1356,6 +1408,7 @@ impl TypedOp for Conv {
             DataFormat::HWC => (DataFormat::CHW, AxisOp::Move(shape.c_axis(), 0)),
         };
         if *change == axis_move {
+            rule_if!(!self.stays_channel_last(model, node)?);
             let mut new_op = self.clone();
             new_op.pool_spec.data_format = new_format;
             return Ok(Some(AxisChangeConsequence {
@@ -1837,4 +1890,31 @@ mod test {
         }
         Tensor::from_shape(&[1, oc, h, w], &out).unwrap()
     }
+}
+
+/// The axis moves `outlet` reaches, looking through up to `depth` elementwise single-stream ops
+/// (a unary op, or a binary one whose other operand is a constant), or `None` when some path
+/// reaches anything else first.
+fn moves_ahead(model: &TypedModel, outlet: OutletId, depth: usize) -> Option<TVec<usize>> {
+    let successors = model.outlet_successors(outlet);
+    if successors.is_empty() {
+        return None;
+    }
+    let mut moves = tvec!();
+    for inlet in successors {
+        let next = model.node(inlet.node);
+        if matches!(next.op_as::<AxisOp>(), Some(AxisOp::Move(..))) {
+            moves.push(next.id);
+            continue;
+        }
+        let streams =
+            next.inputs.iter().filter(|i| !model.node(i.node).op_is::<crate::ops::konst::Const>());
+        let elementwise = next.op_is::<crate::ops::element_wise::ElementWiseOp>()
+            || next.op_is::<crate::ops::binary::TypedBinOp>();
+        if depth == 0 || !elementwise || streams.count() != 1 || next.outputs.len() != 1 {
+            return None;
+        }
+        moves.extend(moves_ahead(model, next.id.into(), depth - 1)?);
+    }
+    Some(moves)
 }

@@ -211,6 +211,54 @@ mod tests {
         assert!(!stem.pool_spec.data_format.c_is_last(), "{model}");
     }
 
+    /// MobileNetV2's head under `conv_nhwc`: a 3-channel stem into a depthwise conv. The
+    /// stem stays channel-last, so the one move left is of its 3-channel input, not of its
+    /// 32-channel output (fieldkit patch 12).
+    #[test]
+    fn stem_before_depthwise_moves_its_input_not_its_output() {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 3, 16, 16])).unwrap();
+        let x = conv_op(&mut model, "stem", x, 3, 32, 1, 3);
+        // Relu6, as MobileNetV2 has it between the two.
+        let lo = model.add_const("lo", tensor4(&[[[[0f32]]]])).unwrap();
+        let hi = model.add_const("hi", tensor4(&[[[[6f32]]]])).unwrap();
+        let x = model.wire_node("relu6.max", crate::ops::math::max(), &[x, lo]).unwrap()[0];
+        let x = model.wire_node("relu6.min", crate::ops::math::min(), &[x, hi]).unwrap()[0];
+        let x = conv_op(&mut model, "dw", x, 32, 32, 32, 3);
+        let x = conv_op(&mut model, "pw", x, 32, 16, 1, 1);
+        model.select_output_outlets(&[x]).unwrap();
+        let model = model.into_decluttered().unwrap();
+        let nhwc = ConvNhwc.transform_into(model.clone()).unwrap().into_decluttered().unwrap();
+        let stem = nhwc
+            .nodes
+            .iter()
+            .filter_map(|n| n.op_as::<Conv>())
+            .find(|c| c.group == 1 && c.input_channels() == 3)
+            .expect("stem conv");
+        assert!(stem.pool_spec.data_format.c_is_last(), "{nhwc}");
+        let moved: Vec<usize> = nhwc
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op_as::<AxisOp>(), Some(AxisOp::Move(..))))
+            .map(|n| {
+                nhwc.outlet_fact(n.inputs[0]).unwrap().shape.as_concrete().unwrap().iter().product()
+            })
+            .collect();
+        assert!(moved.iter().all(|v| *v <= 3 * 16 * 16), "moves of {moved:?} elements: {nhwc}");
+        let xv: Vec<f32> = (0..3 * 16 * 16).map(|i| (i as f32 * 0.37).sin()).collect();
+        let xv = Tensor::from_shape(&[1, 3, 16, 16], &xv).unwrap().into_tvalue();
+        let want = model.into_runnable().unwrap().run(tvec![xv.clone()]).unwrap().remove(0);
+        let got = nhwc
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap()
+            .run(tvec![xv])
+            .unwrap()
+            .remove(0);
+        want.close_enough(&got, Approximation::Approximate).unwrap();
+    }
+
     #[test]
     fn depthwise_below_16_channels_stays_nchw() {
         let mut model = TypedModel::default();
