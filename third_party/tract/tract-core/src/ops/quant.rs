@@ -25,7 +25,7 @@ use super::math::round_ties_to_even;
 // `i32::MAX + zero_point` overflowed (wrapping to the wrong end of the range in release builds,
 // a panic in debug ones); now ±inf saturates, as ONNX's QuantizeLinear specifies.
 #[inline(always)]
-fn quantize_to_range(x: f32, scale: f32, zero_point: i32, lo: i32, hi: i32) -> i32 {
+pub(crate) fn quantize_to_range(x: f32, scale: f32, zero_point: i32, lo: i32, hi: i32) -> i32 {
     let r = (x * scale).round_ties_even();
     let r = if r.is_nan() { 0.0 } else { r };
     let (lo, hi) = ((lo - zero_point) as f32, (hi - zero_point) as f32);

@@ -785,7 +785,9 @@ impl Conv {
         }
         // The output's move back to channel-first, then (past elementwise ops such as a Relu6)
         // the consumer's move to channel-last again.
-        let Some(back) = moves_ahead(model, node.id.into(), 4) else { return Ok(false) };
+        let Some(back) = moves_ahead(model, node.id.into(), 4) else {
+            return Ok(false);
+        };
         Ok(back.into_iter().all(|m| moves_ahead(model, OutletId::new(m, 0), 4).is_some()))
     }
 
@@ -1462,6 +1464,18 @@ impl TypedOp for Conv {
         let input_fact = model.outlet_fact(node.inputs[0])?;
         unsafe {
             if self.q_params.is_some() {
+                // fieldkit patch 13: a depthwise one with constant parameters runs on its bytes.
+                let mut patch = TypedModelPatch::new("quantized-depth-wise");
+                let inputs = patch.taps(model, &node.inputs)?;
+                if let Some(wire) = super::depth_wise_q8::wire_as_quant_depth_wise(
+                    self, &mut patch, &node.name, &inputs,
+                )
+                .context("in wire_as_quant_depth_wise")?
+                {
+                    patch.shunt_outside(model, node.id.into(), wire)?;
+                    patch.obliterate(node.id)?;
+                    return Ok(Some(patch));
+                }
                 let mut patch = TypedModelPatch::new("quantized-codegen");
                 let inputs = patch.taps(model, &node.inputs)?;
                 let wire = self
@@ -1637,7 +1651,9 @@ fn should_use_lazy(
     if is_depthwise {
         return false;
     }
-    let Ok(output_shape) = pool_spec.output_shape(input_shape) else { return false };
+    let Ok(output_shape) = pool_spec.output_shape(input_shape) else {
+        return false;
+    };
     // LazyIm2col's offset tables are built for a single batch.
     if output_shape.n().unwrap_or(&1) != &1 {
         return false;

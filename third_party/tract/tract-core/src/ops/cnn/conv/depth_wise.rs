@@ -4,20 +4,26 @@ use crate::ops::cnn::patches::ZoneScanner;
 use crate::ops::nn::DataShape;
 use num_traits::Zero;
 
+use super::depth_wise_q8::{DepthWiseQ8, eval_q8};
+
 /// Largest zone `process_zone_any` hands to the vectorised kernel; 9x9 is 81 taps and 11x11
 /// is 121. The taps live in stack arrays of this size, two per call.
 const MAX_VECTORISED_TAPS: usize = 128;
 
 #[derive(Debug, Clone, new, Hash, PartialEq, Eq)]
 pub struct DepthWise {
-    patch: Patch,
-    input_shape: DataShape,
-    output_shape: DataShape,
+    pub(super) patch: Patch,
+    pub(super) input_shape: DataShape,
+    pub(super) output_shape: DataShape,
     /// f32 only: the output clamped to `[lo, hi]` (`min(max(x, lo), hi)`, as bit patterns so
     /// the op stays `Hash + Eq`), absorbed from the Max / Min by a scalar that follow it --
     /// MobileNet's Relu6. Channel-last, each row is clamped while it is still in cache.
     #[new(default)]
     clamp: Option<(u32, u32)>,
+    /// 8-bit mode (fieldkit patch 13, `depth_wise_q8`): u8 / i8 in and out, integer-valued
+    /// f32 weights and bias, the requantization in the same pass.
+    #[new(default)]
+    q8: Option<DepthWiseQ8>,
 }
 
 impl Op for DepthWise {
@@ -27,6 +33,12 @@ impl Op for DepthWise {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let mut info = vec![format!("{:?}", self.patch)];
+        if let Some(q) = &self.q8 {
+            info.push(format!(
+                "8-bit: x0 {} -> {:?} y0 {}",
+                q.x_zero_point, q.y_dt, q.y_zero_point
+            ));
+        }
         if let Some((lo, hi)) = self.clamp_range() {
             info.push(format!("clamped to [{lo}, {hi}]"));
         }
@@ -44,6 +56,9 @@ impl EvalOp for DepthWise {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        if let Some(q) = &self.q8 {
+            return eval_q8(self, q, inputs);
+        }
         let dt = inputs[0].datum_type();
         #[cfg(target_arch = "aarch64")]
         if dt == f16::datum_type() && tract_linalg::arm64::has_fp16() {
@@ -85,7 +100,26 @@ fn clamp_fuse_enabled() -> bool {
 }
 
 impl DepthWise {
-    fn eval_gen<T: Datum + Copy + num_traits::Zero + ndarray::LinalgScalar>(
+    pub(super) fn new_q8(
+        patch: Patch,
+        input_shape: DataShape,
+        output_shape: DataShape,
+        q8: DepthWiseQ8,
+    ) -> DepthWise {
+        DepthWise { patch, input_shape, output_shape, clamp: None, q8: Some(q8) }
+    }
+
+    #[cfg(test)]
+    pub(super) fn q8(&self) -> Option<&DepthWiseQ8> {
+        self.q8.as_ref()
+    }
+
+    /// The same convolution in float, with no clamp: what the 8-bit mode runs on other layouts.
+    pub(super) fn float_twin(&self) -> DepthWise {
+        DepthWise { clamp: None, q8: None, ..self.clone() }
+    }
+
+    pub(super) fn eval_gen<T: Datum + Copy + num_traits::Zero + ndarray::LinalgScalar>(
         &self,
         inputs: TVec<TValue>,
     ) -> TractResult<TVec<TValue>> {
@@ -114,7 +148,8 @@ impl TypedOp for DepthWise {
             self.input_shape.c(),
             inputs[2].shape.len()
         );
-        Ok(tvec!(inputs[0].datum_type.fact(&self.output_shape.shape)))
+        let dt = self.q8.as_ref().map(|q| q.y_dt).unwrap_or(inputs[0].datum_type);
+        Ok(tvec!(dt.fact(&self.output_shape.shape)))
     }
 
     /// Absorbs a following Max or Min by a constant scalar (a Clip / Relu6 after the
@@ -127,7 +162,8 @@ impl TypedOp for DepthWise {
         rule_if!(node.outputs[0].successors.len() == 1);
         rule_if!(!model.output_outlets()?.contains(&node.id.into()));
         let succ = model.node(node.outputs[0].successors[0].node);
-        let binop: &dyn crate::ops::binary::BinMiniOp = if let Some(op) = succ.op_as::<TypedBinOp>() {
+        let binop: &dyn crate::ops::binary::BinMiniOp = if let Some(op) = succ.op_as::<TypedBinOp>()
+        {
             &*op.0
         } else if let Some(op) = succ.op_as::<OptBinByScalar>() {
             &*op.binop
@@ -1114,8 +1150,11 @@ mod tests {
                 )
                 .unwrap();
                 let kv = model.add_const("k", k).unwrap();
-                let b = Tensor::from_shape(&[c], &(0..c).map(|i| i as f32 * 0.01 - 0.2).collect::<Vec<f32>>())
-                    .unwrap();
+                let b = Tensor::from_shape(
+                    &[c],
+                    &(0..c).map(|i| i as f32 * 0.01 - 0.2).collect::<Vec<f32>>(),
+                )
+                .unwrap();
                 let bv = model.add_const("b", b).unwrap();
                 let pool_spec = PoolSpec {
                     data_format: fmt,
@@ -1126,7 +1165,8 @@ mod tests {
                     input_channels: c,
                     output_channels: c,
                 };
-                let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: c, q_params: None };
+                let conv =
+                    Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: c, q_params: None };
                 let y = model.wire_node("dw", conv, &[xv, kv, bv]).unwrap()[0];
                 let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
                 let y = model.wire_node("relu", crate::ops::math::max(), &[y, zero]).unwrap()[0];
@@ -1148,12 +1188,18 @@ mod tests {
                     &(0..c * h * w).map(|i| ((i as f32) * 0.113).cos() * 2.0).collect::<Vec<f32>>(),
                 )
                 .unwrap();
-                let want = decluttered.into_runnable().unwrap().run(tvec![input.clone().into_tvalue()]).unwrap();
-                let got = optimized.into_runnable().unwrap().run(tvec![input.into_tvalue()]).unwrap();
+                let want = decluttered
+                    .into_runnable()
+                    .unwrap()
+                    .run(tvec![input.clone().into_tvalue()])
+                    .unwrap();
+                let got =
+                    optimized.into_runnable().unwrap().run(tvec![input.into_tvalue()]).unwrap();
                 let want = want[0].to_plain_array_view::<f32>().unwrap();
                 let got = got[0].to_plain_array_view::<f32>().unwrap();
                 assert!(want.iter().any(|v| *v == 0.0) && want.iter().any(|v| *v == 0.25));
-                let worst = want.iter().zip(got.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                let worst =
+                    want.iter().zip(got.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                 assert!(worst <= 1e-6, "{fmt:?} stride {stride}: max |diff| {worst}");
             }
         }

@@ -30,9 +30,15 @@ fn conv_nhwc(
     name: &str,
     op: &Conv,
 ) -> TractResult<Option<TypedModelPatch>> {
-    rule_if!(op.q_params.is_none());
     rule_if!(matches!(op.pool_spec.data_format, DataFormat::NCHW | DataFormat::CHW));
     let fact = model.outlet_fact(node.inputs[0])?;
+    let depthwise = op.group != 1
+        && op.group == op.input_channels()
+        && op.group == op.output_channels()
+        && fact.shape.as_concrete().is_some();
+    // A quantized convolution moves only when it is a depthwise one that runs as an 8-bit
+    // DepthWise (fieldkit patch 13); the rest keep tract's quantized paths where they are.
+    rule_if!(op.q_params.is_none() || (depthwise && node.inputs.len() == 9));
     let r = fact.rank();
     let c_axis = op.pool_spec.data_format.shape(&fact.shape)?.c_axis();
     let data_format = match op.pool_spec.data_format {
@@ -46,12 +52,13 @@ fn conv_nhwc(
     let conv = Conv { pool_spec: PoolSpec { data_format, ..op.pool_spec.clone() }, ..op.clone() };
     let mut wires = tvec!(x[0]);
     wires.extend_from_slice(&inputs[1..]);
-    let is_depthwise = node.inputs.len() == 3
-        && op.group != 1
-        && op.group == op.input_channels()
-        && op.group == op.output_channels()
-        && fact.shape.as_concrete().is_some();
-    let wire = if is_depthwise {
+    let is_depthwise = node.inputs.len() == 3 && depthwise;
+    let wire = if op.q_params.is_some() {
+        rule_if_some!(
+            wire = super::depth_wise_q8::wire_as_quant_depth_wise(&conv, &mut patch, name, &wires)?
+        );
+        wire
+    } else if is_depthwise {
         conv.wire_as_depth_wise(&mut patch, name, &wires)?
     } else {
         patch.wire_node(name, conv, &wires)?[0]

@@ -6,9 +6,11 @@
 //! in float; no pass turns the sandwich into a `Conv` with `q_params`, the form tract's int8
 //! kernels (VNNI, SDOT) run (sonos/tract PR #2725 proposes one). This rule does, for `group == 1`
 //! convolutions: the 1x1 ones then declutter into quantized `EinSum`s, the others into the
-//! quantized im2col path. Depthwise convolutions (`group > 1`) are left in float: tract's
-//! quantized grouped path is one m = 1 matmul per channel over an eager im2col, far slower than
-//! its float depthwise kernels.
+//! quantized im2col path. Depthwise convolutions (`group` = channels) fold too since patch 13,
+//! where their shape is concrete: codegen then runs them as an 8-bit `DepthWise`
+//! (`depth_wise_q8`), not tract's quantized grouped path (one m = 1 matmul per channel over an
+//! eager im2col, far slower than the float depthwise kernels). Other grouped convolutions stay
+//! float.
 //!
 //! The weights reach the convolution already multiplied out (`PropConst` runs first), so the
 //! rule recovers the integers: per output channel it finds the scale that puts every weight on
@@ -56,7 +58,8 @@ fn quantize_params(node: &TypedNode) -> Option<(f32, i32, DatumType)> {
     if let Some(q) = ew.0.downcast_ref::<QuantizeLinearU8>() {
         Some((q.scale, q.zero_point as i32, DatumType::U8))
     } else {
-        ew.0.downcast_ref::<QuantizeLinearI8>().map(|q| (q.scale, q.zero_point as i32, DatumType::I8))
+        ew.0.downcast_ref::<QuantizeLinearI8>()
+            .map(|q| (q.scale, q.zero_point as i32, DatumType::I8))
     }
 }
 
@@ -68,8 +71,8 @@ fn fake_quantize(node: &TypedNode) -> Option<(&FakeQuantizeLinear, DatumType)> {
         _ => return None,
     };
     // The pair one QDQ tensor writes: the same zero point, reciprocal scales.
-    let consistent = fq.q_zero_point == fq.dq_zero_point
-        && ((fq.q_scale * fq.dq_scale) - 1.0).abs() < 1e-5;
+    let consistent =
+        fq.q_zero_point == fq.dq_zero_point && ((fq.q_scale * fq.dq_scale) - 1.0).abs() < 1e-5;
     consistent.then_some((fq, dt))
 }
 
@@ -116,7 +119,15 @@ fn quantized_output(model: &TypedModel, conv: &TypedNode) -> TractResult<Option<
         rule_if!(!outputs.contains(&OutletId::new(current.id, 0)));
         rule_if_some!(next = model.single_succ(current.id)?);
         let (out, multiplier) = if let Some((multiplier, zero_point, dt)) = quantize_params(next) {
-            (QuantizedOutput::Quantize { node: next.id, scale: multiplier.recip(), zero_point, dt }, multiplier)
+            (
+                QuantizedOutput::Quantize {
+                    node: next.id,
+                    scale: multiplier.recip(),
+                    zero_point,
+                    dt,
+                },
+                multiplier,
+            )
         } else if let Some((fq, dt)) = fake_quantize(next) {
             let out = QuantizedOutput::FakeQuantize {
                 node: next.id,
@@ -192,7 +203,15 @@ pub(super) fn declutter_qdq_conv(
     model: &TypedModel,
     node: &TypedNode,
 ) -> TractResult<Option<TypedModelPatch>> {
-    rule_if!(conv.q_params.is_none() && conv.group == 1 && node.inputs.len() == 3);
+    rule_if!(conv.q_params.is_none() && node.inputs.len() == 3);
+    // Depthwise convolutions (patch 13) fold where codegen runs them as an 8-bit DepthWise:
+    // concrete shapes (elsewhere tract's quantized grouped path would be far slower than float).
+    let depthwise = conv.group > 1
+        && conv.group == conv.input_channels()
+        && conv.group == conv.output_channels()
+        && model.outlet_fact(node.inputs[0])?.shape.as_concrete().is_some()
+        && super::depth_wise_q8::qdq_depthwise_enabled();
+    rule_if!(conv.group == 1 || depthwise);
     rule_if!(conv.kernel_fmt == KernelFormat::OIHW);
     rule_if!(model.outlet_fact(node.inputs[0])?.datum_type == DatumType::F32);
     rule_if!(enabled());
@@ -213,7 +232,8 @@ pub(super) fn declutter_qdq_conv(
     rule_if!(b.len() == 1 || b.len() == channels);
     let mut bias_q = Vec::with_capacity(channels);
     for (c, ks) in k_scales.iter().enumerate() {
-        let v = (b[if b.len() == 1 { 0 } else { c }] as f64 / (input.scale as f64 * *ks as f64)).round();
+        let v = (b[if b.len() == 1 { 0 } else { c }] as f64 / (input.scale as f64 * *ks as f64))
+            .round();
         rule_if!(v.abs() < i32::MAX as f64 / 2.0);
         bias_q.push(v as i32);
     }
@@ -237,13 +257,18 @@ pub(super) fn declutter_qdq_conv(
     };
     let k_scale = patch.add_const(format!("{name}.k_scale"), k_scale)?;
     let (replaced, y_scale, y_zero_point, dt, dequantize) = match output {
-        QuantizedOutput::Quantize { node, scale, zero_point, dt } => (node, scale, zero_point, dt, false),
-        QuantizedOutput::FakeQuantize { node, scale, zero_point, dt } => (node, scale, zero_point, dt, true),
+        QuantizedOutput::Quantize { node, scale, zero_point, dt } => {
+            (node, scale, zero_point, dt, false)
+        }
+        QuantizedOutput::FakeQuantize { node, scale, zero_point, dt } => {
+            (node, scale, zero_point, dt, true)
+        }
     };
     let y0 = patch.add_const(format!("{name}.y0"), tensor0(y_zero_point))?;
     let y_scale_w = patch.add_const(format!("{name}.y_scale"), tensor0(y_scale))?;
     let op = Conv { q_params: Some(dt), ..conv.clone() };
-    let mut y = patch.wire_node(&**name, op, &[x, k, bias, x0, x_scale, k0, k_scale, y0, y_scale_w])?[0];
+    let mut y =
+        patch.wire_node(&**name, op, &[x, k, bias, x0, x_scale, k0, k_scale, y0, y_scale_w])?[0];
     if dequantize {
         y = patch.wire_node(
             format!("{name}.dequantize_output"),
