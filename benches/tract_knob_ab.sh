@@ -45,6 +45,14 @@ for model, knob_p50 in knob_rows.items():
     print(f"{model:40s} {fmt(knob_p50):>34s} {fmt(default_p50):>26s}  {ratio:.2f}x")
     result["models"].append({"model": model, "knob_p50_ms": knob_p50, "default_p50_ms": default_p50,
                              "default_over_knob": round(ratio, 3)})
+# Within one bench call the models run back to back, so their ratio drifts less than either.
+models = list(knob_rows)
+for model in models[1:]:
+    per_round = lambda rows: [a / b for a, b in zip(rows[model], rows[models[0]])]
+    k, d = statistics.median(per_round(knob_rows)), statistics.median(per_round(default_rows))
+    print(f"{model} / {models[0]} within rounds (median): {knob} {k:.2f}x, default {d:.2f}x")
+    result.setdefault("within_round_ratios", []).append(
+        {"model": model, "over": models[0], "knob": round(k, 3), "default": round(d, 3)})
 tmp = out + ".tmp"
 with open(tmp, "w") as f:
     json.dump(result, f, indent=1)

@@ -54,6 +54,13 @@ tract_data::declare_knob!(
 );
 
 tract_data::declare_knob!(
+    TRACT_VNNI_WIDE_TILE,
+    Option<bool>,
+    None,
+    "x86_64 (fieldkit patch 14): force the zmm VNNI 16x16 int8 tile on (true) or off (false) instead of the default: on where the core has two 512-bit FMA ports or is an AMD one."
+);
+
+tract_data::declare_knob!(
     TRACT_AMX_BF16,
     bool,
     false,

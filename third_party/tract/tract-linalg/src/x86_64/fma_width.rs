@@ -49,6 +49,38 @@ pub fn has_dual_avx512_fma() -> bool {
     avx512_fma_units() >= 2
 }
 
+/// fieldkit patch 14: whether the zmm VNNI 16x16 int8 tile is preferred over the ymm 8x8.
+///
+/// The probe below answers "does a 512-bit VPDPBUSD retire as fast as a 256-bit one", and on
+/// AMD Zen 4 (512-bit ops double-pumped through 256-bit units) it says no, so 0.23.9 keeps the
+/// 8x8 there. But the 8x8 tile's inner loop issues one 4-byte broadcast per 32 MACs (the 16x16:
+/// per 64) and four times the tiles, each with its own epilogue, and on the small-k products
+/// of convolutional networks those, not the multiplier, are what bind: on a 2-core EPYC Zen 4
+/// every one of the 36 quantized matrix products of a MobileNetV2 weed classifier (m 9..2304,
+/// k 16..1280) ran faster on the 16x16, by 6 to 74 %. Zen 5 has full 512-bit units. So AMD
+/// cores take the wide tile; Intel ones keep the probe's answer (an i9-11900KB measured the
+/// 16x16 4 to 11 % slower on int8 LLM prefill). `TRACT_VNNI_WIDE_TILE=true|false` forces it.
+pub fn prefer_wide_vnni_tile() -> bool {
+    static WIDE: OnceLock<bool> = OnceLock::new();
+    *WIDE.get_or_init(|| {
+        crate::knobs::TRACT_VNNI_WIDE_TILE
+            .get()
+            .unwrap_or_else(|| is_amd() || has_dual_avx512_fma())
+    })
+}
+
+/// CPUID leaf 0's vendor string is "AuthenticAMD".
+pub(crate) fn is_amd() -> bool {
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID leaf 0 exists on every x86_64 CPU.
+    let r = unsafe { std::arch::x86_64::__cpuid(0) };
+    let mut vendor = [0u8; 12];
+    vendor[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+    vendor[4..8].copy_from_slice(&r.edx.to_le_bytes());
+    vendor[8..12].copy_from_slice(&r.ecx.to_le_bytes());
+    &vendor == b"AuthenticAMD"
+}
+
 fn detect_fma_units() -> u8 {
     if let Some(v) = crate::knobs::TRACT_AVX512_FMA_UNITS.get() {
         match v.trim() {

@@ -14,13 +14,14 @@ use super::amx::PackedAmxA;
 #[cfg(tract_amx_bf16)]
 use super::amx_bf16::{PackedAmxBf16A, PackedBf16K2};
 #[cfg(tract_avx512vnni)]
-use super::fma_width::has_dual_avx512_fma;
+use super::fma_width::prefer_wide_vnni_tile;
 
 /// The zmm 16x16 VNNI tile only out-throughputs the ymm 8x8 on cores with two 512-bit FMA
 /// ports; elsewhere it is pure tile-padding overhead, so there it must lose every tie to the
 /// 8x8. It stays runnable on every VNNI core, so that its tests run there too.
 #[cfg(tract_avx512vnni)]
-const AVX512VNNI_WIDE_TILE: fn() -> isize = || if has_dual_avx512_fma() { 50 } else { -1 };
+/// fieldkit patch 14: AMD cores take it too (`prefer_wide_vnni_tile`).
+const AVX512VNNI_WIDE_TILE: fn() -> isize = || if prefer_wide_vnni_tile() { 50 } else { -1 };
 
 /// The AMX bf16 kernel truncates its f32 operands to bf16 (~1/2^8 relative error per multiply),
 /// so it is opt-in through TRACT_AMX_BF16 and off by default even where the hardware has it.
@@ -279,7 +280,9 @@ fn avx512vnni_preferred(
 ) -> Option<&'static str> {
     match (dt, query.n) {
         (DatumType::I32, Some(1)) => None,
-        (DatumType::I32, _) if !has_dual_avx512_fma() => Some(avx512vnni_mmm_i32_8x8.name.as_str()),
+        (DatumType::I32, _) if !prefer_wide_vnni_tile() => {
+            Some(avx512vnni_mmm_i32_8x8.name.as_str())
+        }
         (DatumType::I32, _) => {
             let big = |o: Option<usize>, t: usize| o.is_none_or(|v| v >= t);
             Some(if big(query.m, 16) && big(query.n, 16) {
@@ -632,6 +635,24 @@ mod tests {
     use super::*;
     use crate::frame::mmm::{AsInputValue, FusedSpec};
     use tract_data::internal::*;
+
+    /// fieldkit patch 14: an AMD core with AVX-512-VNNI takes the 16x16 int8 tile for a
+    /// convolution-sized product (0.23.9 gave it the 8x8: its probe sees one 512-bit port).
+    #[cfg(tract_avx512vnni)]
+    #[test]
+    fn amd_vnni_takes_the_wide_tile() {
+        if !is_x86_feature_detected!("avx512vnni")
+            || crate::knobs::TRACT_VNNI_WIDE_TILE.get().is_some()
+            || !super::super::fma_width::is_amd()
+        {
+            return;
+        }
+        let isa = crate::isa::IsaSet::default();
+        let query = Query::plain(DatumType::I32, Some(2304), Some(16), Some(96));
+        let picked = avx512vnni_preferred(&isa, DatumType::I32, &query, &[]);
+        assert_eq!(picked, Some(avx512vnni_mmm_i32_16x16.name.as_str()));
+        assert!(AVX512VNNI_WIDE_TILE() > 0);
+    }
 
     #[test]
     fn avx512_128x1_add_unicast_with_strided_c() -> TractResult<()> {
