@@ -176,7 +176,9 @@ MMMExternKernel! { x86_64; avx512vnni_mmm_i32_8x8<i32>(8,8)@(256,4) isa(X86_64Av
 // 2x work/iteration only turns into 2x throughput when the core has two
 // 512-bit FMA units to retire two VPDPBUSD/zmm per cycle; single-512-FMA
 // client cores (Ice Lake-U / Tiger Lake / Rocket Lake) get no gain and stay on
-// the 8x8 ymm kernel -- see `has_dual_avx512_fma()` in `fma_width.rs`.
+// the 8x8 ymm kernel -- see `has_dual_avx512_fma()` in `fma_width.rs`. AMD cores
+// (Zen 4 double-pumps 512-bit ops, Zen 5 has full-width units) take it anyway: fewer
+// broadcasts and tiles per MAC win there (fieldkit patch 14, `prefer_wide_vnni_tile()`).
 //
 // On dual-FMA cores the boost lifts it above the 8x8 VNNI kernel in the einsum
 // kernel-selection scorer for unknown shapes, while staying below the AMX 16x16
