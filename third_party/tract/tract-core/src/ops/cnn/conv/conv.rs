@@ -1338,14 +1338,22 @@ impl TypedOp for Conv {
     /// without a `depthwise_c_f32` kernel get no suggestion: their channel-last
     /// path is scalar.
     fn suggested_axis_changes(&self) -> TractResult<TVec<(InOut, AxisOp)>> {
-        if tract_linalg::routines::depthwise_c_f32().is_none() {
-            return Ok(tvec!());
-        }
         let fmt = self.pool_spec.data_format;
         let depthwise = self.group > 1
             && self.group == self.input_channels()
             && self.group == self.output_channels();
-        if !depthwise || self.q_params.is_some() || self.input_channels() < 16 || fmt.c_is_last() {
+        // fieldkit patch 13: a quantized depthwise convolution runs fastest channel-last too,
+        // as an 8-bit DepthWise (any architecture); channel-first it takes a slower path.
+        let quantized_depthwise =
+            depthwise && self.q_params.is_some() && super::depth_wise_q8::qdq_depthwise_enabled();
+        if !quantized_depthwise && tract_linalg::routines::depthwise_c_f32().is_none() {
+            return Ok(tvec!());
+        }
+        if !depthwise
+            || (self.q_params.is_some() && !quantized_depthwise)
+            || self.input_channels() < 16
+            || fmt.c_is_last()
+        {
             return Ok(tvec!());
         }
         let rank = self.pool_spec.rank() + 1 + fmt.has_n() as usize;

@@ -241,24 +241,79 @@ fn eval_via_f32<X: Byte + Datum, Y: Byte + Datum>(
 ) -> TractResult<TVec<TValue>> {
     let (img, kernel, bias) = args_3!(inputs);
     let zp = q.x_zero_point as f32;
+    let mut shifted = unsafe { Tensor::uninitialized::<f32>(img.shape())? };
     let xs = unsafe { img.as_slice_unchecked::<X>() };
-    let shifted: Vec<f32> = xs.iter().map(|x| x.to_f32() - zp).collect();
-    let shifted = Tensor::from_shape(img.shape(), &shifted)?;
+    for (x, s) in xs.iter().zip(unsafe { shifted.as_slice_mut_unchecked::<f32>() }) {
+        *s = x.to_f32() - zp;
+    }
     let float = dw.float_twin();
     let out = float.eval_gen::<f32>(tvec!(shifted.into_tvalue(), kernel, bias))?.remove(0);
     let out = out.try_as_plain_ram()?;
     let out = out.as_slice::<f32>()?;
-    let scales = q.scales_f32();
-    let channels = scales.len();
-    let c_stride = *dw.output_shape.c_stride();
-    let (lo, hi) = q.range();
     let mut y = unsafe { Tensor::uninitialized::<Y>(&dw.output_shape.shape)? };
     let ys = unsafe { y.as_slice_mut_unchecked::<Y>() };
-    for (ix, (v, o)) in out.iter().zip(ys.iter_mut()).enumerate() {
-        let c = (ix / c_stride) % channels;
-        *o = Y::from_i32(quantize_to_range(*v, scales[c], q.y_zero_point, lo, hi));
-    }
+    let (lo, hi) = q.range();
+    // `c_stride` consecutive values share a channel (a whole plane channel-first).
+    let plane = *dw.output_shape.c_stride();
+    unsafe { requantize_fn::<Y>()(out, ys, plane, q.scales_f32(), q.y_zero_point, lo, hi) };
     Ok(tvec!(y.into_tvalue()))
+}
+
+/// `ys = requantize(xs)`, the scale of channel `(i / plane) % channels` for element `i`.
+#[inline(always)]
+fn requantize<Y: Byte>(
+    xs: &[f32],
+    ys: &mut [Y],
+    plane: usize,
+    scales: &[f32],
+    y_zero_point: i32,
+    lo: i32,
+    hi: i32,
+) {
+    for (ix, (x, y)) in xs.chunks(plane).zip(ys.chunks_mut(plane)).enumerate() {
+        let s = scales[ix % scales.len()];
+        for (x, y) in x.iter().zip(y.iter_mut()) {
+            *y = Y::from_i32(quantize_to_range(*x, s, y_zero_point, lo, hi));
+        }
+    }
+}
+
+type RequantizeFn<Y> = unsafe fn(&[f32], &mut [Y], usize, &[f32], i32, i32, i32);
+
+/// Baseline x86-64 has no packed rounding (`round_ties_even` is a libm call per element
+/// there), so the loop is compiled for AVX2 too and picked at run time, as patch 2 does.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn requantize_avx2<Y: Byte>(
+    xs: &[f32],
+    ys: &mut [Y],
+    plane: usize,
+    scales: &[f32],
+    y_zero_point: i32,
+    lo: i32,
+    hi: i32,
+) {
+    requantize(xs, ys, plane, scales, y_zero_point, lo, hi)
+}
+
+unsafe fn requantize_plain<Y: Byte>(
+    xs: &[f32],
+    ys: &mut [Y],
+    plane: usize,
+    scales: &[f32],
+    y_zero_point: i32,
+    lo: i32,
+    hi: i32,
+) {
+    requantize(xs, ys, plane, scales, y_zero_point, lo, hi)
+}
+
+fn requantize_fn<Y: Byte>() -> RequantizeFn<Y> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        return requantize_avx2::<Y>;
+    }
+    requantize_plain::<Y>
 }
 
 /// One output position, channels `0..width` (all pointers already at the first channel):
@@ -540,14 +595,16 @@ mod test {
             model = rewrite.transform_into(model)?.into_decluttered()?;
         }
         let optimized = model.into_optimized()?;
+        // Channel-last when asked for; a channel-first one may be moved by declutter's axis
+        // changes (`Conv::suggested_axis_changes`) where its neighbours allow.
         let channel_last = fmt.c_is_last() || nhwc_transform;
         ensure!(
-            optimized.nodes().iter().any(|n| {
-                n.op_as::<DepthWise>().is_some_and(|d| {
-                    d.q8().is_some() && d.input_shape.fmt.c_is_last() == channel_last
-                })
-            }),
-            "no 8-bit DepthWise (channel last: {channel_last}) in the plan"
+            optimized.nodes().iter().any(|n| n
+                .op_as::<DepthWise>()
+                .is_some_and(
+                    |d| d.q8().is_some() && (d.input_shape.fmt.c_is_last() || !channel_last)
+                )),
+            "no 8-bit DepthWise (channel last: {channel_last}) in the plan: {fmt:?} {channels} channels, transform {nhwc_transform}"
         );
         let got = optimized.into_runnable()?.run(tvec!(x_tensor.into_tvalue()))?.remove(0);
 
