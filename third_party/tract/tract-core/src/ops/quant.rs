@@ -46,7 +46,7 @@ pub fn quantize_linear_f32_i8(x: f32, scale: f32, zero_point: i32) -> i8 {
 }
 
 /// An 8-bit type QuantizeLinear writes, and its scalar quantizer.
-trait QuantizedByte: Copy {
+pub(crate) trait QuantizedByte: Copy {
     fn quantize(x: f32, scale: f32, zero_point: i32) -> Self;
     /// A value already within the type's range.
     fn from_i32(v: i32) -> Self;

@@ -58,6 +58,13 @@ impl Conv {
         self.pool_spec.output_channels
     }
 
+    /// One group per channel, as many output channels as input ones.
+    pub fn is_depthwise(&self) -> bool {
+        self.group > 1
+            && self.group == self.input_channels()
+            && self.group == self.output_channels()
+    }
+
     pub fn wire_kernel_as_g_o_ihw(
         &self,
         model: &mut TypedModel,
@@ -1339,21 +1346,17 @@ impl TypedOp for Conv {
     /// path is scalar.
     fn suggested_axis_changes(&self) -> TractResult<TVec<(InOut, AxisOp)>> {
         let fmt = self.pool_spec.data_format;
-        let depthwise = self.group > 1
-            && self.group == self.input_channels()
-            && self.group == self.output_channels();
-        // fieldkit patch 13: a quantized depthwise convolution runs fastest channel-last too,
-        // as an 8-bit DepthWise (any architecture); channel-first it takes a slower path.
-        let quantized_depthwise =
-            depthwise && self.q_params.is_some() && super::depth_wise_q8::qdq_depthwise_enabled();
-        if !quantized_depthwise && tract_linalg::routines::depthwise_c_f32().is_none() {
+        if !self.is_depthwise() || self.input_channels() < 16 || fmt.c_is_last() {
             return Ok(tvec!());
         }
-        if !depthwise
-            || (self.q_params.is_some() && !quantized_depthwise)
-            || self.input_channels() < 16
-            || fmt.c_is_last()
-        {
+        // fieldkit patch 13: a quantized one runs channel-last as an 8-bit DepthWise on any
+        // architecture; a float one where tract-linalg has a channel-last kernel.
+        let runs_channel_last = if self.q_params.is_some() {
+            super::depth_wise_q8::qdq_depthwise_enabled()
+        } else {
+            tract_linalg::routines::depthwise_c_f32().is_some()
+        };
+        if !runs_channel_last {
             return Ok(tvec!());
         }
         let rank = self.pool_spec.rank() + 1 + fmt.has_n() as usize;
@@ -1526,11 +1529,7 @@ impl TypedOp for Conv {
                 patch.shunt_outside(model, OutletId::new(node.id, 0), wire)?;
                 patch.obliterate(node.id)?;
                 Ok(Some(patch))
-            } else if self.group != 1
-                && self.group == self.output_channels()
-                && self.group == self.input_channels()
-                && input_fact.shape.as_concrete().is_some()
-            {
+            } else if self.is_depthwise() && input_fact.shape.as_concrete().is_some() {
                 let mut patch = TypedModelPatch::new("depth_wise");
                 let inputs = patch.taps(model, &node.inputs)?;
                 let wire = self

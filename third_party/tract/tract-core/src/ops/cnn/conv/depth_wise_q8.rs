@@ -29,7 +29,7 @@ use crate::internal::*;
 use crate::ops::cnn::conv::{Conv, KernelFormat};
 use crate::ops::cnn::patches::ZoneScanner;
 use crate::ops::cnn::pools::ConcretePoolGeometry;
-use crate::ops::quant::quantize_to_range;
+use crate::ops::quant::{QuantizedByte, quantize_to_range};
 
 use super::depth_wise::DepthWise;
 
@@ -68,13 +68,13 @@ impl DepthWiseQ8 {
     }
 
     fn range(&self) -> (i32, i32) {
-        if self.y_dt.unquantized() == DatumType::U8 { (0, 255) } else { (-128, 127) }
+        super::qdq_fold::range_of(self.y_dt)
     }
 }
 
-trait Byte: Copy + Send + Sync + 'static {
+/// An 8-bit tensor element: read as f32, written from an in-range i32 (`QuantizedByte`).
+trait Byte: QuantizedByte + Send + Sync + 'static {
     fn to_f32(self) -> f32;
-    fn from_i32(v: i32) -> Self;
 }
 
 impl Byte for u8 {
@@ -82,20 +82,12 @@ impl Byte for u8 {
     fn to_f32(self) -> f32 {
         self as f32
     }
-    #[inline(always)]
-    fn from_i32(v: i32) -> Self {
-        v as u8
-    }
 }
 
 impl Byte for i8 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self as f32
-    }
-    #[inline(always)]
-    fn from_i32(v: i32) -> Self {
-        v as i8
     }
 }
 
@@ -124,7 +116,7 @@ pub(super) fn wire_as_quant_depth_wise(
     inputs: &[OutletId],
 ) -> TractResult<Option<OutletId>> {
     let channels = conv.output_channels();
-    rule_if!(conv.group > 1 && conv.group == channels && conv.group == conv.input_channels());
+    rule_if!(conv.is_depthwise());
     rule_if!(inputs.len() == 9 && conv.kernel_fmt == KernelFormat::OIHW);
     rule_if_some!(y_dt = conv.q_params);
     rule_if!(matches!(y_dt.unquantized(), DatumType::U8 | DatumType::I8));

@@ -32,10 +32,7 @@ fn conv_nhwc(
 ) -> TractResult<Option<TypedModelPatch>> {
     rule_if!(matches!(op.pool_spec.data_format, DataFormat::NCHW | DataFormat::CHW));
     let fact = model.outlet_fact(node.inputs[0])?;
-    let depthwise = op.group != 1
-        && op.group == op.input_channels()
-        && op.group == op.output_channels()
-        && fact.shape.as_concrete().is_some();
+    let depthwise = op.is_depthwise() && fact.shape.as_concrete().is_some();
     // A quantized convolution moves only when it is a depthwise one that runs as an 8-bit
     // DepthWise (fieldkit patch 13); the rest keep tract's quantized paths where they are.
     rule_if!(op.q_params.is_none() || (depthwise && node.inputs.len() == 9));

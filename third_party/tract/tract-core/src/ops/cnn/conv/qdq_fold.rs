@@ -48,7 +48,7 @@ struct QuantizedActivation {
     zero_point: i32,
 }
 
-fn range_of(dt: DatumType) -> (i32, i32) {
+pub(super) fn range_of(dt: DatumType) -> (i32, i32) {
     if dt == DatumType::U8 { (0, 255) } else { (-128, 127) }
 }
 
@@ -206,9 +206,7 @@ pub(super) fn declutter_qdq_conv(
     rule_if!(conv.q_params.is_none() && node.inputs.len() == 3);
     // Depthwise convolutions (patch 13) fold where codegen runs them as an 8-bit DepthWise:
     // concrete shapes (elsewhere tract's quantized grouped path would be far slower than float).
-    let depthwise = conv.group > 1
-        && conv.group == conv.input_channels()
-        && conv.group == conv.output_channels()
+    let depthwise = conv.is_depthwise()
         && model.outlet_fact(node.inputs[0])?.shape.as_concrete().is_some()
         && super::depth_wise_q8::qdq_depthwise_enabled();
     rule_if!(conv.group == 1 || depthwise);
