@@ -1183,28 +1183,23 @@ where
     }
 
     #[inline]
-    fn write_slice(&mut self, ts: &[T]) {
-        let n = ts.len();
-        if n == 0 {
-            return;
-        }
-        let pw = self.panel_width();
-        if self.local_mn + n <= pw {
-            // Whole slice stays inside the current (panel, k): tight stride-4 store.
+    fn write_slice(&mut self, mut ts: &[T]) {
+        // The part inside the current (panel, k) is a tight stride-4 store; a slice that
+        // crosses into the next panel goes on there (a 48-wide image row spans three 16-lane
+        // panels, and used to fall back to one `write` per element).
+        while !ts.is_empty() {
+            let n = (self.panel_width() - self.local_mn).min(ts.len());
             unsafe {
                 let mut d = self.base.add(
                     self.panel * self.panel_len + self.kb * self.r4 + self.local_mn * 4 + self.kr,
                 );
-                for &t in ts {
+                for &t in &ts[..n] {
                     *d = t;
                     d = d.add(4);
                 }
             }
             self.advance(n);
-        } else {
-            for &t in ts {
-                self.write(t);
-            }
+            ts = &ts[n..];
         }
     }
 }
@@ -1257,26 +1252,75 @@ impl PackedI8K4 {
         let panels = mn.div_ceil(self.r);
         let st = t.strides();
         let mut blob = unsafe { Blob::new_for_size_and_align(panels * pl, self.align) };
-        blob.as_bytes_mut().fill(0);
+        // Only the padding (a K % 4 tail, a partial last panel) is left unwritten below.
+        if k % 4 != 0 || mn % self.r != 0 {
+            blob.as_bytes_mut().fill(0);
+        }
         let (ks, ms) = (st[k_axis], st[mn_axis]);
         let kblocks = kp / 4;
         unsafe {
             let src = t.as_ptr_unchecked::<i8>();
             let dst = blob.as_mut_ptr() as *mut i8;
-            for p in 0..panels {
-                let pw = self.r.min(mn - p * self.r);
-                let panel = dst.add(p * pl);
-                let mn0 = (p * self.r) as isize;
-                for kb in 0..kblocks {
-                    for kr in 0..4 {
-                        let kk = kb * 4 + kr;
-                        if kk >= k {
-                            break;
+            if ks == 1 {
+                // K contiguous (a channel-last activation): each lane's 4 K bytes are one
+                // 4-byte word of the source, moved whole (the byte loop below is 4x the moves).
+                let full = k / 4;
+                for p in 0..panels {
+                    let pw = self.r.min(mn - p * self.r);
+                    let panel = dst.add(p * pl);
+                    for lm in 0..pw {
+                        let srow = src.offset((p * self.r + lm) as isize * ms);
+                        let d = panel.add(lm * 4);
+                        for kb in 0..full {
+                            let word = (srow.add(kb * 4) as *const u32).read_unaligned();
+                            (d.add(kb * self.r * 4) as *mut u32).write_unaligned(word);
                         }
-                        let srow = src.offset(kk as isize * ks + mn0 * ms);
-                        let dcol = panel.add(kb * self.r * 4 + kr);
+                        for kr in 0..k % 4 {
+                            *d.add(full * self.r * 4 + kr) = *srow.add(full * 4 + kr);
+                        }
+                    }
+                }
+            } else if ms == 1 {
+                // MN contiguous: four K rows interleaved into 4-byte words, one store per word.
+                for p in 0..panels {
+                    let pw = self.r.min(mn - p * self.r);
+                    let panel = dst.add(p * pl);
+                    let mn0 = (p * self.r) as isize;
+                    for kb in 0..kblocks {
+                        let row = |kr: usize| {
+                            let kk = kb * 4 + kr;
+                            (kk < k).then(|| src.offset(kk as isize * ks + mn0))
+                        };
+                        let rows = [row(0), row(1), row(2), row(3)];
+                        let d = panel.add(kb * self.r * 4) as *mut u32;
                         for lm in 0..pw {
-                            *dcol.add(lm * 4) = *srow.offset(lm as isize * ms);
+                            let byte = |r: Option<*const i8>| r.map_or(0, |r| *r.add(lm) as u8);
+                            let word = u32::from_ne_bytes([
+                                byte(rows[0]),
+                                byte(rows[1]),
+                                byte(rows[2]),
+                                byte(rows[3]),
+                            ]);
+                            d.add(lm).write_unaligned(word);
+                        }
+                    }
+                }
+            } else {
+                for p in 0..panels {
+                    let pw = self.r.min(mn - p * self.r);
+                    let panel = dst.add(p * pl);
+                    let mn0 = (p * self.r) as isize;
+                    for kb in 0..kblocks {
+                        for kr in 0..4 {
+                            let kk = kb * 4 + kr;
+                            if kk >= k {
+                                break;
+                            }
+                            let srow = src.offset(kk as isize * ks + mn0 * ms);
+                            let dcol = panel.add(kb * self.r * 4 + kr);
+                            for lm in 0..pw {
+                                *dcol.add(lm * 4) = *srow.offset(lm as isize * ms);
+                            }
                         }
                     }
                 }

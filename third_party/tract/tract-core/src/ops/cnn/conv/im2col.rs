@@ -549,8 +549,17 @@ impl Patcher {
                 writer.write_slice(row);
             }
         } else {
-            for x in x_min..x_max {
-                writer.write(unsafe { *iptr.offset(x * x_stride_ptr) });
+            // Strided (a stride-2 convolution): gathered a chunk at a time so the writer
+            // stores runs, not single elements.
+            let mut buf = [T::default(); 64];
+            let mut x = x_min;
+            while x < x_max {
+                let n = ((x_max - x) as usize).min(buf.len());
+                for (i, b) in buf[..n].iter_mut().enumerate() {
+                    *b = unsafe { *iptr.offset((x + i as isize) * x_stride_ptr) };
+                }
+                writer.write_slice(&buf[..n]);
+                x += n as isize;
             }
         }
     }
