@@ -697,19 +697,54 @@ fn requantize_body<T: QuantizedByte>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn requantize_avx2<T: QuantizedByte>(
+/// The whole tensor: channel-last (`inner` 1) rows of `channels` values taking the scales lane
+/// by lane, or runs of `inner` values sharing one. One call for the tensor, so that a row of 16
+/// channels is not a function call of its own (it was, and cost more than its arithmetic).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn requantize_all<T: QuantizedByte>(
     xs: &[i32],
     ys: &mut [T],
     scales: &[f32],
-    per_lane: bool,
+    channels: usize,
+    inner: usize,
     zero_point: i32,
     lo: i32,
     hi: i32,
 ) {
-    requantize_body(xs, ys, scales, per_lane, zero_point, lo, hi)
+    if inner == 1 && channels > 1 {
+        for (xs, ys) in xs.chunks_exact(channels).zip(ys.chunks_exact_mut(channels)) {
+            requantize_body(xs, ys, scales, true, zero_point, lo, hi);
+        }
+    } else {
+        for (ix, (xs, ys)) in xs.chunks(inner).zip(ys.chunks_mut(inner)).enumerate() {
+            requantize_body(xs, ys, &scales[ix % channels..][..1], false, zero_point, lo, hi);
+        }
+    }
 }
+
+macro_rules! requantize_with_features {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<T: QuantizedByte>(
+            xs: &[i32],
+            ys: &mut [T],
+            scales: &[f32],
+            channels: usize,
+            inner: usize,
+            zero_point: i32,
+            lo: i32,
+            hi: i32,
+        ) {
+            requantize_all(xs, ys, scales, channels, inner, zero_point, lo, hi)
+        }
+    };
+}
+
+requantize_with_features!(requantize_avx512, "avx512f,avx512bw,avx512vl,avx2");
+requantize_with_features!(requantize_avx2, "avx2");
 
 impl RequantizeI32 {
     fn eval_t<T: QuantizedByte + Datum>(&self, x: &Tensor) -> TractResult<Tensor> {
@@ -722,27 +757,19 @@ impl RequantizeI32 {
         let xs = xs.as_slice::<i32>()?;
         let mut ys = y.try_as_plain_ram_mut()?;
         let ys = ys.as_slice_mut::<T>()?;
+        let (scales, zp, lo, hi) = (&self.scales[..], self.zero_point, self.lo, self.hi);
         #[cfg(target_arch = "x86_64")]
-        let avx2 = std::is_x86_feature_detected!("avx2");
-        let run = |xs: &[i32], ys: &mut [T], scales: &[f32], per_lane: bool| {
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                return unsafe {
-                    requantize_avx2(xs, ys, scales, per_lane, self.zero_point, self.lo, self.hi)
-                };
+        {
+            if std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vl") {
+                unsafe { requantize_avx512(xs, ys, scales, channels, inner, zp, lo, hi) };
+                return Ok(y);
             }
-            requantize_body(xs, ys, scales, per_lane, self.zero_point, self.lo, self.hi)
-        };
-        if inner == 1 && channels > 1 {
-            // Channel-last: each block of `channels` values takes the scales lane by lane.
-            for (xs, ys) in xs.chunks(channels).zip(ys.chunks_mut(channels)) {
-                run(xs, ys, &self.scales, true);
-            }
-        } else {
-            for (ix, (xs, ys)) in xs.chunks(inner).zip(ys.chunks_mut(inner)).enumerate() {
-                run(xs, ys, &self.scales[ix % channels..][..1], false);
+            if std::is_x86_feature_detected!("avx2") {
+                unsafe { requantize_avx2(xs, ys, scales, channels, inner, zp, lo, hi) };
+                return Ok(y);
             }
         }
+        requantize_all(xs, ys, scales, channels, inner, zp, lo, hi);
         Ok(y)
     }
 }
