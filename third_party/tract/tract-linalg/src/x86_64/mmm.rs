@@ -286,8 +286,15 @@ fn avx512vnni_preferred(
             Some(avx512vnni_mmm_i32_8x8.name.as_str())
         }
         (DatumType::I32, _) => {
-            let big = |o: Option<usize>, t: usize| o.is_none_or(|v| v >= t);
-            Some(if big(query.m, 16) && big(query.n, 16) {
+            // fieldkit patch 18: the 16x16 unless its padded C is over 4/3 of the 8x8's.
+            // "Both dims at least 16" sent n = 9 (MobileNetV2's last 3x3 stage: 1280x320x9
+            // and 7 more) to the 8x8, which pads 9 to 16 as well, with four times the tiles;
+            // the wide tile also won at n = 24 and 36 (padded 32 vs 24, 48 vs 40), and loses
+            // where it pads twice as much (a dimension of 8 or less).
+            let padded = |o: Option<usize>, t: usize| o.map_or(1, |v| v.div_ceil(t) * t);
+            let wide = 3 * padded(query.m, 16) * padded(query.n, 16)
+                <= 4 * padded(query.m, 8) * padded(query.n, 8);
+            Some(if wide {
                 avx512vnni_mmm_i32_16x16.name.as_str()
             } else {
                 avx512vnni_mmm_i32_8x8.name.as_str()
@@ -654,6 +661,26 @@ mod tests {
         let picked = avx512vnni_preferred(&isa, DatumType::I32, &query, &[]);
         assert_eq!(picked, Some(avx512vnni_mmm_i32_16x16.name.as_str()));
         assert!(AVX512VNNI_WIDE_TILE() > 0);
+    }
+
+    #[test]
+    fn wide_vnni_tile_unless_it_pads_much_more() {
+        if !is_x86_feature_detected!("avx512vnni") || !prefer_wide_vnni_tile() {
+            return;
+        }
+        let isa = crate::isa::IsaSet::default();
+        let pick = |m, k, n| {
+            let query = Query::plain(DatumType::I32, Some(m), Some(k), Some(n));
+            avx512vnni_preferred(&isa, DatumType::I32, &query, &[])
+        };
+        let (wide, narrow) =
+            (avx512vnni_mmm_i32_16x16.name.as_str(), avx512vnni_mmm_i32_8x8.name.as_str());
+        // n = 9 pads to 16 on either tile; n = 36 to 48 vs 40.
+        assert_eq!(pick(1280, 320, 9), Some(wide));
+        assert_eq!(pick(576, 96, 36), Some(wide));
+        // n = 4 pads to 16 vs 8.
+        assert_eq!(pick(1280, 320, 4), Some(narrow));
+        assert_eq!(pick(8, 320, 1280), Some(narrow));
     }
 
     #[test]
