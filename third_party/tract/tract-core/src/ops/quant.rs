@@ -843,6 +843,23 @@ impl TypedOp for RequantizeI32 {
         Ok(Some(AxisChangeConsequence::new(model, node, Some(Box::new(op)), change)))
     }
 
+    /// Writes i8 itself when an `OffsetU8asI8` follows (see `offset_u8_as_i8_successor`).
+    fn fuse(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+        rule_if_some!((succ, dt) = offset_u8_as_i8_successor(model, node)?);
+        let op = RequantizeI32 {
+            zero_point: self.zero_point - 128,
+            lo: self.lo - 128,
+            hi: self.hi - 128,
+            dt,
+            ..self.clone()
+        };
+        let mut patch = TypedModelPatch::new(format!("fusing {succ} into {node}"));
+        let taps = patch.taps(model, &node.inputs)?;
+        let wire = patch.wire_node(&node.name, op, &taps)?[0];
+        patch.shunt_outside(model, succ.id.into(), wire)?;
+        Ok(Some(patch))
+    }
+
     as_op!();
 }
 
@@ -938,6 +955,29 @@ impl ElementWiseMiniOp for OffsetU8asI8 {
 }
 pub fn offset_u8_as_i8() -> ElementWiseOp {
     ElementWiseOp(Box::new(OffsetU8asI8 {}), None)
+}
+
+/// When `node` writes plain u8 and its only consumer is an `OffsetU8asI8` (what the quantized
+/// matmul wiring puts before a u8 activation), that consumer and its (i8) output type: a producer that writes
+/// u8 through a zero point can write the i8 itself, with the zero point less 128 (exact:
+/// the offset subtracts 128 from every byte), and the pass over the tensor goes (patch 19).
+pub(crate) fn offset_u8_as_i8_successor<'m>(
+    model: &'m TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(&'m TypedNode, DatumType)>> {
+    if node.outputs.len() != 1
+        || node.outputs[0].successors.len() != 1
+        || model.output_outlets()?.contains(&node.id.into())
+        || node.outputs[0].fact.datum_type != u8::datum_type()
+    {
+        return Ok(None);
+    }
+    let succ = model.node(node.outputs[0].successors[0].node);
+    let is_offset = succ
+        .op_as::<ElementWiseOp>()
+        .is_some_and(|ew| ew.0.downcast_ref::<OffsetU8asI8>().is_some());
+    let dt = succ.outputs[0].fact.datum_type;
+    Ok((is_offset && dt == i8::datum_type()).then_some((succ, dt)))
 }
 
 #[cfg(test)]
@@ -1176,6 +1216,50 @@ mod quantize_run {
                     let (want, got) = (want.try_as_plain_ram()?, got.try_as_plain_ram()?);
                     assert_eq!(want.as_slice::<i32>()?, got.as_slice::<i32>()?, "{case}");
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A u8 `RequantizeI32` read through `OffsetU8asI8` writes the i8 itself (patch 19): the
+    /// offset is gone from the optimized plan and every byte is the same; the offset stays
+    /// when the u8 tensor is also a model output.
+    #[test]
+    fn requantize_writes_i8_for_an_offset() -> TractResult<()> {
+        let channels = 5usize;
+        let spatial = 11usize;
+        let xs: Vec<i32> = (0..channels * spatial).map(|i| (i as i32 * 7919) % 60011 - 30000).collect();
+        for expose in [false, true] {
+            for (zp, lo, hi) in [(94, 0, 255), (0, 0, 255), (12, 12, 180)] {
+                let mut model = TypedModel::default();
+                let x = model.add_source("x", i32::fact([1, spatial, channels]))?;
+                let rq = RequantizeI32 {
+                    axis: 2,
+                    scales: (0..channels).map(|c| 0.0031 * (c as f32 + 1.0)).collect(),
+                    zero_point: zp,
+                    lo,
+                    hi,
+                    dt: DatumType::U8,
+                };
+                let u = model.wire_node("rq", rq, &[x])?[0];
+                let i = model.wire_node("offset", offset_u8_as_i8(), &[u])?[0];
+                model.select_output_outlets(&if expose { vec![i, u] } else { vec![i] })?;
+                let input = tensor1(&xs).into_shape(&[1, spatial, channels])?;
+                let want = model.clone().into_runnable()?.run(tvec!(input.clone().into()))?;
+                let optimized = model.into_optimized()?;
+                let offsets = optimized
+                    .nodes()
+                    .iter()
+                    .filter(|n| {
+                        n.op_as::<ElementWiseOp>()
+                            .is_some_and(|e| e.0.downcast_ref::<OffsetU8asI8>().is_some())
+                    })
+                    .count();
+                let case = format!("zp {zp} range [{lo}, {hi}] exposed {expose}");
+                assert_eq!(offsets, expose as usize, "{case}");
+                let got = optimized.into_runnable()?.run(tvec!(input.into()))?;
+                assert_eq!(got[0].datum_type(), DatumType::I8, "{case}");
+                assert_eq!(want[0].try_as_plain_ram()?.as_slice::<i8>()?, got[0].try_as_plain_ram()?.as_slice::<i8>()?, "{case}");
             }
         }
         Ok(())
