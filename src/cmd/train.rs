@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fieldkit_core::fsio;
 use fieldkit_trainer::data::boxes::DetAugment;
-use fieldkit_trainer::data::Augment;
+use fieldkit_trainer::data::{Augment, AugmentPreset};
 use fieldkit_trainer::train::detect::{BoxLoss, DetectConfig};
 use fieldkit_trainer::train::{self, ClassWeights, ClassifyConfig, LoopSettings, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy};
 use fieldkit_trainer::DeviceKind;
@@ -65,9 +65,9 @@ pub struct DetectArgs {
     mosaic: Option<f32>,
     #[arg(long, value_enum)]
     box_loss: Option<BoxLoss>,
-    /// Augmentation preset: none, light, standard (YOLOX-nano's), topdown (+ vertical flips).
-    #[arg(long)]
-    augment: Option<String>,
+    /// Augmentation preset (standard: YOLOX-nano's; topdown adds vertical flips).
+    #[arg(long, value_enum)]
+    augment: Option<AugmentPreset>,
     #[command(flatten)]
     train: TrainLoopArgs,
     /// No progress output.
@@ -123,10 +123,10 @@ pub struct ClassifyArgs {
     class_weights: Option<ClassWeights>,
     #[arg(long)]
     label_smoothing: Option<f32>,
-    /// Augmentation preset: none, light, standard, topdown (default: topdown for tiles with a
-    /// median short side <= 80 px, standard for photos).
-    #[arg(long)]
-    augment: Option<String>,
+    /// Augmentation preset (default: topdown for tiles with a median short side <= 80 px,
+    /// standard for photos).
+    #[arg(long, value_enum)]
+    augment: Option<AugmentPreset>,
     /// Random-resized-crop area range over the preset's, as MIN or MIN,MAX (fractions of the image).
     #[arg(long, value_delimiter = ',', num_args = 1..=2)]
     crop_scale: Option<Vec<f32>>,
@@ -229,8 +229,8 @@ pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
         }
         if a.augment.is_none() {
             let preset = fieldkit_trainer::data::auto_augment(median);
-            c.augment = Augment::preset(preset)?;
-            if preset == "topdown" {
+            c.augment = Augment::preset(preset);
+            if preset == AugmentPreset::Topdown {
                 eprintln!("note: --augment topdown (adds vertical flips and quarter turns) for tiles of {median} px; pass --augment standard if up matters in them");
             }
         }
@@ -240,8 +240,8 @@ pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
     if a.lr_ramp {
         c.lr_ramp = true;
     }
-    if let Some(name) = &a.augment {
-        c.augment = Augment::preset(name)?;
+    if let Some(preset) = a.augment {
+        c.augment = Augment::preset(preset);
     }
     if let Some(v) = &a.crop_scale {
         c.augment.crop_scale = [v[0], v.get(1).copied().unwrap_or(1.0)];
@@ -301,8 +301,8 @@ pub fn detect_config_from_args(a: &DetectArgs) -> Result<DetectConfig> {
     }
     set_given!(a => c; size, unfreeze_from, width, neck_width, head_depth, close_mosaic, box_loss);
     a.train.apply(&mut c.train);
-    if let Some(name) = &a.augment {
-        c.augment = DetAugment::preset(name)?;
+    if let Some(preset) = a.augment {
+        c.augment = DetAugment::preset(preset);
     }
     if let Some(m) = a.mosaic {
         c.augment.mosaic = m;
@@ -362,5 +362,30 @@ mod tests {
         let on = Cli::try_parse_from(["fieldkit", "--clip-grad", "2.5"]).unwrap();
         on.train.apply(&mut c.train);
         assert_eq!((c.clip_grad, c.epochs), (Some(2.5), 3));
+    }
+
+    /// `--augment` is one list of presets for both tasks, checked when the flags are parsed:
+    /// an unknown name is refused with the names it could be.
+    #[test]
+    fn augment_presets_parse_for_both_tasks() {
+        #[derive(Parser)]
+        struct Both {
+            #[command(subcommand)]
+            task: TrainCommand,
+        }
+        let parse = |task: &str, preset: &str| {
+            let data = if task == "detect" { "data.yaml" } else { "data" };
+            Both::try_parse_from(["fieldkit", task, "--data", data, "--out", "out", "--augment", preset])
+        };
+        for task in ["classify", "detect"] {
+            let ok = parse(task, "topdown").map_err(|e| e.to_string()).unwrap();
+            let preset = match ok.task {
+                TrainCommand::Classify(a) => a.augment,
+                TrainCommand::Detect(a) => a.augment,
+            };
+            assert_eq!(preset, Some(AugmentPreset::Topdown), "{task}");
+            let err = parse(task, "mosaic").err().expect("mosaic is not a preset").to_string();
+            assert!(err.contains("mosaic") && err.contains("standard"), "{task}: {err}");
+        }
     }
 }

@@ -7,6 +7,7 @@ use image::{Rgb, RgbImage};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::AugmentPreset;
 use crate::error::{Result, TrainerError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,18 +69,13 @@ impl Augment {
         Augment { crop_scale: [0.6, 1.0], hflip: true, ..Self::none() }
     }
 
-    pub fn preset(name: &str) -> Result<Self> {
-        Ok(match name {
-            "none" => Self::none(),
-            "light" => Self::light(),
-            "standard" => Self::standard(),
-            "topdown" => Self::topdown(),
-            other => {
-                return Err(TrainerError::Config(format!(
-                    "--augment '{other}' is not one of none, light, standard, topdown"
-                )))
-            }
-        })
+    pub fn preset(preset: AugmentPreset) -> Self {
+        match preset {
+            AugmentPreset::None => Self::none(),
+            AugmentPreset::Light => Self::light(),
+            AugmentPreset::Standard => Self::standard(),
+            AugmentPreset::Topdown => Self::topdown(),
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -257,8 +253,8 @@ mod tests {
 
     #[test]
     fn presets_and_validation() {
-        assert!(Augment::preset("topdown").is_ok());
-        assert!(Augment::preset("mosaic").unwrap_err().to_string().contains("mosaic"));
+        assert_eq!(Augment::preset(AugmentPreset::Topdown), Augment::topdown());
+        assert_eq!(Augment::preset(AugmentPreset::None), Augment::none());
         let bad = Augment { crop_scale: [0.9, 0.1], ..Augment::none() };
         assert!(bad.validate().is_err());
     }

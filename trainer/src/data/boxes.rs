@@ -10,6 +10,7 @@ use image::{Rgb, RgbImage};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::AugmentPreset;
 use crate::error::{Result, TrainerError};
 use crate::train::detect::assign::GtBox;
 
@@ -126,14 +127,13 @@ impl DetAugment {
         DetAugment { mosaic: 0.0, scale: [0.8, 1.2], translate: 0.05, hflip: true, ..Self::none() }
     }
 
-    pub fn preset(name: &str) -> Result<Self> {
-        Ok(match name {
-            "none" => Self::none(),
-            "light" => Self::light(),
-            "standard" => Self::standard(),
-            "topdown" => Self::topdown(),
-            other => return Err(TrainerError::Config(format!("--augment '{other}' is not one of none, light, standard, topdown"))),
-        })
+    pub fn preset(preset: AugmentPreset) -> Self {
+        match preset {
+            AugmentPreset::None => Self::none(),
+            AugmentPreset::Light => Self::light(),
+            AugmentPreset::Standard => Self::standard(),
+            AugmentPreset::Topdown => Self::topdown(),
+        }
     }
 
     pub fn validate(&self) -> Result<()> {

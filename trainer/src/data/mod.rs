@@ -119,12 +119,26 @@ pub const TILE_SIDE: u32 = 80;
 /// `standard`, because a side-view animal upside down is not a training example. Measured on
 /// weed-cls9's valid split (64 px tiles, otherwise default settings): topdown 0.783 top-1 /
 /// 0.642 macro-F1 against standard's 0.758 / 0.602.
-pub fn auto_augment(median_short_side: u32) -> &'static str {
+pub fn auto_augment(median_short_side: u32) -> AugmentPreset {
     if median_short_side <= TILE_SIDE {
-        "topdown"
+        AugmentPreset::Topdown
     } else {
-        "standard"
+        AugmentPreset::Standard
     }
+}
+
+/// The augmentation presets of `--augment`, one list for both tasks; each task maps a preset
+/// to its own transforms (`Augment::preset`, `DetAugment::preset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AugmentPreset {
+    /// No augmentation.
+    None,
+    /// Crops and horizontal flips only.
+    Light,
+    /// The task's default (for detection, YOLOX-nano's).
+    Standard,
+    /// `standard` plus vertical flips (and, for classification, quarter turns): top-down views.
+    Topdown,
 }
 
 /// Independent, reproducible random stream per (seed, epoch, sample): results do not depend
