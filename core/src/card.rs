@@ -113,7 +113,15 @@ impl ModelCard {
     pub fn read_for(model: &Path) -> Result<Self> {
         let path = card_path(model);
         if !path.exists() {
-            return Err(CoreError::invalid(&path, format!("no model card for {} (expected this file beside it)", model.display())));
+            // Name the fix: a card is written by `fieldkit card init` for a model from elsewhere.
+            return Err(CoreError::invalid(
+                &path,
+                format!(
+                    "no model card for {} (expected this file beside it); write one with `fieldkit card init --model {} --preset yolox|imagenet|imagenet-stretch|features --classes NAMES --size N`",
+                    model.display(),
+                    model.display()
+                ),
+            ));
         }
         let card: ModelCard = fsio::read_json(&path)?;
         if card.card_version > CARD_VERSION {
@@ -193,7 +201,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let model = d.path().join("x.onnx");
         std::fs::write(&model, b"m").unwrap();
-        assert!(ModelCard::load_verified(&model).unwrap_err().to_string().contains("no model card"));
+        let err = ModelCard::load_verified(&model).unwrap_err().to_string();
+        assert!(err.contains("no model card") && err.contains("fieldkit card init --model"), "{err}");
         let mut c = card();
         c.input.shape = vec![1, 3, 96, 96];
         let e = c.write_for(&model).unwrap_err().to_string();
