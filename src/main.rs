@@ -82,8 +82,41 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             std::process::exit(2);
         }
+    }
+}
+
+/// The error and its causes, each said once. `{:#}` joins every cause, but an error that names
+/// a file and its OS error (core's `Io`) already ends with its cause's text, which then came
+/// twice ("/nope.yaml: No such file or directory (os error 2): No such file or directory (os
+/// error 2)").
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::error_chain;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = anyhow::Error::new(fieldkit_core::CoreError::io("/nope.yaml", io)).context("loading the dataset");
+        assert_eq!(error_chain(&e), "loading the dataset: /nope.yaml: No such file or directory");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
     }
 }

@@ -132,4 +132,14 @@ fn bad_input_exits_2_with_the_culprit_named() {
     let o = run(&["--weights", "/nonexistent/w.safetensors"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("w.safetensors"), "{}", stderr(&o));
+    // A --data that is not there is said to be missing (it was "no valid/, val/ or test/
+    // folder"), and an OS error is said once (it came twice after the file name).
+    let nope = dir.path().join("nope");
+    let o = fieldkit(&["train", "classify", "--data", nope.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nope: no such folder"), "{}", stderr(&o));
+    let yaml = dir.path().join("nope.yaml");
+    let o = fieldkit(&["train", "detect", "--data", yaml.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).matches("os error 2").count(), 1, "{}", stderr(&o));
 }

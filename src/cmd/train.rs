@@ -213,6 +213,10 @@ fn default_valid_split(data: &Path) -> Result<String> {
 
 /// Flags over the defaults; every setting ends up in config.json.
 pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
+    if !a.data.is_dir() {
+        let what = if a.data.exists() { "not a folder" } else { "no such folder" };
+        bail!("{}: {what} (--data takes an ImageFolder root: train/ and valid/ folders of class folders)", a.data.display());
+    }
     let mut c = ClassifyConfig::new(a.data.clone());
     c.train_split = a.train_split.clone();
     c.valid_split = match &a.valid_split {
