@@ -125,6 +125,12 @@ fn eval_detector_reports_map_and_counts() {
         assert!(r["box_fit"]["matches"].as_u64().unwrap() >= 1 && r["box_fit"]["median_h_ratio"].as_f64().unwrap() > 0.0, "{r}");
     }
     assert!(stdout(&o).contains("box fit @ score"), "{}", stdout(&o));
+    // An ImageFolder is not a detector's data: said so, instead of a class-folder mismatch.
+    std::fs::create_dir_all(root.join("folder/valid/crop")).unwrap();
+    img(8, 8, 3).save(root.join("folder/valid/crop/x.png")).unwrap();
+    let o = fieldkit(&["eval", "--model", m.to_str().unwrap(), "--data", root.join("folder").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("detector") && stderr(&o).contains("data.yaml"), "{}", stderr(&o));
 }
 
 #[test]

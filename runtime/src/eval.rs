@@ -143,7 +143,7 @@ pub struct Headline {
 }
 
 pub fn headline(engine: &Engine, data: &Path, split: Option<&str>, workers: usize) -> Result<Headline> {
-    Ok(match EvalData::open(data, split, &engine.card().classes)? {
+    Ok(match EvalData::open(data, split, engine.card())? {
         EvalData::Classes(ds) => {
             let r = eval_classifier(engine, &ds, workers)?.report;
             let per_class = r.per_class.iter().map(|c| (c.name.clone(), c.recall)).collect();

@@ -44,7 +44,7 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<i32> {
     let engine = Engine::load(&a.model)?;
     let t = std::time::Instant::now();
-    match EvalData::open(&a.data, a.split.as_deref(), &engine.card().classes)? {
+    match EvalData::open(&a.data, a.split.as_deref(), engine.card())? {
         EvalData::Classes(ds) => {
             let ev = eval_classifier(&engine, &ds, a.workers)?;
             let r = &ev.report;

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::{ImageFolder, YoloDataset};
-use crate::{CoreError, Result};
+use crate::{CoreError, ModelCard, Result, Task};
 
 pub enum EvalData {
     Classes(ImageFolder),
@@ -13,10 +13,29 @@ pub enum EvalData {
 }
 
 impl EvalData {
-    /// Opens `path`, in the model's class order (so a split missing a class still lines up).
-    pub fn open(path: &Path, split: Option<&str>, model_classes: &[String]) -> Result<Self> {
+    /// Opens `path` for the model `card` describes, in its class order (so a split missing a
+    /// class still lines up). Data of the other task's kind is refused by name: a detector
+    /// given an ImageFolder used to fail on its first class folder, naming the model's classes.
+    pub fn open(path: &Path, split: Option<&str>, card: &ModelCard) -> Result<Self> {
+        let model_classes = &card.classes;
         let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
-        if is_yaml || path.join("data.yaml").is_file() {
+        let boxes = is_yaml || path.join("data.yaml").is_file();
+        match (card.task, boxes) {
+            (Task::Detect, false) => {
+                return Err(CoreError::invalid(
+                    path,
+                    "the model is a detector, which is scored on a YOLO data.yaml (its val split); this is not one",
+                ))
+            }
+            (Task::Classify, true) => {
+                return Err(CoreError::invalid(
+                    path,
+                    "the model is a classifier, which is scored on an ImageFolder root (valid/<class>/ folders); this is a YOLO dataset",
+                ))
+            }
+            _ => {}
+        }
+        if boxes {
             let data = YoloDataset::from_yaml(path)?;
             let split = match split {
                 Some(s) => s.to_string(),
