@@ -128,12 +128,7 @@ impl DetAugment {
     }
 
     pub fn preset(preset: AugmentPreset) -> Self {
-        match preset {
-            AugmentPreset::None => Self::none(),
-            AugmentPreset::Light => Self::light(),
-            AugmentPreset::Standard => Self::standard(),
-            AugmentPreset::Topdown => Self::topdown(),
-        }
+        preset.pick(Self::none, Self::light, Self::standard, Self::topdown)
     }
 
     pub fn validate(&self) -> Result<()> {

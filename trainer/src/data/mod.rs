@@ -141,6 +141,18 @@ pub enum AugmentPreset {
     Topdown,
 }
 
+impl AugmentPreset {
+    /// This preset among a task's four (the one place that maps names to them).
+    pub fn pick<A>(self, none: fn() -> A, light: fn() -> A, standard: fn() -> A, topdown: fn() -> A) -> A {
+        match self {
+            AugmentPreset::None => none(),
+            AugmentPreset::Light => light(),
+            AugmentPreset::Standard => standard(),
+            AugmentPreset::Topdown => topdown(),
+        }
+    }
+}
+
 /// Independent, reproducible random stream per (seed, epoch, sample): results do not depend
 /// on thread scheduling or on where a resumed run starts.
 pub fn sample_rng(seed: u64, epoch: usize, index: usize) -> ChaCha8Rng {
