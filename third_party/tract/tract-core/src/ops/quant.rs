@@ -952,6 +952,30 @@ impl ElementWiseMiniOp for OffsetU8asI8 {
 
         bail!("{} does not support {:?}", self.name(), t.datum_type());
     }
+
+    /// A plain u8 QuantizeLinear read only through this offset quantizes to i8 itself, its
+    /// zero point less 128 (exact, as in `offset_u8_as_i8_successor`; patch 19).
+    fn declutter(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+        rule_if_some!(prec = model.single_prec(node.id)?);
+        rule_if_some!(
+            q = prec
+                .op_as::<ElementWiseOp>()
+                .filter(|ew| ew.1.is_none())
+                .and_then(|ew| ew.0.downcast_ref::<QuantizeLinearU8>())
+        );
+        rule_if!(model.single_succ(prec.id)?.map(|n| n.id) == Some(node.id));
+        rule_if!(!model.output_outlets()?.contains(&prec.id.into()));
+        rule_if!(prec.outputs[0].fact.datum_type == u8::datum_type());
+        rule_if!(node.outputs[0].fact.datum_type == i8::datum_type());
+        let input_dt = model.outlet_fact(prec.inputs[0])?.datum_type;
+        rule_if!(input_dt == f32::datum_type() || input_dt == i32::datum_type());
+        let op = quantize_linear_i8(q.scale, (q.zero_point as i32 - 128) as i8);
+        let mut patch = TypedModelPatch::new(format!("fusing {node} into {prec}"));
+        let x = patch.tap_model(model, prec.inputs[0])?;
+        let wire = patch.wire_node(&prec.name, op, &[x])?[0];
+        patch.shunt_outside(model, node.id.into(), wire)?;
+        Ok(Some(patch))
+    }
 }
 pub fn offset_u8_as_i8() -> ElementWiseOp {
     ElementWiseOp(Box::new(OffsetU8asI8 {}), None)
@@ -1217,6 +1241,31 @@ mod quantize_run {
                     assert_eq!(want.as_slice::<i32>()?, got.as_slice::<i32>()?, "{case}");
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A u8 QuantizeLinear read through `OffsetU8asI8` quantizes to i8 itself (patch 19).
+    #[test]
+    fn quantize_linear_writes_i8_for_an_offset() -> TractResult<()> {
+        let xs: Vec<f32> = (0..97).map(|i| (i as f32 - 48.0) * 0.37).collect();
+        for (scale, zp) in [(3.1f32, 114u8), (0.7, 0), (11.0, 255)] {
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact([97]))?;
+            let u = model.wire_node("q", quantize_linear_u8(scale, zp), &[x])?[0];
+            let i = model.wire_node("offset", offset_u8_as_i8(), &[u])?[0];
+            model.select_output_outlets(&[i])?;
+            let input = tensor1(&xs);
+            let want = model.clone().into_runnable()?.run(tvec!(input.clone().into()))?;
+            let optimized = model.into_optimized()?;
+            let offsets = optimized
+                .nodes()
+                .iter()
+                .filter(|n| n.op_as::<ElementWiseOp>().is_some_and(|e| e.0.downcast_ref::<OffsetU8asI8>().is_some()))
+                .count();
+            assert_eq!(offsets, 0, "scale {scale} zp {zp}");
+            let got = optimized.into_runnable()?.run(tvec!(input.into()))?;
+            assert_eq!(want[0].try_as_plain_ram()?.as_slice::<i8>()?, got[0].try_as_plain_ram()?.as_slice::<i8>()?);
         }
         Ok(())
     }
