@@ -113,11 +113,12 @@ impl ModelCard {
     pub fn read_for(model: &Path) -> Result<Self> {
         let path = card_path(model);
         if !path.exists() {
-            // Name the fix: a card is written by `fieldkit card init` for a model from elsewhere.
+            // Name the fix: a card is written by `fieldkit card init` for a model from elsewhere
+            // (its presets are listed by its --help, not copied here where they would drift).
             return Err(CoreError::invalid(
                 &path,
                 format!(
-                    "no model card for {} (expected this file beside it); write one with `fieldkit card init --model {} --preset yolox|imagenet|imagenet-stretch|features --classes NAMES --size N`",
+                    "no model card for {} (expected this file beside it); write one with `fieldkit card init --model {} --preset PRESET --classes NAMES --size N` (`fieldkit card init --help` lists the presets)",
                     model.display(),
                     model.display()
                 ),

@@ -845,7 +845,7 @@ impl TypedOp for RequantizeI32 {
 
     /// Writes i8 itself when an `OffsetU8asI8` follows (see `offset_u8_as_i8_successor`).
     fn fuse(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
-        rule_if_some!((succ, dt) = offset_u8_as_i8_successor(model, node)?);
+        rule_if_some!(dt = offset_u8_as_i8_successor(model, node)?);
         let op = RequantizeI32 {
             zero_point: self.zero_point - 128,
             lo: self.lo - 128,
@@ -853,11 +853,7 @@ impl TypedOp for RequantizeI32 {
             dt,
             ..self.clone()
         };
-        let mut patch = TypedModelPatch::new(format!("fusing {succ} into {node}"));
-        let taps = patch.taps(model, &node.inputs)?;
-        let wire = patch.wire_node(&node.name, op, &taps)?[0];
-        patch.shunt_outside(model, succ.id.into(), wire)?;
-        Ok(Some(patch))
+        Ok(Some(TypedModelPatch::fuse_with_next(model, node, op)?))
     }
 
     as_op!();
@@ -982,26 +978,22 @@ pub fn offset_u8_as_i8() -> ElementWiseOp {
 }
 
 /// When `node` writes plain u8 and its only consumer is an `OffsetU8asI8` (what the quantized
-/// matmul wiring puts before a u8 activation), that consumer and its (i8) output type: a producer that writes
-/// u8 through a zero point can write the i8 itself, with the zero point less 128 (exact:
-/// the offset subtracts 128 from every byte), and the pass over the tensor goes (patch 19).
-pub(crate) fn offset_u8_as_i8_successor<'m>(
-    model: &'m TypedModel,
+/// matmul wiring puts before a u8 activation), that consumer's (i8) output type: a producer
+/// that writes u8 through a zero point can write the i8 itself, with the zero point less 128
+/// (exact: the offset subtracts 128 from every byte), and the pass over the tensor goes
+/// (patch 19). `TypedModelPatch::fuse_with_next` then replaces the pair.
+pub(crate) fn offset_u8_as_i8_successor(
+    model: &TypedModel,
     node: &TypedNode,
-) -> TractResult<Option<(&'m TypedNode, DatumType)>> {
-    if node.outputs.len() != 1
-        || node.outputs[0].successors.len() != 1
-        || model.output_outlets()?.contains(&node.id.into())
-        || node.outputs[0].fact.datum_type != u8::datum_type()
-    {
-        return Ok(None);
-    }
-    let succ = model.node(node.outputs[0].successors[0].node);
-    let is_offset = succ
-        .op_as::<ElementWiseOp>()
-        .is_some_and(|ew| ew.0.downcast_ref::<OffsetU8asI8>().is_some());
+) -> TractResult<Option<DatumType>> {
+    rule_if_some!(succ = model.single_succ(node.id)?);
+    rule_if!(!model.output_outlets()?.contains(&node.id.into()));
+    rule_if!(node.outputs[0].fact.datum_type == u8::datum_type());
+    rule_if!(
+        succ.op_as::<ElementWiseOp>().is_some_and(|ew| ew.0.downcast_ref::<OffsetU8asI8>().is_some())
+    );
     let dt = succ.outputs[0].fact.datum_type;
-    Ok((is_offset && dt == i8::datum_type()).then_some((succ, dt)))
+    Ok((dt == i8::datum_type()).then_some(dt))
 }
 
 #[cfg(test)]

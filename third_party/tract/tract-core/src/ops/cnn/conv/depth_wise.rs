@@ -159,16 +159,11 @@ impl TypedOp for DepthWise {
         use crate::ops::math::{Max, Min};
         // 8-bit: write i8 itself when an OffsetU8asI8 follows (the next matmul's input).
         if let Some(q) = &self.q8
-            && let Some((succ, dt)) =
-                crate::ops::quant::offset_u8_as_i8_successor(model, node)?
+            && let Some(dt) = crate::ops::quant::offset_u8_as_i8_successor(model, node)?
         {
             let q8 = DepthWiseQ8 { y_zero_point: q.y_zero_point - 128, y_dt: dt, ..q.clone() };
             let op = DepthWise { q8: Some(q8), ..self.clone() };
-            let mut patch = TypedModelPatch::new(format!("fusing {succ} into {node}"));
-            let taps = patch.taps(model, &node.inputs)?;
-            let wire = patch.wire_node(&node.name, op, &taps)?[0];
-            patch.shunt_outside(model, succ.id.into(), wire)?;
-            return Ok(Some(patch));
+            return Ok(Some(TypedModelPatch::fuse_with_next(model, node, op)?));
         }
         rule_if!(clamp_fuse_enabled());
         rule_if!(model.outlet_fact(node.inputs[0])?.datum_type == f32::datum_type());
