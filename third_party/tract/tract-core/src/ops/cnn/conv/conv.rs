@@ -756,6 +756,84 @@ impl Conv {
         output.hw_dims().last().is_some_and(|w| *w >= MIN_DIRECT_SPATIAL_W)
     }
 
+    /// fieldkit patch 20: a channel-last f32 convolution with few inputs per output point
+    /// (stems: 3 or 12 channels under a 3x3 kernel) as a [`super::DirectChannelLastConv`], on
+    /// hosts with AVX-512, when its kernel and bias are constants and its output channels a
+    /// multiple of 16. Lazy im2col's gather cost more than its matrix product there.
+    /// `TRACT_DISABLE_DIRECT_CHANNEL_LAST=1` turns it off.
+    fn try_direct_channel_last(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<super::DirectChannelLastConv>> {
+        let input_fact = model.outlet_fact(node.inputs[0])?;
+        let (ic, oc) = (self.input_channels(), self.output_channels());
+        let kernel_hw = &self.pool_spec.kernel_shape;
+        if self.q_params.is_some()
+            || input_fact.datum_type != f32::datum_type()
+            || !matches!(self.pool_spec.data_format, DataFormat::NHWC | DataFormat::HWC)
+            || self.group != 1
+            || kernel_hw.len() != 2
+            || kernel_hw.iter().product::<usize>() < 2
+            || ic * kernel_hw.iter().product::<usize>() > DIRECT_CHANNEL_LAST_MAX_K
+            || oc == 0
+            || !oc.is_multiple_of(16)
+            || oc > 256
+            || node.inputs.len() != 3
+            || TRACT_DISABLE_DIRECT_CHANNEL_LAST.get()
+            || !super::DirectChannelLastConv::host_supported()
+        {
+            return Ok(None);
+        }
+        let Some(shape) = input_fact.shape.as_concrete() else { return Ok(None) };
+        let (Some(kernel), Some(bias)) = (
+            model.outlet_fact(node.inputs[1])?.konst.clone(),
+            model.outlet_fact(node.inputs[2])?.konst.clone(),
+        ) else {
+            return Ok(None);
+        };
+        let input_shape = self.pool_spec.data_format.shape(shape.iter().copied().collect::<TVec<usize>>())?;
+        let output_shape = self.pool_spec.output_shape(shape)?;
+        if output_shape.shape.iter().product::<usize>() == 0 {
+            return Ok(None);
+        }
+        let padding = self.pool_spec.computed_padding(input_shape.hw_dims());
+        // [kh, kw, ic, oc] whatever the kernel's own format.
+        let perm: &[usize] = match self.kernel_fmt {
+            KernelFormat::OIHW => &[2, 3, 1, 0],
+            KernelFormat::HWIO => &[0, 1, 2, 3],
+            KernelFormat::OHWI => &[1, 2, 3, 0],
+        };
+        let kernel = kernel.cast_to::<f32>()?;
+        let kernel = kernel.to_plain_array_view::<f32>()?;
+        if kernel.ndim() != 4 {
+            return Ok(None);
+        }
+        let kernel = kernel.permuted_axes(perm);
+        if kernel.shape() != [kernel_hw[0], kernel_hw[1], ic, oc] {
+            return Ok(None);
+        }
+        let weights: Vec<f32> = kernel.iter().copied().collect();
+        let bias = bias.cast_to::<f32>()?;
+        let bias: Vec<f32> = bias.to_plain_array_view::<f32>()?.iter().copied().collect();
+        let bias: Vec<f32> = match bias.len() {
+            1 => vec![bias[0]; oc],
+            n if n == oc => bias,
+            _ => return Ok(None),
+        };
+        Ok(Some(super::DirectChannelLastConv {
+            input_shape,
+            output_shape,
+            kernel_hw: [kernel_hw[0], kernel_hw[1]],
+            strides: [self.pool_spec.stride(0), self.pool_spec.stride(1)],
+            dilations: [self.pool_spec.dilation(0), self.pool_spec.dilation(1)],
+            pads_before: [padding[0].pad_before, padding[1].pad_before],
+            weights: tensor1(&weights).into_shape(&[kernel_hw[0], kernel_hw[1], ic, oc])?.into_arc_tensor(),
+            bias: tensor1(&bias).into_arc_tensor(),
+            silu: false,
+        }))
+    }
+
     /// Whether a channel-last convolution should refuse to go back to channel-first.
     ///
     /// `conv_nhwc` sandwiches each convolution between two moves; `ChangeAxes` then removes
@@ -1495,6 +1573,13 @@ impl TypedOp for Conv {
                 patch.shunt_outside(model, node.id.into(), wire[0])?;
                 patch.obliterate(node.id)?;
                 Ok(Some(patch))
+            } else if let Some(op) = self.try_direct_channel_last(model, node)? {
+                let mut patch = TypedModelPatch::new("direct-channel-last");
+                let x = patch.tap_model(model, node.inputs[0])?;
+                let wire = patch.wire_node(&node.name, op, &[x])?[0];
+                patch.shunt_outside(model, OutletId::new(node.id, 0), wire)?;
+                patch.obliterate(node.id)?;
+                Ok(Some(patch))
             } else if let Some(op) = self.try_blocked_conv(input_fact) {
                 // Direct register-blocked conv for the small-ocg NCHW kw=1 class;
                 // beats lazy im2col by avoiding the gather + wasted M-tile matmul.
@@ -1587,6 +1672,17 @@ crate::declare_knob!(
     false,
     "Disable the direct spatial convolution, falling back to im2col and a matrix product."
 );
+
+crate::declare_knob!(
+    scopable TRACT_DISABLE_DIRECT_CHANNEL_LAST,
+    bool,
+    false,
+    "Disable fieldkit patch 20's direct channel-last convolution (stems), falling back to im2col."
+);
+
+/// Most input values per output point [`Conv::try_direct_channel_last`] takes: a 3x3 kernel
+/// over up to 28 channels. Past that the matrix product's packing is amortised.
+const DIRECT_CHANNEL_LAST_MAX_K: usize = 256;
 
 crate::declare_knob!(
     scopable TRACT_ENABLE_BLOCKED_CONV,
