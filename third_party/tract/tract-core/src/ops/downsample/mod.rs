@@ -37,6 +37,102 @@ impl Downsample {
     }
 }
 
+impl Downsample {
+    /// fieldkit patch 21: a forward stride over a contiguous tensor copies its kept slices
+    /// directly (a run of `inner` values each, or one value at a time along the last axis)
+    /// instead of through an ndarray view's element iterator. YOLOX's Focus stem is four
+    /// stride-2 picks along the image's last axis and two along its rows: 0.68 ms that way.
+    fn eval_plain(&self, input: &Tensor) -> TractResult<Option<Tensor>> {
+        if self.stride <= 0
+            || !input.datum_type().is_copy()
+            || input.try_as_plain_ram().is_err()
+            || input.strides() != &natural_strides(input.shape())[..]
+        {
+            return Ok(None);
+        }
+        let shape = input.shape();
+        let len = shape[self.axis];
+        let stride = self.stride as usize;
+        let kept = (len - self.modulo).div_ceil(stride);
+        let outer: usize = shape[..self.axis].iter().product();
+        let item = input.datum_type().size_of() * shape[self.axis + 1..].iter().product::<usize>();
+        let mut out_shape: TVec<usize> = shape.into();
+        out_shape[self.axis] = kept;
+        let mut output = unsafe { Tensor::uninitialized_dt(input.datum_type(), &out_shape)? };
+        if output.len() == 0 {
+            return Ok(Some(output));
+        }
+        let src = input.as_bytes();
+        let dst = output.as_bytes_mut();
+        fn pick<T: Copy>(
+            src: &[T],
+            dst: &mut [T],
+            len: usize,
+            kept: usize,
+            modulo: usize,
+            stride: usize,
+        ) {
+            for (s, d) in src.chunks_exact(len).zip(dst.chunks_exact_mut(kept)) {
+                for (j, d) in d.iter_mut().enumerate() {
+                    *d = s[modulo + j * stride];
+                }
+            }
+        }
+        // One value per kept slice: typed copies (the storage is aligned for its own type).
+        let single = item == input.datum_type().size_of();
+        match item {
+            4 if single => pick::<u32>(
+                bytemuck_cast(src),
+                bytemuck_cast_mut(dst),
+                len,
+                kept,
+                self.modulo,
+                stride,
+            ),
+            2 if single => pick::<u16>(
+                bytemuck_cast(src),
+                bytemuck_cast_mut(dst),
+                len,
+                kept,
+                self.modulo,
+                stride,
+            ),
+            1 => pick::<u8>(src, dst, len, kept, self.modulo, stride),
+            _ => {
+                for o in 0..outer {
+                    for j in 0..kept {
+                        let s = (o * len + self.modulo + j * stride) * item;
+                        let d = (o * kept + j) * item;
+                        dst[d..d + item].copy_from_slice(&src[s..s + item]);
+                    }
+                }
+            }
+        }
+        Ok(Some(output))
+    }
+}
+
+/// `bytes` as values of `T` (the plain storage is aligned for its datum type).
+fn bytemuck_cast<T>(bytes: &[u8]) -> &[T] {
+    let n = bytes.len() / std::mem::size_of::<T>();
+    assert!(bytes.as_ptr().cast::<T>().is_aligned());
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), n) }
+}
+
+fn bytemuck_cast_mut<T>(bytes: &mut [u8]) -> &mut [T] {
+    let n = bytes.len() / std::mem::size_of::<T>();
+    assert!(bytes.as_ptr().cast::<T>().is_aligned());
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), n) }
+}
+
+fn natural_strides(shape: &[usize]) -> TVec<isize> {
+    let mut strides: TVec<isize> = tvec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1] as isize;
+    }
+    strides
+}
+
 impl Op for Downsample {
     fn name(&self) -> StaticName {
         "Downsample".into()
@@ -59,6 +155,8 @@ impl EvalOp for Downsample {
                 let mut shape: TVec<usize> = input.shape().into();
                 shape[self.axis] = 0;
                 Tensor::uninitialized_dt(input.datum_type(), &shape)?
+            } else if let Some(t) = self.eval_plain(&input)? {
+                t
             } else {
                 let slice = ndarray::Slice::new(self.modulo as isize, None, self.stride);
                 unsafe fn do_slice<T: Datum>(
@@ -166,4 +264,55 @@ fn pull_downsample_up(
         return Ok(Some(patch));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct copy gives what the ndarray view gives, for every axis, stride and offset,
+    /// one value or a run of them per kept slice, and several datum sizes.
+    #[test]
+    fn plain_downsample_matches_the_view() {
+        let shape = [3usize, 5, 7, 4];
+        let values: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| i as f32).collect();
+        let f = Tensor::from_shape(&shape, &values).unwrap();
+        for t in [
+            f.clone(),
+            f.cast_to::<u8>().unwrap().into_owned(),
+            f.cast_to::<i64>().unwrap().into_owned(),
+            f.cast_to::<f16>().unwrap().into_owned(),
+        ] {
+            for axis in 0..shape.len() {
+                for stride in 1..4isize {
+                    for modulo in 0..3 {
+                        let op = Downsample { axis, stride, modulo };
+                        let got = op.eval_plain(&t).unwrap().expect("contiguous input");
+                        let want = {
+                            fn view<T: Datum>(
+                                t: &Tensor,
+                                axis: usize,
+                                s: ndarray::Slice,
+                            ) -> Tensor {
+                                unsafe {
+                                    t.to_array_view_unchecked::<T>()
+                                        .slice_axis(Axis(axis), s)
+                                        .into_owned()
+                                        .into_tensor()
+                                }
+                            }
+                            let s = ndarray::Slice::new(modulo as isize, None, stride);
+                            dispatch_datum!(view(t.datum_type())(&t, axis, s))
+                        };
+                        assert_eq!(
+                            got,
+                            want,
+                            "{:?} axis {axis} stride {stride} modulo {modulo}",
+                            t.datum_type()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
