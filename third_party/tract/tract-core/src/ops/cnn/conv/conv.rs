@@ -792,7 +792,8 @@ impl Conv {
         ) else {
             return Ok(None);
         };
-        let input_shape = self.pool_spec.data_format.shape(shape.iter().copied().collect::<TVec<usize>>())?;
+        let input_shape =
+            self.pool_spec.data_format.shape(shape.iter().copied().collect::<TVec<usize>>())?;
         let output_shape = self.pool_spec.output_shape(shape)?;
         if output_shape.shape.iter().product::<usize>() == 0 {
             return Ok(None);
@@ -828,9 +829,12 @@ impl Conv {
             strides: [self.pool_spec.stride(0), self.pool_spec.stride(1)],
             dilations: [self.pool_spec.dilation(0), self.pool_spec.dilation(1)],
             pads_before: [padding[0].pad_before, padding[1].pad_before],
-            weights: tensor1(&weights).into_shape(&[kernel_hw[0], kernel_hw[1], ic, oc])?.into_arc_tensor(),
+            weights: tensor1(&weights)
+                .into_shape(&[kernel_hw[0], kernel_hw[1], ic, oc])?
+                .into_arc_tensor(),
             bias: tensor1(&bias).into_arc_tensor(),
             silu: false,
+            clamp: None,
         }))
     }
 

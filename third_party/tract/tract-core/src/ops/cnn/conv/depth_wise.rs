@@ -5,6 +5,7 @@ use crate::ops::nn::DataShape;
 use num_traits::Zero;
 
 use super::depth_wise_q8::{DepthWiseQ8, eval_q8};
+use super::epilogue::{absorb_successor, clamp_f32, following_clamp};
 
 /// Largest zone `process_zone_any` hands to the vectorised kernel; 9x9 is 81 taps and 11x11
 /// is 121. The taps live in stack arrays of this size, two per call.
@@ -84,21 +85,6 @@ impl EvalOp for DepthWise {
     }
 }
 
-/// `min(max(x, lo), hi)` as tract's Max and Min ops compute it (`f32::max`, `f32::min`: a NaN
-/// becomes `lo`), written as the compare-selects that are one `maxps` and one `minps`.
-fn clamp_f32(values: &mut [f32], lo: f32, hi: f32) {
-    for x in values {
-        let v = if *x > lo { *x } else { lo };
-        *x = if v < hi { v } else { hi };
-    }
-}
-
-/// `TRACT_DEPTHWISE_CLAMP_FUSE=0` leaves a Clip after a depthwise convolution as its own ops.
-fn clamp_fuse_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("TRACT_DEPTHWISE_CLAMP_FUSE").map_or(true, |v| v != "0"))
-}
-
 impl DepthWise {
     pub(super) fn new_q8(
         patch: Patch,
@@ -155,8 +141,6 @@ impl TypedOp for DepthWise {
     /// Absorbs a following Max or Min by a constant scalar (a Clip / Relu6 after the
     /// convolution), f32 only: one pass over the output instead of one per op.
     fn fuse(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
-        use crate::ops::binary::{OptBinByScalar, TypedBinOp};
-        use crate::ops::math::{Max, Min};
         // 8-bit: write i8 itself when an OffsetU8asI8 follows (the next matmul's input).
         if let Some(q) = &self.q8
             && let Some(dt) = crate::ops::quant::offset_u8_as_i8_successor(model, node)?
@@ -165,46 +149,10 @@ impl TypedOp for DepthWise {
             let op = DepthWise { q8: Some(q8), ..self.clone() };
             return Ok(Some(TypedModelPatch::fuse_with_next(model, node, op)?));
         }
-        rule_if!(clamp_fuse_enabled());
-        rule_if!(model.outlet_fact(node.inputs[0])?.datum_type == f32::datum_type());
-        rule_if!(node.outputs[0].successors.len() == 1);
-        rule_if!(!model.output_outlets()?.contains(&node.id.into()));
-        let succ = model.node(node.outputs[0].successors[0].node);
-        let binop: &dyn crate::ops::binary::BinMiniOp = if let Some(op) = succ.op_as::<TypedBinOp>()
-        {
-            &*op.0
-        } else if let Some(op) = succ.op_as::<OptBinByScalar>() {
-            &*op.binop
-        } else {
-            return Ok(None);
-        };
-        rule_if!(succ.inputs.len() == 2);
-        let other = if succ.inputs[0].node == node.id { succ.inputs[1] } else { succ.inputs[0] };
-        rule_if!(other.node != node.id);
-        let other = model.outlet_fact(other)?;
-        rule_if_some!(konst = &other.konst);
-        rule_if!(konst.datum_type() == f32::datum_type() && konst.len() == 1);
-        let v = konst.cast_to_scalar::<f32>()?;
-        rule_if!(!v.is_nan());
-        rule_if!(succ.outputs[0].fact.datum_type == f32::datum_type());
-        rule_if!(succ.outputs[0].fact.shape == node.outputs[0].fact.shape);
-        let (lo, hi) = self.clamp_range().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-        let (lo, hi) = if binop.is::<Max>() {
-            // max after a min is not a clamp of the same form.
-            rule_if!(hi == f32::INFINITY);
-            (lo.max(v), hi)
-        } else if binop.is::<Min>() {
-            (lo, hi.min(v))
-        } else {
-            return Ok(None);
-        };
+        rule_if_some!((succ, lo, hi) = following_clamp(model, node, self.clamp_range())?);
         let mut op = self.clone();
         op.clamp = Some((lo.to_bits(), hi.to_bits()));
-        let mut patch = TypedModelPatch::new(format!("fusing {succ} into {node}"));
-        let taps = patch.taps(model, &node.inputs)?;
-        let wire = patch.wire_node(&succ.name, op, &taps)?[0];
-        patch.shunt_outside(model, succ.id.into(), wire)?;
-        Ok(Some(patch))
+        Ok(Some(absorb_successor(model, node, succ, op)?))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

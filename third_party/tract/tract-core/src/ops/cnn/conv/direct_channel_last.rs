@@ -34,6 +34,9 @@ pub struct DirectChannelLastConv {
     pub bias: Arc<Tensor>,
     /// A SiLU that followed the convolution and now runs on each output row.
     pub silu: bool,
+    /// A Clip / Relu6 that followed the convolution, applied before each store: the bits of
+    /// `lo` and `hi`.
+    pub clamp: Option<(u32, u32)>,
 }
 
 impl DirectChannelLastConv {
@@ -47,6 +50,10 @@ impl DirectChannelLastConv {
         {
             false
         }
+    }
+
+    fn clamp_range(&self) -> Option<(f32, f32)> {
+        self.clamp.map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)))
     }
 
     fn ic(&self) -> usize {
@@ -125,6 +132,7 @@ impl DirectChannelLastConv {
         let step = self.strides[1] as isize * ic;
         let wts = self.weights.as_ptr::<f32>().unwrap();
         let bias = self.bias.as_ptr::<f32>().unwrap();
+        let (lo, hi) = self.clamp_range().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         let iy0 = (oy * self.strides[0]) as isize - self.pads_before[0] as isize;
         // Offset of output column ox's origin pixel (its kernel's top-left tap) in the image.
         let origin = |ox: usize| {
@@ -143,6 +151,7 @@ impl DirectChannelLastConv {
                 wts,
                 oc,
                 bias,
+                (lo, hi),
                 yp.add(ox * oc),
             );
         };
@@ -160,6 +169,7 @@ impl DirectChannelLastConv {
                     wts,
                     oc,
                     bias,
+                    (lo, hi),
                     yp.add(ox * oc),
                 )
             };
@@ -174,6 +184,7 @@ impl DirectChannelLastConv {
                     wts,
                     oc,
                     bias,
+                    (lo, hi),
                     yp.add(ox * oc),
                 )
             };
@@ -188,6 +199,7 @@ impl DirectChannelLastConv {
                     wts,
                     oc,
                     bias,
+                    (lo, hi),
                     yp.add(ox * oc),
                 )
             };
@@ -262,10 +274,13 @@ unsafe fn block_avx512<const P: usize>(
     wts: *const f32,
     oc: usize,
     bias: *const f32,
+    (lo, hi): (f32, f32),
     y: *mut f32,
 ) {
     use std::arch::x86_64::*;
     unsafe {
+        // Max then min as `epilogue::clamp_f32` computes them: a NaN becomes `lo`.
+        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
         for ob in (0..oc).step_by(16) {
             let mut acc = [_mm512_loadu_ps(bias.add(ob)); P];
             for &(wrow, off, len) in runs {
@@ -281,7 +296,8 @@ unsafe fn block_avx512<const P: usize>(
                 }
             }
             for (p, acc) in acc.iter().enumerate() {
-                _mm512_storeu_ps(y.add(p * oc + ob), *acc);
+                let v = _mm512_min_ps(_mm512_max_ps(*acc, lo), hi);
+                _mm512_storeu_ps(y.add(p * oc + ob), v);
             }
         }
     }
@@ -301,7 +317,11 @@ impl Op for DirectChannelLastConv {
             self.pads_before,
             self.ic(),
             self.oc(),
-            if self.silu { ", SiLU fused" } else { "" }
+            match (self.silu, self.clamp_range()) {
+                (true, _) => ", SiLU fused".to_string(),
+                (_, Some((lo, hi))) => format!(", clamped to [{lo}, {hi}]"),
+                _ => String::new(),
+            }
         )])
     }
 
@@ -333,10 +353,19 @@ impl TypedOp for DirectChannelLastConv {
         Ok(tvec!((Cost::FMA(f32::datum_type()), macs.into())))
     }
 
-    /// A SiLU (or a `x * sigmoid(x)` not yet detected as one) that is the only reader of the
-    /// output runs on each output row as the row is finished.
+    /// A SiLU, or a Clip / Relu6, that is the only reader of the output is computed with it:
+    /// the clamp before each store, the SiLU on each output row as the row is finished.
     fn fuse(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
         if self.silu {
+            return Ok(None);
+        }
+        if let Some((succ, lo, hi)) =
+            super::epilogue::following_clamp(model, node, self.clamp_range())?
+        {
+            let op = Self { clamp: Some((lo.to_bits(), hi.to_bits())), ..self.clone() };
+            return Ok(Some(super::epilogue::absorb_successor(model, node, succ, op)?));
+        }
+        if self.clamp.is_some() {
             return Ok(None);
         }
         let Some(succ) = model.single_succ(node.id)? else { return Ok(None) };
@@ -360,6 +389,13 @@ mod tests {
     use crate::ops::cnn::{PaddingSpec, PoolSpec};
     use crate::ops::nn::DataFormat;
 
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Post {
+        None,
+        Silu,
+        Clip(f32, f32),
+    }
+
     /// One convolution, optionally followed by a SiLU, optimised and run, against a plain
     /// loop over the same definition. Returns whether the plan used the direct kernel.
     #[allow(clippy::too_many_arguments)]
@@ -371,8 +407,9 @@ mod tests {
         stride: (usize, usize),
         dilation: (usize, usize),
         pad: PaddingSpec,
-        silu: bool,
+        post: Post,
     ) -> bool {
+        let silu = post == Post::Silu;
         let x: Vec<f32> = (0..n * h * w * ic).map(|i| (i as f32 * 0.137).sin() * 0.7).collect();
         let kernel: Vec<f32> =
             (0..oc * ic * kh * kw).map(|i| (i as f32 * 0.091).cos() * 0.3).collect();
@@ -394,16 +431,26 @@ mod tests {
         let computed = pool_spec.computed_padding(&[h, w]);
         let conv = Conv { pool_spec, kernel_fmt: KernelFormat::OIHW, group: 1, q_params: None };
         let mut out = model.wire_node("conv", conv, &[xv, kv, bv]).unwrap();
-        if silu {
-            out = model.wire_node("silu", crate::ops::nn::silu::silu(), &out).unwrap();
+        match post {
+            Post::Silu => {
+                out = model.wire_node("silu", crate::ops::nn::silu::silu(), &out).unwrap();
+            }
+            Post::Clip(lo, hi) => {
+                let lo = model.add_const("lo", tensor4(&[[[[lo]]]])).unwrap();
+                out = model.wire_node("max", crate::ops::math::max(), &[out[0], lo]).unwrap();
+                let hi = model.add_const("hi", tensor4(&[[[[hi]]]])).unwrap();
+                out = model.wire_node("min", crate::ops::math::min(), &[out[0], hi]).unwrap();
+            }
+            Post::None => (),
         }
         model.select_output_outlets(&out).unwrap();
         let model = model.into_decluttered().unwrap().into_optimized().unwrap();
         let direct: Vec<&super::DirectChannelLastConv> =
             model.nodes.iter().filter_map(|node| node.op_as()).collect();
-        if silu && !direct.is_empty() {
-            assert!(direct[0].silu, "the SiLU was not fused");
-            assert!(!model.nodes.iter().any(|n| n.op().name() == "Silu"));
+        if !direct.is_empty() {
+            assert_eq!(direct[0].silu, silu, "the SiLU was not fused");
+            assert_eq!(direct[0].clamp.is_some(), matches!(post, Post::Clip(..)), "the clip");
+            assert_eq!(model.nodes.len(), 2, "{model}");
         }
         let used = !direct.is_empty();
         let got = model
@@ -435,8 +482,10 @@ mod tests {
                                 }
                             }
                         }
-                        if silu {
-                            acc /= 1.0 + (-acc).exp();
+                        match post {
+                            Post::Silu => acc /= 1.0 + (-acc).exp(),
+                            Post::Clip(lo, hi) => acc = acc.max(lo).min(hi),
+                            Post::None => (),
                         }
                         max_abs = max_abs.max((got[[b, oy, ox, o]] - acc).abs());
                     }
@@ -445,7 +494,7 @@ mod tests {
         }
         assert!(
             max_abs < 1e-4,
-            "{n}x{h}x{w}x{ic} -> {oc} k {kh}x{kw} stride {stride:?} dilation {dilation:?} {pad:?} silu {silu}: max_abs {max_abs}"
+            "{n}x{h}x{w}x{ic} -> {oc} k {kh}x{kw} stride {stride:?} dilation {dilation:?} {pad:?} {post:?}: max_abs {max_abs}"
         );
         used
     }
@@ -455,10 +504,19 @@ mod tests {
         let pad1 = || PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1));
         let cases = [
             // YOLOX-nano's stem, a few rows of it; then MobileNetV2's (stride 2, padded).
-            (1, (7, 40, 12), 16, (3, 3), (1, 1), (1, 1), pad1(), true),
-            (1, (9, 37, 3), 32, (3, 3), (2, 2), (1, 1), PaddingSpec::SameUpper, false),
+            (1, (7, 40, 12), 16, (3, 3), (1, 1), (1, 1), pad1(), Post::Silu),
+            (
+                1,
+                (9, 37, 3),
+                32,
+                (3, 3),
+                (2, 2),
+                (1, 1),
+                PaddingSpec::SameUpper,
+                Post::Clip(0.0, 0.5),
+            ),
             // Narrow rows (all border), batches, dilation, uneven kernels and padding.
-            (2, (5, 3, 3), 16, (3, 3), (1, 1), (1, 1), pad1(), false),
+            (2, (5, 3, 3), 16, (3, 3), (1, 1), (1, 1), pad1(), Post::None),
             (
                 2,
                 (11, 29, 5),
@@ -467,13 +525,22 @@ mod tests {
                 (1, 2),
                 (2, 1),
                 PaddingSpec::Explicit(tvec!(2, 1), tvec!(0, 3)),
-                true,
+                Post::Silu,
             ),
-            (1, (6, 30, 4), 16, (2, 5), (2, 1), (1, 2), PaddingSpec::Valid, false),
-            (1, (4, 14, 1), 64, (3, 3), (1, 3), (1, 1), PaddingSpec::SameLower, false),
+            (
+                1,
+                (6, 30, 4),
+                16,
+                (2, 5),
+                (2, 1),
+                (1, 2),
+                PaddingSpec::Valid,
+                Post::Clip(-0.2, f32::INFINITY),
+            ),
+            (1, (4, 14, 1), 64, (3, 3), (1, 3), (1, 1), PaddingSpec::SameLower, Post::None),
         ];
-        for (n, hwc, oc, k, s, d, pad, silu) in cases {
-            let used = check(n, hwc, oc, k, s, d, pad, silu);
+        for (n, hwc, oc, k, s, d, pad, post) in cases {
+            let used = check(n, hwc, oc, k, s, d, pad, post);
             assert_eq!(used, super::DirectChannelLastConv::host_supported());
         }
     }
@@ -482,8 +549,8 @@ mod tests {
     #[test]
     fn direct_channel_last_declines_what_it_does_not_run() {
         let pad1 = || PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1));
-        assert!(!check(1, (6, 20, 3), 24, (3, 3), (1, 1), (1, 1), pad1(), false));
-        assert!(!check(1, (6, 20, 8), 16, (1, 1), (1, 1), (1, 1), PaddingSpec::Valid, false));
-        assert!(!check(1, (6, 20, 64), 16, (3, 3), (1, 1), (1, 1), pad1(), false));
+        assert!(!check(1, (6, 20, 3), 24, (3, 3), (1, 1), (1, 1), pad1(), Post::None));
+        assert!(!check(1, (6, 20, 8), 16, (1, 1), (1, 1), (1, 1), PaddingSpec::Valid, Post::None));
+        assert!(!check(1, (6, 20, 64), 16, (3, 3), (1, 1), (1, 1), pad1(), Post::None));
     }
 }

@@ -6,6 +6,7 @@ mod depth_wise;
 mod depth_wise_q8;
 mod direct_channel_last;
 mod direct_spatial;
+mod epilogue;
 mod im2col;
 mod lazy_im2col;
 mod nhwc;
