@@ -760,7 +760,9 @@ impl Conv {
     /// (stems: 3 or 12 channels under a 3x3 kernel) as a [`super::DirectChannelLastConv`], on
     /// hosts with AVX-512, when its kernel and bias are constants and its output channels a
     /// multiple of 16. Lazy im2col's gather cost more than its matrix product there.
-    /// `TRACT_DISABLE_DIRECT_CHANNEL_LAST=1` turns it off.
+    /// `TRACT_DISABLE_DIRECT_CHANNEL_LAST=1` turns it off. x86-64 only: elsewhere the op is
+    /// not compiled (it would only cost the edge binary room).
+    #[cfg(target_arch = "x86_64")]
     fn try_direct_channel_last(
         &self,
         model: &TypedModel,
@@ -836,6 +838,25 @@ impl Conv {
             silu: false,
             clamp: None,
         }))
+    }
+
+    /// The codegen patch that makes this convolution a [`Self::try_direct_channel_last`] op.
+    fn direct_channel_last_patch(
+        &self,
+        model: &TypedModel,
+        node: &TypedNode,
+    ) -> TractResult<Option<TypedModelPatch>> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(op) = self.try_direct_channel_last(model, node)? {
+            let mut patch = TypedModelPatch::new("direct-channel-last");
+            let x = patch.tap_model(model, node.inputs[0])?;
+            let wire = patch.wire_node(&node.name, op, &[x])?[0];
+            patch.shunt_outside(model, OutletId::new(node.id, 0), wire)?;
+            patch.obliterate(node.id)?;
+            return Ok(Some(patch));
+        }
+        let _ = (model, node);
+        Ok(None)
     }
 
     /// Whether a channel-last convolution should refuse to go back to channel-first.
@@ -1577,12 +1598,7 @@ impl TypedOp for Conv {
                 patch.shunt_outside(model, node.id.into(), wire[0])?;
                 patch.obliterate(node.id)?;
                 Ok(Some(patch))
-            } else if let Some(op) = self.try_direct_channel_last(model, node)? {
-                let mut patch = TypedModelPatch::new("direct-channel-last");
-                let x = patch.tap_model(model, node.inputs[0])?;
-                let wire = patch.wire_node(&node.name, op, &[x])?[0];
-                patch.shunt_outside(model, OutletId::new(node.id, 0), wire)?;
-                patch.obliterate(node.id)?;
+            } else if let Some(patch) = self.direct_channel_last_patch(model, node)? {
                 Ok(Some(patch))
             } else if let Some(op) = self.try_blocked_conv(input_fact) {
                 // Direct register-blocked conv for the small-ocg NCHW kw=1 class;
@@ -1684,6 +1700,7 @@ crate::declare_knob!(
     "Disable fieldkit patch 20's direct channel-last convolution (stems), falling back to im2col."
 );
 
+#[cfg(target_arch = "x86_64")]
 /// Most input values per output point [`Conv::try_direct_channel_last`] takes: a 3x3 kernel
 /// over up to 28 channels. Past that the matrix product's packing is amortised.
 const DIRECT_CHANNEL_LAST_MAX_K: usize = 256;

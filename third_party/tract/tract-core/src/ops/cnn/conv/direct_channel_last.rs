@@ -10,6 +10,8 @@
 //! twelve points share every kernel row load, the input is read in place (its taps are
 //! contiguous runs of `kw * ic` values along a row) and padding is the taps a border point
 //! skips. A following SiLU runs on each output row while it is still in cache.
+//!
+//! x86-64 only (the module is not compiled elsewhere): the kernel is AVX-512.
 
 use crate::internal::*;
 use crate::ops::nn::DataShape;
@@ -42,14 +44,7 @@ pub struct DirectChannelLastConv {
 impl DirectChannelLastConv {
     /// Whether this host runs the direct kernel: it is written for AVX-512.
     pub fn host_supported() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::is_x86_feature_detected!("avx512f")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
+        std::is_x86_feature_detected!("avx512f")
     }
 
     fn clamp_range(&self) -> Option<(f32, f32)> {
@@ -118,7 +113,6 @@ impl DirectChannelLastConv {
     }
 
     /// One output row `oy` of image `x` into `y` (`wo * oc` values).
-    #[cfg(target_arch = "x86_64")]
     unsafe fn row(
         &self,
         x: *const f32,
@@ -217,7 +211,6 @@ impl DirectChannelLastConv {
             x.shape()
         );
         let mut y = unsafe { Tensor::uninitialized::<f32>(&self.output_shape.shape)? };
-        let n = *self.input_shape.n().unwrap_or(&1);
         let [h, w] = [self.input_shape.hw_dims()[0], self.input_shape.hw_dims()[1]];
         let [ho, wo] = [self.output_shape.hw_dims()[0], self.output_shape.hw_dims()[1]];
         let image = h * w * self.ic();
@@ -225,35 +218,25 @@ impl DirectChannelLastConv {
         let total = y.len();
         let silu =
             if self.silu { Some(tract_linalg::routines::Func::Silu.ew_f32()?) } else { None };
-        #[cfg(target_arch = "x86_64")]
-        {
-            ensure!(Self::host_supported(), "DirectChannelLastConv needs AVX-512");
-            let x_base = x.as_ptr::<f32>()? as usize;
-            tract_linalg::multithread::par_chunks_mut(
-                unsafe { y.as_slice_mut_unchecked::<f32>() },
-                row_len,
-                total * self.kernel_hw[0] * self.kernel_hw[1] * self.ic(),
-                |first, chunk| {
-                    let mut runs = Vec::with_capacity(self.kernel_hw[0] * self.kernel_hw[1]);
-                    for (ix, out) in chunk.chunks_mut(row_len).enumerate() {
-                        let (ni, oy) = ((first + ix) / ho, (first + ix) % ho);
-                        unsafe {
-                            self.row((x_base as *const f32).add(ni * image), oy, out, &mut runs)
-                        };
-                        if let Some(silu) = &silu {
-                            silu.run(out)?;
-                        }
+        ensure!(Self::host_supported(), "DirectChannelLastConv needs AVX-512");
+        let x_base = x.as_ptr::<f32>()? as usize;
+        // Output rows are disjoint: they split across the executor as they are.
+        tract_linalg::multithread::par_chunks_mut(
+            unsafe { y.as_slice_mut_unchecked::<f32>() },
+            row_len,
+            total * self.kernel_hw[0] * self.kernel_hw[1] * self.ic(),
+            |first, chunk| {
+                let mut runs = Vec::with_capacity(self.kernel_hw[0] * self.kernel_hw[1]);
+                for (ix, out) in chunk.chunks_mut(row_len).enumerate() {
+                    let (ni, oy) = ((first + ix) / ho, (first + ix) % ho);
+                    unsafe { self.row((x_base as *const f32).add(ni * image), oy, out, &mut runs) };
+                    if let Some(silu) = &silu {
+                        silu.run(out)?;
                     }
-                    Ok(())
-                },
-            )?;
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (n, image, row_len, total, silu);
-            bail!("DirectChannelLastConv needs AVX-512");
-        }
-        let _ = n;
+                }
+                Ok(())
+            },
+        )?;
         Ok(y)
     }
 }
@@ -265,7 +248,6 @@ impl DirectChannelLastConv {
 /// # Safety
 /// Every run's input values exist for every point, the weight rows for every run exist, `oc` is
 /// a multiple of 16, `bias` holds `oc` values and `y` has room for `P * oc`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn block_avx512<const P: usize>(
     x: *const f32,

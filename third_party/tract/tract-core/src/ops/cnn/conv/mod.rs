@@ -4,6 +4,7 @@ mod blocked;
 mod conv;
 mod depth_wise;
 mod depth_wise_q8;
+#[cfg(target_arch = "x86_64")]
 mod direct_channel_last;
 mod direct_spatial;
 mod epilogue;
@@ -18,6 +19,7 @@ use crate::ops::cnn::Deconv;
 
 pub use self::blocked::BlockedConv;
 pub use self::conv::Conv;
+#[cfg(target_arch = "x86_64")]
 pub use self::direct_channel_last::DirectChannelLastConv;
 pub use self::direct_spatial::DirectSpatialConv;
 pub use self::im2col::Im2Col;
