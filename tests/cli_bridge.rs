@@ -73,7 +73,8 @@ fn bridge_drives_the_simulated_mcu_through_a_faulty_line() {
     assert_eq!(acts[0]["nozzle"], 0);
     assert_eq!(acts[0]["status"], "done", "{acts:?}");
     let log = std::fs::read_to_string(d.join("mcu.jsonl")).unwrap();
-    let opens: Vec<Value> = log.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["event"] == "open").collect();
+    let opens: Vec<Value> =
+        log.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["event"] == "open").collect();
     assert_eq!(opens.len(), 1, "{log}");
     assert_eq!(opens[0]["nozzle"], 0);
     let planned = acts[0]["open_us"].as_i64().unwrap();
@@ -89,13 +90,23 @@ fn bridge_errors_name_the_problem() {
     let bad = d.join("bad.toml");
     std::fs::write(&bad, std::fs::read_to_string(&config).unwrap().replace("weed = 0.35", "weed = 3.5")).unwrap();
     std::fs::write(d.join("det.jsonl"), "").unwrap();
-    let out = fieldkit(&["bridge", "--port", "/nonexistent/tty", "--config", bad.to_str().unwrap(), "--detections", "x"]);
+    let out =
+        fieldkit(&["bridge", "--port", "/nonexistent/tty", "--config", bad.to_str().unwrap(), "--detections", "x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("targets.weed"), "{}", stderr(&out));
-    let mut fast = std::fs::read_to_string(&config).unwrap().replace("connect_timeout_ms = 5000", "connect_timeout_ms = 300");
+    let mut fast =
+        std::fs::read_to_string(&config).unwrap().replace("connect_timeout_ms = 5000", "connect_timeout_ms = 300");
     fast.push('\n');
     std::fs::write(&bad, fast).unwrap();
-    let out = fieldkit(&["bridge", "--port", "/nonexistent/tty", "--config", bad.to_str().unwrap(), "--detections", d.join("det.jsonl").to_str().unwrap()]);
+    let out = fieldkit(&[
+        "bridge",
+        "--port",
+        "/nonexistent/tty",
+        "--config",
+        bad.to_str().unwrap(),
+        "--detections",
+        d.join("det.jsonl").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no answer from a device on /nonexistent/tty"), "{}", stderr(&out));
     let out = fieldkit(&["bridge", "simulate-mcu", "--port", d.join("p").to_str().unwrap(), "--unplug", "10-20"]);

@@ -7,7 +7,14 @@ use common::*;
 fn check_vendored_imagefolder_counts() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let o = fieldkit(&["data", "check", "--data", assets().join("data/weed-mini").to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    let o = fieldkit(&[
+        "data",
+        "check",
+        "--data",
+        assets().join("data/weed-mini").to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["format"], "imagefolder");
@@ -30,7 +37,8 @@ fn corrupted_label_and_truncated_jpeg_are_named_and_exit_1() {
     let o = fieldkit(&["data", "check", "--data", root.join("data.yaml").to_str().unwrap()]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    let label_line = out.lines().find(|l| l.contains(label.file_name().unwrap().to_str().unwrap())).expect("label named");
+    let label_line =
+        out.lines().find(|l| l.contains(label.file_name().unwrap().to_str().unwrap())).expect("label named");
     assert!(label_line.starts_with("  error:") && label_line.contains(":2: class id 7 out of range"), "{label_line}");
     let jpeg_line = out.lines().find(|l| l.contains(jpeg.file_name().unwrap().to_str().unwrap())).expect("jpeg named");
     assert!(jpeg_line.contains("truncated JPEG"), "{jpeg_line}");

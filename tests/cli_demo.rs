@@ -9,7 +9,17 @@ fn demo_runs_every_stage() {
     let o = fieldkit(&["demo", "--out", dir.path().to_str().unwrap(), "--assets", assets().to_str().unwrap()]);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}{}", stderr(&o));
-    for stage in ["1. data check", "2. preprocessing", "3. labels as COCO", "4. train a weed classifier", "5. benchmark the exported model", "6. quantize to INT8", "7. serve the model over HTTP", "8. train a crop/weed detector", "9. detections drive the spray nozzles"] {
+    for stage in [
+        "1. data check",
+        "2. preprocessing",
+        "3. labels as COCO",
+        "4. train a weed classifier",
+        "5. benchmark the exported model",
+        "6. quantize to INT8",
+        "7. serve the model over HTTP",
+        "8. train a crop/weed detector",
+        "9. detections drive the spray nozzles",
+    ] {
         assert!(out.contains(stage), "missing stage {stage}:\n{out}");
     }
     assert!(dir.path().join("preview-yolox416.png").is_file());
@@ -26,7 +36,12 @@ fn demo_runs_every_stage() {
     // INT8 and fp32 latencies come from alternated rounds and are reported as a ratio (its
     // value is the machine's; speed goals live in benchmarks, not tests).
     assert!(out.contains("INT8 / fp32 p50: ") && out.contains("(medians of 3 alternated rounds)"), "{out}");
-    assert!(out.contains("stopped (drained)") && out.contains(r#"fieldkit_requests_total{model="weeds",route="/v1/models/{name}/predict",status="200"} 3"#), "{out}");
+    assert!(
+        out.contains("stopped (drained)")
+            && out
+                .contains(r#"fieldkit_requests_total{model="weeds",route="/v1/models/{name}/predict",status="200"} 3"#),
+        "{out}"
+    );
     // The detector stage: exported with a YOLOX card and scored through the runtime.
     let det = fieldkit_core_card(&dir.path().join("train-sesame-mini/model.json"));
     assert_eq!(det["decode"]["kind"], "yolox", "{det}");
@@ -34,7 +49,10 @@ fn demo_runs_every_stage() {
     // The bridge stage: every spray accounted for, the device's log checked against the plan.
     let bridge = fieldkit_core_card(&dir.path().join("bridge/report.json"));
     let acts = bridge["actuations"].as_array().unwrap();
-    assert!(!acts.is_empty() && bridge["done"].as_u64().unwrap() + bridge["failed"].as_u64().unwrap() == acts.len() as u64, "{bridge}");
+    assert!(
+        !acts.is_empty() && bridge["done"].as_u64().unwrap() + bridge["failed"].as_u64().unwrap() == acts.len() as u64,
+        "{bridge}"
+    );
     assert!(out.contains(", 0 outside the plan;"), "{out}");
     assert!(dir.path().join("bridge/status.png").is_file());
 }

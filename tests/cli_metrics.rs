@@ -10,11 +10,16 @@ fn metrics_coco_json_matches_pycocotools() {
     let json = dir.path().join("m.json");
     let png = dir.path().join("pr.png");
     let o = fieldkit(&[
-        "metrics", "coco",
-        "--gt", g.join("gt.json").to_str().unwrap(),
-        "--pred", g.join("pred.json").to_str().unwrap(),
-        "--json", json.to_str().unwrap(),
-        "--pr-plot", png.to_str().unwrap(),
+        "metrics",
+        "coco",
+        "--gt",
+        g.join("gt.json").to_str().unwrap(),
+        "--pred",
+        g.join("pred.json").to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--pr-plot",
+        png.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("Average Precision  @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]"));

@@ -32,7 +32,9 @@ fn write_detector_card(m: &Path) {
 }
 
 fn img(w: u32, h: u32, seed: u32) -> image::RgbImage {
-    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([((x * seed) % 256) as u8, ((y * 7 + seed) % 256) as u8, ((x ^ y) % 256) as u8]))
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([((x * seed) % 256) as u8, ((y * 7 + seed) % 256) as u8, ((x ^ y) % 256) as u8])
+    })
 }
 
 #[test]
@@ -42,7 +44,8 @@ fn card_init_writes_a_verified_card_and_refuses_overwrite() {
     let args = classifier_card_args(&m);
     let o = fieldkit(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    let card: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("tiny_classifier.json")).unwrap()).unwrap();
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("tiny_classifier.json")).unwrap()).unwrap();
     assert_eq!(card["task"], "classify");
     assert_eq!(card["input"]["name"], "input");
     assert_eq!(card["decode"]["output"], "logits");
@@ -51,7 +54,19 @@ fn card_init_writes_a_verified_card_and_refuses_overwrite() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("already exists"));
     // A class count the model cannot produce is refused before anything is written.
-    let o = fieldkit(&["card", "init", "--model", m.to_str().unwrap(), "--preset", "imagenet", "--classes", "a,b", "--size", "32", "--force"]);
+    let o = fieldkit(&[
+        "card",
+        "init",
+        "--model",
+        m.to_str().unwrap(),
+        "--preset",
+        "imagenet",
+        "--classes",
+        "a,b",
+        "--size",
+        "32",
+        "--force",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("2 class scores"), "{}", stderr(&o));
 }
@@ -72,7 +87,17 @@ fn eval_classifier_agrees_with_per_image_predictions() {
         }
     }
     let json = d.path().join("eval.json");
-    let o = fieldkit(&["eval", "--model", m.to_str().unwrap(), "--data", root.to_str().unwrap(), "--json", json.to_str().unwrap(), "--plots", d.path().to_str().unwrap()]);
+    let o = fieldkit(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--plots",
+        d.path().to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     // Independent path: one predict per image through the library.
@@ -111,7 +136,15 @@ fn eval_detector_reports_map_and_counts() {
     }
     std::fs::write(root.join("data.yaml"), "path: .\nval: images/val\nnames: [crop, weed]\n").unwrap();
     let json = d.path().join("det.json");
-    let o = fieldkit(&["eval", "--model", m.to_str().unwrap(), "--data", root.join("data.yaml").to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    let o = fieldkit(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        root.join("data.yaml").to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     for k in ["map50", "map50_95", "count_mae", "per_class"] {
@@ -122,7 +155,10 @@ fn eval_detector_reports_map_and_counts() {
     // A random tiny detector may find nothing: the key is there, null or with its figures.
     assert!(r.as_object().unwrap().contains_key("box_fit"), "{r}");
     if !r["box_fit"].is_null() {
-        assert!(r["box_fit"]["matches"].as_u64().unwrap() >= 1 && r["box_fit"]["median_h_ratio"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(
+            r["box_fit"]["matches"].as_u64().unwrap() >= 1 && r["box_fit"]["median_h_ratio"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
     }
     assert!(stdout(&o).contains("box fit @ score"), "{}", stdout(&o));
     // An ImageFolder is not a detector's data: said so, instead of a class-folder mismatch.
@@ -141,12 +177,34 @@ fn bench_writes_the_documented_keys() {
     // A report path that is the model's card is refused, and the card is left as it was.
     let card = m.with_extension("json");
     let before = std::fs::read(&card).unwrap();
-    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2", "--workers", "1", "--json", card.to_str().unwrap()]);
+    let o = fieldkit(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--runs",
+        "2",
+        "--workers",
+        "1",
+        "--json",
+        card.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("is the model card of"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&card).unwrap(), before);
     let json = d.path().join("bench.json");
-    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "5", "--warmup", "1", "--workers", "1,2", "--json", json.to_str().unwrap()]);
+    let o = fieldkit(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--runs",
+        "5",
+        "--warmup",
+        "1",
+        "--workers",
+        "1,2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert!(r["system"]["tract_version"].is_string() && r["system"]["cores"].as_u64().unwrap() >= 1);
@@ -157,7 +215,19 @@ fn bench_writes_the_documented_keys() {
     assert!(m0["p50_ms"].as_f64() <= m0["p99_ms"].as_f64());
     assert_eq!(m0["throughput"].as_array().unwrap().len(), 2);
     // --profile: every node of the plan timed; per-operator rows add up to the nodes'.
-    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2", "--workers", "1", "--profile", "3", "--json", json.to_str().unwrap()]);
+    let o = fieldkit(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--runs",
+        "2",
+        "--workers",
+        "1",
+        "--profile",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("profile of") && stdout(&o).contains("slowest nodes"), "{}", stdout(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -169,23 +239,52 @@ fn bench_writes_the_documented_keys() {
     assert!(node_ms <= p["total_ms"].as_f64().unwrap() * 1.01 + 0.01);
     // The convolution's matrix product carries its multiply-adds and its kernel: 4 output
     // channels x 27 inputs x 16x16 positions.
-    let mm = p["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "c1.matmatmul").unwrap_or_else(|| panic!("{p}"));
+    let mm =
+        p["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "c1.matmatmul").unwrap_or_else(|| panic!("{p}"));
     assert_eq!(mm["fma"].as_u64(), Some(4 * 27 * 16 * 16), "{mm}");
     assert!(mm["detail"].as_str().unwrap().contains("m:4 k:27 n:256"), "{mm}");
     assert!(stdout(&o).contains("GFLOP/s"), "{}", stdout(&o));
     // --nnef-cache: the first run translates and writes the plan, the second reads it.
     let cache = d.path().join("cache");
     for want in ["nnef_written", "nnef_cache"] {
-        let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2", "--workers", "1", "--nnef-cache", cache.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+        let o = fieldkit(&[
+            "bench",
+            "--model",
+            m.to_str().unwrap(),
+            "--runs",
+            "2",
+            "--workers",
+            "1",
+            "--nnef-cache",
+            cache.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(stdout(&o).contains(&format!("plan loaded from {want}")), "{}", stdout(&o));
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         assert_eq!(r["models"][0]["loaded_from"], want);
     }
     // --layout nchw,nhwc: each model once per layout, labelled in the table and the JSON.
-    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2", "--workers", "1", "--layout", "nchw,nhwc", "--json", json.to_str().unwrap()]);
+    let o = fieldkit(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--runs",
+        "2",
+        "--workers",
+        "1",
+        "--layout",
+        "nchw,nhwc",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("tiny_classifier.onnx [nchw]") && stdout(&o).contains("tiny_classifier.onnx [nhwc]"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("tiny_classifier.onnx [nchw]") && stdout(&o).contains("tiny_classifier.onnx [nhwc]"),
+        "{}",
+        stdout(&o)
+    );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let layouts: Vec<&str> = r["models"].as_array().unwrap().iter().map(|m| m["layout"].as_str().unwrap()).collect();
     assert_eq!(layouts, ["nchw", "nhwc"]);
@@ -212,7 +311,17 @@ fn predict_writes_jsonl_and_annotated_images() {
     let single = d.path().join("single.png");
     img(64, 64, 9).save(&single).unwrap();
     let out = d.path().join("out");
-    let o = fieldkit(&["predict", "--model", m.to_str().unwrap(), src.to_str().unwrap(), single.to_str().unwrap(), "--out", out.to_str().unwrap(), "--conf", "0.05"]);
+    let o = fieldkit(&[
+        "predict",
+        "--model",
+        m.to_str().unwrap(),
+        src.to_str().unwrap(),
+        single.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--conf",
+        "0.05",
+    ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl"))
         .unwrap()
@@ -244,12 +353,31 @@ fn predict_yolox_nano_finds_the_livestock_in_horses_jpg() {
     let src = shared().join("assets/models/yolox-nano-coco");
     let m = d.path().join("yolox.onnx");
     std::fs::copy(src.join("yolox_nano_416x416.onnx"), &m).unwrap();
-    let o = fieldkit(&["card", "init", "--model", m.to_str().unwrap(), "--preset", "yolox", "--size", "416", "--classes", src.join("coco.names").to_str().unwrap()]);
+    let o = fieldkit(&[
+        "card",
+        "init",
+        "--model",
+        m.to_str().unwrap(),
+        "--preset",
+        "yolox",
+        "--size",
+        "416",
+        "--classes",
+        src.join("coco.names").to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = d.path().join("out");
-    let o = fieldkit(&["predict", "--model", m.to_str().unwrap(), shared().join("assets/images/horses.jpg").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = fieldkit(&[
+        "predict",
+        "--model",
+        m.to_str().unwrap(),
+        shared().join("assets/images/horses.jpg").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(out.join("predictions.jsonl")).unwrap().trim()).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(out.join("predictions.jsonl")).unwrap().trim()).unwrap();
     let names: Vec<&str> = line["detections"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
     assert_eq!(names.iter().filter(|n| **n == "horse").count(), 3, "{names:?}");
     assert!(out.join("00000_horses.png").is_file());

@@ -19,7 +19,8 @@ fn serve_answers_reloads_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("cls.onnx");
     std::fs::copy(repo().join("runtime/tests/golden/tiny_classifier.onnx"), &model).unwrap();
-    std::fs::copy(repo().join("runtime/tests/fixtures/tiny_classifier.card.json"), dir.path().join("cls.json")).unwrap();
+    std::fs::copy(repo().join("runtime/tests/fixtures/tiny_classifier.card.json"), dir.path().join("cls.json"))
+        .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fieldkit"))
         .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2", "--model"])
         .arg(format!("cls={}", model.display()))
@@ -47,7 +48,19 @@ fn serve_answers_reloads_and_drains_on_sigterm() {
     let img = image::RgbImage::from_pixel(40, 40, image::Rgb([30, 160, 40]));
     let png = dir.path().join("a.png");
     img.save(&png).unwrap();
-    let out = fieldkit(&["loadtest", "--url", &url, "--model", "cls", "--image", png.to_str().unwrap(), "--concurrency", "4", "--requests", "200"]);
+    let out = fieldkit(&[
+        "loadtest",
+        "--url",
+        &url,
+        "--model",
+        "cls",
+        "--image",
+        png.to_str().unwrap(),
+        "--concurrency",
+        "4",
+        "--requests",
+        "200",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains(r#"statuses {"200": 200}"#), "{}", stdout(&out));
     signal(child.id(), "-HUP");

@@ -21,12 +21,30 @@ fn head_strategy_trains_exports_and_evaluates() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let o = fieldkit(&[
-        "train", "classify", "--data", &weed(), "--out", out.to_str().unwrap(), "--weights", &weights(), "--strategy", "head",
-        "--size", "96", "--epochs", "20", "--lr", "3e-3", "--schedule", "cosine", "--quiet",
+        "train",
+        "classify",
+        "--data",
+        &weed(),
+        "--out",
+        out.to_str().unwrap(),
+        "--weights",
+        &weights(),
+        "--strategy",
+        "head",
+        "--size",
+        "96",
+        "--epochs",
+        "20",
+        "--lr",
+        "3e-3",
+        "--schedule",
+        "cosine",
+        "--quiet",
     ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("valid top1"), "{}", stdout(&o));
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["strategy"], "head");
     assert_eq!(cfg["valid_split"], "valid");
     assert_eq!(cfg["size"], 96);
@@ -38,11 +56,20 @@ fn head_strategy_trains_exports_and_evaluates() {
     let json = dir.path().join("eval.json");
     let model = out.join("model.onnx");
     let o = fieldkit(&[
-        "eval", "--model", model.to_str().unwrap(), "--data", &weed(), "--json", json.to_str().unwrap(), "--perturb", "blur,noise,dark,jpeg",
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &weed(),
+        "--json",
+        json.to_str().unwrap(),
+        "--perturb",
+        "blur,noise,dark,jpeg",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let ev: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
     assert_eq!(ev["top1"], card["metrics"]["valid_top1"]);
     assert!(ev["top1"].as_f64().unwrap() > 0.2, "{ev}");
     for p in ["blur", "noise", "dark", "jpeg"] {
@@ -59,8 +86,20 @@ fn lr_find_suggests_a_rate_and_plots() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("lr");
     let o = fieldkit(&[
-        "train", "classify", "--data", &weed(), "--out", out.to_str().unwrap(), "--weights", &weights(), "--strategy", "head",
-        "--size", "64", "--lr-find", "--quiet",
+        "train",
+        "classify",
+        "--data",
+        &weed(),
+        "--out",
+        out.to_str().unwrap(),
+        "--weights",
+        &weights(),
+        "--strategy",
+        "head",
+        "--size",
+        "64",
+        "--lr-find",
+        "--quiet",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
@@ -74,14 +113,33 @@ fn resume_after_kill_finishes_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let args = [
-        "train", "classify", "--data", &weed(), "--out", out.to_str().unwrap(), "--strategy", "full", "--width", "0.35",
-        "--size", "32", "--epochs", "5", "--batch", "16", "--checkpoint-minutes", "0", "--quiet",
+        "train",
+        "classify",
+        "--data",
+        &weed(),
+        "--out",
+        out.to_str().unwrap(),
+        "--strategy",
+        "full",
+        "--width",
+        "0.35",
+        "--size",
+        "32",
+        "--epochs",
+        "5",
+        "--batch",
+        "16",
+        "--checkpoint-minutes",
+        "0",
+        "--quiet",
     ];
     let mut child = Command::new(env!("CARGO_BIN_EXE_fieldkit")).args(args).spawn().unwrap();
     // Kill it (SIGKILL) some time after the first epoch: checkpoints are saved after every
     // batch, metrics.csv after every epoch (a quiet run can be followed through it).
     let t = Instant::now();
-    while !(out.join("checkpoints/last.json").exists() && out.join("metrics.csv").exists()) && t.elapsed() < Duration::from_secs(120) {
+    while !(out.join("checkpoints/last.json").exists() && out.join("metrics.csv").exists())
+        && t.elapsed() < Duration::from_secs(120)
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(700));
@@ -103,7 +161,8 @@ fn resume_after_kill_finishes_the_run() {
     assert!(out.join("model.onnx").is_file());
     // Any checkpoint exports on its own.
     let last = dir.path().join("last.onnx");
-    let o = fieldkit(&["export", "--run", out.to_str().unwrap(), "--checkpoint", "last", "--out", last.to_str().unwrap()]);
+    let o =
+        fieldkit(&["export", "--run", out.to_str().unwrap(), "--checkpoint", "last", "--out", last.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = fieldkit(&["eval", "--model", last.to_str().unwrap(), "--data", &weed()]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -115,10 +174,15 @@ fn bad_input_exits_2_with_the_culprit_named() {
     let data = dir.path().join("data");
     copy_dir(&assets().join("data/weed-mini"), &data);
     std::fs::create_dir_all(data.join("valid/dandelion")).unwrap();
-    std::fs::copy(assets().join("data/weed-mini/valid/eclipta").read_dir().unwrap().next().unwrap().unwrap().path(), data.join("valid/dandelion/a.jpg")).unwrap();
+    std::fs::copy(
+        assets().join("data/weed-mini/valid/eclipta").read_dir().unwrap().next().unwrap().unwrap().path(),
+        data.join("valid/dandelion/a.jpg"),
+    )
+    .unwrap();
     let out = dir.path().join("o");
     let run = |extra: &[&str]| {
-        let mut a = vec!["train", "classify", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
+        let mut a =
+            vec!["train", "classify", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"];
         a.extend_from_slice(extra);
         fieldkit(&a)
     };

@@ -126,7 +126,10 @@ impl ModelCard {
         }
         let card: ModelCard = fsio::read_json(&path)?;
         if card.card_version > CARD_VERSION {
-            return Err(CoreError::invalid(&path, format!("card_version {} is newer than this fieldkit understands ({CARD_VERSION})", card.card_version)));
+            return Err(CoreError::invalid(
+                &path,
+                format!("card_version {} is newer than this fieldkit understands ({CARD_VERSION})", card.card_version),
+            ));
         }
         card.validate(&path)?;
         Ok(card)
@@ -160,7 +163,10 @@ impl ModelCard {
         if let Some((w, h)) = self.preprocess.output_size() {
             let (sh, sw) = (self.input.shape[2], self.input.shape[3]);
             if (sh > 0 && sh != h as i64) || (sw > 0 && sw != w as i64) {
-                return Err(CoreError::invalid(path, format!("preprocess produces {w}x{h} but input.shape is {:?}", self.input.shape)));
+                return Err(CoreError::invalid(
+                    path,
+                    format!("preprocess produces {w}x{h} but input.shape is {:?}", self.input.shape),
+                ));
             }
         }
         self.preprocess.validate().map_err(|e| CoreError::invalid(path, e.to_string()))?;

@@ -31,7 +31,8 @@ impl NmsOptions {
     /// The COCO evaluation protocol: down to score 0.001 so the PR curve reaches
     /// low-confidence recall, at most 100 detections per image, per-class NMS at IoU 0.65
     /// (YOLOX's evaluation settings).
-    pub const COCO_EVAL: NmsOptions = NmsOptions { score_threshold: 0.001, iou_threshold: 0.65, class_agnostic: false, max_detections: 100 };
+    pub const COCO_EVAL: NmsOptions =
+        NmsOptions { score_threshold: 0.001, iou_threshold: 0.65, class_agnostic: false, max_detections: 100 };
 }
 
 impl Default for NmsOptions {
@@ -180,7 +181,10 @@ mod tests {
         let dets = vec![d(0.0, 0, 0.9), d(1.0, 0, 0.8), d(1.0, 1, 0.7), d(50.0, 0, 0.6), d(60.0, 0, 0.1)];
         let kept = nms(dets.clone(), &NmsOptions { score_threshold: 0.3, iou_threshold: 0.5, ..Default::default() });
         assert_eq!(kept.iter().map(|k| k.score).collect::<Vec<_>>(), vec![0.9, 0.7, 0.6]);
-        let kept = nms(dets, &NmsOptions { score_threshold: 0.3, iou_threshold: 0.5, class_agnostic: true, max_detections: 300 });
+        let kept = nms(
+            dets,
+            &NmsOptions { score_threshold: 0.3, iou_threshold: 0.5, class_agnostic: true, max_detections: 300 },
+        );
         assert_eq!(kept.iter().map(|k| k.score).collect::<Vec<_>>(), vec![0.9, 0.6]);
     }
 }

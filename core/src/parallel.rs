@@ -60,7 +60,8 @@ mod tests {
     fn keeps_order_and_stops_on_error() {
         let v: Result<Vec<usize>, String> = map_indexed(100, 3, || Ok(()), |_, i| Ok(i * 2));
         assert_eq!(v.unwrap(), (0..100).map(|i| i * 2).collect::<Vec<_>>());
-        let e: Result<Vec<usize>, String> = map_indexed(100, 2, || Ok(()), |_, i| if i == 37 { Err(format!("bad {i}")) } else { Ok(i) });
+        let e: Result<Vec<usize>, String> =
+            map_indexed(100, 2, || Ok(()), |_, i| if i == 37 { Err(format!("bad {i}")) } else { Ok(i) });
         assert_eq!(e.unwrap_err(), "bad 37");
         let empty: Result<Vec<u8>, String> = map_indexed(0, 4, || Ok(()), |_, _| Ok(1));
         assert!(empty.unwrap().is_empty());

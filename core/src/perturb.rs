@@ -33,7 +33,10 @@ impl Perturb {
             "bright" => Perturb::Brightness(1.5),
             "jpeg" => Perturb::Jpeg(15),
             other => {
-                return Err(CoreError::Argument(format!("--perturb '{other}' is not one of {}", Self::NAMES.join(", "))))
+                return Err(CoreError::Argument(format!(
+                    "--perturb '{other}' is not one of {}",
+                    Self::NAMES.join(", ")
+                )))
             }
         })
     }
@@ -94,7 +97,13 @@ mod tests {
 
     fn img() -> RgbImage {
         // Texture (a blur of a linear ramp is the ramp): a coarse checkerboard.
-        RgbImage::from_fn(64, 48, |x, y| if (x / 4 + y / 4) % 2 == 0 { image::Rgb([40, 50, 40]) } else { image::Rgb([200, 180, 160]) })
+        RgbImage::from_fn(64, 48, |x, y| {
+            if (x / 4 + y / 4) % 2 == 0 {
+                image::Rgb([40, 50, 40])
+            } else {
+                image::Rgb([200, 180, 160])
+            }
+        })
     }
 
     #[test]

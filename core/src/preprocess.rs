@@ -167,7 +167,8 @@ impl Preprocess {
         if w == 0 || h == 0 {
             return Err(CoreError::Argument(format!("image is empty ({w}x{h})")));
         }
-        let mut geo = Geometry { src_width: w, src_height: h, scale_x: 1.0, scale_y: 1.0, offset_x: 0.0, offset_y: 0.0 };
+        let mut geo =
+            Geometry { src_width: w, src_height: h, scale_x: 1.0, scale_y: 1.0, offset_x: 0.0, offset_y: 0.0 };
         let mut out = match self.resize {
             Resize::None => img.clone(),
             Resize::ShortSide { size } => {
@@ -259,7 +260,11 @@ pub fn reference_pattern(h: usize, w: usize) -> Vec<f32> {
 /// [`reference_pattern`] with /255 and ImageNet mean/std applied in f32, as numpy does it.
 pub fn reference_pattern_imagenet(h: usize, w: usize) -> Vec<f32> {
     let plane = h * w;
-    reference_pattern(h, w).iter().enumerate().map(|(i, v)| (v / 255.0 - IMAGENET_MEAN[i / plane]) / IMAGENET_STD[i / plane]).collect()
+    reference_pattern(h, w)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v / 255.0 - IMAGENET_MEAN[i / plane]) / IMAGENET_STD[i / plane])
+        .collect()
 }
 
 /// Bilinear resize of an RGB8 image; `antialias` widens the kernel when shrinking.
@@ -276,7 +281,8 @@ pub fn resize_rgb(img: &RgbImage, width: u32, height: u32, antialias: bool) -> R
 /// [`resize_rgb`] so training and inference pixels come from one resampler.
 pub fn resize_crop_rgb(img: &RgbImage, region: [f64; 4], width: u32, height: u32, antialias: bool) -> Result<RgbImage> {
     let (w, h) = img.dimensions();
-    let fir_err = |e: &dyn std::fmt::Display| CoreError::Argument(format!("resize {w}x{h} {region:?} -> {width}x{height}: {e}"));
+    let fir_err =
+        |e: &dyn std::fmt::Display| CoreError::Argument(format!("resize {w}x{h} {region:?} -> {width}x{height}: {e}"));
     if width == 0 || height == 0 || w == 0 || h == 0 {
         return Err(fir_err(&"empty image"));
     }
@@ -368,7 +374,10 @@ mod tests {
     #[test]
     fn centered_letterbox_offsets() {
         let img = gradient(100, 50);
-        let pre = Preprocess { resize: Resize::Letterbox { width: 64, height: 64, pad: 0, center: true }, ..Preprocess::yolox(64) };
+        let pre = Preprocess {
+            resize: Resize::Letterbox { width: 64, height: 64, pad: 0, center: true },
+            ..Preprocess::yolox(64)
+        };
         let (_, g) = pre.geometric(&img).unwrap();
         assert_eq!((g.offset_x, g.offset_y), (0.0, 16.0));
     }

@@ -31,7 +31,10 @@ pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<(
     w.write_record(header).map_err(csv_err)?;
     for (i, r) in rows.iter().enumerate() {
         if r.len() != header.len() {
-            return Err(CoreError::invalid(path, format!("row {i} has {} fields, header has {}", r.len(), header.len())));
+            return Err(CoreError::invalid(
+                path,
+                format!("row {i} has {} fields, header has {}", r.len(), header.len()),
+            ));
         }
         w.write_record(r).map_err(csv_err)?;
     }
@@ -77,31 +80,44 @@ pub fn plot_confusion(path: &Path, matrix: &[Vec<u64>], labels: &[String], title
         let centre = |x: u32, y: u32| (x as i32, y as i32);
         let font = |px: u32| ("sans-serif", px).into_font();
         let centred = Pos::new(HPos::Center, VPos::Center);
-        root.draw(&Text::new(title.to_string(), centre(size.0 / 2, 18), font(18).color(&BLACK).pos(centred))).map_err(s)?;
-        root.draw(&Text::new("predicted", centre(left + cell * n as u32 / 2, 38), font(13).color(&BLACK).pos(centred))).map_err(s)?;
-        root.draw(&Text::new("true", centre(24, top + cell * n as u32 / 2), font(13).color(&BLACK).pos(centred))).map_err(s)?;
+        root.draw(&Text::new(title.to_string(), centre(size.0 / 2, 18), font(18).color(&BLACK).pos(centred)))
+            .map_err(s)?;
+        root.draw(&Text::new("predicted", centre(left + cell * n as u32 / 2, 38), font(13).color(&BLACK).pos(centred)))
+            .map_err(s)?;
+        root.draw(&Text::new("true", centre(24, top + cell * n as u32 / 2), font(13).color(&BLACK).pos(centred)))
+            .map_err(s)?;
         let count_px = (cell / 3).clamp(10, 16);
         for (t, row) in matrix.iter().enumerate() {
             let total: u64 = row.iter().sum();
             let y = top + t as u32 * cell;
             let label = format!("{t} {}", labels[t]);
-            root.draw(&Text::new(label, (left as i32 - 8, (y + cell / 2) as i32), font(12).color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center))))
-                .map_err(s)?;
+            root.draw(&Text::new(
+                label,
+                (left as i32 - 8, (y + cell / 2) as i32),
+                font(12).color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center)),
+            ))
+            .map_err(s)?;
             for (p, &c) in row.iter().enumerate() {
                 let rate = if total == 0 { 0.0 } else { c as f64 / total as f64 };
                 let x = left + p as u32 * cell;
                 let shade = (255.0 * (1.0 - rate)) as u8;
                 let fill = RGBColor(shade, shade, 255);
                 root.draw(&Rectangle::new([centre(x, y), centre(x + cell, y + cell)], fill.filled())).map_err(s)?;
-                root.draw(&Rectangle::new([centre(x, y), centre(x + cell, y + cell)], RGBColor(200, 200, 200))).map_err(s)?;
-                let color = if rate > 0.5 { WHITE } else { BLACK };
-                root.draw(&Text::new(c.to_string(), centre(x + cell / 2, y + cell / 2), font(count_px).color(&color).pos(centred)))
+                root.draw(&Rectangle::new([centre(x, y), centre(x + cell, y + cell)], RGBColor(200, 200, 200)))
                     .map_err(s)?;
+                let color = if rate > 0.5 { WHITE } else { BLACK };
+                root.draw(&Text::new(
+                    c.to_string(),
+                    centre(x + cell / 2, y + cell / 2),
+                    font(count_px).color(&color).pos(centred),
+                ))
+                .map_err(s)?;
             }
         }
         for p in 0..n {
             let x = left + p as u32 * cell + cell / 2;
-            root.draw(&Text::new(p.to_string(), centre(x, top - 10), font(12).color(&BLACK).pos(centred))).map_err(s)?;
+            root.draw(&Text::new(p.to_string(), centre(x, top - 10), font(12).color(&BLACK).pos(centred)))
+                .map_err(s)?;
         }
         Ok(())
     })
@@ -120,7 +136,8 @@ pub fn annotate(img: &mut image::RgbImage, boxes: &[([f32; 4], String, usize)]) 
         let c = Palette99::pick(*color).to_rgba();
         let (x1, y1, x2, y2) = (b[0] as i32, b[1] as i32, b[2] as i32, b[3] as i32);
         for t in 0..thick {
-            root.draw(&Rectangle::new([(x1 + t, y1 + t), (x2 - t, y2 - t)], c.stroke_width(1))).map_err(|e| draw_err(&e))?;
+            root.draw(&Rectangle::new([(x1 + t, y1 + t), (x2 - t, y2 - t)], c.stroke_width(1)))
+                .map_err(|e| draw_err(&e))?;
         }
         // Dark text on light palette colours, white on dark ones.
         let luma = 0.299 * c.0 as f32 + 0.587 * c.1 as f32 + 0.114 * c.2 as f32;
@@ -136,7 +153,13 @@ pub fn annotate(img: &mut image::RgbImage, boxes: &[([f32; 4], String, usize)]) 
 }
 
 /// One line per series; `points` are (x, y).
-pub fn plot_lines(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
+pub fn plot_lines(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
     let pts = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
@@ -164,7 +187,10 @@ pub fn plot_lines(path: &Path, title: &str, x_desc: &str, y_desc: &str, series: 
         for (i, (name, p)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(LineSeries::new(p.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    p.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()),
+                    color.stroke_width(2),
+                ))
                 .map_err(s)?
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));

@@ -35,8 +35,20 @@ fn coco_map_matches_pycocotools() {
         }
         for c in &ev.per_class {
             let e = &exp["per_class"][c.category_id.to_string()];
-            check_close(&format!("{case} class {} AP", c.category_id), c.ap50_95, e["ap50_95"].as_f64().unwrap(), 1e-4, &mut worst);
-            check_close(&format!("{case} class {} AP50", c.category_id), c.ap50, e["ap50"].as_f64().unwrap(), 1e-4, &mut worst);
+            check_close(
+                &format!("{case} class {} AP", c.category_id),
+                c.ap50_95,
+                e["ap50_95"].as_f64().unwrap(),
+                1e-4,
+                &mut worst,
+            );
+            check_close(
+                &format!("{case} class {} AP50", c.category_id),
+                c.ap50,
+                e["ap50"].as_f64().unwrap(),
+                1e-4,
+                &mut worst,
+            );
         }
     }
     eprintln!("coco parity: worst abs diff {worst:e}");
@@ -130,7 +142,8 @@ pub fn shared_dir() -> Option<PathBuf> {
 
 fn pixel_diff(ours: &image::RgbImage, theirs: &image::RgbImage) -> (i32, f64) {
     assert_eq!(ours.dimensions(), theirs.dimensions());
-    let diffs: Vec<i32> = ours.as_raw().iter().zip(theirs.as_raw()).map(|(a, b)| (*a as i32 - *b as i32).abs()).collect();
+    let diffs: Vec<i32> =
+        ours.as_raw().iter().zip(theirs.as_raw()).map(|(a, b)| (*a as i32 - *b as i32).abs()).collect();
     (*diffs.iter().max().unwrap(), diffs.iter().sum::<i32>() as f64 / diffs.len() as f64)
 }
 

@@ -51,8 +51,12 @@ impl Default for Safety {
 impl BridgeConfig {
     pub fn load(path: &Path) -> Result<Self, BridgeError> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        let cfg: BridgeConfig = toml::from_str(&text).map_err(|e| BridgeError::Config(format!("{}: {e}", path.display())))?;
-        cfg.plan.validate().and_then(|_| cfg.link.validate()).map_err(|e| BridgeError::Config(format!("{}: {e}", path.display())))?;
+        let cfg: BridgeConfig =
+            toml::from_str(&text).map_err(|e| BridgeError::Config(format!("{}: {e}", path.display())))?;
+        cfg.plan
+            .validate()
+            .and_then(|_| cfg.link.validate())
+            .map_err(|e| BridgeError::Config(format!("{}: {e}", path.display())))?;
         Ok(cfg)
     }
 }
@@ -116,7 +120,10 @@ fn spawn_reader(
                 }
             };
             if !(parsed.width > 0.0 && parsed.height > 0.0) {
-                let _ = tx.send(Input::Bad(format!("{source}:{n}: width/height must be positive, got {}x{}", parsed.width, parsed.height)));
+                let _ = tx.send(Input::Bad(format!(
+                    "{source}:{n}: width/height must be positive, got {}x{}",
+                    parsed.width, parsed.height
+                )));
                 continue;
             }
             let offset_us = match (timing, parsed.capture_ms) {
@@ -157,8 +164,13 @@ pub enum ActStatus {
     Pending,
     Sent,
     Acked,
-    Done { opened_us: u64, closed_us: u64 },
-    Failed { reason: String },
+    Done {
+        opened_us: u64,
+        closed_us: u64,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -366,7 +378,13 @@ impl Bridge {
         for d in best.into_iter().take(MAX_DETECTIONS) {
             let next = self.class_ids.len() as u8;
             let class = *self.class_ids.entry(d.name.clone()).or_insert(next);
-            let _ = batch.detections.push(CompactDetection::new(class, d.score, d.bbox, line.width as f32, line.height as f32));
+            let _ = batch.detections.push(CompactDetection::new(
+                class,
+                d.score,
+                d.bbox,
+                line.width as f32,
+                line.height as f32,
+            ));
         }
         self.link.send(Message::Detections(batch), now);
 
@@ -375,15 +393,18 @@ impl Bridge {
                 self.triggers += 1;
                 match self.merger.add(&t, now) {
                     Merge::New { id, nozzle, open_us, close_us } => {
-                        self.acts.insert(id, Actuation {
+                        self.acts.insert(
                             id,
-                            nozzle,
-                            open_us,
-                            close_us,
-                            class: t.class.clone(),
-                            status: ActStatus::Pending,
-                            acked_once: false,
-                        });
+                            Actuation {
+                                id,
+                                nozzle,
+                                open_us,
+                                close_us,
+                                class: t.class.clone(),
+                                status: ActStatus::Pending,
+                                acked_once: false,
+                            },
+                        );
                     }
                     Merge::Extend { id, open_us, close_us, .. } => {
                         if let Some(a) = self.acts.get_mut(&id) {
@@ -527,7 +548,12 @@ impl Bridge {
             actuations: acts,
             estops: self.estops,
             link: self.link.stats.clone(),
-            ack_rtt: Latency { samples: rtt.len(), p50_ms: percentile(&rtt, 0.5), p99_ms: percentile(&rtt, 0.99), max_ms: percentile(&rtt, 1.0) },
+            ack_rtt: Latency {
+                samples: rtt.len(),
+                p50_ms: percentile(&rtt, 0.5),
+                p99_ms: percentile(&rtt, 0.99),
+                max_ms: percentile(&rtt, 1.0),
+            },
             device: self.telemetry,
         }
     }
@@ -538,7 +564,8 @@ impl BridgeReport {
     /// than `tol_us`): wrong actuations. Should be empty. Sprays that overlap on a nozzle keep
     /// it open throughout, so a log opening is checked against their union.
     pub fn unplanned(&self, spans: &[crate::sim::Span], tol_us: u64) -> Vec<crate::sim::Span> {
-        let mut planned: Vec<(u8, u64, u64)> = self.actuations.iter().map(|a| (a.nozzle, a.open_us, a.close_us)).collect();
+        let mut planned: Vec<(u8, u64, u64)> =
+            self.actuations.iter().map(|a| (a.nozzle, a.open_us, a.close_us)).collect();
         planned.sort_unstable();
         let mut union: Vec<(u8, u64, u64)> = Vec::new();
         for (n, o, c) in planned {
@@ -549,7 +576,9 @@ impl BridgeReport {
         }
         spans
             .iter()
-            .filter(|s| !union.iter().any(|&(n, o, c)| n == s.nozzle && s.open_us + tol_us >= o && s.close_us <= c + tol_us))
+            .filter(|s| {
+                !union.iter().any(|&(n, o, c)| n == s.nozzle && s.open_us + tol_us >= o && s.close_us <= c + tol_us)
+            })
             .copied()
             .collect()
     }

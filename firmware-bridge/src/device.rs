@@ -8,8 +8,7 @@
 
 use crate::outbox::Outbox;
 use crate::protocol::{
-    fault, Actuate, DeviceState, FailReason, Frame, Message, NackReason, Outcome, Telemetry, MAX_NOZZLES,
-    VERSION,
+    fault, Actuate, DeviceState, FailReason, Frame, Message, NackReason, Outcome, Telemetry, MAX_NOZZLES, VERSION,
 };
 
 /// Scheduled actuations the device holds at once.
@@ -357,7 +356,8 @@ mod tests {
     }
 
     fn hello(d: &mut Device, io: &mut Rec, now: u64) {
-        let f = Frame { seq: 1, msg: Message::Hello { version: VERSION, watchdog_ms: 300, host_time_us: 1_000_000 + now } };
+        let f =
+            Frame { seq: 1, msg: Message::Hello { version: VERSION, watchdog_ms: 300, host_time_us: 1_000_000 + now } };
         d.on_frame(&f, now, io);
     }
 
@@ -381,10 +381,13 @@ mod tests {
             }
         }
         let opens: heapless::Vec<_, 8> = io.events.iter().filter(|e| !matches!(e, Event::State { .. })).collect();
-        assert_eq!(opens.as_slice(), &[
-            &Event::Open { nozzle: 3, id: 10, host_us: 1_200_000 },
-            &Event::Close { nozzle: 3, id: 10, host_us: 1_300_000 }
-        ]);
+        assert_eq!(
+            opens.as_slice(),
+            &[
+                &Event::Open { nozzle: 3, id: 10, host_us: 1_200_000 },
+                &Event::Close { nozzle: 3, id: 10, host_us: 1_300_000 }
+            ]
+        );
         assert!(io.sent.iter().any(|f| f.msg
             == Message::Report { id: 10, outcome: Outcome::Done { opened_us: 1_200_000, closed_us: 1_300_000 } }));
     }
@@ -422,7 +425,10 @@ mod tests {
         d.tick(301_001, &mut io);
         assert_eq!(d.state(), DeviceState::Safe);
         assert_eq!(d.nozzles_open(), 0);
-        assert!(io.sent.iter().any(|f| f.msg == Message::Report { id: 1, outcome: Outcome::Failed(FailReason::Watchdog) }));
+        assert!(io
+            .sent
+            .iter()
+            .any(|f| f.msg == Message::Report { id: 1, outcome: Outcome::Failed(FailReason::Watchdog) }));
         d.on_frame(&actuate(3, 2, 0, 1_400_000, 1000), 302_000, &mut io);
         assert!(matches!(io.sent.last().unwrap().msg, Message::Nack { seq: 3, reason: NackReason::Estopped }));
         hello(&mut d, &mut io, 303_000);
@@ -435,7 +441,11 @@ mod tests {
         let mut io = Rec::default();
         d.on_frame(&actuate(1, 1, 0, 0, 10), 0, &mut io);
         assert!(matches!(io.sent.last().unwrap().msg, Message::Nack { reason: NackReason::NotReady, .. }));
-        d.on_frame(&Frame { seq: 2, msg: Message::Hello { version: VERSION + 1, watchdog_ms: 1, host_time_us: 0 } }, 0, &mut io);
+        d.on_frame(
+            &Frame { seq: 2, msg: Message::Hello { version: VERSION + 1, watchdog_ms: 1, host_time_us: 0 } },
+            0,
+            &mut io,
+        );
         assert!(matches!(io.sent.last().unwrap().msg, Message::Nack { reason: NackReason::Version, .. }));
         hello(&mut d, &mut io, 0);
         d.on_frame(&actuate(3, 1, 2, 1_100_000, 10), 0, &mut io);

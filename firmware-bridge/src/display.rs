@@ -50,7 +50,9 @@ pub fn draw<D: DrawTarget<Color = BinaryColor>>(target: &mut D, s: &Status) -> R
     };
 
     // Header, inverted so the link state reads at a glance.
-    Rectangle::new(Point::zero(), Size::new(WIDTH, 11)).into_styled(PrimitiveStyle::with_fill(BinaryColor::On)).draw(target)?;
+    Rectangle::new(Point::zero(), Size::new(WIDTH, 11))
+        .into_styled(PrimitiveStyle::with_fill(BinaryColor::On))
+        .draw(target)?;
     let link = match s.link {
         LinkState::Up => "LINK UP",
         LinkState::Down => "LINK DOWN",
@@ -94,7 +96,9 @@ pub fn draw<D: DrawTarget<Color = BinaryColor>>(target: &mut D, s: &Status) -> R
         }
         DeviceState::Ready => {}
     }
-    for (bit, name) in [(fault::WATCHDOG, "WDOG "), (fault::LATE, "LATE "), (fault::QUEUE_FULL, "FULL "), (fault::CORRUPT_RX, "CRC ")] {
+    for (bit, name) in
+        [(fault::WATCHDOG, "WDOG "), (fault::LATE, "LATE "), (fault::QUEUE_FULL, "FULL "), (fault::CORRUPT_RX, "CRC ")]
+    {
         if s.faults & bit != 0 {
             let _ = line.push_str(name);
         }

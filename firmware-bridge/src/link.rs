@@ -95,16 +95,31 @@ impl Default for LinkConfig {
 
 #[derive(Debug, Clone)]
 pub enum LinkEvent {
-    Up { nozzles: u8 },
-    Down { reason: String },
+    Up {
+        nozzles: u8,
+    },
+    Down {
+        reason: String,
+    },
     Telemetry(Telemetry),
     /// A reliable message was acknowledged after `rtt_us`.
-    Acked { msg: Message, rtt_us: u64 },
-    Nacked { msg: Message, reason: NackReason },
+    Acked {
+        msg: Message,
+        rtt_us: u64,
+    },
+    Nacked {
+        msg: Message,
+        reason: NackReason,
+    },
     /// A reliable message that was never acknowledged (out of tries, or the link went down).
-    Lost { msg: Message },
+    Lost {
+        msg: Message,
+    },
     /// An actuation report from the device (already acknowledged; may repeat).
-    Report { id: u32, outcome: protocol::Outcome },
+    Report {
+        id: u32,
+        outcome: protocol::Outcome,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -308,7 +323,8 @@ impl Link {
     }
 
     fn hello(&mut self, now: u64) {
-        let seq = self.transmit(Message::Hello { version: VERSION, watchdog_ms: self.cfg.watchdog_ms, host_time_us: now }, now);
+        let seq = self
+            .transmit(Message::Hello { version: VERSION, watchdog_ms: self.cfg.watchdog_ms, host_time_us: now }, now);
         self.state = State::Handshake { hello_seq: seq };
     }
 
@@ -364,7 +380,11 @@ impl Link {
                 self.transmit(Message::Ack { seq: frame.seq }, now);
                 events.push(LinkEvent::Report { id, outcome });
             }
-            Message::Hello { .. } | Message::Heartbeat { .. } | Message::Detections(_) | Message::Actuate(_) | Message::Estop { .. } => {}
+            Message::Hello { .. }
+            | Message::Heartbeat { .. }
+            | Message::Detections(_)
+            | Message::Actuate(_)
+            | Message::Estop { .. } => {}
         }
     }
 
@@ -384,7 +404,8 @@ impl Link {
 
     fn open(&self) -> Result<Connection, serialport::Error> {
         let path = self.port.to_string_lossy().into_owned();
-        let (parity, stop_bits) = self.cfg.serial_settings().map_err(|e| serialport::Error::new(serialport::ErrorKind::InvalidInput, e))?;
+        let (parity, stop_bits) =
+            self.cfg.serial_settings().map_err(|e| serialport::Error::new(serialport::ErrorKind::InvalidInput, e))?;
         let port = serialport::new(path, self.cfg.baud)
             .parity(parity)
             .stop_bits(stop_bits)
@@ -412,7 +433,9 @@ impl Link {
                                 return;
                             }
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::TimedOut
+                                || e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => {
                             let _ = tx.send(Chunk::Closed(e.to_string()));
                             return;

@@ -25,9 +25,7 @@ impl<const N: usize> Outbox<N> {
 
     /// Registers a frame the caller has just sent; gives it back when the outbox is full.
     pub fn push(&mut self, frame: Frame, now_us: u64) -> Result<(), Frame> {
-        self.pending
-            .push(Pending { frame, due_us: now_us + self.timeout_us, tries: 1 })
-            .map_err(|p| p.frame)
+        self.pending.push(Pending { frame, due_us: now_us + self.timeout_us, tries: 1 }).map_err(|p| p.frame)
     }
 
     /// The acknowledged frame, if it was pending.
@@ -93,10 +91,14 @@ mod tests {
         assert_eq!(o.ack(2).map(|f| f.seq), Some(2));
         assert!(o.ack(2).is_none());
         o.poll(200, |_| sent += 1, |_| lost += 1);
-        o.poll(300, |_| sent += 1, |f| {
-            assert_eq!(f.seq, 1);
-            lost += 1
-        });
+        o.poll(
+            300,
+            |_| sent += 1,
+            |f| {
+                assert_eq!(f.seq, 1);
+                lost += 1
+            },
+        );
         assert_eq!((sent, lost, o.len()), (3, 1, 0));
         assert_eq!(o.retransmits, 3);
     }

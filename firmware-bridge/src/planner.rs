@@ -163,11 +163,23 @@ pub struct Trigger {
 /// What merging a trigger did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Merge {
-    New { id: u32, nozzle: u8, open_us: u64, close_us: u64 },
+    New {
+        id: u32,
+        nozzle: u8,
+        open_us: u64,
+        close_us: u64,
+    },
     /// An existing spray grew; the device gets the new times under the same id.
-    Extend { id: u32, nozzle: u8, open_us: u64, close_us: u64 },
+    Extend {
+        id: u32,
+        nozzle: u8,
+        open_us: u64,
+        close_us: u64,
+    },
     /// Already covered.
-    Covered { id: u32 },
+    Covered {
+        id: u32,
+    },
 }
 
 /// Merges triggers on the same nozzle into sprays (the same plant seen in consecutive frames,
@@ -183,7 +195,12 @@ pub struct Merger {
 
 impl Merger {
     pub fn new(opts: &PlanOptions) -> Self {
-        Merger { gap_us: (opts.merge_gap_ms * 1e3) as u64, lead_us: (opts.min_lead_ms * 1e3) as u64, next_id: 1, open: BTreeMap::new() }
+        Merger {
+            gap_us: (opts.merge_gap_ms * 1e3) as u64,
+            lead_us: (opts.min_lead_ms * 1e3) as u64,
+            next_id: 1,
+            open: BTreeMap::new(),
+        }
     }
 
     pub fn add(&mut self, t: &Trigger, now_us: u64) -> Merge {
@@ -229,7 +246,10 @@ mod tests {
         // 400x300 image: x 0..100 is the leftmost quarter (nozzle 0); y 200..300 is the
         // nearest quarter: near edge at the image bottom, 0.25 m from the nozzles.
         let t = c.triggers(&det("weed", 0.9, [0.0, 200.0, 100.0, 300.0]), 400.0, 300.0, 1_000_000);
-        assert_eq!(t, vec![Trigger { nozzle: 0, open_us: 1_250_000, close_us: 1_500_000, class: "weed".into(), score: 0.9 }]);
+        assert_eq!(
+            t,
+            vec![Trigger { nozzle: 0, open_us: 1_250_000, close_us: 1_500_000, class: "weed".into(), score: 0.9 }]
+        );
         // Across the middle: nozzles 1 and 2.
         let t = c.triggers(&det("weed", 0.9, [150.0, 0.0, 250.0, 30.0]), 400.0, 300.0, 0);
         assert_eq!(t.iter().map(|t| t.nozzle).collect::<Vec<_>>(), vec![1, 2]);
@@ -244,9 +264,15 @@ mod tests {
         let c = config();
         let mut m = Merger::new(&PlanOptions { merge_gap_ms: 50.0, ..c.plan.clone() });
         let t = |o, cl| Trigger { nozzle: 1, open_us: o, close_us: cl, class: "weed".into(), score: 1.0 };
-        assert_eq!(m.add(&t(1_000_000, 1_200_000), 0), Merge::New { id: 1, nozzle: 1, open_us: 1_000_000, close_us: 1_200_000 });
+        assert_eq!(
+            m.add(&t(1_000_000, 1_200_000), 0),
+            Merge::New { id: 1, nozzle: 1, open_us: 1_000_000, close_us: 1_200_000 }
+        );
         assert_eq!(m.add(&t(1_010_000, 1_190_000), 30_000), Merge::Covered { id: 1 });
-        assert_eq!(m.add(&t(1_230_000, 1_300_000), 60_000), Merge::Extend { id: 1, nozzle: 1, open_us: 1_000_000, close_us: 1_300_000 });
+        assert_eq!(
+            m.add(&t(1_230_000, 1_300_000), 60_000),
+            Merge::Extend { id: 1, nozzle: 1, open_us: 1_000_000, close_us: 1_300_000 }
+        );
         assert!(matches!(m.add(&t(1_400_000, 1_500_000), 90_000), Merge::New { id: 2, .. }));
         // Once the device has closed spray 1, a trigger touching it starts a new spray.
         assert!(matches!(m.add(&t(1_290_000, 1_310_000), 1_295_000), Merge::New { id: 3, .. }));

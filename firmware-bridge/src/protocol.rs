@@ -303,12 +303,18 @@ mod tests {
         for _ in 0..MAX_DETECTIONS {
             detections.push(det).unwrap();
         }
-        Frame { seq: u16::MAX, msg: Message::Detections(DetectionBatch { frame: u32::MAX, time_us: u64::MAX, detections }) }
+        Frame {
+            seq: u16::MAX,
+            msg: Message::Detections(DetectionBatch { frame: u32::MAX, time_us: u64::MAX, detections }),
+        }
     }
 
     #[test]
     fn round_trip_and_resync_after_garbage() {
-        let f = Frame { seq: 7, msg: Message::Actuate(Actuate { id: 3, nozzle: 2, open_at_us: 1_000_000, duration_us: 250_000 }) };
+        let f = Frame {
+            seq: 7,
+            msg: Message::Actuate(Actuate { id: 3, nozzle: 2, open_at_us: 1_000_000, duration_us: 250_000 }),
+        };
         let mut wire = [0u8; MAX_FRAME];
         let n = encode(&f, &mut wire).unwrap();
         assert_eq!(wire[n - 1], 0);

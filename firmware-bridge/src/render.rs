@@ -27,7 +27,11 @@ impl Framebuffer {
 
     pub fn to_image(&self, scale: u32) -> image::RgbImage {
         let (on, off) = (image::Rgb([120, 220, 255]), image::Rgb([8, 12, 20]));
-        image::RgbImage::from_fn(WIDTH * scale, HEIGHT * scale, |x, y| if self.get(x / scale, y / scale) { on } else { off })
+        image::RgbImage::from_fn(
+            WIDTH * scale,
+            HEIGHT * scale,
+            |x, y| if self.get(x / scale, y / scale) { on } else { off },
+        )
     }
 }
 

@@ -151,7 +151,9 @@ pub fn read_log(path: &Path) -> Result<Vec<Span>, BridgeError> {
         let bad = |what: &str| BridgeError::Input(format!("{}:{}: {what}", path.display(), i + 1));
         let v: serde_json::Value = serde_json::from_str(l).map_err(|e| bad(&e.to_string()))?;
         let t = v["t_us"].as_u64().ok_or_else(|| bad("no t_us"))?;
-        let nozzle = || v["nozzle"].as_u64().filter(|&n| (n as usize) < protocol::MAX_NOZZLES).ok_or_else(|| bad("no valid nozzle"));
+        let nozzle = || {
+            v["nozzle"].as_u64().filter(|&n| (n as usize) < protocol::MAX_NOZZLES).ok_or_else(|| bad("no valid nozzle"))
+        };
         match v["event"].as_str() {
             Some("open") => open[nozzle()? as usize] = Some(t),
             Some("close") => {
@@ -174,12 +176,18 @@ struct Pty {
 }
 
 fn plug(path: &Path) -> Result<Pty, BridgeError> {
-    let (mut master, slave) = TTYPort::pair().map_err(|e| BridgeError::Serial(format!("creating a pseudo-terminal: {e}")))?;
+    let (mut master, slave) =
+        TTYPort::pair().map_err(|e| BridgeError::Serial(format!("creating a pseudo-terminal: {e}")))?;
     master.set_timeout(Duration::from_millis(1)).map_err(|e| BridgeError::Serial(e.to_string()))?;
     let name = slave.name().ok_or_else(|| BridgeError::Serial("pseudo-terminal without a name".into()))?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(path).map_err(io_err(path))?,
-        Ok(_) => return Err(BridgeError::Config(format!("{}: exists and is not a symlink; refusing to replace it", path.display()))),
+        Ok(_) => {
+            return Err(BridgeError::Config(format!(
+                "{}: exists and is not a symlink; refusing to replace it",
+                path.display()
+            )))
+        }
         Err(_) => {}
     }
     std::os::unix::fs::symlink(&name, path).map_err(io_err(path))?;

@@ -5,8 +5,9 @@ use proptest::prelude::*;
 
 fn frames() -> impl Strategy<Value = Frame> {
     let msg = prop_oneof![
-        (any::<u32>(), any::<u8>(), any::<u64>(), any::<u32>())
-            .prop_map(|(id, nozzle, open_at_us, duration_us)| Message::Actuate(Actuate { id, nozzle, open_at_us, duration_us })),
+        (any::<u32>(), any::<u8>(), any::<u64>(), any::<u32>()).prop_map(|(id, nozzle, open_at_us, duration_us)| {
+            Message::Actuate(Actuate { id, nozzle, open_at_us, duration_us })
+        }),
         any::<u64>().prop_map(|host_time_us| Message::Heartbeat { host_time_us }),
         any::<u16>().prop_map(|seq| Message::Ack { seq }),
         Just(Message::Estop { reason: EstopReason::Vision }),

@@ -42,7 +42,9 @@ fn nozzle_boxes_fill_while_open_and_faults_replace_the_counts() {
     // Nozzle pitch is (128 - 2) / 8 = 15 px; boxes start at x = 1 + 15 i, y = 44..52.
     let inside = |i: u32| fb.get(1 + 15 * i + 6, 48);
     assert!(!inside(0) && inside(1) && inside(2) && !inside(3));
-    let lit = |fb: &render::Framebuffer, y0: u32| (y0..y0 + 10).flat_map(|y| (0..128).map(move |x| (x, y))).filter(|&(x, y)| fb.get(x, y)).count();
+    let lit = |fb: &render::Framebuffer, y0: u32| {
+        (y0..y0 + 10).flat_map(|y| (0..128).map(move |x| (x, y))).filter(|&(x, y)| fb.get(x, y)).count()
+    };
     let ok_line = lit(&fb, 54);
     let mut s = status(&classes);
     s.state = DeviceState::Safe;

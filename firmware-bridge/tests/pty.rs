@@ -34,7 +34,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// A 400×300 px frame; the ground moves 40 px per 100 ms.
 fn line(capture_ms: u64, dets: &[(&str, f32, [f32; 4])]) -> String {
-    let dets: Vec<Value> = dets.iter().map(|(n, s, b)| serde_json::json!({"bbox": b, "class": 0, "name": n, "score": s})).collect();
+    let dets: Vec<Value> =
+        dets.iter().map(|(n, s, b)| serde_json::json!({"bbox": b, "class": 0, "name": n, "score": s})).collect();
     serde_json::json!({"width": 400, "height": 300, "capture_ms": capture_ms, "detections": dets}).to_string()
 }
 
@@ -55,7 +56,8 @@ fn cycle(t0: u64) -> (Vec<String>, Vec<(u8, u64, u64)>) {
     lines.push(line(t0 + 500, &[("weed", 0.9, [320.0, 0.0, 390.0, 30.0])]));
     // Weed E under nozzle 0, 20 ms after A closes: A's spray is extended to 1100.
     lines.push(line(t0 + 600, &[("weed", 0.9, [10.0, 200.0, 90.0, 232.0])]));
-    let sprays = vec![(0, t0 + 850, t0 + 1100), (1, t0 + 900, t0 + 1050), (2, t0 + 900, t0 + 1050), (3, t0 + 1425, t0 + 1500)];
+    let sprays =
+        vec![(0, t0 + 850, t0 + 1100), (1, t0 + 900, t0 + 1050), (2, t0 + 900, t0 + 1050), (3, t0 + 1425, t0 + 1500)];
     (lines, sprays)
 }
 
@@ -132,7 +134,12 @@ fn check(report: &BridgeReport, spans: &[(u8, u64, u64)]) {
         let inside = planned.iter().any(|&(pn, po, pc)| pn == n && o + TOL_US as u64 >= po && c <= pc + TOL_US as u64);
         assert!(inside, "nozzle {n} opened {o}..{c} outside every planned spray: {:#?}", report.actuations);
     }
-    let done: Vec<_> = report.actuations.iter().filter(|a| matches!(a.status, ActStatus::Done { .. })).map(|a| (a.nozzle, a.open_us, a.close_us)).collect();
+    let done: Vec<_> = report
+        .actuations
+        .iter()
+        .filter(|a| matches!(a.status, ActStatus::Done { .. }))
+        .map(|a| (a.nozzle, a.open_us, a.close_us))
+        .collect();
     for (n, o, c) in union(done) {
         let seen = spans.iter().any(|&(sn, so, sc)| sn == n && close(so, o) && close(sc, c));
         assert!(seen, "spray on nozzle {n} {o}..{c} reported done but not in the log {spans:?}");
@@ -205,9 +212,9 @@ fn unplug_is_survived_and_sprays_in_the_gap_are_reported_failed() {
     let long = |t: u64| line(t, &[("weed", 0.9, [320.0, 0.0, 390.0, 300.0])]);
     lines.push(long(450)); // 700..1450
     lines.push(long(1000)); // 1250..2000, merged
-    // Seen during the unplug, due during it: cannot be delivered.
+                            // Seen during the unplug, due during it: cannot be delivered.
     lines.push(line(1250, &[("weed", 0.9, [10.0, 250.0, 90.0, 300.0])])); // nozzle 0 1500..1550
-    // Seen during the unplug, due after the replug: delivered late but in time.
+                                                                          // Seen during the unplug, due after the replug: delivered late but in time.
     lines.push(line(1300, &[("weed", 0.9, [150.0, 0.0, 190.0, 30.0])])); // nozzle 1 2225..2300
     let mut cfg = config();
     cfg.link = Default::default(); // the 300 ms watchdog cuts nozzle 3 during the unplug
@@ -298,7 +305,8 @@ fn a_stalled_live_stream_estops_and_the_next_detection_restarts() {
         writer.write_all(live(&[("weed", 0.9, [10.0, 250.0, 90.0, 300.0])]).as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(100));
     });
-    let mut b = Bridge::new(BridgeOptions { port: dir.path().join("mcu"), config: cfg, timing: Timing::Live, quiet: true });
+    let mut b =
+        Bridge::new(BridgeOptions { port: dir.path().join("mcu"), config: cfg, timing: Timing::Live, quiet: true });
     let report = b.run(Box::new(std::io::BufReader::new(reader)), "pipe").unwrap();
     feeder.join().unwrap();
     stop.store(true, Ordering::Relaxed);

@@ -19,10 +19,24 @@ fn typical_frame_sizes() {
         ("Estop", wire(Message::Estop { reason: EstopReason::Vision })),
         ("Nack", wire(Message::Nack { seq: 40_000, reason: NackReason::TooLate })),
         ("Ack", wire(Message::Ack { seq: 40_000 })),
-        ("Report", wire(Message::Report { id: 100_000, outcome: Outcome::Done { opened_us: t, closed_us: t + 250_000 } })),
-        ("Telemetry", wire(Message::Telemetry(Telemetry {
-            host_time_us: t, state: DeviceState::Ready, nozzles_open: 0xff, faults: 0, queued: 3, done: 100_000, failed: 10, rx_corrupt: 500, detections: 4,
-        }))),
+        (
+            "Report",
+            wire(Message::Report { id: 100_000, outcome: Outcome::Done { opened_us: t, closed_us: t + 250_000 } }),
+        ),
+        (
+            "Telemetry",
+            wire(Message::Telemetry(Telemetry {
+                host_time_us: t,
+                state: DeviceState::Ready,
+                nozzles_open: 0xff,
+                faults: 0,
+                queued: 3,
+                done: 100_000,
+                failed: 10,
+                rx_corrupt: 500,
+                detections: 4,
+            })),
+        ),
     ];
     for (name, n) in sizes {
         println!("{name}: {n} bytes");

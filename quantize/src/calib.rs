@@ -153,35 +153,55 @@ impl TensorStats {
 
 /// Two passes over the calibration images: min/max of every probed tensor, then histograms
 /// over those ranges.
-pub fn collect(probe: &Probe, pre: &Preprocess, images: &[View], workers: usize) -> Result<HashMap<String, TensorStats>> {
+pub fn collect(
+    probe: &Probe,
+    pre: &Preprocess,
+    images: &[View],
+    workers: usize,
+) -> Result<HashMap<String, TensorStats>> {
     let n = probe.tensors.len();
     let ranges = Mutex::new(vec![(f32::INFINITY, f32::NEG_INFINITY); n]);
-    map_indexed(images.len(), workers, || probe.spawn(), |state, i| {
-        let values = probe.run(state, &prepare(pre, &images[i])?)?;
-        let local: Vec<(f32, f32)> = values.iter().map(|v| min_max(v)).collect();
-        let mut r = ranges.lock().unwrap();
-        for (acc, (lo, hi)) in r.iter_mut().zip(local) {
-            acc.0 = acc.0.min(lo);
-            acc.1 = acc.1.max(hi);
-        }
-        Ok::<_, QuantizeError>(())
-    })?;
+    map_indexed(
+        images.len(),
+        workers,
+        || probe.spawn(),
+        |state, i| {
+            let values = probe.run(state, &prepare(pre, &images[i])?)?;
+            let local: Vec<(f32, f32)> = values.iter().map(|v| min_max(v)).collect();
+            let mut r = ranges.lock().unwrap();
+            for (acc, (lo, hi)) in r.iter_mut().zip(local) {
+                acc.0 = acc.0.min(lo);
+                acc.1 = acc.1.max(hi);
+            }
+            Ok::<_, QuantizeError>(())
+        },
+    )?;
     let ranges = ranges.into_inner().unwrap();
     if let Some((t, _)) = probe.tensors.iter().zip(&ranges).find(|(_, r)| !(r.0.is_finite() && r.1.is_finite())) {
-        return Err(QuantizeError::Calibration(format!("tensor '{t}' took non-finite values on the calibration images")));
+        return Err(QuantizeError::Calibration(format!(
+            "tensor '{t}' took non-finite values on the calibration images"
+        )));
     }
     let hists = Mutex::new(vec![(vec![0u64; BINS], vec![0u64; BINS]); n]);
-    map_indexed(images.len(), workers, || probe.spawn(), |state, i| {
-        let values = probe.run(state, &prepare(pre, &images[i])?)?;
-        let local: Vec<(Vec<u64>, Vec<u64>)> =
-            values.iter().zip(&ranges).map(|(v, &(lo, hi))| (histogram(v, lo, hi), abs_histogram(v, lo.abs().max(hi.abs())))).collect();
-        let mut h = hists.lock().unwrap();
-        for (acc, (a, b)) in h.iter_mut().zip(local) {
-            acc.0.iter_mut().zip(a).for_each(|(x, y)| *x += y);
-            acc.1.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-        }
-        Ok::<_, QuantizeError>(())
-    })?;
+    map_indexed(
+        images.len(),
+        workers,
+        || probe.spawn(),
+        |state, i| {
+            let values = probe.run(state, &prepare(pre, &images[i])?)?;
+            let local: Vec<(Vec<u64>, Vec<u64>)> = values
+                .iter()
+                .zip(&ranges)
+                .map(|(v, &(lo, hi))| (histogram(v, lo, hi), abs_histogram(v, lo.abs().max(hi.abs()))))
+                .collect();
+            let mut h = hists.lock().unwrap();
+            for (acc, (a, b)) in h.iter_mut().zip(local) {
+                acc.0.iter_mut().zip(a).for_each(|(x, y)| *x += y);
+                acc.1.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+            }
+            Ok::<_, QuantizeError>(())
+        },
+    )?;
     Ok(probe
         .tensors
         .iter()

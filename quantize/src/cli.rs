@@ -101,7 +101,9 @@ impl QuantizeArgs {
     pub fn config(&self) -> crate::Result<QuantizeConfig> {
         let mode = if self.fp16 {
             if self.int8 || self.weights_only {
-                return Err(crate::QuantizeError::Config("--fp16 cannot be combined with --int8 / --weights-only".into()));
+                return Err(crate::QuantizeError::Config(
+                    "--fp16 cannot be combined with --int8 / --weights-only".into(),
+                ));
             }
             Mode::Fp16
         } else if self.weights_only {
@@ -205,6 +207,8 @@ mod tests {
         assert_eq!((c.placement, c.reduce_range), (Placement::InputsOutputs, true));
         let c = config(&["--placement", "inputs"]);
         assert_eq!((c.placement, c.reduce_range), (Placement::Inputs, false));
-        assert!(Cli::try_parse_from(["quantize", "--model", "m", "--out", "o", "--int8", "--target", "tensorrt"]).is_err());
+        assert!(
+            Cli::try_parse_from(["quantize", "--model", "m", "--out", "o", "--int8", "--target", "tensorrt"]).is_err()
+        );
     }
 }

@@ -47,7 +47,13 @@ fn to_f16_tensor(t: &pb::TensorProto, name: &str) -> Option<pb::TensorProto> {
 }
 
 fn cast(input: &str, output: &str, to: i32) -> pb::NodeProto {
-    node("Cast", format!("Cast_{input}_to_{output}"), vec![input.into()], vec![output.into()], vec![attr_int("to", to as i64)])
+    node(
+        "Cast",
+        format!("Cast_{input}_to_{output}"),
+        vec![input.into()],
+        vec![output.into()],
+        vec![attr_int("to", to as i64)],
+    )
 }
 
 fn elem_type_mut(v: &mut pb::ValueInfoProto) -> Option<&mut i32> {
@@ -58,12 +64,20 @@ fn elem_type_mut(v: &mut pb::ValueInfoProto) -> Option<&mut i32> {
 pub fn convert(model: &Model, keep_io_f32: bool) -> Result<(Model, Vec<String>)> {
     let mut out = model.clone();
     let g = out.graph_mut();
-    let float_inits: HashSet<String> = g.initializer.iter().filter(|t| t.data_type == FLOAT).map(|t| t.name.clone()).collect();
-    let keep_nodes: Vec<usize> =
-        g.node.iter().enumerate().filter(|(_, n)| n.domain.is_empty() && KEEP_F32_OPS.contains(&n.op_type.as_str())).map(|(i, _)| i).collect();
+    let float_inits: HashSet<String> =
+        g.initializer.iter().filter(|t| t.data_type == FLOAT).map(|t| t.name.clone()).collect();
+    let keep_nodes: Vec<usize> = g
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.domain.is_empty() && KEEP_F32_OPS.contains(&n.op_type.as_str()))
+        .map(|(i, _)| i)
+        .collect();
     let keep_set: HashSet<usize> = keep_nodes.iter().copied().collect();
-    let kept_names: Vec<String> =
-        keep_nodes.iter().map(|&i| if g.node[i].name.is_empty() { g.node[i].output[0].clone() } else { g.node[i].name.clone() }).collect();
+    let kept_names: Vec<String> = keep_nodes
+        .iter()
+        .map(|&i| if g.node[i].name.is_empty() { g.node[i].output[0].clone() } else { g.node[i].name.clone() })
+        .collect();
 
     // Which initializers are read as f16 and which must stay f32.
     let mut wants16: HashSet<String> = HashSet::new();
@@ -108,12 +122,18 @@ pub fn convert(model: &Model, keep_io_f32: bool) -> Result<(Model, Vec<String>)>
     let old = std::mem::take(&mut g.node);
     let mut nodes = Vec::with_capacity(old.len() + 8);
     let mut input_casts = Vec::new();
-    let graph_inputs: Vec<String> = g.input.iter().filter(|i| !float_inits.contains(&i.name)).map(|i| i.name.clone()).collect();
+    let graph_inputs: Vec<String> =
+        g.input.iter().filter(|i| !float_inits.contains(&i.name)).map(|i| i.name.clone()).collect();
     let float_inputs: Vec<String> = g
         .input
         .iter()
         .filter(|i| graph_inputs.contains(&i.name))
-        .filter(|i| i.r#type.as_ref().and_then(|t| t.value.as_ref()).is_some_and(|v| matches!(v, pb::type_proto::Value::TensorType(t) if t.elem_type == FLOAT)))
+        .filter(|i| {
+            i.r#type
+                .as_ref()
+                .and_then(|t| t.value.as_ref())
+                .is_some_and(|v| matches!(v, pb::type_proto::Value::TensorType(t) if t.elem_type == FLOAT))
+        })
         .map(|i| i.name.clone())
         .collect();
     if keep_io_f32 {

@@ -234,6 +234,12 @@ pub fn raw_tensor(name: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> pb:
     pb::TensorProto { name: name.to_string(), dims: dims.to_vec(), data_type, raw_data: raw, ..Default::default() }
 }
 
-pub fn node(op: &str, name: String, inputs: Vec<String>, outputs: Vec<String>, attribute: Vec<pb::AttributeProto>) -> pb::NodeProto {
+pub fn node(
+    op: &str,
+    name: String,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    attribute: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
     pb::NodeProto { name, op_type: op.to_string(), input: inputs, output: outputs, attribute, ..Default::default() }
 }

@@ -175,11 +175,17 @@ pub fn rewrite(
         if let (Some(b), Some(xs)) = (&t.bias, xs) {
             let (bdims, bv) = model.float_initializer(b).expect("targets have float biases");
             let channels = bv.len();
-            let scales: Vec<f32> = (0..channels).map(|c| xs * wscales[if wscales.len() == 1 { 0 } else { c }]).collect();
+            let scales: Vec<f32> =
+                (0..channels).map(|c| xs * wscales[if wscales.len() == 1 { 0 } else { c }]).collect();
             let q: Vec<f64> = bv.iter().zip(&scales).map(|(v, s)| (*v as f64 / *s as f64).round()).collect();
             if q.iter().all(|v| v.abs() < i32::MAX as f64) {
                 let name = format!("{b}_{}", t.node);
-                inits.push(raw_tensor(&format!("{name}_q"), &bdims, INT32, q.iter().flat_map(|v| (*v as i32).to_le_bytes()).collect()));
+                inits.push(raw_tensor(
+                    &format!("{name}_q"),
+                    &bdims,
+                    INT32,
+                    q.iter().flat_map(|v| (*v as i32).to_le_bytes()).collect(),
+                ));
                 inits.push(tensor_f32(&format!("{name}_s"), &[channels as i64], &scales));
                 head.push(node(
                     "DequantizeLinear",
@@ -211,8 +217,20 @@ pub fn rewrite(
         inits.push(tensor_f32(&format!("{tensor}_s"), &[], &[scale]));
         inits.push(raw_tensor(&format!("{tensor}_zp"), &[], UINT8, vec![zp]));
         let params = [format!("{tensor}_s"), format!("{tensor}_zp")];
-        let q = node("QuantizeLinear", format!("{tensor}_qlin"), vec![tensor.to_string(), params[0].clone(), params[1].clone()], vec![format!("{tensor}_q")], vec![]);
-        let dq = node("DequantizeLinear", format!("{tensor}_dq"), vec![format!("{tensor}_q"), params[0].clone(), params[1].clone()], vec![format!("{tensor}_dq")], vec![]);
+        let q = node(
+            "QuantizeLinear",
+            format!("{tensor}_qlin"),
+            vec![tensor.to_string(), params[0].clone(), params[1].clone()],
+            vec![format!("{tensor}_q")],
+            vec![],
+        );
+        let dq = node(
+            "DequantizeLinear",
+            format!("{tensor}_dq"),
+            vec![format!("{tensor}_q"), params[0].clone(), params[1].clone()],
+            vec![format!("{tensor}_dq")],
+            vec![],
+        );
         after.entry(producers.get(tensor).copied()).or_default().extend([q, dq]);
         for r in readers {
             let n = &model.graph().node[r];

@@ -156,7 +156,14 @@ pub struct Report {
 }
 
 /// Runs `model` (written to a scratch file with `card`) over the validation data.
-fn evaluate(model: &Model, card: &ModelCard, val: &Path, split: Option<&str>, workers: usize, scratch: &Path) -> Result<Headline> {
+fn evaluate(
+    model: &Model,
+    card: &ModelCard,
+    val: &Path,
+    split: Option<&str>,
+    workers: usize,
+    scratch: &Path,
+) -> Result<Headline> {
     let path = scratch.join("candidate.onnx");
     model.save(&path)?;
     let mut card = card.clone();
@@ -208,7 +215,9 @@ fn search_fallback(
     let user_kept: Vec<String> = base.fp32.iter().cloned().collect();
     let steps = sensitivity::steps_from_impact(impacts, &user_kept, whole_layers);
     let steps = steps.as_slice();
-    let over = |e: &Headline| format!("the drop stays {:.2} pp above the {budget} pp budget with every layer in float", drop_of(e));
+    let over = |e: &Headline| {
+        format!("the drop stays {:.2} pp above the {budget} pp budget with every layer in float", drop_of(e))
+    };
     if drop_of(&start.1) <= budget {
         return Ok((base.clone(), start.0, start.1));
     }
@@ -216,7 +225,11 @@ fn search_fallback(
         warnings.push(over(&start.1));
         return Ok((base.clone(), start.0, start.1));
     }
-    log(&format!("drop {:.2} pp > {budget} pp: searching the fewest of {} fallback steps", drop_of(&start.1), steps.len()));
+    log(&format!(
+        "drop {:.2} pp > {budget} pp: searching the fewest of {} fallback steps",
+        drop_of(&start.1),
+        steps.len()
+    ));
     let n = steps.len();
     let mut points: Vec<FallbackStep> = Vec::new();
     // The last fitting point evaluated (each later one has fewer steps: bisection), and the
@@ -231,7 +244,14 @@ fn search_fallback(
         let (name, whole) = &steps[k - 1];
         let what = if *whole { "weights too" } else { "input activation" };
         log(&format!("  {k} steps (to {name}, {what}): drop {d:.2} pp"));
-        points.push(FallbackStep { steps: k, fp32_layers: keep.fp32.len(), float_inputs: keep.float_input.len(), added: format!("{name} ({what})"), quant_metric: e.value, drop: d });
+        points.push(FallbackStep {
+            steps: k,
+            fp32_layers: keep.fp32.len(),
+            float_inputs: keep.float_input.len(),
+            added: format!("{name} ({what})"),
+            quant_metric: e.value,
+            drop: d,
+        });
         let fits = d <= budget;
         if fits {
             fitted = Some((keep, m, e));
@@ -318,13 +338,19 @@ mod tests {
 
 /// Inputs for measuring each layer's impact in weights-only mode: up to 32 images spread over
 /// --calib when given, else over the validation data; with the card's preprocessing.
-fn weights_only_probe_images(cfg: &QuantizeConfig, card: &ModelCard) -> Result<([usize; 4], Vec<calib::View>, fieldkit_core::preprocess::Preprocess)> {
+fn weights_only_probe_images(
+    cfg: &QuantizeConfig,
+    card: &ModelCard,
+) -> Result<([usize; 4], Vec<calib::View>, fieldkit_core::preprocess::Preprocess)> {
     let engine = Engine::with_card(&cfg.model, card.clone())?;
     let (w, h) = engine.input_size();
     let source = cfg.calib.as_ref().or(cfg.val.as_ref()).expect("--max-drop needs --val");
     let files = calib::calibration_images(source, cfg.error_images.max(1))?;
     if files.is_empty() {
-        return Err(QuantizeError::Calibration(format!("{}: no images (jpg/png) to measure the layers on", source.display())));
+        return Err(QuantizeError::Calibration(format!(
+            "{}: no images (jpg/png) to measure the layers on",
+            source.display()
+        )));
     }
     Ok(([1, 3, h as usize, w as usize], calib::views(&files, 0), engine.preprocess().clone()))
 }
@@ -350,7 +376,9 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
         return Err(QuantizeError::Config("--max-drop needs --val (the data to measure the drop on)".into()));
     }
     if cfg.max_drop.is_some() && cfg.mode == Mode::Fp16 {
-        return Err(QuantizeError::Config("--max-drop applies to INT8 (--int8 or --weights-only); FP16 keeps its sensitive ops in f32 already".into()));
+        return Err(QuantizeError::Config(
+            "--max-drop applies to INT8 (--int8 or --weights-only); FP16 keeps its sensitive ops in f32 already".into(),
+        ));
     }
     if cfg.val.is_some() && card.is_none() {
         return Err(model.err("--val needs the model card beside the model (fieldkit card init writes one)"));
@@ -383,7 +411,9 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
     let mut float_inputs: Vec<String> = Vec::new();
     let eval = |m: &Model| -> Result<Option<Headline>> {
         match (&cfg.val, &card) {
-            (Some(val), Some(card)) => Ok(Some(evaluate(m, card, val, cfg.split.as_deref(), cfg.workers, scratch.path())?)),
+            (Some(val), Some(card)) => {
+                Ok(Some(evaluate(m, card, val, cfg.split.as_deref(), cfg.workers, scratch.path())?))
+            }
             _ => Ok(None),
         }
     };
@@ -402,7 +432,12 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
             (m, e)
         }
         Mode::WeightsOnly => {
-            let opts = Int8Options { per_channel: cfg.per_channel, weights_only: true, placement: cfg.placement, reduce_range: cfg.reduce_range };
+            let opts = Int8Options {
+                per_channel: cfg.per_channel,
+                weights_only: true,
+                placement: cfg.placement,
+                reduce_range: cfg.reduce_range,
+            };
             let no_ranges = HashMap::new();
             let build = |keep: &int8::Keep, _: bool| int8::rewrite(&model, &targets, &no_ranges, opts, keep);
             let keep = int8::Keep::fp32(&kept);
@@ -413,9 +448,33 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
                     // int8 weights is measured on the --calib images when given, else on
                     // the validation images the drop is measured on anyway.
                     let probe = weights_only_probe_images(cfg, card.as_ref().expect("--val needs a card"))?;
-                    log(&format!("measuring each layer's weights' effect on the output alone ({} images)", probe.1.len()));
-                    let impacts = sensitivity::isolated_impact(&model, &targets, &build, true, probe.0, &probe.2, &probe.1, cfg.workers)?;
-                    let (k, m, e) = search_fallback(&impacts, &keep, true, budget, (m, e0), &|k: &int8::Keep| build(k, true), &eval_kept, &drop_of, log, &mut fallback, &mut warnings)?;
+                    log(&format!(
+                        "measuring each layer's weights' effect on the output alone ({} images)",
+                        probe.1.len()
+                    ));
+                    let impacts = sensitivity::isolated_impact(
+                        &model,
+                        &targets,
+                        &build,
+                        true,
+                        probe.0,
+                        &probe.2,
+                        &probe.1,
+                        cfg.workers,
+                    )?;
+                    let (k, m, e) = search_fallback(
+                        &impacts,
+                        &keep,
+                        true,
+                        budget,
+                        (m, e0),
+                        &|k: &int8::Keep| build(k, true),
+                        &eval_kept,
+                        &drop_of,
+                        log,
+                        &mut fallback,
+                        &mut warnings,
+                    )?;
                     kept = sorted(&k.fp32);
                     (m, Some(e))
                 }
@@ -426,7 +485,11 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
             let card = card.as_ref().ok_or_else(|| {
                 model.err("static INT8 calibrates through the model card's preprocessing, and there is no card beside the model (fieldkit card init writes one), or use --weights-only")
             })?;
-            let calib = cfg.calib.as_ref().ok_or_else(|| QuantizeError::Config("static INT8 needs --calib DIR (images like the deployment's), or use --weights-only".into()))?;
+            let calib = cfg.calib.as_ref().ok_or_else(|| {
+                QuantizeError::Config(
+                    "static INT8 needs --calib DIR (images like the deployment's), or use --weights-only".into(),
+                )
+            })?;
             let engine = Engine::with_card(&cfg.model, card.clone())?;
             let pre = engine.preprocess().clone();
             let (w, h) = engine.input_size();
@@ -434,11 +497,23 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
             let files = calib::calibration_images(calib, cfg.calib_limit)?;
             calibration_images = files.len();
             if files.is_empty() {
-                return Err(QuantizeError::Calibration(format!("{}: no calibration images (jpg/png) found", calib.display())));
+                return Err(QuantizeError::Calibration(format!(
+                    "{}: no calibration images (jpg/png) found",
+                    calib.display()
+                )));
             }
             let images = calib::views(&files, cfg.calib_crops);
             calibration_views = images.len();
-            let what = if cfg.calib_crops > 0 { format!("{} calibration inputs ({} images with {} crops each)", images.len(), files.len(), cfg.calib_crops) } else { format!("{} calibration images", files.len()) };
+            let what = if cfg.calib_crops > 0 {
+                format!(
+                    "{} calibration inputs ({} images with {} crops each)",
+                    images.len(),
+                    files.len(),
+                    cfg.calib_crops
+                )
+            } else {
+                format!("{} calibration images", files.len())
+            };
             if images.len() < 10 && !cfg.force {
                 return Err(QuantizeError::Calibration(format!(
                     "{}: only {what}; ranges from so few are unreliable (use 100+, add --calib-crops, or --force)",
@@ -450,25 +525,60 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
             }
             let active: Vec<Target> = targets.iter().filter(|t| !kept.contains(&t.name)).cloned().collect();
             let tensors = int8::activation_tensors(&model, &active, cfg.placement);
-            log(&format!("calibrating {} activations on {} images ({})", tensors.len(), images.len(), cfg.method.describe()));
+            log(&format!(
+                "calibrating {} activations on {} images ({})",
+                tensors.len(),
+                images.len(),
+                cfg.method.describe()
+            ));
             let probe = calib::Probe::new(&model.proto, shape, &tensors)?;
             let stats = calib::collect(&probe, &pre, &images, cfg.workers)?;
-            let ranges: HashMap<String, (f32, f32)> = stats.iter().map(|(k, s)| (k.clone(), ranges::range(s, cfg.method))).collect();
-            let opts = Int8Options { per_channel: cfg.per_channel, weights_only: false, placement: cfg.placement, reduce_range: cfg.reduce_range };
+            let ranges: HashMap<String, (f32, f32)> =
+                stats.iter().map(|(k, s)| (k.clone(), ranges::range(s, cfg.method))).collect();
+            let opts = Int8Options {
+                per_channel: cfg.per_channel,
+                weights_only: false,
+                placement: cfg.placement,
+                reduce_range: cfg.reduce_range,
+            };
             let mut keep = int8::Keep::fp32(&kept);
-            let build = |keep: &int8::Keep, weights_only: bool| int8::rewrite(&model, &targets, &ranges, Int8Options { weights_only, ..opts }, keep);
+            let build = |keep: &int8::Keep, weights_only: bool| {
+                int8::rewrite(&model, &targets, &ranges, Int8Options { weights_only, ..opts }, keep)
+            };
             let m = build(&keep, false)?;
             let step = (images.len() / cfg.error_images.max(1)).max(1);
             let err_images: Vec<calib::View> = images.iter().step_by(step).take(cfg.error_images).cloned().collect();
             log(&format!("measuring per-layer error on {} images", err_images.len()));
             let wonly = build(&keep, true)?;
-            layers = sensitivity::layer_errors(&model, &m, &wonly, &targets, &kept, shape, &pre, &err_images, cfg.workers)?;
+            layers =
+                sensitivity::layer_errors(&model, &m, &wonly, &targets, &kept, shape, &pre, &err_images, cfg.workers)?;
             let e = eval(&m)?;
             match (cfg.max_drop, e) {
                 (Some(budget), Some(e0)) => {
                     log("measuring each layer's effect on the output alone");
-                    let impacts = sensitivity::isolated_impact(&model, &targets, &build, false, shape, &pre, &err_images, cfg.workers)?;
-                    let (k, m, e) = search_fallback(&impacts, &keep, cfg.placement == Placement::InputsOutputs, budget, (m, e0), &|k: &int8::Keep| build(k, false), &eval_kept, &drop_of, log, &mut fallback, &mut warnings)?;
+                    let impacts = sensitivity::isolated_impact(
+                        &model,
+                        &targets,
+                        &build,
+                        false,
+                        shape,
+                        &pre,
+                        &err_images,
+                        cfg.workers,
+                    )?;
+                    let (k, m, e) = search_fallback(
+                        &impacts,
+                        &keep,
+                        cfg.placement == Placement::InputsOutputs,
+                        budget,
+                        (m, e0),
+                        &|k: &int8::Keep| build(k, false),
+                        &eval_kept,
+                        &drop_of,
+                        log,
+                        &mut fallback,
+                        &mut warnings,
+                    )?;
                     keep = k;
                     kept = sorted(&keep.fp32);
                     float_inputs = sorted(&keep.float_input);
@@ -506,9 +616,12 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
     let fp32_bytes = file_len(&cfg.model)?;
     let quant_bytes = file_len(&cfg.out)?;
     let per_class = match (&fp32_eval, &quant_eval) {
-        (Some(f), Some(q)) => {
-            f.per_class.iter().zip(&q.per_class).map(|((n, a), (_, b))| ClassDelta { name: n.clone(), fp32: *a, quant: *b }).collect()
-        }
+        (Some(f), Some(q)) => f
+            .per_class
+            .iter()
+            .zip(&q.per_class)
+            .map(|((n, a), (_, b))| ClassDelta { name: n.clone(), fp32: *a, quant: *b })
+            .collect(),
         _ => Vec::new(),
     };
     let report = Report {

@@ -27,7 +27,9 @@ impl Method {
             "entropy" => Method::Entropy,
             "mse" => Method::Mse,
             other => {
-                return Err(QuantizeError::Config(format!("--method '{other}' is not one of minmax, percentile, entropy, mse")))
+                return Err(QuantizeError::Config(format!(
+                    "--method '{other}' is not one of minmax, percentile, entropy, mse"
+                )))
             }
         })
     }

@@ -30,18 +30,32 @@ pub fn markdown(r: &Report, png: Option<&str>) -> String {
                 _ => "layer inputs",
             }
         ),
-        Mode::WeightsOnly => format!("INT8 weights only ({}), float activations", if r.per_channel { "per channel" } else { "per tensor" }),
+        Mode::WeightsOnly => format!(
+            "INT8 weights only ({}), float activations",
+            if r.per_channel { "per channel" } else { "per tensor" }
+        ),
         Mode::Fp16 => "FP16 weights and compute".into(),
     };
     let range = if r.reduce_range { ", 7-bit weights (reduce range)" } else { "" };
     let _ = writeln!(s, "- mode: {mode}{range}");
     if r.calibration_images > 0 {
-        let _ = writeln!(s, "- calibration: {} images, {} inputs with crops", r.calibration_images, r.calibration_views);
+        let _ =
+            writeln!(s, "- calibration: {} images, {} inputs with crops", r.calibration_images, r.calibration_views);
     }
-    let _ = writeln!(s, "- size: {:.2} MB -> {:.2} MB ({:.1} % of fp32)", mb(r.fp32_bytes), mb(r.quant_bytes), 100.0 * r.size_ratio);
+    let _ = writeln!(
+        s,
+        "- size: {:.2} MB -> {:.2} MB ({:.1} % of fp32)",
+        mb(r.fp32_bytes),
+        mb(r.quant_bytes),
+        100.0 * r.size_ratio
+    );
     let _ = writeln!(s, "- time: {:.1} s", r.seconds);
     if let (Some(m), Some(f), Some(q), Some(d)) = (&r.metric, r.fp32_metric, r.quant_metric, r.drop) {
-        let _ = writeln!(s, "- {m}: fp32 **{f:.4}**, quantized **{q:.4}**, drop **{d:.2} pp**{}", r.max_drop.map(|b| format!(" (budget {b} pp)")).unwrap_or_default());
+        let _ = writeln!(
+            s,
+            "- {m}: fp32 **{f:.4}**, quantized **{q:.4}**, drop **{d:.2} pp**{}",
+            r.max_drop.map(|b| format!(" (budget {b} pp)")).unwrap_or_default()
+        );
     } else {
         let _ = writeln!(s, "- accuracy: not measured (pass --val DIR)");
     }
@@ -68,7 +82,11 @@ pub fn markdown(r: &Report, png: Option<&str>) -> String {
             "\n## Accuracy fallback\n\nSteps most harmful layer first; the search evaluates only the points below (doubling, then bisection).\n\n| steps | last step | layers in float | float inputs | metric | drop (pp) |\n|---|---|---|---|---|---|"
         );
         for f in &r.fallback {
-            let _ = writeln!(s, "| {} | {} | {} | {} | {:.4} | {:.2} |", f.steps, f.added, f.fp32_layers, f.float_inputs, f.quant_metric, f.drop);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.4} | {:.2} |",
+                f.steps, f.added, f.fp32_layers, f.float_inputs, f.quant_metric, f.drop
+            );
         }
     }
     if !r.layers.is_empty() {
@@ -114,7 +132,8 @@ pub fn write(out: &Path, r: &Report) -> Result<()> {
     let (md, json, png) = paths(out);
     let mut png_name = None;
     if !r.layers.is_empty() {
-        let bars: Vec<(String, f64, bool)> = r.layers.iter().map(|l| (l.name.clone(), l.sqnr_db, l.kept_fp32 || l.float_input)).collect();
+        let bars: Vec<(String, f64, bool)> =
+            r.layers.iter().map(|l| (l.name.clone(), l.sqnr_db, l.kept_fp32 || l.float_input)).collect();
         report::plot_bars(&png, "per-layer SQNR vs fp32 (dB; kept in float in the second colour)", "SQNR dB", &bars)?;
         png_name = png.file_name().map(|n| n.to_string_lossy().into_owned());
     }

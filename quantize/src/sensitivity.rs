@@ -4,7 +4,6 @@
 //! input) for the report; and each layer's effect on the model output when quantized alone,
 //! which orders the fp32 fallback (local SQNR predicted accuracy poorly).
 
-
 use fieldkit_core::parallel::map_indexed;
 use fieldkit_core::preprocess::Preprocess;
 use serde::Serialize;
@@ -180,7 +179,8 @@ pub fn isolated_impact(
     images: &[View],
     workers: usize,
 ) -> Result<Vec<Impact>> {
-    let output = float.graph().output.first().map(|o| o.name.clone()).ok_or_else(|| float.err("the model has no output"))?;
+    let output =
+        float.graph().output.first().map(|o| o.name.clone()).ok_or_else(|| float.err("the model has no output"))?;
     let outs = [output];
     let inputs: Vec<Vec<f32>> = images.iter().map(|p| prepare(pre, p)).collect::<Result<_>>()?;
     let pf = Probe::new(&float.proto, shape, &outs)?;
@@ -197,14 +197,19 @@ pub fn isolated_impact(
         }
         Ok(acc.ratio())
     };
-    map_indexed(targets.len(), workers, || Ok::<_, QuantizeError>(()), |_, i| {
-        let t = &targets[i];
-        let others: Vec<String> = targets.iter().filter(|o| o.name != t.name).map(|o| o.name.clone()).collect();
-        let keep = crate::int8::Keep::fp32(&others);
-        let weights = noise(&build(&keep, true)?)?;
-        let full = if weights_only { weights } else { noise(&build(&keep, false)?)? };
-        Ok(Impact { name: t.name.clone(), full, weights })
-    })
+    map_indexed(
+        targets.len(),
+        workers,
+        || Ok::<_, QuantizeError>(()),
+        |_, i| {
+            let t = &targets[i];
+            let others: Vec<String> = targets.iter().filter(|o| o.name != t.name).map(|o| o.name.clone()).collect();
+            let keep = crate::int8::Keep::fp32(&others);
+            let weights = noise(&build(&keep, true)?)?;
+            let full = if weights_only { weights } else { noise(&build(&keep, false)?)? };
+            Ok(Impact { name: t.name.clone(), full, weights })
+        },
+    )
 }
 
 /// Fallback steps from measured impacts, most harmful first: `(layer, whole)`; a layer whose
@@ -217,7 +222,8 @@ pub fn isolated_impact(
 pub fn steps_from_impact(impacts: &[Impact], kept: &[String], whole_layers: bool) -> Vec<(String, bool)> {
     let mut v: Vec<&Impact> = impacts.iter().filter(|i| !kept.contains(&i.name)).collect();
     v.sort_by(|a, b| b.full.total_cmp(&a.full));
-    let first: Vec<(String, bool)> = v.iter().map(|i| (i.name.clone(), whole_layers || i.weights >= 0.5 * i.full)).collect();
+    let first: Vec<(String, bool)> =
+        v.iter().map(|i| (i.name.clone(), whole_layers || i.weights >= 0.5 * i.full)).collect();
     let second = first.iter().filter(|(_, whole)| !whole).map(|(n, _)| (n.clone(), true));
     first.clone().into_iter().chain(second).collect()
 }
@@ -237,7 +243,10 @@ mod tests {
         let s = |v: &[(&str, bool)]| v.iter().map(|(n, w)| (n.to_string(), *w)).collect::<Vec<_>>();
         // Most harmful first; b's harm is its weights (whole), a's and c's their inputs, which a
         // second pass then offers whole.
-        assert_eq!(steps_from_impact(&impacts, &kept, false), s(&[("b", true), ("c", false), ("a", false), ("c", true), ("a", true)]));
+        assert_eq!(
+            steps_from_impact(&impacts, &kept, false),
+            s(&[("b", true), ("c", false), ("a", false), ("c", true), ("a", true)])
+        );
         assert_eq!(steps_from_impact(&impacts, &kept, true), s(&[("b", true), ("c", true), ("a", true)]));
     }
 }

@@ -110,9 +110,12 @@ fn int8_static_runs_in_tract_close_to_float_with_a_full_report() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path());
     let reference = logits(&model);
-    for (method, placement) in
-        [(Method::Percentile(99.99), Placement::Inputs), (Method::MinMax, Placement::InputsOutputs), (Method::Entropy, Placement::Inputs), (Method::Mse, Placement::Inputs)]
-    {
+    for (method, placement) in [
+        (Method::Percentile(99.99), Placement::Inputs),
+        (Method::MinMax, Placement::InputsOutputs),
+        (Method::Entropy, Placement::Inputs),
+        (Method::Mse, Placement::Inputs),
+    ] {
         let mut cfg = int8_config(dir.path(), &model, "tiny.int8.onnx");
         cfg.method = method;
         cfg.placement = placement;
@@ -132,7 +135,8 @@ fn int8_static_runs_in_tract_close_to_float_with_a_full_report() {
         let ops = op_types(&cfg.out);
         assert!(ops.iter().all(|(d, _)| d.is_empty()));
         assert!(ops.iter().any(|(_, o)| o == "QuantizeLinear") && ops.iter().any(|(_, o)| o == "DequantizeLinear"));
-        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("tiny.int8.report.json")).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("tiny.int8.report.json")).unwrap()).unwrap();
         for key in ["fp32_metric", "quant_metric", "drop", "size_ratio", "fp32_layers"] {
             assert!(json.get(key).is_some(), "report JSON lacks {key}");
         }

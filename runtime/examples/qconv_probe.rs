@@ -3,17 +3,35 @@
 //! matmul uses. Evidence for the quantizer's choice of QDQ (see fieldkit-quantize docs).
 //! Usage: cargo run --release -p fieldkit-runtime --example qconv_probe -- C_IN C_OUT HW
 use fieldkit_runtime::onnx_graph::*;
-use tract_onnx::prelude::*;
 use std::time::Instant;
+use tract_onnx::prelude::*;
 
 fn t_u8(name: &str, dims: &[i64], v: &[u8]) -> pb::TensorProto {
-    pb::TensorProto { name: name.into(), dims: dims.to_vec(), data_type: pb::tensor_proto::DataType::Uint8 as i32, raw_data: v.to_vec(), ..Default::default() }
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: pb::tensor_proto::DataType::Uint8 as i32,
+        raw_data: v.to_vec(),
+        ..Default::default()
+    }
 }
 fn t_i8(name: &str, dims: &[i64], v: &[i8]) -> pb::TensorProto {
-    pb::TensorProto { name: name.into(), dims: dims.to_vec(), data_type: pb::tensor_proto::DataType::Int8 as i32, raw_data: v.iter().map(|x| *x as u8).collect(), ..Default::default() }
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: pb::tensor_proto::DataType::Int8 as i32,
+        raw_data: v.iter().map(|x| *x as u8).collect(),
+        ..Default::default()
+    }
 }
 fn t_i32(name: &str, dims: &[i64], v: &[i32]) -> pb::TensorProto {
-    pb::TensorProto { name: name.into(), dims: dims.to_vec(), data_type: pb::tensor_proto::DataType::Int32 as i32, raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(), ..Default::default() }
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: pb::tensor_proto::DataType::Int32 as i32,
+        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    }
 }
 
 fn main() -> TractResult<()> {
@@ -56,11 +74,19 @@ fn main() -> TractResult<()> {
             g.initializer(t_u8("xz", &[], &[128]));
             g.node("QuantizeLinear", &["x", "xs", "xz"], &["xq"], vec![]);
             if form == "qlinear" {
-                g.initializer(t_i8("wq", &[o as i64, c as i64, 1, 1], &w.iter().map(|v| (v * 254.0) as i8).collect::<Vec<_>>()));
+                g.initializer(t_i8(
+                    "wq",
+                    &[o as i64, c as i64, 1, 1],
+                    &w.iter().map(|v| (v * 254.0) as i8).collect::<Vec<_>>(),
+                ));
                 g.initializer(tensor_f32("ws", &[o as i64], &vec![1.0 / 254.0; o]));
                 g.initializer(t_i8("wz", &[o as i64], &vec![0; o]));
             } else {
-                g.initializer(t_u8("wq", &[o as i64, c as i64, 1, 1], &w.iter().map(|v| (v * 254.0 + 128.0) as u8).collect::<Vec<_>>()));
+                g.initializer(t_u8(
+                    "wq",
+                    &[o as i64, c as i64, 1, 1],
+                    &w.iter().map(|v| (v * 254.0 + 128.0) as u8).collect::<Vec<_>>(),
+                ));
                 g.initializer(tensor_f32("ws", &[o as i64], &vec![1.0 / 254.0; o]));
                 g.initializer(t_u8("wz", &[o as i64], &vec![128; o]));
             }
@@ -73,15 +99,32 @@ fn main() -> TractResult<()> {
         g.output_f32("y", &[Dim::Fixed(1), Dim::Fixed(o as i64), Dim::Fixed(hw as i64), Dim::Fixed(hw as i64)]);
         let p = dir.path().join(format!("{form}.onnx"));
         save(&g.into_model(13, "probe"), &p).unwrap();
-        let plan = tract_onnx::onnx().model_for_path(&p)?.with_input_fact(0, f32::fact([1, c, hw, hw]).into())?.into_optimized()?;
-        if std::env::var("DUMP").is_ok() { for n in plan.nodes() { if n.op.name().contains("MatMul") { println!("{} {:?}", n.name, n.op.info()); } } }
+        let plan = tract_onnx::onnx()
+            .model_for_path(&p)?
+            .with_input_fact(0, f32::fact([1, c, hw, hw]).into())?
+            .into_optimized()?;
+        if std::env::var("DUMP").is_ok() {
+            for n in plan.nodes() {
+                if n.op.name().contains("MatMul") {
+                    println!("{} {:?}", n.name, n.op.info());
+                }
+            }
+        }
         let plan = plan.into_runnable()?;
         let input = Tensor::from_shape(&[1, c, hw, hw], &x)?;
-        for _ in 0..3 { plan.run(tvec!(input.clone().into_tvalue()))?; }
+        for _ in 0..3 {
+            plan.run(tvec!(input.clone().into_tvalue()))?;
+        }
         let n = 20;
         let t = Instant::now();
-        for _ in 0..n { plan.run(tvec!(input.clone().into_tvalue()))?; }
-        println!("{form:12} {:.3} ms  ({} MMAC)", t.elapsed().as_secs_f64() * 1e3 / n as f64, c * o * hw * hw / 1_000_000);
+        for _ in 0..n {
+            plan.run(tvec!(input.clone().into_tvalue()))?;
+        }
+        println!(
+            "{form:12} {:.3} ms  ({} MMAC)",
+            t.elapsed().as_secs_f64() * 1e3 / n as f64,
+            c * o * hw * hw / 1_000_000
+        );
     }
     Ok(())
 }

@@ -131,9 +131,25 @@ pub fn system_info() -> SystemInfo {
     let field = |k: &str| {
         cpuinfo.lines().find(|l| l.starts_with(k)).and_then(|l| l.split(':').nth(1)).map(|v| v.trim().to_string())
     };
-    let cpu = field("model name").or_else(|| field("Model")).or_else(|| field("CPU part")).unwrap_or_else(|| "unknown".into());
+    let cpu = field("model name")
+        .or_else(|| field("Model"))
+        .or_else(|| field("CPU part"))
+        .unwrap_or_else(|| "unknown".into());
     let flags = field("flags").or_else(|| field("Features")).unwrap_or_default();
-    let interesting = ["avx2", "fma", "avx512f", "avx512vnni", "avx512_vnni", "f16c", "neon", "asimd", "asimdhp", "fphp", "asimddp", "sve"];
+    let interesting = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512vnni",
+        "avx512_vnni",
+        "f16c",
+        "neon",
+        "asimd",
+        "asimdhp",
+        "fphp",
+        "asimddp",
+        "sve",
+    ];
     let cpu_features = flags.split_whitespace().filter(|f| interesting.contains(f)).map(str::to_string).collect();
     SystemInfo {
         cpu,
@@ -179,7 +195,10 @@ pub fn synthetic_image() -> RgbImage {
 /// Measures `model`; returns the loaded engine too, so callers that go on (accuracy with
 /// `--val`) reuse it instead of loading a second copy that would inflate peak RSS.
 pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<(BenchResult, Engine)> {
-    let size_mb = std::fs::metadata(model).map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: e.to_string() })?.len() as f64 / 1e6;
+    let size_mb = std::fs::metadata(model)
+        .map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: e.to_string() })?
+        .len() as f64
+        / 1e6;
     let t = Instant::now();
     let engine = Engine::load_with(model, &cfg.load)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;

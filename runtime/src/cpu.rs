@@ -34,7 +34,9 @@ pub fn cpu_report() -> CpuReport {
 /// qemu-user passes the host's /proc/cpuinfo through: an ARM build reading an x86 vendor string
 /// is running under emulation.
 fn is_emulated(arch: &str, cpuinfo: &str) -> bool {
-    let x86_host = cpuinfo.lines().any(|l| l.starts_with("vendor_id") && (l.contains("GenuineIntel") || l.contains("AuthenticAMD")));
+    let x86_host = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("vendor_id") && (l.contains("GenuineIntel") || l.contains("AuthenticAMD")));
     matches!(arch, "aarch64" | "arm") && x86_host
 }
 
@@ -43,7 +45,9 @@ impl CpuReport {
     pub fn advice(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.emulated {
-            out.push("running under emulation (qemu-user on an x86 host): timings here are not performance numbers".into());
+            out.push(
+                "running under emulation (qemu-user on an x86 host): timings here are not performance numbers".into(),
+            );
         }
         out.push(if self.f16_native {
             "f16 arithmetic in hardware: FP16 models (quantize --fp16) run tract's native f16 kernels".into()
@@ -64,7 +68,13 @@ mod tests {
     #[test]
     fn the_probe_names_this_architecture() {
         let r = cpu_report();
-        let arch = if cfg!(target_arch = "aarch64") { "aarch64" } else if cfg!(target_arch = "x86_64") { "x86_64" } else { "" };
+        let arch = if cfg!(target_arch = "aarch64") {
+            "aarch64"
+        } else if cfg!(target_arch = "x86_64") {
+            "x86_64"
+        } else {
+            ""
+        };
         assert!(r.isa.starts_with(arch), "{r:?}");
         assert!(!r.advice().is_empty());
     }

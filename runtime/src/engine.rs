@@ -174,9 +174,12 @@ impl Engine {
         };
         let input_dt = typed.input_fact(0).map_err(|e| load_err(format!("{e:#}")))?.datum_type;
         // After the cache: entries stay the ONNX graph as translated, whatever runs.
-        let (typed, _) = crate::pool_chain::chain_max_pools(typed).map_err(|e| load_err(format!("cannot chain its max pools: {e:#}")))?;
+        let (typed, _) = crate::pool_chain::chain_max_pools(typed)
+            .map_err(|e| load_err(format!("cannot chain its max pools: {e:#}")))?;
         let typed = layout.apply(typed).map_err(|e| load_err(format!("cannot run it {layout}: {e:#}")))?;
-        let typed = typed.into_optimized().map_err(|e| load_err(format!("cannot optimize for a {width}x{height} input: {e:#}")))?;
+        let typed = typed
+            .into_optimized()
+            .map_err(|e| load_err(format!("cannot optimize for a {width}x{height} input: {e:#}")))?;
         let output_shape: Vec<usize> = typed
             .output_fact(0)
             .map_err(|e| load_err(format!("{e:#}")))?
@@ -255,7 +258,8 @@ impl Engine {
 /// (ORT's quantizer) can carry a symbolic batch that fights a fixed input shape; tract infers
 /// every shape itself anyway, so it is ignored.
 fn read_onnx(model: &Path) -> Result<InferenceModel> {
-    let bytes = std::fs::read(model).map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: e.to_string() })?;
+    let bytes =
+        std::fs::read(model).map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: e.to_string() })?;
     tract_onnx::onnx()
         .with_ignore_value_info(true)
         .model_for_read(&mut bytes.as_slice())
@@ -270,7 +274,10 @@ fn translate(model: &Path, card: &ModelCard, width: u32, height: u32) -> Result<
     let mut m = read_onnx(model)?;
     let (input_names, outputs) = io_names(&m).map_err(|e| load_err(format!("{e:#}")))?;
     if input_names.len() != 1 || input_names[0] != card.input.name {
-        return Err(mismatch(format!("the card expects one input '{}', the model has {:?}", card.input.name, input_names)));
+        return Err(mismatch(format!(
+            "the card expects one input '{}', the model has {:?}",
+            card.input.name, input_names
+        )));
     }
     let wanted = card.decode.output();
     let names: Vec<&String> = outputs.iter().map(|(_, n)| n).collect();
@@ -303,16 +310,17 @@ fn io_names(m: &InferenceModel) -> TractResult<(Vec<String>, Vec<(OutletId, Stri
 /// Input and output names of an ONNX model, in graph order (for writing a card).
 pub fn model_io_names(model: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let m = read_onnx(model)?;
-    let (inputs, outputs) = io_names(&m).map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: format!("{e:#}") })?;
+    let (inputs, outputs) =
+        io_names(&m).map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: format!("{e:#}") })?;
     Ok((inputs, outputs.into_iter().map(|(_, n)| n).collect()))
 }
 
 fn input_size(card: &ModelCard) -> std::result::Result<(u32, u32), String> {
     let s = &card.input.shape;
     let from_card = (s[3] > 0 && s[2] > 0).then(|| (s[3] as u32, s[2] as u32));
-    from_card.or(card.preprocess.output_size()).ok_or_else(|| {
-        format!("input.shape {s:?} has a dynamic height/width and the preprocess spec does not fix it")
-    })
+    from_card
+        .or(card.preprocess.output_size())
+        .ok_or_else(|| format!("input.shape {s:?} has a dynamic height/width and the preprocess spec does not fix it"))
 }
 
 fn check_output(card: &ModelCard, shape: &[usize], width: u32, height: u32) -> std::result::Result<(), String> {
@@ -344,7 +352,8 @@ impl Session {
         let input = self.input_tensor(chw)?;
         let out = self.state.run(tvec!(input.into_tvalue())).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
         let out = out[0].cast_to::<f32>().map_err(|e| RuntimeError::Run(format!("output is not numeric: {e:#}")))?;
-        let view = out.to_plain_array_view::<f32>().map_err(|e| RuntimeError::Run(format!("output is not f32: {e:#}")))?;
+        let view =
+            out.to_plain_array_view::<f32>().map_err(|e| RuntimeError::Run(format!("output is not f32: {e:#}")))?;
         Ok(view.iter().copied().collect())
     }
 
@@ -369,8 +378,9 @@ impl Session {
     /// Decodes image bytes (JPEG/PNG) and predicts.
     pub fn predict_bytes(&mut self, bytes: &[u8], opts: &PredictOptions) -> Result<Prediction> {
         let t = Instant::now();
-        let img = image_io::decode_rgb(bytes)
-            .map_err(|msg| RuntimeError::Core(fieldkit_core::CoreError::Argument(format!("cannot decode image: {msg}"))))?;
+        let img = image_io::decode_rgb(bytes).map_err(|msg| {
+            RuntimeError::Core(fieldkit_core::CoreError::Argument(format!("cannot decode image: {msg}")))
+        })?;
         let decode_ms = ms(t);
         let mut p = self.predict(&img, opts)?;
         p.timing.preprocess_ms += decode_ms;
@@ -406,7 +416,8 @@ impl Session {
                 )
             }
             Decode::Yolox { strides, logits, .. } => {
-                let dets = detect::decode_yolox(&raw, card.classes.len(), w, h, strides, *logits, opts.nms.score_threshold)?;
+                let dets =
+                    detect::decode_yolox(&raw, card.classes.len(), w, h, strides, *logits, opts.nms.score_threshold)?;
                 let geo = prepared.geometry;
                 Output::Detections(
                     detect::nms(dets, &opts.nms)
@@ -423,6 +434,11 @@ impl Session {
             Decode::Features { .. } => Output::Features(raw),
         };
         let postprocess_ms = ms(t);
-        Ok(Prediction { width: img.width(), height: img.height(), output, timing: Timing { preprocess_ms, inference_ms, postprocess_ms } })
+        Ok(Prediction {
+            width: img.width(),
+            height: img.height(),
+            output,
+            timing: Timing { preprocess_ms, inference_ms, postprocess_ms },
+        })
     }
 }

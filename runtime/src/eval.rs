@@ -31,7 +31,10 @@ fn class_map(model: &[String], data: &[String], source: &std::path::Path) -> Res
     data.iter()
         .map(|c| {
             model.iter().position(|m| m == c).ok_or_else(|| {
-                RuntimeError::Core(CoreError::invalid(source, format!("dataset class '{c}' is not among the model's classes {model:?}")))
+                RuntimeError::Core(CoreError::invalid(
+                    source,
+                    format!("dataset class '{c}' is not among the model's classes {model:?}"),
+                ))
             })
         })
         .collect()
@@ -48,10 +51,18 @@ pub fn eval_classifier(engine: &Engine, data: &ImageFolder, workers: usize) -> R
 }
 
 /// [`eval_classifier`] with every image corrupted by `perturb` first (robustness tables).
-pub fn eval_classifier_perturbed(engine: &Engine, data: &ImageFolder, workers: usize, perturb: Option<Perturb>) -> Result<ClassifierEval> {
+pub fn eval_classifier_perturbed(
+    engine: &Engine,
+    data: &ImageFolder,
+    workers: usize,
+    perturb: Option<Perturb>,
+) -> Result<ClassifierEval> {
     let card = engine.card();
     if card.task != Task::Classify {
-        return Err(RuntimeError::Mismatch { path: engine.path().to_path_buf(), msg: "not a classifier (card task is detect)".into() });
+        return Err(RuntimeError::Mismatch {
+            path: engine.path().to_path_buf(),
+            msg: "not a classifier (card task is detect)".into(),
+        });
     }
     let map = class_map(&card.classes, &data.classes, &data.root)?;
     let n_classes = card.classes.len();
@@ -76,7 +87,8 @@ pub fn eval_classifier_perturbed(engine: &Engine, data: &ImageFolder, workers: u
     let y_pred: Vec<usize> = results.iter().map(|r| r.0).collect();
     let scores: Vec<Vec<f32>> = results.into_iter().map(|r| r.1).collect();
     let report = ClassificationReport::compute(&y_true, &y_pred, Some(&scores), &card.classes)?;
-    let predictions = data.samples.iter().zip(y_true.iter().zip(&y_pred)).map(|(s, (&t, &p))| (s.path.clone(), t, p)).collect();
+    let predictions =
+        data.samples.iter().zip(y_true.iter().zip(&y_pred)).map(|(s, (&t, &p))| (s.path.clone(), t, p)).collect();
     Ok(ClassifierEval { report, predictions })
 }
 
@@ -91,10 +103,19 @@ pub struct DetectorEval {
 
 /// COCO evaluation protocol: keep up to 100 detections per image down to score 0.001, so
 /// the PR curve reaches low-confidence recall; counting uses `count_threshold`.
-pub fn eval_detector(engine: &Engine, data: &YoloDataset, split: &str, workers: usize, count_threshold: f64) -> Result<DetectorEval> {
+pub fn eval_detector(
+    engine: &Engine,
+    data: &YoloDataset,
+    split: &str,
+    workers: usize,
+    count_threshold: f64,
+) -> Result<DetectorEval> {
     let card = engine.card();
     if card.task != Task::Detect {
-        return Err(RuntimeError::Mismatch { path: engine.path().to_path_buf(), msg: "not a detector (card task is classify)".into() });
+        return Err(RuntimeError::Mismatch {
+            path: engine.path().to_path_buf(),
+            msg: "not a detector (card task is classify)".into(),
+        });
     }
     let map = class_map(&card.classes, &data.names, &data.yaml)?;
     let mut gt = data.to_coco(split)?;
@@ -106,7 +127,11 @@ pub fn eval_detector(engine: &Engine, data: &YoloDataset, split: &str, workers: 
         .names
         .iter()
         .enumerate()
-        .map(|(i, n)| fieldkit_core::dataset::CocoCategory { id: map[i] as u64 + 1, name: n.clone(), supercategory: None })
+        .map(|(i, n)| fieldkit_core::dataset::CocoCategory {
+            id: map[i] as u64 + 1,
+            name: n.clone(),
+            supercategory: None,
+        })
         .collect();
     let images: Vec<PathBuf> = gt.images.iter().map(|im| data.root.join(&im.file_name)).collect();
     let opts = PredictOptions { top_k: 1, nms: NmsOptions::COCO_EVAL };
@@ -121,7 +146,9 @@ pub fn eval_detector(engine: &Engine, data: &YoloDataset, split: &str, workers: 
         .images
         .iter()
         .zip(per_image)
-        .flat_map(|(im, dets)| dets.iter().map(|d| CocoPrediction::from_box(im.id, d.bbox, d.class, d.score)).collect::<Vec<_>>())
+        .flat_map(|(im, dets)| {
+            dets.iter().map(|d| CocoPrediction::from_box(im.id, d.bbox, d.class, d.score)).collect::<Vec<_>>()
+        })
         .collect();
     let coco = CocoEval::evaluate(&gt, &predictions)?;
     let counts = CountReport::compute(&gt, &predictions, count_threshold);

@@ -14,7 +14,10 @@ mod pool_chain;
 pub mod profile;
 pub mod threads;
 
-pub use engine::{model_io_names, ClassScore, Engine, LoadOptions, LabeledDetection, Output, PredictOptions, Prediction, Session, Timing};
+pub use engine::{
+    model_io_names, ClassScore, Engine, LabeledDetection, LoadOptions, Output, PredictOptions, Prediction, Session,
+    Timing,
+};
 pub use error::{Result, RuntimeError};
 pub use layout::Layout;
 pub use nnef_cache::LoadSource;

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use pb::tensor_proto::DataType;
 use prost::Message;
 pub use tract_onnx::pb;
-use pb::tensor_proto::DataType;
 
 use fieldkit_core::{fsio, CoreError};
 
@@ -73,11 +73,21 @@ pub fn tensor_i64(name: &str, dims: &[i64], data: &[i64]) -> pb::TensorProto {
 }
 
 pub fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: pb::attribute_proto::AttributeType::Int as i32, i: v, ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
 }
 
 pub fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: pb::attribute_proto::AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 
 pub fn attr_string(name: &str, v: &str) -> pb::AttributeProto {
@@ -90,7 +100,12 @@ pub fn attr_string(name: &str, v: &str) -> pb::AttributeProto {
 }
 
 pub fn attr_float(name: &str, v: f32) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: pb::attribute_proto::AttributeType::Float as i32, f: v, ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
 }
 
 impl GraphBuilder {

@@ -41,7 +41,10 @@ fn pool_along(template: &PoolSpec, k: usize, axis: usize) -> MaxPool {
         PaddingSpec::ExplicitOnnxPool(..) => PaddingSpec::ExplicitOnnxPool(pad.clone(), pad, false),
         _ => PaddingSpec::Explicit(pad.clone(), pad),
     };
-    MaxPool { pool_spec: PoolSpec { kernel_shape, padding, strides: None, dilations: None, ..template.clone() }, with_index_outputs: None }
+    MaxPool {
+        pool_spec: PoolSpec { kernel_shape, padding, strides: None, dilations: None, ..template.clone() },
+        with_index_outputs: None,
+    }
 }
 
 /// Rewrites every chainable max pool of `MIN_SPLIT` or more, widest first, starting from the
@@ -67,7 +70,8 @@ pub(crate) fn chain_max_pools(mut model: TypedModel) -> TractResult<(TypedModel,
                 let sibling = &model.nodes[inlet.node];
                 let o = sibling.op_as::<MaxPool>()?;
                 let k2 = chainable(o)?;
-                (k2 < k && o.pool_spec.data_format == op.pool_spec.data_format).then_some((k2, OutletId::new(sibling.id, 0)))
+                (k2 < k && o.pool_spec.data_format == op.pool_spec.data_format)
+                    .then_some((k2, OutletId::new(sibling.id, 0)))
             })
             .max_by_key(|&(k2, _)| k2)
             .unwrap_or((1, input));
@@ -78,7 +82,11 @@ pub(crate) fn chain_max_pools(mut model: TypedModel) -> TractResult<(TypedModel,
             // Each window of side s widens the reach by s - 1; 5s, then a 3 if 2 are left.
             let s = if k - have >= 4 { 5 } else { 3 };
             for axis in [0, 1] {
-                wire = patch.wire_node(format!("{}.chain{step_ix}.{axis}", node.name), pool_along(&op.pool_spec, s, axis), &[wire])?[0];
+                wire = patch.wire_node(
+                    format!("{}.chain{step_ix}.{axis}", node.name),
+                    pool_along(&op.pool_spec, s, axis),
+                    &[wire],
+                )?[0];
             }
             have += s - 1;
             step_ix += 1;
@@ -112,7 +120,10 @@ mod tests {
                 input_channels: 4,
                 output_channels: 4,
             };
-            outs.push(m.wire_node(format!("pool{k}"), MaxPool { pool_spec: spec, with_index_outputs: None }, &[x]).unwrap()[0]);
+            outs.push(
+                m.wire_node(format!("pool{k}"), MaxPool { pool_spec: spec, with_index_outputs: None }, &[x]).unwrap()
+                    [0],
+            );
         }
         let cat = m.wire_node("cat", tract_onnx::tract_core::ops::array::TypedConcat::new(1), &outs).unwrap();
         m.select_output_outlets(&cat).unwrap();
@@ -120,7 +131,11 @@ mod tests {
     }
 
     fn kernels(m: &TypedModel) -> Vec<[usize; 2]> {
-        m.nodes.iter().filter_map(|n| n.op_as::<MaxPool>()).map(|p| [p.pool_spec.kernel_shape[0], p.pool_spec.kernel_shape[1]]).collect()
+        m.nodes
+            .iter()
+            .filter_map(|n| n.op_as::<MaxPool>())
+            .map(|p| [p.pool_spec.kernel_shape[0], p.pool_spec.kernel_shape[1]])
+            .collect()
     }
 
     fn run(m: TypedModel, x: &Tensor) -> Tensor {
@@ -161,7 +176,9 @@ mod tests {
         };
         let a = m.wire_node("p7", MaxPool { pool_spec: spec(7, None), with_index_outputs: None }, &[x]).unwrap()[0];
         // Strided: a chain would change what it computes.
-        let b = m.wire_node("p9s2", MaxPool { pool_spec: spec(9, Some(tvec!(2, 2))), with_index_outputs: None }, &[a]).unwrap();
+        let b = m
+            .wire_node("p9s2", MaxPool { pool_spec: spec(9, Some(tvec!(2, 2))), with_index_outputs: None }, &[a])
+            .unwrap();
         m.select_output_outlets(&b).unwrap();
         let data: Vec<f32> = (0..2 * 81).map(|i| ((i * 31) % 97) as f32).collect();
         let x = Tensor::from_shape(&[1, 2, 9, 9], &data).unwrap();

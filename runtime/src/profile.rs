@@ -76,7 +76,12 @@ impl Session {
                 .run_plan_with_eval(tvec!(input.clone().into_tvalue()), |ctx, state, node, inputs| {
                     let t = Instant::now();
                     let out = tract_onnx::tract_core::plan::eval(ctx, state, node, inputs);
-                    times.push((node.id, node.name.clone(), node.op().name().to_string(), t.elapsed().as_secs_f64() * 1e3));
+                    times.push((
+                        node.id,
+                        node.name.clone(),
+                        node.op().name().to_string(),
+                        t.elapsed().as_secs_f64() * 1e3,
+                    ));
                     out
                 })
                 .map_err(|e| RuntimeError::Run(format!("{e:#}")))?;

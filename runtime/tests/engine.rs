@@ -59,12 +59,16 @@ fn both_layouts_match_onnxruntime() {
         let x = pattern_imagenet(32, 32);
         let d = max_abs_diff(&s.run_tensor(&x).unwrap(), &floats(&g["dwsep_features"]));
         assert!(d <= 1e-4, "{layout}: depthwise block max |tract - onnxruntime| = {d}");
-        let mut nodes: Vec<String> = s.profile(&x, 1).unwrap().nodes.into_iter().map(|n| format!("{} {}", n.op, n.name)).collect();
+        let mut nodes: Vec<String> =
+            s.profile(&x, 1).unwrap().nodes.into_iter().map(|n| format!("{} {}", n.op, n.name)).collect();
         nodes.sort();
         plans.push(nodes);
     }
     assert_ne!(plans[0], plans[1], "the layouts built the same plan: {plans:?}");
-    assert_eq!(Engine::with_card(&golden("tiny_classifier.onnx"), tiny_classifier_card()).unwrap().layout(), Layout::Nhwc);
+    assert_eq!(
+        Engine::with_card(&golden("tiny_classifier.onnx"), tiny_classifier_card()).unwrap().layout(),
+        Layout::Nhwc
+    );
 }
 
 #[test]
@@ -77,11 +81,16 @@ fn predict_handles_any_image_size_and_bad_bytes() {
         let p = s.predict(&img, &opts).unwrap();
         let Output::Detections(d) = p.output else { panic!("detections expected") };
         for det in d {
-            assert!(det.bbox[0] >= 0.0 && det.bbox[2] <= w as f32 && det.bbox[3] <= h as f32, "{det:?} outside {w}x{h}");
+            assert!(
+                det.bbox[0] >= 0.0 && det.bbox[2] <= w as f32 && det.bbox[3] <= h as f32,
+                "{det:?} outside {w}x{h}"
+            );
         }
     }
     let mut png = Vec::new();
-    image::GrayImage::from_pixel(40, 20, image::Luma([200])).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    image::GrayImage::from_pixel(40, 20, image::Luma([200]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
     assert!(s.predict_bytes(&png, &opts).is_ok());
     let e = s.predict_bytes(b"\xFF\xD8\xFF garbage", &opts).unwrap_err().to_string();
     assert!(e.contains("cannot decode image"), "{e}");
@@ -182,7 +191,8 @@ fn nnef_cache_is_written_once_then_read_with_identical_outputs() {
         assert_eq!(again.session().unwrap().run_tensor(&input).unwrap(), want);
     }
     // Two models, two entries; no temp files left behind.
-    let names: Vec<String> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.iter().all(|n| n.ends_with(".nnef.tar") && !n.starts_with('.')), "{names:?}");
 }

@@ -21,7 +21,12 @@ fn mobilenet() -> (std::path::PathBuf, ModelCard) {
 
 fn yolox() -> (std::path::PathBuf, ModelCard) {
     let dir = shared().join("assets/models/yolox-nano-coco");
-    let classes = std::fs::read_to_string(dir.join("coco.names")).unwrap().lines().map(str::to_string).filter(|l| !l.is_empty()).collect();
+    let classes = std::fs::read_to_string(dir.join("coco.names"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
     let card = ModelCard::new(
         Task::Detect,
         classes,
@@ -108,7 +113,10 @@ fn yolox_nano_detections_match_reference_pipeline() {
         let Output::Detections(ours) = p.output else { panic!() };
         let want = g[name].as_array().unwrap();
         let summary: Vec<String> = ours.iter().map(|d| format!("{}:{:.3}", d.name, d.score)).collect();
-        eprintln!("{name}: {summary:?} (pre {:.1} ms, infer {:.1} ms, post {:.2} ms)", p.timing.preprocess_ms, p.timing.inference_ms, p.timing.postprocess_ms);
+        eprintln!(
+            "{name}: {summary:?} (pre {:.1} ms, infer {:.1} ms, post {:.2} ms)",
+            p.timing.preprocess_ms, p.timing.inference_ms, p.timing.postprocess_ms
+        );
         assert_eq!(ours.len(), want.len(), "{name}: {summary:?} vs {want:?}");
         for w in want {
             let class = w["class"].as_u64().unwrap() as usize;
@@ -120,7 +128,11 @@ fn yolox_nano_detections_match_reference_pipeline() {
                 .unwrap_or_else(|| panic!("{name}: no {class} detection"));
             let overlap = fieldkit_core::metrics::iou(&m.bbox, &[wb[0], wb[1], wb[2], wb[3]]);
             let ds = (m.score - w["score"].as_f64().unwrap() as f32).abs();
-            eprintln!("  {}: IoU with reference {overlap:.4} (max corner diff {:.2} px), score diff {ds:.4}", m.name, max_abs_diff(&m.bbox, &wb));
+            eprintln!(
+                "  {}: IoU with reference {overlap:.4} (max corner diff {:.2} px), score diff {ds:.4}",
+                m.name,
+                max_abs_diff(&m.bbox, &wb)
+            );
             assert!(overlap >= 0.95 && ds <= 0.01, "{name} {}: IoU {overlap}, score diff {ds}", m.name);
         }
     }
@@ -151,13 +163,19 @@ fn shared_models_from_the_nnef_cache_match_onnx_bit_for_bit() {
     let cache = d.path().join("cache");
     let (mobilenet, mobilenet_card) = mobilenet();
     let (yolox, yolox_card) = yolox();
-    for (src, mut card, input) in [(mobilenet, mobilenet_card, pattern_imagenet(224, 224)), (yolox, yolox_card, pattern(416, 416))] {
+    for (src, mut card, input) in
+        [(mobilenet, mobilenet_card, pattern_imagenet(224, 224)), (yolox, yolox_card, pattern(416, 416))]
+    {
         let model = d.path().join(src.file_name().unwrap());
         std::fs::copy(&src, &model).unwrap();
         card.write_for(&model).unwrap();
         let want = Engine::load(&model).unwrap().session().unwrap().run_tensor(&input).unwrap();
         let written = Engine::load_cached(&model, Some(&cache)).unwrap();
-        assert!(matches!(written.load_source(), fieldkit_runtime::LoadSource::Written(_)), "{:?}", written.load_source());
+        assert!(
+            matches!(written.load_source(), fieldkit_runtime::LoadSource::Written(_)),
+            "{:?}",
+            written.load_source()
+        );
         let cached = Engine::load_cached(&model, Some(&cache)).unwrap();
         assert!(matches!(cached.load_source(), fieldkit_runtime::LoadSource::Cache(_)), "{:?}", cached.load_source());
         assert_eq!(cached.session().unwrap().run_tensor(&input).unwrap(), want, "{}", model.display());

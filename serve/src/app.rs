@@ -40,7 +40,13 @@ pub type Shared = Arc<AppState>;
 impl AppState {
     pub fn new(cfg: ServeConfig) -> Self {
         let token_hash = cfg.token.as_ref().map(|t| Sha256::digest(t.as_bytes()).into());
-        AppState { models: Registry::new(LoadOptions { cache: cfg.nnef_cache.clone(), layout: cfg.layout }), pool: Pool::new(cfg.workers, cfg.queue), metrics: Metrics::new(), cfg, token_hash }
+        AppState {
+            models: Registry::new(LoadOptions { cache: cfg.nnef_cache.clone(), layout: cfg.layout }),
+            pool: Pool::new(cfg.workers, cfg.queue),
+            metrics: Metrics::new(),
+            cfg,
+            token_hash,
+        }
     }
 
     fn timeout(&self) -> Duration {
@@ -106,9 +112,15 @@ async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
 /// limit while being read.
 async fn declared_size(State(s): State<Shared>, req: Request, next: Next) -> Response {
     let limit = s.cfg.max_body_mb * 1024.0 * 1024.0;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return ServeError::TooLarge(format!("request body of {} bytes is over the {} MB limit", declared.unwrap_or(0.0), s.cfg.max_body_mb)).into_response();
+        return ServeError::TooLarge(format!(
+            "request body of {} bytes is over the {} MB limit",
+            declared.unwrap_or(0.0),
+            s.cfg.max_body_mb
+        ))
+        .into_response();
     }
     next.run(req).await
 }
@@ -116,7 +128,8 @@ async fn declared_size(State(s): State<Shared>, req: Request, next: Next) -> Res
 /// Counts every request by model, route and status, and logs it.
 async fn observe(State(s): State<Shared>, req: Request, next: Next) -> Response {
     let t = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let model = model_in_path(&route, req.uri().path());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -139,7 +152,8 @@ async fn live() -> Json<Value> {
 
 async fn ready(State(s): State<Shared>) -> Response {
     if s.models.is_empty() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "error": "no model loaded"}))).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "error": "no model loaded"})))
+            .into_response();
     }
     Json(json!({"ready": true})).into_response()
 }
@@ -182,7 +196,10 @@ struct PredictQuery {
 
 impl PredictQuery {
     fn options(&self) -> Result<PredictOptions, ServeError> {
-        let mut o = PredictOptions { top_k: 5, nms: NmsOptions { score_threshold: 0.3, iou_threshold: 0.45, ..NmsOptions::default() } };
+        let mut o = PredictOptions {
+            top_k: 5,
+            nms: NmsOptions { score_threshold: 0.3, iou_threshold: 0.45, ..NmsOptions::default() },
+        };
         for (name, v) in [("conf", self.conf), ("iou", self.iou)] {
             if let Some(v) = v {
                 if !(0.0..=1.0).contains(&v) {
@@ -226,7 +243,8 @@ async fn image_body(req: Request, limit_mb: f64) -> Result<Vec<u8>, ServeError> 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let bytes = if multipart {
-        let mut form = Multipart::from_request(req, &()).await.map_err(|e| unreadable(e.status(), e.body_text(), limit_mb))?;
+        let mut form =
+            Multipart::from_request(req, &()).await.map_err(|e| unreadable(e.status(), e.body_text(), limit_mb))?;
         let field = form
             .next_field()
             .await
@@ -255,7 +273,9 @@ async fn predict(
     let bytes = image_body(req, s.cfg.max_body_mb).await?;
     let version = model.version;
     let done = s.infer(model, Input::Image(bytes, opts)).await?;
-    let Output::Prediction(p) = done.output else { return Err(ServeError::Internal("tensor output for an image request".into())) };
+    let Output::Prediction(p) = done.output else {
+        return Err(ServeError::Internal("tensor output for an image request".into()));
+    };
     let mut body = json!({
         "model": name,
         "version": version.to_string(),
@@ -325,24 +345,33 @@ async fn infer(
     // Clients (tritonclient among them) do not always say application/json; the binary tensor
     // extension puts the JSON header first and says how long it is.
     let json_len = match headers.get("inference-header-content-length") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n <= body.len())
-            .ok_or_else(|| ServeError::BadRequest(format!("Inference-Header-Content-Length {v:?} does not fit the {}-byte body", body.len())))?,
+        Some(v) => {
+            v.to_str().ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n <= body.len()).ok_or_else(|| {
+                ServeError::BadRequest(format!(
+                    "Inference-Header-Content-Length {v:?} does not fit the {}-byte body",
+                    body.len()
+                ))
+            })?
+        }
         None => body.len(),
     };
-    let req: InferRequest =
-        serde_json::from_slice(&body[..json_len]).map_err(|e| ServeError::BadRequest(format!("not an inference request: {e}")))?;
+    let req: InferRequest = serde_json::from_slice(&body[..json_len])
+        .map_err(|e| ServeError::BadRequest(format!("not an inference request: {e}")))?;
     let mut binary = &body[json_len..];
     let model = s.models.get(&name)?;
     let card = model.engine.card();
     let [input] = req.inputs.as_slice() else {
-        return Err(ServeError::BadRequest(format!("{} inputs given; model {name:?} takes one, {:?}", req.inputs.len(), card.input.name)));
+        return Err(ServeError::BadRequest(format!(
+            "{} inputs given; model {name:?} takes one, {:?}",
+            req.inputs.len(),
+            card.input.name
+        )));
     };
     if input.name != card.input.name {
-        return Err(ServeError::BadRequest(format!("input {:?}: model {name:?} takes {:?}", input.name, card.input.name)));
+        return Err(ServeError::BadRequest(format!(
+            "input {:?}: model {name:?} takes {:?}",
+            input.name, card.input.name
+        )));
     }
     if input.datatype != "FP32" {
         return Err(ServeError::BadRequest(format!("datatype {:?}: model {name:?} takes FP32", input.datatype)));
@@ -356,7 +385,10 @@ async fn infer(
         Some(n) => {
             let n = n as usize;
             if n > binary.len() || n % 4 != 0 {
-                return Err(ServeError::BadRequest(format!("binary_data_size {n} does not fit the {} binary bytes", binary.len())));
+                return Err(ServeError::BadRequest(format!(
+                    "binary_data_size {n} does not fit the {} binary bytes",
+                    binary.len()
+                )));
             }
             data.extend(binary[..n].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
             binary = &binary[n..];
@@ -367,11 +399,18 @@ async fn infer(
         return Err(ServeError::BadRequest(format!("{} binary bytes not claimed by any input", binary.len())));
     }
     if data.len() != want.iter().product::<usize>() {
-        return Err(ServeError::BadRequest(format!("{} values for shape {want:?} ({} expected)", data.len(), want.iter().product::<usize>())));
+        return Err(ServeError::BadRequest(format!(
+            "{} values for shape {want:?} ({} expected)",
+            data.len(),
+            want.iter().product::<usize>()
+        )));
     }
-    let (output_name, output_shape, version) = (card.decode.output().to_string(), model.engine.output_shape().to_vec(), model.version);
+    let (output_name, output_shape, version) =
+        (card.decode.output().to_string(), model.engine.output_shape().to_vec(), model.version);
     let done = s.infer(model, Input::Tensor(data)).await?;
-    let Output::Tensor(out) = done.output else { return Err(ServeError::Internal("image output for a tensor request".into())) };
+    let Output::Tensor(out) = done.output else {
+        return Err(ServeError::Internal("image output for a tensor request".into()));
+    };
     let mut body = json!({
         "model_name": name,
         "model_version": version.to_string(),
@@ -417,7 +456,10 @@ struct LoadRequest {
     path: PathBuf,
 }
 
-async fn load_model(State(s): State<Shared>, body: Result<Json<LoadRequest>, JsonRejection>) -> Result<Json<Value>, ServeError> {
+async fn load_model(
+    State(s): State<Shared>,
+    body: Result<Json<LoadRequest>, JsonRejection>,
+) -> Result<Json<Value>, ServeError> {
     let Json(req) = body.map_err(|e| ServeError::BadRequest(e.body_text()))?;
     crate::config::check_name(&req.name)?;
     let path = allowed(s.cfg.model_dir.as_deref(), &req.path)?;
@@ -439,7 +481,10 @@ async fn unload_model(State(s): State<Shared>, Path(name): Path<String>) -> Resu
 mod tests {
     #[test]
     fn model_label_from_the_matched_route() {
-        assert_eq!(super::model_in_path("/v1/models/{name}/predict", "/v1/models/weeds/predict").as_deref(), Some("weeds"));
+        assert_eq!(
+            super::model_in_path("/v1/models/{name}/predict", "/v1/models/weeds/predict").as_deref(),
+            Some("weeds")
+        );
         assert_eq!(super::model_in_path("/metrics", "/metrics"), None);
     }
 }

@@ -52,7 +52,8 @@ impl Default for ServeConfig {
 
 /// Names usable in URLs and metric labels.
 pub fn check_name(name: &str) -> Result<(), ServeError> {
-    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
     } else {
@@ -69,7 +70,8 @@ impl ServeConfig {
     /// The token, from `token` or the first line of `token_file`.
     pub fn resolve_token(&mut self) -> Result<(), ServeError> {
         if let Some(f) = &self.token_file {
-            let text = std::fs::read_to_string(f).map_err(|e| ServeError::Config(format!("token file {}: {e}", f.display())))?;
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| ServeError::Config(format!("token file {}: {e}", f.display())))?;
             self.token = text.lines().next().map(|l| l.trim().to_string());
         }
         Ok(())

@@ -140,12 +140,22 @@ impl Running {
                     .enable_all()
                     .build()
                     .map_err(|e| ServeError::Internal(e.to_string()))?;
-                rt.block_on(serve(cfg, async { let _ = stopped.await; }, Some(bound_tx)))
+                rt.block_on(serve(
+                    cfg,
+                    async {
+                        let _ = stopped.await;
+                    },
+                    Some(bound_tx),
+                ))
             })
             .map_err(|e| ServeError::Internal(e.to_string()))?;
         match bound_rx.blocking_recv() {
             Ok(addr) => Ok(Running { addr, stop: Some(stop), thread: Some(thread) }),
-            Err(_) => Err(thread.join().unwrap_or_else(|_| Err(ServeError::Internal("the server thread panicked".into()))).err().unwrap_or_else(|| ServeError::Internal("the server stopped before binding".into()))),
+            Err(_) => Err(thread
+                .join()
+                .unwrap_or_else(|_| Err(ServeError::Internal("the server thread panicked".into())))
+                .err()
+                .unwrap_or_else(|| ServeError::Internal("the server stopped before binding".into()))),
         }
     }
 

@@ -56,7 +56,10 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadReport, ServeError> {
     if cfg.concurrency == 0 || cfg.requests == 0 {
         return Err(ServeError::BadRequest("--concurrency and --requests must be positive".into()));
     }
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).max_idle_connections_per_host(cfg.concurrency).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .max_idle_connections_per_host(cfg.concurrency)
+        .build();
     let rss_start_mb = rss_mb(&agent, cfg);
     let url = format!("{}/v1/models/{}/predict", cfg.url, cfg.model);
     let next = Arc::new(AtomicUsize::new(0));

@@ -58,20 +58,44 @@ impl Metrics {
         let busy_ratio = Gauge::<f64, AtomicU64>::default();
         let rss = Gauge::default();
         registry.register("requests", "HTTP requests by model, route and status", requests.clone());
-        registry.register("queue_wait_seconds", "Time from admission to a worker starting the request", queue_wait.clone());
-        registry.register("inference_seconds", "Worker time per request (decode, preprocess, run, decode output)", inference.clone());
+        registry.register(
+            "queue_wait_seconds",
+            "Time from admission to a worker starting the request",
+            queue_wait.clone(),
+        );
+        registry.register(
+            "inference_seconds",
+            "Worker time per request (decode, preprocess, run, decode output)",
+            inference.clone(),
+        );
         registry.register("queue_depth", "Requests admitted and not finished, per model", queue_depth.clone());
         registry.register("models_loaded", "Models currently loaded", models_loaded.clone());
-        registry.register("worker_busy_ratio", "Share of worker time spent on requests since the previous scrape", busy_ratio.clone());
+        registry.register(
+            "worker_busy_ratio",
+            "Share of worker time spent on requests since the previous scrape",
+            busy_ratio.clone(),
+        );
         registry.register("resident_memory_bytes", "Resident set size of the daemon", rss.clone());
-        Metrics { registry, requests, queue_wait, inference, queue_depth, models_loaded, busy_ratio, rss, last: Mutex::new((Instant::now(), 0)) }
+        Metrics {
+            registry,
+            requests,
+            queue_wait,
+            inference,
+            queue_depth,
+            models_loaded,
+            busy_ratio,
+            rss,
+            last: Mutex::new((Instant::now(), 0)),
+        }
     }
 
     /// The text exposition, with the gauges brought up to date.
     pub fn render(&self, models: &Registry, pool: &Pool) -> String {
         self.queue_depth.clear();
         for m in models.list() {
-            self.queue_depth.get_or_create(&ModelLabel { model: m.name.clone() }).set(m.in_flight.load(Ordering::Relaxed) as i64);
+            self.queue_depth
+                .get_or_create(&ModelLabel { model: m.name.clone() })
+                .set(m.in_flight.load(Ordering::Relaxed) as i64);
         }
         self.models_loaded.set(models.len() as i64);
         if let Some(rss) = resident_bytes() {

@@ -79,7 +79,12 @@ impl Pool {
     }
 
     /// Queues a request for `model`, or refuses it at once when the model's queue is full.
-    pub fn submit(&self, model: Arc<Model>, input: Input, timeout: Duration) -> Result<oneshot::Receiver<Result<Done, ServeError>>, ServeError> {
+    pub fn submit(
+        &self,
+        model: Arc<Model>,
+        input: Input,
+        timeout: Duration,
+    ) -> Result<oneshot::Receiver<Result<Done, ServeError>>, ServeError> {
         let before = model.in_flight.fetch_add(1, Ordering::AcqRel);
         if before >= self.queue {
             model.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -127,7 +132,11 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, busy: Arc<AtomicU64>) {
         let result = if started > job.deadline {
             Err(ServeError::Timeout((job.deadline - job.enqueued).as_millis() as u64))
         } else {
-            run(&mut sessions, &job.model, job.input).map(|output| Done { output, queue_s, run_s: started.elapsed().as_secs_f64() })
+            run(&mut sessions, &job.model, job.input).map(|output| Done {
+                output,
+                queue_s,
+                run_s: started.elapsed().as_secs_f64(),
+            })
         };
         busy.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         drop(slot);
@@ -135,7 +144,11 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, busy: Arc<AtomicU64>) {
     }
 }
 
-fn run(sessions: &mut HashMap<String, (Weak<Model>, u64, Session)>, model: &Arc<Model>, input: Input) -> Result<Output, ServeError> {
+fn run(
+    sessions: &mut HashMap<String, (Weak<Model>, u64, Session)>,
+    model: &Arc<Model>,
+    input: Input,
+) -> Result<Output, ServeError> {
     let stale = sessions.get(&model.name).is_none_or(|(_, v, _)| *v != model.version);
     if stale {
         let s = model.engine.session().map_err(|e| ServeError::Internal(e.to_string()))?;

@@ -36,7 +36,12 @@ impl Registry {
     }
 
     pub fn get(&self, name: &str) -> Result<Arc<Model>, ServeError> {
-        self.models.read().expect("registry lock").get(name).cloned().ok_or_else(|| ServeError::UnknownModel(name.to_string()))
+        self.models
+            .read()
+            .expect("registry lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ServeError::UnknownModel(name.to_string()))
     }
 
     pub fn list(&self) -> Vec<Arc<Model>> {
@@ -70,18 +75,28 @@ impl Registry {
     }
 
     pub fn remove(&self, name: &str) -> Result<Arc<Model>, ServeError> {
-        self.models.write().expect("registry lock").remove(name).ok_or_else(|| ServeError::UnknownModel(name.to_string()))
+        self.models
+            .write()
+            .expect("registry lock")
+            .remove(name)
+            .ok_or_else(|| ServeError::UnknownModel(name.to_string()))
     }
 }
 
 /// `path` if it lies inside `dir` once both are resolved (no `..` or symlink escapes).
 pub fn allowed(dir: Option<&Path>, path: &Path) -> Result<PathBuf, ServeError> {
-    let dir = dir.ok_or_else(|| ServeError::Forbidden("loading models over HTTP is disabled (set model_dir)".into()))?;
+    let dir =
+        dir.ok_or_else(|| ServeError::Forbidden("loading models over HTTP is disabled (set model_dir)".into()))?;
     let dir = dir.canonicalize().map_err(|e| ServeError::Internal(format!("model_dir {}: {e}", dir.display())))?;
     let candidate = if path.is_absolute() { path.to_path_buf() } else { dir.join(path) };
-    let resolved = candidate.canonicalize().map_err(|e| ServeError::BadRequest(format!("{}: {e}", candidate.display())))?;
+    let resolved =
+        candidate.canonicalize().map_err(|e| ServeError::BadRequest(format!("{}: {e}", candidate.display())))?;
     if !resolved.starts_with(&dir) {
-        return Err(ServeError::Forbidden(format!("{}: outside the model directory {}", path.display(), dir.display())));
+        return Err(ServeError::Forbidden(format!(
+            "{}: outside the model directory {}",
+            path.display(),
+            dir.display()
+        )));
     }
     Ok(resolved)
 }

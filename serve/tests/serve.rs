@@ -14,7 +14,8 @@ fn fixture(dir: &Path, model: &str, name: &str) -> PathBuf {
     let runtime = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests");
     let to = dir.join(format!("{name}.onnx"));
     std::fs::copy(runtime.join("golden").join(format!("{model}.onnx")), &to).unwrap();
-    std::fs::copy(runtime.join("fixtures").join(format!("{model}.card.json")), dir.join(format!("{name}.json"))).unwrap();
+    std::fs::copy(runtime.join("fixtures").join(format!("{model}.card.json")), dir.join(format!("{name}.json")))
+        .unwrap();
     to
 }
 
@@ -103,7 +104,10 @@ fn oversized(url: &str, len: usize) -> (u16, String) {
 #[test]
 fn predict_classifier_and_detector() {
     let d = start(|_| {});
-    let (s, b, _) = call(ureq::post(&format!("{}/v1/models/cls/predict?top_k=2", d.url)), Some(("image/png", &image(image::ImageFormat::Png))));
+    let (s, b, _) = call(
+        ureq::post(&format!("{}/v1/models/cls/predict?top_k=2", d.url)),
+        Some(("image/png", &image(image::ImageFormat::Png))),
+    );
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["kind"], "classes");
     assert_eq!(b["classes"].as_array().unwrap().len(), 2);
@@ -114,7 +118,10 @@ fn predict_classifier_and_detector() {
     let mut form = b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n".to_vec();
     form.extend(&jpeg);
     form.extend(b"\r\n--XyZ--\r\n");
-    let (s, b, _) = call(ureq::post(&format!("{}/v1/models/det/predict?conf=0.01&agnostic=true", d.url)), Some(("multipart/form-data; boundary=XyZ", &form)));
+    let (s, b, _) = call(
+        ureq::post(&format!("{}/v1/models/det/predict?conf=0.01&agnostic=true", d.url)),
+        Some(("multipart/form-data; boundary=XyZ", &form)),
+    );
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["kind"], "detections");
     for det in b["detections"].as_array().unwrap() {
@@ -127,9 +134,17 @@ fn models_load_through_the_nnef_cache() {
     let cache = tempfile::tempdir().unwrap();
     let dir = cache.path().to_path_buf();
     let d = start(|c| c.nnef_cache = Some(dir.clone()));
-    let entries = || std::fs::read_dir(cache.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".nnef.tar")).count();
+    let entries = || {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".nnef.tar"))
+            .count()
+    };
     assert_eq!(entries(), 2, "one entry per configured model");
-    let (s, b, _) = call(ureq::post(&format!("{}/v1/models/cls/predict?top_k=1", d.url)), Some(("image/png", &image(image::ImageFormat::Png))));
+    let (s, b, _) = call(
+        ureq::post(&format!("{}/v1/models/cls/predict?top_k=1", d.url)),
+        Some(("image/png", &image(image::ImageFormat::Png))),
+    );
     assert_eq!(s, 200, "{b}");
     // Loading the same file again over HTTP reads the entry instead of adding one.
     let body = serde_json::json!({"name": "cls2", "path": "cls.onnx"}).to_string();
@@ -141,16 +156,29 @@ fn models_load_through_the_nnef_cache() {
 #[test]
 fn bad_inputs_get_a_4xx_with_a_message_and_the_daemon_keeps_serving() {
     let d = start(|c| c.max_body_mb = 1.0);
-    let predict = |body: &[u8]| call(ureq::post(&format!("{}/v1/models/cls/predict", d.url)), Some(("image/jpeg", body)));
+    let predict =
+        |body: &[u8]| call(ureq::post(&format!("{}/v1/models/cls/predict", d.url)), Some(("image/jpeg", body)));
     let jpeg = image(image::ImageFormat::Jpeg);
     let cases: Vec<(&str, (u16, Value, Option<String>), &str)> = vec![
         ("empty body", predict(b""), "empty body"),
         ("truncated JPEG", predict(&jpeg[..jpeg.len() / 2]), "truncated"),
         ("50,000 x 50,000 PNG header", predict(&png_claiming(50_000, 50_000)), "image"),
         ("not an image", predict(b"hello"), "image"),
-        ("unknown model", call(ureq::post(&format!("{}/v1/models/nope/predict", d.url)), Some(("image/jpeg", &jpeg))), "unknown model"),
-        ("bad threshold", call(ureq::post(&format!("{}/v1/models/cls/predict?conf=7", d.url)), Some(("image/jpeg", &jpeg))), "conf=7"),
-        ("unknown query", call(ureq::post(&format!("{}/v1/models/cls/predict?confidence=0.2", d.url)), Some(("image/jpeg", &jpeg))), "confidence"),
+        (
+            "unknown model",
+            call(ureq::post(&format!("{}/v1/models/nope/predict", d.url)), Some(("image/jpeg", &jpeg))),
+            "unknown model",
+        ),
+        (
+            "bad threshold",
+            call(ureq::post(&format!("{}/v1/models/cls/predict?conf=7", d.url)), Some(("image/jpeg", &jpeg))),
+            "conf=7",
+        ),
+        (
+            "unknown query",
+            call(ureq::post(&format!("{}/v1/models/cls/predict?confidence=0.2", d.url)), Some(("image/jpeg", &jpeg))),
+            "confidence",
+        ),
     ];
     for (what, (status, body, _), needle) in cases {
         assert!((400..500).contains(&status), "{what}: {status} {body}");
@@ -162,14 +190,39 @@ fn bad_inputs_get_a_4xx_with_a_message_and_the_daemon_keeps_serving() {
     let (status, text) = oversized(&d.url, 2 * 1024 * 1024);
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("limit"), "{text}");
-    let infer = |v: Value| call(ureq::post(&format!("{}/v2/models/cls/infer", d.url)), Some(("application/json", v.to_string().as_bytes())));
+    let infer = |v: Value| {
+        call(
+            ureq::post(&format!("{}/v2/models/cls/infer", d.url)),
+            Some(("application/json", v.to_string().as_bytes())),
+        )
+    };
     let zeros = vec![0.0f32; 3 * 32 * 32];
     for (what, req, needle) in [
-        ("wrong shape", json!({"inputs": [{"name": "input", "shape": [1, 3, 16, 16], "datatype": "FP32", "data": zeros}]}), "shape"),
-        ("wrong datatype", json!({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "INT8", "data": zeros}]}), "datatype"),
-        ("wrong input name", json!({"inputs": [{"name": "x", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": zeros}]}), "input"),
-        ("too few values", json!({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [1.0, 2.0]}]}), "values"),
-        ("not numbers", json!({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": ["a"]}]}), "numbers"),
+        (
+            "wrong shape",
+            json!({"inputs": [{"name": "input", "shape": [1, 3, 16, 16], "datatype": "FP32", "data": zeros}]}),
+            "shape",
+        ),
+        (
+            "wrong datatype",
+            json!({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "INT8", "data": zeros}]}),
+            "datatype",
+        ),
+        (
+            "wrong input name",
+            json!({"inputs": [{"name": "x", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": zeros}]}),
+            "input",
+        ),
+        (
+            "too few values",
+            json!({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [1.0, 2.0]}]}),
+            "values",
+        ),
+        (
+            "not numbers",
+            json!({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": ["a"]}]}),
+            "numbers",
+        ),
         ("no inputs", json!({"inputs": []}), "inputs"),
         ("not a request", json!({"hello": 1}), "inputs"),
     ] {
@@ -194,11 +247,16 @@ fn open_inference_protocol_routes() {
     assert_eq!(call(ureq::get(&format!("{}/v2/models/nope/ready", d.url)), None).0, 404);
     // The same tensor through the daemon and through the engine directly.
     let data: Vec<f32> = (0..3 * 32 * 32).map(|i| ((i % 97) as f32 / 97.0) - 0.5).collect();
-    let req = json!({"id": "r1", "inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": data}]});
-    let (s, out, _) = call(ureq::post(&format!("{}/v2/models/cls/infer", d.url)), Some(("application/json", req.to_string().as_bytes())));
+    let req =
+        json!({"id": "r1", "inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": data}]});
+    let (s, out, _) = call(
+        ureq::post(&format!("{}/v2/models/cls/infer", d.url)),
+        Some(("application/json", req.to_string().as_bytes())),
+    );
     assert_eq!(s, 200, "{out}");
     assert_eq!(out["id"], "r1");
-    let got: Vec<f32> = out["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let got: Vec<f32> =
+        out["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     let engine = fieldkit_runtime::Engine::load(&d.dir.join("cls.onnx")).unwrap();
     let want = engine.session().unwrap().run_tensor(&data).unwrap();
     assert_eq!(got.len(), want.len());
@@ -207,10 +265,12 @@ fn open_inference_protocol_routes() {
     let header = json!({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "parameters": {"binary_data_size": data.len() * 4}}]}).to_string();
     let mut body = header.clone().into_bytes();
     body.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-    let req = ureq::post(&format!("{}/v2/models/cls/infer", d.url)).set("Inference-Header-Content-Length", &header.len().to_string());
+    let req = ureq::post(&format!("{}/v2/models/cls/infer", d.url))
+        .set("Inference-Header-Content-Length", &header.len().to_string());
     let (s, out, _) = call(req, Some(("application/octet-stream", &body)));
     assert_eq!(s, 200, "{out}");
-    let got_b: Vec<f32> = out["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let got_b: Vec<f32> =
+        out["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     assert_eq!(got_b, got);
 }
 
@@ -221,9 +281,13 @@ fn bearer_token_guards_everything_but_health() {
     assert_eq!(call(ureq::get(&format!("{}/v2/health/live", d.url)), None).0, 200);
     let (s, b, _) = call(ureq::get(&format!("{}/v1/models", d.url)), None);
     assert_eq!(s, 401, "{b}");
-    assert_eq!(call(ureq::get(&format!("{}/v1/models", d.url)).set("Authorization", "Bearer wrong-token-000000"), None).0, 401);
+    assert_eq!(
+        call(ureq::get(&format!("{}/v1/models", d.url)).set("Authorization", "Bearer wrong-token-000000"), None).0,
+        401
+    );
     assert_eq!(call(ureq::get(&format!("{}/metrics", d.url)), None).0, 401);
-    let (s, b, _) = call(ureq::get(&format!("{}/v1/models", d.url)).set("Authorization", &format!("Bearer {token}")), None);
+    let (s, b, _) =
+        call(ureq::get(&format!("{}/v1/models", d.url)).set("Authorization", &format!("Bearer {token}")), None);
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["models"].as_array().unwrap().len(), 2);
     // Beyond loopback without a token: refused before binding.
@@ -243,7 +307,12 @@ fn a_full_queue_sheds_with_503_and_retry_after() {
     let threads: Vec<_> = (0..16)
         .map(|_| {
             let (img, url) = (img.clone(), url.clone());
-            std::thread::spawn(move || (0..5).map(|_| call(ureq::post(&url), Some(("image/png", &img)))).map(|(s, _, r)| (s, r)).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| call(ureq::post(&url), Some(("image/png", &img))))
+                    .map(|(s, _, r)| (s, r))
+                    .collect::<Vec<_>>()
+            })
         })
         .collect();
     let results: Vec<(u16, Option<String>)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
@@ -277,7 +346,10 @@ fn hot_swap_under_load_loses_no_request() {
     let mut versions = Vec::new();
     for i in 0..6 {
         let path = if i % 2 == 0 { "cls2.onnx" } else { "cls.onnx" };
-        let (s, b, _) = call(ureq::post(&format!("{}/v1/models", d.url)), Some(("application/json", json!({"name": "cls", "path": path}).to_string().as_bytes())));
+        let (s, b, _) = call(
+            ureq::post(&format!("{}/v1/models", d.url)),
+            Some(("application/json", json!({"name": "cls", "path": path}).to_string().as_bytes())),
+        );
         assert_eq!(s, 200, "{b}");
         versions.push(b["version"].as_str().unwrap().to_string());
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -293,7 +365,9 @@ fn hot_swap_under_load_loses_no_request() {
 #[test]
 fn model_management_and_metrics() {
     let d = start(|_| {});
-    let load = |v: Value| call(ureq::post(&format!("{}/v1/models", d.url)), Some(("application/json", v.to_string().as_bytes())));
+    let load = |v: Value| {
+        call(ureq::post(&format!("{}/v1/models", d.url)), Some(("application/json", v.to_string().as_bytes())))
+    };
     let (s, b, _) = load(json!({"name": "x", "path": "/etc/passwd"}));
     assert_eq!(s, 403, "{b}");
     let (s, b, _) = load(json!({"name": "x", "path": "../../etc"}));
@@ -307,8 +381,18 @@ fn model_management_and_metrics() {
     let (s, _, _) = call(ureq::delete(&format!("{}/v1/models/det", d.url)), None);
     assert_eq!(s, 200);
     assert_eq!(call(ureq::delete(&format!("{}/v1/models/det", d.url)), None).0, 404);
-    assert_eq!(call(ureq::post(&format!("{}/v1/models/det/predict", d.url)), Some(("image/png", &image(image::ImageFormat::Png)))).0, 404);
-    let (s, _, _) = call(ureq::post(&format!("{}/v1/models/cls/predict", d.url)), Some(("image/png", &image(image::ImageFormat::Png))));
+    assert_eq!(
+        call(
+            ureq::post(&format!("{}/v1/models/det/predict", d.url)),
+            Some(("image/png", &image(image::ImageFormat::Png)))
+        )
+        .0,
+        404
+    );
+    let (s, _, _) = call(
+        ureq::post(&format!("{}/v1/models/cls/predict", d.url)),
+        Some(("image/png", &image(image::ImageFormat::Png))),
+    );
     assert_eq!(s, 200);
     let (s, m, _) = call(ureq::get(&format!("{}/metrics", d.url)), None);
     assert_eq!(s, 200);
@@ -341,7 +425,9 @@ fn stopping_under_load_finishes_every_admitted_request() {
         c.queue = 64;
     });
     // A large photo keeps the one worker decoding for a while, so requests pile up in the queue.
-    let big = image::RgbImage::from_fn(3000, 2000, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8]));
+    let big = image::RgbImage::from_fn(3000, 2000, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+    });
     let mut jpeg = Vec::new();
     big.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
     let jpeg = Arc::new(jpeg);

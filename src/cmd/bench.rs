@@ -8,11 +8,12 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fieldkit_core::{image_io, report};
-use fieldkit_runtime::bench::{bench_model, peak_rss_mb, synthetic_image, system_info, Accuracy, BenchConfig, BenchResult};
+use fieldkit_runtime::bench::{
+    bench_model, peak_rss_mb, synthetic_image, system_info, Accuracy, BenchConfig, BenchResult,
+};
+use fieldkit_runtime::eval::headline;
 use fieldkit_runtime::profile::Profile;
 use fieldkit_runtime::{Engine, Layout, LoadOptions};
-use fieldkit_runtime::eval::headline;
-
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
@@ -71,7 +72,11 @@ fn measure(a: &BenchArgs, model: &PathBuf, layout: Layout) -> Result<BenchResult
     if let Some(val) = &a.val {
         let workers = *a.workers.iter().max().unwrap_or(&1);
         let h = headline(&engine, val, a.split.as_deref(), workers)?;
-        r.accuracy = Some(Accuracy { metric: h.metric.into(), value: h.value, dataset: format!("{} ({})", val.display(), h.split) });
+        r.accuracy = Some(Accuracy {
+            metric: h.metric.into(),
+            value: h.value,
+            dataset: format!("{} ({})", val.display(), h.split),
+        });
     }
     r.peak_rss_mb = peak_rss_mb();
     r.threads = a.threads;
@@ -125,7 +130,12 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     let sys = system_info();
     println!(
         "system: {} | {} cores | governor {} | {} [{}] | tract {}",
-        sys.cpu, sys.cores, sys.governor, sys.arch, sys.cpu_features.join(" "), sys.tract_version
+        sys.cpu,
+        sys.cores,
+        sys.governor,
+        sys.arch,
+        sys.cpu_features.join(" "),
+        sys.tract_version
     );
     println!("tract kernels for: {}", sys.tract_cpu.isa);
     for line in sys.tract_cpu.advice() {
@@ -190,7 +200,8 @@ fn profile(image: Option<&PathBuf>, model: &PathBuf, layout: Layout, runs: usize
 
 fn profile_table(model: &PathBuf, layout: Layout, p: &Profile) -> String {
     let mut s = format!("\nprofile of {} ({layout}, {} runs, {:.2} ms per run)\n", model.display(), p.runs, p.total_ms);
-    let rate = |n: &fieldkit_runtime::profile::NodeTime| n.gflops().map(|g| format!("{g:.1}")).unwrap_or_else(|| "-".into());
+    let rate =
+        |n: &fieldkit_runtime::profile::NodeTime| n.gflops().map(|g| format!("{g:.1}")).unwrap_or_else(|| "-".into());
     s += &format!("{:<28} {:>6} {:>9} {:>6} {:>8}\n", "operator", "nodes", "ms", "share", "GFLOP/s");
     for o in &p.ops {
         s += &format!("{:<28} {:>6} {:>9.3} {:>5.1}% {:>8}\n", o.op, o.count, o.ms, 100.0 * o.ms / p.total_ms, rate(o));
@@ -209,12 +220,27 @@ pub fn table(rs: &[BenchResult]) -> String {
     let mixed = rs.iter().any(|r| r.layout != rs[0].layout);
     let name = |r: &BenchResult| {
         let file = PathBuf::from(&r.model).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if mixed { format!("{file} [{}]", r.layout) } else { file }
+        if mixed {
+            format!("{file} [{}]", r.layout)
+        } else {
+            file
+        }
     };
     let w = rs.iter().map(|r| name(r).len()).max().unwrap_or(5).max(5);
     let mut s = format!(
         "\n{:w$} {:>7} {:>8} {:>8} {:>7} {:>7} {:>7} {:>13} {:>10} {:>7} {:>7} {:>9}",
-        "model", "MB", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "mean±std ms", "img/s", "scale", "RSS MB", "pre+post"
+        "model",
+        "MB",
+        "load ms",
+        "first ms",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "mean±std ms",
+        "img/s",
+        "scale",
+        "RSS MB",
+        "pre+post"
     );
     let acc = rs.iter().any(|r| r.accuracy.is_some());
     if acc {

@@ -81,17 +81,31 @@ pub fn run(cmd: CardCommand) -> Result<i32> {
         None => outputs.first().cloned().context("the model has no outputs")?,
     };
     let (task, pre, decode) = match preset {
-        Preset::Yolox => (Task::Detect, Preprocess::yolox(size), Decode::Yolox { output, strides: vec![8, 16, 32], logits: false }),
+        Preset::Yolox => {
+            (Task::Detect, Preprocess::yolox(size), Decode::Yolox { output, strides: vec![8, 16, 32], logits: false })
+        }
         Preset::Imagenet => (Task::Classify, Preprocess::imagenet(size), Decode::Softmax { output }),
         Preset::ImagenetStretch => (Task::Classify, Preprocess::imagenet_stretch(size), Decode::Softmax { output }),
         Preset::Features => (Task::Classify, Preprocess::imagenet(size), Decode::Features { output }),
     };
     let batch = if matches!(preset, Preset::Yolox) { 1 } else { -1 };
-    let mut card = ModelCard::new(task, classes, InputSpec { name: input.clone(), shape: vec![batch, 3, size as i64, size as i64] }, pre, decode);
+    let mut card = ModelCard::new(
+        task,
+        classes,
+        InputSpec { name: input.clone(), shape: vec![batch, 3, size as i64, size as i64] },
+        pre,
+        decode,
+    );
     card.source = source;
     // Prove the card fits before writing it: shapes, names and class count are checked.
     Engine::with_card(&model, card.clone())?;
     let written = card.write_for(&model)?;
-    println!("wrote {} ({} classes, input '{}' {size}x{size}, sha256 {})", written.display(), card.classes.len(), input, &card.sha256[..12]);
+    println!(
+        "wrote {} ({} classes, input '{}' {size}x{size}, sha256 {})",
+        written.display(),
+        card.classes.len(),
+        input,
+        &card.sha256[..12]
+    );
     Ok(0)
 }

@@ -89,7 +89,12 @@ pub fn run(args: DemoArgs) -> Result<i32> {
             ];
             let back = geo.to_source(model);
             let err = src.iter().zip(back).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            println!("  box {:?} -> model input {:?} -> back, max error {err:.4} px; preview {}", round(src), round(model), preview.display());
+            println!(
+                "  box {:?} -> model input {:?} -> back, max error {err:.4} px; preview {}",
+                round(src),
+                round(model),
+                preview.display()
+            );
         }
     }
 
@@ -100,7 +105,12 @@ pub fn run(args: DemoArgs) -> Result<i32> {
     let preds: Vec<_> = gt
         .annotations
         .iter()
-        .map(|a| fieldkit_core::dataset::CocoPrediction { image_id: a.image_id, category_id: a.category_id, bbox: a.bbox, score: 1.0 })
+        .map(|a| fieldkit_core::dataset::CocoPrediction {
+            image_id: a.image_id,
+            category_id: a.category_id,
+            bbox: a.bbox,
+            score: 1.0,
+        })
         .collect();
     let ev = CocoEval::evaluate(&gt, &preds)?;
     println!(
@@ -188,7 +198,13 @@ fn bench_stage(model: &Path, out: &Path) -> Result<()> {
 /// The demo's latency measurement: 30 single-worker runs after 3 warm-ups, on the synthetic image.
 #[cfg(feature = "train")]
 fn demo_bench_config() -> fieldkit_runtime::bench::BenchConfig {
-    fieldkit_runtime::bench::BenchConfig { runs: 30, warmup: 3, workers: vec![1], image: None, load: Default::default() }
+    fieldkit_runtime::bench::BenchConfig {
+        runs: 30,
+        warmup: 3,
+        workers: vec![1],
+        image: None,
+        load: Default::default(),
+    }
 }
 
 /// Static INT8 of the model just trained, calibrated on the weed subset's train images,
@@ -246,12 +262,17 @@ fn serve_stage(assets: &Path, model: &Path) -> Result<()> {
     let ready = agent.get(&format!("{url}/v2/health/ready")).call()?.into_string()?;
     println!("GET /v2/health/ready -> {ready}");
     let valid = assets.join("data/weed-mini/valid");
-    let mut classes: Vec<_> = std::fs::read_dir(&valid)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut classes: Vec<_> =
+        std::fs::read_dir(&valid)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
     classes.sort();
     for class in classes.iter().take(3) {
         let img = fieldkit_core::dataset::list_images(class)?.into_iter().next().context("an empty class folder")?;
         let bytes = std::fs::read(&img)?;
-        let text = agent.post(&format!("{url}/v1/models/weeds/predict?top_k=1")).set("Content-Type", "image/jpeg").send_bytes(&bytes)?.into_string()?;
+        let text = agent
+            .post(&format!("{url}/v1/models/weeds/predict?top_k=1"))
+            .set("Content-Type", "image/jpeg")
+            .send_bytes(&bytes)?
+            .into_string()?;
         let answer: serde_json::Value = serde_json::from_str(&text)?;
         println!(
             "POST /v1/models/weeds/predict {} (true class {}) -> {} {:.3}, {:.1} ms total",
@@ -263,7 +284,10 @@ fn serve_stage(assets: &Path, model: &Path) -> Result<()> {
         );
     }
     let metrics = agent.get(&format!("{url}/metrics")).call()?.into_string()?;
-    for line in metrics.lines().filter(|l| l.starts_with("fieldkit_requests_total") || l.starts_with("fieldkit_inference_seconds_count")) {
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("fieldkit_requests_total") || l.starts_with("fieldkit_inference_seconds_count"))
+    {
         println!("  {line}");
     }
     server.stop()?;
@@ -331,7 +355,14 @@ fn detect_stage(assets: &Path, out: &Path) -> Result<()> {
             let name = sample.image.file_stem().unwrap_or_default().to_string_lossy().into_owned();
             let png = run.join(format!("pred-{name}.png"));
             image_io::save_png(&png, &img)?;
-            println!("  {}: {} labelled boxes, {} detections at score >= 0.1 ({:.1} ms) -> {}", name, sample.boxes.len(), d.len(), p.timing.inference_ms, png.display());
+            println!(
+                "  {}: {} labelled boxes, {} detections at score >= 0.1 ({:.1} ms) -> {}",
+                name,
+                sample.boxes.len(),
+                d.len(),
+                p.timing.inference_ms,
+                png.display()
+            );
         }
     }
     println!("report: {}", run.join("report.md").display());
@@ -374,7 +405,8 @@ fn bridge_stage(assets: &Path, out: &Path) -> Result<()> {
     let mut lines = String::new();
     let mut frames = 0;
     for (k, sample) in ds.load_split("train")?.into_iter().chain(ds.load_split("val")?).enumerate() {
-        let (w, h) = image::image_dimensions(&sample.image).with_context(|| format!("reading {}", sample.image.display()))?;
+        let (w, h) =
+            image::image_dimensions(&sample.image).with_context(|| format!("reading {}", sample.image.display()))?;
         let dets: Vec<_> = sample
             .boxes
             .iter()
@@ -406,7 +438,8 @@ fn bridge_stage(assets: &Path, out: &Path) -> Result<()> {
     let sim_thread = std::thread::spawn(move || sim::run(&opts, flag));
     let mut bridge = Bridge::new(BridgeOptions { port, config, timing: Timing::Recorded, quiet: true });
     let t = Instant::now();
-    let report = bridge.run(Box::new(std::io::BufReader::new(std::fs::File::open(&det_path)?)), &det_path.display().to_string());
+    let report =
+        bridge.run(Box::new(std::io::BufReader::new(std::fs::File::open(&det_path)?)), &det_path.display().to_string());
     stop.store(true, Ordering::Relaxed);
     let summary = sim_thread.join().map_err(|_| anyhow::anyhow!("the simulated MCU panicked"))??;
     let report = report?;

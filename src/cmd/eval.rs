@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use fieldkit_core::report;
 use fieldkit_core::perturb;
+use fieldkit_core::report;
 use fieldkit_runtime::eval::{eval_classifier, eval_classifier_perturbed, eval_detector};
 use fieldkit_runtime::Engine;
 
@@ -48,7 +48,14 @@ pub fn run(a: EvalArgs) -> Result<i32> {
         EvalData::Classes(ds) => {
             let ev = eval_classifier(&engine, &ds, a.workers)?;
             let r = &ev.report;
-            println!("{} on {} ({} split, {} images, {:.1} s)\n", a.model.display(), a.data.display(), ds.split, r.num_samples, t.elapsed().as_secs_f64());
+            println!(
+                "{} on {} ({} split, {} images, {:.1} s)\n",
+                a.model.display(),
+                a.data.display(),
+                ds.split,
+                r.num_samples,
+                t.elapsed().as_secs_f64()
+            );
             print!("{}", r.table());
             println!("\nconfusion matrix (rows true, columns predicted):");
             for (name, row) in r.per_class.iter().zip(&r.confusion) {
@@ -61,8 +68,18 @@ pub fn run(a: EvalArgs) -> Result<i32> {
                 println!("  {:<10} {:<28} {:>7.4} {:>9.4} {:>8}", "clean", "none", r.top1, r.macro_f1, "");
                 for (name, p) in perturb::parse_list(list)? {
                     let pr = eval_classifier_perturbed(&engine, &ds, a.workers, Some(p))?.report;
-                    println!("  {:<10} {:<28} {:>7.4} {:>9.4} {:>+8.4}", name, p.label(), pr.top1, pr.macro_f1, pr.top1 - r.top1);
-                    robustness.insert(name, serde_json::json!({"corruption": p.label(), "top1": pr.top1, "macro_f1": pr.macro_f1}));
+                    println!(
+                        "  {:<10} {:<28} {:>7.4} {:>9.4} {:>+8.4}",
+                        name,
+                        p.label(),
+                        pr.top1,
+                        pr.macro_f1,
+                        pr.top1 - r.top1
+                    );
+                    robustness.insert(
+                        name,
+                        serde_json::json!({"corruption": p.label(), "top1": pr.top1, "macro_f1": pr.macro_f1}),
+                    );
                 }
             }
             if let Some(path) = &a.json {
@@ -80,12 +97,23 @@ pub fn run(a: EvalArgs) -> Result<i32> {
             }
             if let Some(dir) = &a.plots {
                 let names: Vec<String> = r.per_class.iter().map(|c| c.name.clone()).collect();
-                report::plot_confusion(&dir.join("confusion.png"), &r.confusion, &names, &format!("confusion ({})", ds.split))?;
+                report::plot_confusion(
+                    &dir.join("confusion.png"),
+                    &r.confusion,
+                    &names,
+                    &format!("confusion ({})", ds.split),
+                )?;
             }
         }
         EvalData::Boxes { data, split } => {
             let ev = eval_detector(&engine, &data, &split, a.workers, a.count_threshold)?;
-            println!("{} on {} ({split} split, {} images, {:.1} s)\n", a.model.display(), data.yaml.display(), ev.ground_truth.images.len(), t.elapsed().as_secs_f64());
+            println!(
+                "{} on {} ({split} split, {} images, {:.1} s)\n",
+                a.model.display(),
+                data.yaml.display(),
+                ev.ground_truth.images.len(),
+                t.elapsed().as_secs_f64()
+            );
             print!("{}", ev.coco.table());
             println!(
                 "\ncount error @ score {:.2}: MAE {:.3}  RMSE {:.3}  bias {:+.3}",
@@ -93,7 +121,10 @@ pub fn run(a: EvalArgs) -> Result<i32> {
             );
             match &ev.box_fit {
                 Some(fit) => println!("{}", fit.line()),
-                None => println!("box fit @ score {:.2}: no confident detection overlaps an object at IoU > 0.5", a.count_threshold),
+                None => println!(
+                    "box fit @ score {:.2}: no confident detection overlaps an object at IoU > 0.5",
+                    a.count_threshold
+                ),
             }
             if let Some(path) = &a.json {
                 let mut doc = ev.coco.to_json();
@@ -105,7 +136,8 @@ pub fn run(a: EvalArgs) -> Result<i32> {
                 report::write_json(path, &doc)?;
             }
             if let Some(dir) = &a.plots {
-                let curves: Vec<(String, Vec<f64>)> = ev.coco.per_class.iter().zip(&ev.coco.pr50).map(|(c, p)| (c.name.clone(), p.clone())).collect();
+                let curves: Vec<(String, Vec<f64>)> =
+                    ev.coco.per_class.iter().zip(&ev.coco.pr50).map(|(c, p)| (c.name.clone(), p.clone())).collect();
                 report::plot_pr_curves(&dir.join("pr.png"), "precision-recall @ IoU 0.5", &curves)?;
             }
         }

@@ -100,7 +100,11 @@ fn class_map(items: &[String], teacher: &[String]) -> Result<(Vec<String>, Vec<O
             bail!("--classes: '{item}' must be a class name or TEACHER=NEW");
         }
         let t = teacher.iter().position(|c| c == from).ok_or_else(|| {
-            anyhow::anyhow!("--classes: '{from}' is not a class of the teacher (it knows {} classes, e.g. {:?})", teacher.len(), &teacher[..teacher.len().min(10)])
+            anyhow::anyhow!(
+                "--classes: '{from}' is not a class of the teacher (it knows {} classes, e.g. {:?})",
+                teacher.len(),
+                &teacher[..teacher.len().min(10)]
+            )
         })?;
         if map[t].is_some() {
             bail!("--classes: '{from}' is listed twice");
@@ -135,19 +139,32 @@ fn yolo_rows(dets: &[(usize, LabeledDetection)], w: u32, h: u32) -> String {
     dets.iter()
         .map(|(c, d)| {
             let [x1, y1, x2, y2] = d.bbox;
-            format!("{c} {:.6} {:.6} {:.6} {:.6}\n", (x1 + x2) / 2.0 / wf, (y1 + y2) / 2.0 / hf, (x2 - x1) / wf, (y2 - y1) / hf)
+            format!(
+                "{c} {:.6} {:.6} {:.6} {:.6}\n",
+                (x1 + x2) / 2.0 / wf,
+                (y1 + y2) / 2.0 / hf,
+                (x2 - x1) / wf,
+                (y2 - y1) / hf
+            )
         })
         .collect()
 }
 
 /// Contact sheets: thumbnails with their boxes (uncertain ones marked "?"), most doubtful
 /// images first, `per_sheet` per PNG.
-fn write_sheets(out: &Path, items: &[(PathBuf, Vec<(usize, LabeledDetection)>)], names: &[String], review_below: f32, per_sheet: usize) -> Result<Vec<PathBuf>> {
+fn write_sheets(
+    out: &Path,
+    items: &[(PathBuf, Vec<(usize, LabeledDetection)>)],
+    names: &[String],
+    review_below: f32,
+    per_sheet: usize,
+) -> Result<Vec<PathBuf>> {
     const THUMB: u32 = 192;
     let cols = 8usize;
     let mut order: Vec<usize> = (0..items.len()).collect();
     let min_score = |i: usize| items[i].1.iter().map(|(_, d)| d.score).fold(f32::INFINITY, f32::min);
-    order.sort_by(|&a, &b| min_score(a).partial_cmp(&min_score(b)).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+    order
+        .sort_by(|&a, &b| min_score(a).partial_cmp(&min_score(b)).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
     let mut sheets = Vec::new();
     for (k, chunk) in order.chunks(per_sheet.max(1)).enumerate() {
         let rows = chunk.len().div_ceil(cols) as u32;
@@ -182,7 +199,8 @@ pub fn run(a: LabelArgs) -> Result<i32> {
     if card.task != Task::Detect {
         bail!("{}: the teacher must be a detector (its card says {:?})", a.teacher.display(), card.task);
     }
-    let (keep, map) = class_map(a.classes.as_ref().unwrap_or(&card.classes), &card.classes).with_context(|| format!("teacher {}", a.teacher.display()))?;
+    let (keep, map) = class_map(a.classes.as_ref().unwrap_or(&card.classes), &card.classes)
+        .with_context(|| format!("teacher {}", a.teacher.display()))?;
     if !(0.0..1.0).contains(&a.val_fraction) || !(0.0..=1.0).contains(&a.conf) {
         bail!("--val-fraction {} must be in [0, 1) and --conf {} in [0, 1]", a.val_fraction, a.conf);
     }
@@ -195,8 +213,17 @@ pub fn run(a: LabelArgs) -> Result<i32> {
     }
     // The engine decodes without suppression (IoU threshold 1); classes are kept and merged
     // first, then NMS runs on the new classes.
-    let opts = PredictOptions { top_k: 1, nms: NmsOptions { score_threshold: a.conf, iou_threshold: 1.0, class_agnostic: false, max_detections: usize::MAX } };
-    let nms_opts = NmsOptions { score_threshold: a.conf, iou_threshold: a.iou, class_agnostic: a.agnostic, max_detections: 300 };
+    let opts = PredictOptions {
+        top_k: 1,
+        nms: NmsOptions {
+            score_threshold: a.conf,
+            iou_threshold: 1.0,
+            class_agnostic: false,
+            max_detections: usize::MAX,
+        },
+    };
+    let nms_opts =
+        NmsOptions { score_threshold: a.conf, iou_threshold: a.iou, class_agnostic: a.agnostic, max_detections: 300 };
     // Split folders are honoured only when every image sits in one, so that a stray file at
     // the top cannot silently land in train.
     let keep_splits = images.iter().all(|p| folder_split(&a.images, p).is_some());
@@ -208,10 +235,18 @@ pub fn run(a: LabelArgs) -> Result<i32> {
             Output::Detections(d) => d,
             _ => Vec::new(),
         };
-        let mapped: Vec<Detection> = dets.iter().filter_map(|d| map[d.class].map(|c| Detection { bbox: d.bbox, class: c, score: d.score })).collect();
+        let mapped: Vec<Detection> = dets
+            .iter()
+            .filter_map(|d| map[d.class].map(|c| Detection { bbox: d.bbox, class: c, score: d.score }))
+            .collect();
         let kept = nms(mapped, &nms_opts)
             .into_iter()
-            .map(|d| (d.class, LabeledDetection { bbox: d.bbox, class: d.class, name: keep[d.class].clone(), score: d.score }))
+            .map(|d| {
+                (
+                    d.class,
+                    LabeledDetection { bbox: d.bbox, class: d.class, name: keep[d.class].clone(), score: d.score },
+                )
+            })
             .collect::<Vec<_>>();
         Ok((p.width, p.height, kept))
     })?;
@@ -253,7 +288,8 @@ pub fn run(a: LabelArgs) -> Result<i32> {
         };
         *summary.splits.entry(split.to_string()).or_default() += 1;
         let img_dst = a.out.join(format!("images/{split}/{name}.{ext}"));
-        std::fs::create_dir_all(img_dst.parent().expect("has a parent")).with_context(|| format!("creating {}", img_dst.display()))?;
+        std::fs::create_dir_all(img_dst.parent().expect("has a parent"))
+            .with_context(|| format!("creating {}", img_dst.display()))?;
         std::fs::copy(src, &img_dst).with_context(|| format!("copying {} to {}", src.display(), img_dst.display()))?;
         fsio::write_atomic(&a.out.join(format!("labels/{split}/{name}.txt")), yolo_rows(&dets, w, h).as_bytes())?;
         if dets.is_empty() {
@@ -270,9 +306,15 @@ pub fn run(a: LabelArgs) -> Result<i32> {
         reviewed.push((src.clone(), dets));
     }
     if summary.labelled == 0 {
-        bail!("the teacher found no {:?} at --conf {} in {} images; nothing to label (try a lower --conf)", keep, a.conf, images.len());
+        bail!(
+            "the teacher found no {:?} at --conf {} in {} images; nothing to label (try a lower --conf)",
+            keep,
+            a.conf,
+            images.len()
+        );
     }
-    let names_yaml: String = keep.iter().map(|n| format!("  - {}\n", serde_json::to_string(n).unwrap_or_default())).collect();
+    let names_yaml: String =
+        keep.iter().map(|n| format!("  - {}\n", serde_json::to_string(n).unwrap_or_default())).collect();
     let mut yaml = format!("# written by fieldkit label from {}\npath: .\ntrain: images/train\n", a.teacher.display());
     yaml += if summary.splits.contains_key("val") { "val: images/val\n" } else { "val: images/train\n" };
     if summary.splits.contains_key("test") {
@@ -326,7 +368,9 @@ mod tests {
         assert_eq!(map, vec![None, Some(0), Some(1), Some(0)]);
         let (names, map) = class_map(&items(&["person=farmer"]), &teacher).unwrap();
         assert_eq!((names, map), (vec!["farmer".to_string()], vec![Some(0), None, None, None]));
-        for (bad, needle) in [(&["goat"][..], "'goat' is not a class"), (&["cow", "cow"], "listed twice"), (&["=cow"], "TEACHER=NEW")] {
+        for (bad, needle) in
+            [(&["goat"][..], "'goat' is not a class"), (&["cow", "cow"], "listed twice"), (&["=cow"], "TEACHER=NEW")]
+        {
             let e = class_map(&items(bad), &teacher).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }

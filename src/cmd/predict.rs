@@ -86,15 +86,24 @@ fn probe_fps(video: &Path) -> Result<f64> {
     };
     match fps {
         Some(f) if o.status.success() && f.is_finite() && f > 0.0 => Ok(f),
-        _ => bail!("{}: ffprobe found no video stream (it said {:?}{})", video.display(), text, String::from_utf8_lossy(&o.stderr).trim()),
+        _ => bail!(
+            "{}: ffprobe found no video stream (it said {:?}{})",
+            video.display(),
+            text,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
     }
 }
 
 /// Decodes `video` into PNG frames under `dir` with ffmpeg, at `fps` when given.
 fn extract_frames(video: &Path, fps: Option<f64>, dir: &Path) -> Result<Vec<Item>> {
-    let have = std::process::Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false);
+    let have =
+        std::process::Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false);
     if !have {
-        bail!("{}: video input needs ffmpeg on PATH (apt install ffmpeg), or extract the frames to a folder of images", video.display());
+        bail!(
+            "{}: video input needs ffmpeg on PATH (apt install ffmpeg), or extract the frames to a folder of images",
+            video.display()
+        );
     }
     let rate = match fps {
         Some(f) if f > 0.0 && f.is_finite() => f,
@@ -118,7 +127,10 @@ fn extract_frames(video: &Path, fps: Option<f64>, dir: &Path) -> Result<Vec<Item
     Ok(frames
         .into_iter()
         .enumerate()
-        .map(|(index, path)| Item { path, video: Some(Frame { video: video.to_path_buf(), index, time_s: index as f64 / rate, rate }) })
+        .map(|(index, path)| Item {
+            path,
+            video: Some(Frame { video: video.to_path_buf(), index, time_s: index as f64 / rate, rate }),
+        })
         .collect())
 }
 
@@ -179,7 +191,12 @@ pub fn run(a: PredictArgs) -> Result<i32> {
     let items = collect_sources(&a.sources, a.fps, &frames_dir)?;
     let opts = PredictOptions {
         top_k: a.top_k,
-        nms: NmsOptions { score_threshold: a.conf, iou_threshold: a.iou, class_agnostic: a.agnostic, max_detections: a.max_det },
+        nms: NmsOptions {
+            score_threshold: a.conf,
+            iou_threshold: a.iou,
+            class_agnostic: a.agnostic,
+            max_detections: a.max_det,
+        },
     };
     let t = std::time::Instant::now();
     let results = parallel_map(&engine, items.len(), a.workers, |s, i| {
@@ -204,7 +221,13 @@ pub fn run(a: PredictArgs) -> Result<i32> {
         let mut line = serde_json::json!({ "image": item.path, "index": i, "width": p.width, "height": p.height, "timing": p.timing });
         match &item.video {
             Some(f) => {
-                println!("{} frame {} ({:.2} s): {summary} ({:.1} ms)", f.video.display(), f.index, f.time_s, p.timing.inference_ms);
+                println!(
+                    "{} frame {} ({:.2} s): {summary} ({:.1} ms)",
+                    f.video.display(),
+                    f.index,
+                    f.time_s,
+                    p.timing.inference_ms
+                );
                 // capture_ms lets `fieldkit bridge` replay the video's own timing.
                 line["video"] = serde_json::json!(f.video);
                 line["frame"] = serde_json::json!(f.index);

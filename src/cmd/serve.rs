@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fieldkit_core::fsio;
+use fieldkit_runtime::Layout;
 use fieldkit_serve::loadtest::{self, LoadConfig};
 use fieldkit_serve::ServeConfig;
-use fieldkit_runtime::Layout;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -98,7 +98,9 @@ pub fn config(a: ServeArgs) -> Result<ServeConfig> {
     }
     cfg.resolve_token()?;
     if cfg.models.is_empty() && cfg.model_dir.is_none() {
-        bail!("nothing to serve: give --model NAME=PATH.onnx (or models in --config), or --model-dir to load over HTTP");
+        bail!(
+            "nothing to serve: give --model NAME=PATH.onnx (or models in --config), or --model-dir to load over HTTP"
+        );
     }
     Ok(cfg)
 }
@@ -151,7 +153,13 @@ pub fn loadtest(a: LoadtestArgs) -> Result<i32> {
         "{} requests, concurrency {}: {:.1} s, {:.1} req/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         r.requests, r.concurrency, r.seconds, r.throughput_rps, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
     );
-    println!("statuses {:?}; errors (neither 200 nor 503) {}; daemon RSS {} -> {} MB", r.statuses, r.errors, mb(r.rss_start_mb), mb(r.rss_end_mb));
+    println!(
+        "statuses {:?}; errors (neither 200 nor 503) {}; daemon RSS {} -> {} MB",
+        r.statuses,
+        r.errors,
+        mb(r.rss_start_mb),
+        mb(r.rss_end_mb)
+    );
     if let Some(p) = &a.json {
         fsio::write_json(p, &r)?;
     }

@@ -9,7 +9,9 @@ use fieldkit_core::fsio;
 use fieldkit_trainer::data::boxes::DetAugment;
 use fieldkit_trainer::data::{Augment, AugmentPreset};
 use fieldkit_trainer::train::detect::{BoxLoss, DetectConfig};
-use fieldkit_trainer::train::{self, ClassWeights, ClassifyConfig, LoopSettings, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy};
+use fieldkit_trainer::train::{
+    self, ClassWeights, ClassifyConfig, LoopSettings, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy,
+};
 use fieldkit_trainer::DeviceKind;
 
 /// Each flag given (`Some`) over the setting of the same name: `set_given!(args => config; f, ...)`.
@@ -215,7 +217,10 @@ fn default_valid_split(data: &Path) -> Result<String> {
 pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
     if !a.data.is_dir() {
         let what = if a.data.exists() { "not a folder" } else { "no such folder" };
-        bail!("{}: {what} (--data takes an ImageFolder root: train/ and valid/ folders of class folders)", a.data.display());
+        bail!(
+            "{}: {what} (--data takes an ImageFolder root: train/ and valid/ folders of class folders)",
+            a.data.display()
+        );
     }
     let mut c = ClassifyConfig::new(a.data.clone());
     c.train_split = a.train_split.clone();
@@ -264,7 +269,8 @@ fn classify(a: ClassifyArgs) -> Result<i32> {
     let progress = Progress { quiet: a.quiet };
     let cfg = if a.resume {
         let p = a.out.join("config.json");
-        let c: ClassifyConfig = fsio::read_json(&p).with_context(|| format!("--resume needs the run's {}", p.display()))?;
+        let c: ClassifyConfig =
+            fsio::read_json(&p).with_context(|| format!("--resume needs the run's {}", p.display()))?;
         c
     } else {
         config_from_args(&a)?
@@ -318,7 +324,8 @@ fn detect(a: DetectArgs) -> Result<i32> {
     let progress = Progress { quiet: a.quiet };
     let cfg = if a.resume {
         let p = a.out.join("config.json");
-        let c: DetectConfig = fsio::read_json(&p).with_context(|| format!("--resume needs the run's {}", p.display()))?;
+        let c: DetectConfig =
+            fsio::read_json(&p).with_context(|| format!("--resume needs the run's {}", p.display()))?;
         c
     } else {
         detect_config_from_args(&a)?

@@ -48,7 +48,6 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
-
 /// Entries of `dir`, sorted.
 pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();

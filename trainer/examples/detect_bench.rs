@@ -33,7 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "wgpu" => DeviceKind::Wgpu,
         other => return Err(format!("unknown device {other}").into()),
     };
-    let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors");
+    let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors");
     let device = device_kind.device()?;
     device.seed(0);
     let mut cfg = DetectConfig::new(".".into());

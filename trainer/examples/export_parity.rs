@@ -18,7 +18,8 @@ use fieldkit_trainer::weights::load_backbone;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::args().nth(1).ok_or("usage: export_parity OUT_DIR")?);
     std::fs::create_dir_all(&out)?;
-    let weights = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors");
+    let weights = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors");
     let device = Device::flex();
     device.seed(7);
     let mut model = MobileNetV2Config::new(9).init(&device);
@@ -26,8 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = model.valid();
     let size = 224usize;
     let input = fieldkit_core::preprocess::reference_pattern_imagenet(size, size);
-    let logits: Vec<f32> =
-        model.forward(Tensor::<1>::from_floats(input.as_slice(), &device).reshape([1, 3, size, size])).into_data().try_to_vec()?;
+    let logits: Vec<f32> = model
+        .forward(Tensor::<1>::from_floats(input.as_slice(), &device).reshape([1, 3, size, size]))
+        .into_data()
+        .try_to_vec()?;
     let path = out.join("model.onnx");
     export_classifier(&model, size as u32, &path)?;
     let mut card = fieldkit_core::ModelCard::new(
@@ -75,13 +78,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn check_tract(path: &std::path::Path, input: &[f32], burn: &[f32], what: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn check_tract(
+    path: &std::path::Path,
+    input: &[f32],
+    burn: &[f32],
+    what: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     let engine = fieldkit_runtime::Engine::load(path)?;
     let tract = engine.session()?.run_tensor(input)?;
     let diff = tract.iter().zip(burn).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     println!("{what}: burn vs tract on the exported model: max abs diff {diff:.2e} over {} outputs", burn.len());
     if diff > 1e-4 || tract.len() != burn.len() {
-        return Err(format!("{what} export parity failed: {diff} > 1e-4 (or {} vs {} values)", tract.len(), burn.len()).into());
+        return Err(format!(
+            "{what} export parity failed: {diff} > 1e-4 (or {} vs {} values)",
+            tract.len(),
+            burn.len()
+        )
+        .into());
     }
     Ok(())
 }

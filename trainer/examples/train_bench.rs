@@ -11,10 +11,10 @@
 use std::time::Instant;
 
 use burn::prelude::*;
+use fieldkit_trainer::model::MobileNetV2Config;
 use fieldkit_trainer::train::classify::optimizer;
 use fieldkit_trainer::train::step::{Input, Stepper};
 use fieldkit_trainer::train::{ClassifyConfig, Strategy};
-use fieldkit_trainer::model::MobileNetV2Config;
 use fieldkit_trainer::weights::load_backbone;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,7 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(64);
     let steps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10);
     let batch: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(16);
-    let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors");
+    let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors");
     let device = Device::flex();
     device.seed(0);
     let mut cfg = ClassifyConfig::new(".".into());
@@ -57,7 +58,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut stepper = Stepper::new(&device, &cfg, None);
         for k in 0..steps + 2 {
             let t = Instant::now();
-            let (next, loss) = stepper.step(m, &mut optim, &cfg, Input::Images { pixels: pixels.clone(), size }, labels.clone(), 1e-4, from);
+            let (next, loss) = stepper.step(
+                m,
+                &mut optim,
+                &cfg,
+                Input::Images { pixels: pixels.clone(), size },
+                labels.clone(),
+                1e-4,
+                from,
+            );
             m = next;
             assert!(loss.is_finite());
             if k >= 2 {

@@ -39,7 +39,9 @@ fn summarize_store_error(msg: &str) -> String {
     if mismatches > 0 {
         let first = msg.find("ShapeMismatch").map(|i| &msg[i..]).unwrap_or(msg);
         let first = first.split(" }, ShapeMismatch").next().unwrap_or(first);
-        return format!("{mismatches} tensors did not fit the model (another width or architecture?), first: {first} }}");
+        return format!(
+            "{mismatches} tensors did not fit the model (another width or architecture?), first: {first} }}"
+        );
     }
     let short: String = msg.chars().take(300).collect();
     format!("cannot read as safetensors: {short}")
@@ -65,12 +67,20 @@ pub fn load_backbone(model: &mut MobileNetV2, path: &Path) -> Result<LoadReport>
     let result = model.load_from(&mut store).map_err(|e| werr(summarize_store_error(&e.to_string())))?;
     if !result.errors.is_empty() {
         let errs: Vec<String> = result.errors.iter().take(5).map(|e| format!("{e:?}")).collect();
-        return Err(werr(format!("{} tensors did not fit the model (wrong width?): {}", result.errors.len(), errs.join("; "))));
+        return Err(werr(format!(
+            "{} tensors did not fit the model (wrong width?): {}",
+            result.errors.len(),
+            errs.join("; ")
+        )));
     }
     if !result.unused.is_empty() {
         let mut u = result.unused.clone();
         u.sort();
-        return Err(werr(format!("{} tensors in the file match no model tensor, e.g. {:?}", u.len(), &u[..u.len().min(5)])));
+        return Err(werr(format!(
+            "{} tensors in the file match no model tensor, e.g. {:?}",
+            u.len(),
+            &u[..u.len().min(5)]
+        )));
     }
     let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
     let backbone_missing: Vec<&String> = missing.iter().filter(|p| !p.starts_with("classifier.")).collect();

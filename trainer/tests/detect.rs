@@ -9,6 +9,8 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use fieldkit_core::card::{Decode, InputSpec, ModelCard, Task};
 use fieldkit_core::dataset::YoloDataset;
+use fieldkit_core::detect::{decode_yolox, nms, NmsOptions};
+use fieldkit_core::metrics::iou;
 use fieldkit_runtime::Engine;
 use fieldkit_trainer::data::boxes::{load_box_split, DetAugment};
 use fieldkit_trainer::data::sample_rng;
@@ -16,8 +18,6 @@ use fieldkit_trainer::export::export_detector;
 use fieldkit_trainer::model::yolox::{anchor_count, STRIDES};
 use fieldkit_trainer::model::{to_host, DetectorConfig};
 use fieldkit_trainer::train::classify::optimizer_for;
-use fieldkit_core::detect::{decode_yolox, nms, NmsOptions};
-use fieldkit_core::metrics::iou;
 use fieldkit_trainer::train::detect::assign::{Anchors, GtBox};
 use fieldkit_trainer::train::detect::loss::{yolox_loss, BoxLoss};
 use fieldkit_trainer::train::detect::{train_detect, DetectConfig};
@@ -80,7 +80,8 @@ fn loss_falls_on_a_fixed_batch() {
 fn synthetic_batch() -> (Vec<image::RgbImage>, Vec<Vec<GtBox>>) {
     use rand::Rng;
     let mut rng = sample_rng(11, 0, 0);
-    let layouts: [&[(usize, [u32; 4])]; 2] = [&[(0, [16, 24, 64, 88]), (1, [76, 12, 116, 52])], &[(1, [8, 70, 56, 118]), (0, [70, 40, 120, 104])]];
+    let layouts: [&[(usize, [u32; 4])]; 2] =
+        [&[(0, [16, 24, 64, 88]), (1, [76, 12, 116, 52])], &[(1, [8, 70, 56, 118]), (0, [70, 40, 120, 104])]];
     let colours = [[220u8, 40, 40], [40, 60, 220]];
     let mut images = Vec::new();
     let mut boxes = Vec::new();
@@ -157,8 +158,12 @@ fn overfit_one_batch_recovers_the_boxes() {
     let per = y.len() / 2;
     for (i, want) in boxes.iter().enumerate() {
         let dets = decode_yolox(&y[i * per..(i + 1) * per], 2, s as u32, s as u32, &STRIDES, true, 0.3).unwrap();
-        let dets = nms(dets, &NmsOptions { score_threshold: 0.3, iou_threshold: 0.5, class_agnostic: false, max_detections: 100 });
-        let found: Vec<String> = dets.iter().map(|d| format!("{} {:.2} {:?}", d.class, d.score, d.bbox.map(|v| v.round()))).collect();
+        let dets = nms(
+            dets,
+            &NmsOptions { score_threshold: 0.3, iou_threshold: 0.5, class_agnostic: false, max_detections: 100 },
+        );
+        let found: Vec<String> =
+            dets.iter().map(|d| format!("{} {:.2} {:?}", d.class, d.score, d.bbox.map(|v| v.round()))).collect();
         eprintln!("image {i}: {found:?}");
         // COCO-style greedy matching by descending score (NMS already sorted them): each
         // detection takes the best unmatched same-class box at IoU >= 0.5. The batch is
@@ -186,7 +191,12 @@ fn overfit_one_batch_recovers_the_boxes() {
             }
         }
         for (gt, m) in want.iter().zip(&matched) {
-            assert!(m.is_some_and(|o| o >= 0.9), "image {i}: class {} box {:?} recovered at IoU {m:?} only: {found:?}", gt.class, gt.bbox);
+            assert!(
+                m.is_some_and(|o| o >= 0.9),
+                "image {i}: class {} box {:?} recovered at IoU {m:?} only: {found:?}",
+                gt.class,
+                gt.bbox
+            );
         }
         for s in &false_scores {
             assert!(*s < 0.5 && *s < lowest_match, "image {i}: a false positive at score {s}: {found:?} vs {want:?}");
@@ -202,7 +212,11 @@ fn exported_detector_matches_burn_in_tract() {
     // A few training-mode forwards move BatchNorm statistics off their defaults.
     let m = DetectorConfig::new(3).with_neck_width(16).with_head_depth(1).init(&device).train();
     for k in 0..2 {
-        let x = Tensor::<4>::random([2, 3, 64, 64], burn::tensor::Distribution::Normal(k as f64 * 0.2, 1.0), &device.clone().autodiff());
+        let x = Tensor::<4>::random(
+            [2, 3, 64, 64],
+            burn::tensor::Distribution::Normal(k as f64 * 0.2, 1.0),
+            &device.clone().autodiff(),
+        );
         let _ = m.forward(x);
     }
     let m = m.valid();
@@ -253,7 +267,16 @@ fn a_short_run_writes_every_output_and_evaluates() {
     cfg.batch = 4;
     cfg.close_mosaic = 1;
     let s = train_detect(&cfg, &out, false, &Progress { quiet: true }).unwrap();
-    for f in ["model.onnx", "model.json", "metrics.csv", "report.md", "loss.png", "map.png", "config.json", "checkpoints/best.bpk"] {
+    for f in [
+        "model.onnx",
+        "model.json",
+        "metrics.csv",
+        "report.md",
+        "loss.png",
+        "map.png",
+        "config.json",
+        "checkpoints/best.bpk",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     assert_eq!(s.history.len(), 2);

@@ -40,7 +40,11 @@ fn trained_tiny(classes: usize) -> MobileNetV2 {
     let device = Device::flex();
     let mut m = MobileNetV2Config::new(classes).with_width(0.35).init(&device).train();
     for k in 0..3 {
-        let x = Tensor::<4>::random([4, 3, 32, 32], burn::tensor::Distribution::Normal(k as f64 * 0.1, 1.0), &device.clone().autodiff());
+        let x = Tensor::<4>::random(
+            [4, 3, 32, 32],
+            burn::tensor::Distribution::Normal(k as f64 * 0.1, 1.0),
+            &device.clone().autodiff(),
+        );
         let _ = m.forward(x); // BatchNorm running statistics move in training mode
         m = m.clone();
     }
@@ -88,8 +92,11 @@ fn exported_onnx_matches_burn_in_tract() {
     let mut s = engine.session().unwrap();
     let x = input(1, 64);
     let ours = s.run_tensor(&x).unwrap();
-    let burn: Vec<f32> =
-        m.forward(Tensor::<1>::from_floats(x.as_slice(), &Device::flex()).reshape([1, 3, 64, 64])).into_data().try_to_vec().unwrap();
+    let burn: Vec<f32> = m
+        .forward(Tensor::<1>::from_floats(x.as_slice(), &Device::flex()).reshape([1, 3, 64, 64]))
+        .into_data()
+        .try_to_vec()
+        .unwrap();
     let diff = ours.iter().zip(&burn).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert_eq!(ours.len(), 4);
     assert!(diff <= 1e-4, "tract vs burn max abs diff {diff}");
@@ -124,7 +131,18 @@ fn trains_writes_every_output_and_refuses_to_overwrite() {
     let cfg = tiny_config(&dir.path().join("data"));
     let out = dir.path().join("run");
     let s = train_classify(&cfg, &out, false, &Progress { quiet: true }).unwrap();
-    for f in ["model.onnx", "model.json", "metrics.csv", "report.md", "config.json", "loss.png", "accuracy.png", "confusion.png", "checkpoints/best.bpk", "checkpoints/last.json"] {
+    for f in [
+        "model.onnx",
+        "model.json",
+        "metrics.csv",
+        "report.md",
+        "config.json",
+        "loss.png",
+        "accuracy.png",
+        "confusion.png",
+        "checkpoints/best.bpk",
+        "checkpoints/last.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     assert_eq!(s.history.len(), cfg.epochs);
@@ -171,7 +189,9 @@ fn bad_input_is_named() {
     let e = train_classify(&c, &dir.path().join("o3"), false, &q).unwrap_err().to_string();
     assert!(e.contains("junk.safetensors"), "{e}");
     // A missing data directory.
-    let e = train_classify(&tiny_config(&dir.path().join("nowhere")), &dir.path().join("o4"), false, &q).unwrap_err().to_string();
+    let e = train_classify(&tiny_config(&dir.path().join("nowhere")), &dir.path().join("o4"), false, &q)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nowhere"), "{e}");
 }
 

@@ -23,7 +23,11 @@ use fieldkit_core::preprocess::reference_pattern_imagenet as pattern_imagenet;
 fn pretrained_backbone_matches_bn_folded_onnx_in_tract_and_onnxruntime() {
     let device = Device::flex();
     let mut model = MobileNetV2Config::new(0).init(&device);
-    let report = load_backbone(&mut model, &shared().join("assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors")).unwrap();
+    let report = load_backbone(
+        &mut model,
+        &shared().join("assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors"),
+    )
+    .unwrap();
     assert_eq!(report.applied, 260);
     let input = pattern_imagenet(224, 224);
     let x = Tensor::<1>::from_floats(input.as_slice(), &device).reshape([1, 3, 224, 224]);
@@ -37,9 +41,11 @@ fn pretrained_backbone_matches_bn_folded_onnx_in_tract_and_onnxruntime() {
         fieldkit_core::Preprocess::imagenet(224),
         fieldkit_core::Decode::Features { output: "features".into() },
     );
-    let tract: Vec<f32> = fieldkit_runtime::Engine::with_card(&onnx, card).unwrap().session().unwrap().run_tensor(&input).unwrap();
+    let tract: Vec<f32> =
+        fieldkit_runtime::Engine::with_card(&onnx, card).unwrap().session().unwrap().run_tensor(&input).unwrap();
     let golden: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/golden/mobilenetv2_pattern.json")).unwrap(),
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/golden/mobilenetv2_pattern.json"))
+            .unwrap(),
     )
     .unwrap();
     let ort: Vec<f32> = golden["output"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();

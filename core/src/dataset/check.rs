@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::dataset::coco::CocoDataset;
 use crate::dataset::imagefolder::ImageFolder;
-use crate::dataset::yolo::{label_path_for, parse_label_text, YoloDataset};
 use crate::dataset::is_image;
+use crate::dataset::yolo::{label_path_for, parse_label_text, YoloDataset};
 use crate::error::{CoreError, Result};
 use crate::image_io;
 
@@ -99,7 +99,12 @@ impl Problems {
         self.0.push(Problem { severity: Severity::Error, path: path.to_path_buf(), line, message: message.into() });
     }
     fn warn(&mut self, path: &Path, message: impl Into<String>) {
-        self.0.push(Problem { severity: Severity::Warning, path: path.to_path_buf(), line: None, message: message.into() });
+        self.0.push(Problem {
+            severity: Severity::Warning,
+            path: path.to_path_buf(),
+            line: None,
+            message: message.into(),
+        });
     }
     fn from_core(&mut self, e: CoreError) {
         match e {
@@ -109,10 +114,24 @@ impl Problems {
             CoreError::Argument(m) => self.error(Path::new("-"), None, m),
         }
     }
-    fn finish(mut self, format: &'static str, source: &Path, classes: Vec<String>, splits: Vec<SplitSummary>) -> DataReport {
+    fn finish(
+        mut self,
+        format: &'static str,
+        source: &Path,
+        classes: Vec<String>,
+        splits: Vec<SplitSummary>,
+    ) -> DataReport {
         self.0.sort_by(|a, b| (a.severity, &a.path, a.line).cmp(&(b.severity, &b.path, b.line)));
         let errors = self.0.iter().filter(|p| p.severity == Severity::Error).count();
-        DataReport { format, source: source.to_path_buf(), classes, splits, errors, warnings: self.0.len() - errors, problems: self.0 }
+        DataReport {
+            format,
+            source: source.to_path_buf(),
+            classes,
+            splits,
+            errors,
+            warnings: self.0.len() - errors,
+            problems: self.0,
+        }
     }
 }
 
@@ -190,7 +209,10 @@ fn record_images(
 pub fn check_imagefolder(root: &Path) -> Result<DataReport> {
     let splits = ImageFolder::splits(root)?;
     if splits.is_empty() {
-        return Err(CoreError::invalid(root, "no splits found: expected <root>/<split>/<class>/*.jpg (e.g. train/ and valid/)"));
+        return Err(CoreError::invalid(
+            root,
+            "no splits found: expected <root>/<split>/<class>/*.jpg (e.g. train/ and valid/)",
+        ));
     }
     let mut problems = Problems::default();
     let mut classes: Vec<String> = Vec::new();
@@ -317,7 +339,8 @@ pub fn check_coco(json: &Path, image_dir: &Path) -> Result<DataReport> {
     cats.sort_by_key(|c| c.id);
     let classes: Vec<String> = cats.iter().map(|c| c.name.clone()).collect();
     let name_of: HashMap<u64, &str> = cats.iter().map(|c| (c.id, c.name.as_str())).collect();
-    let mut summary = SplitSummary { name: "all".into(), images: ds.images.len(), background_images: Some(0), ..Default::default() };
+    let mut summary =
+        SplitSummary { name: "all".into(), images: ds.images.len(), background_images: Some(0), ..Default::default() };
     for c in &classes {
         summary.class_counts.insert(c.clone(), 0);
     }
@@ -339,7 +362,11 @@ pub fn check_coco(json: &Path, image_dir: &Path) -> Result<DataReport> {
     for ((im, path), size) in ds.images.iter().zip(&paths).zip(sizes) {
         if let Some((w, h)) = size {
             if (w, h) != (im.width, im.height) {
-                problems.error(path, None, format!("image is {w}x{h} but the JSON says {}x{} (image id {})", im.width, im.height, im.id));
+                problems.error(
+                    path,
+                    None,
+                    format!("image is {w}x{h} but the JSON says {}x{} (image id {})", im.width, im.height, im.id),
+                );
             }
         }
     }

@@ -93,7 +93,10 @@ fn bool_as_int<S: serde::Serializer>(b: &bool, s: S) -> std::result::Result<S::O
 
 fn check_box(path: &Path, what: &str, bbox: &[f64; 4]) -> Result<()> {
     if bbox.iter().any(|v| !v.is_finite()) || bbox[2] < 0.0 || bbox[3] < 0.0 {
-        return Err(CoreError::invalid(path, format!("{what}: bbox {bbox:?} must be finite [x, y, w, h] with w, h >= 0")));
+        return Err(CoreError::invalid(
+            path,
+            format!("{what}: bbox {bbox:?} must be finite [x, y, w, h] with w, h >= 0"),
+        ));
     }
     Ok(())
 }
@@ -134,7 +137,10 @@ impl CocoDataset {
                 return Err(CoreError::invalid(path, format!("{what}: image_id {} is not in 'images'", a.image_id)));
             }
             if !cat_ids.contains(&a.category_id) {
-                return Err(CoreError::invalid(path, format!("{what}: category_id {} is not in 'categories'", a.category_id)));
+                return Err(CoreError::invalid(
+                    path,
+                    format!("{what}: category_id {} is not in 'categories'", a.category_id),
+                ));
             }
             check_box(path, &what, &a.bbox)?;
         }

@@ -9,8 +9,8 @@ pub mod yolo;
 
 use std::path::{Path, PathBuf};
 
-pub use eval_data::EvalData;
 pub use coco::{CocoAnnotation, CocoCategory, CocoDataset, CocoImage, CocoPrediction};
+pub use eval_data::EvalData;
 pub use imagefolder::{ClassSample, ImageFolder};
 pub use yolo::{DetSample, YoloBox, YoloDataset};
 

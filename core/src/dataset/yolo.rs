@@ -58,8 +58,8 @@ impl YoloDataset {
     pub fn from_yaml(path: &Path) -> Result<Self> {
         let yaml = if path.is_dir() { path.join("data.yaml") } else { path.to_path_buf() };
         let text = std::fs::read_to_string(&yaml).map_err(|e| CoreError::io(&yaml, e))?;
-        let doc: Value = serde_yaml_ng::from_str(&text)
-            .map_err(|e| CoreError::invalid(&yaml, format!("invalid YAML: {e}")))?;
+        let doc: Value =
+            serde_yaml_ng::from_str(&text).map_err(|e| CoreError::invalid(&yaml, format!("invalid YAML: {e}")))?;
         let map = doc.as_mapping().ok_or_else(|| CoreError::invalid(&yaml, "expected a mapping at top level"))?;
         let get = |k: &str| map.get(Value::String(k.into()));
         let yaml_dir = yaml.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
@@ -69,13 +69,20 @@ impl YoloDataset {
                 let p = PathBuf::from(p);
                 normalize(&if p.is_absolute() { p } else { yaml_dir.join(p) })
             }
-            Some(other) => return Err(CoreError::invalid(&yaml, format!("key 'path': expected a string, got {other:?}"))),
+            Some(other) => {
+                return Err(CoreError::invalid(&yaml, format!("key 'path': expected a string, got {other:?}")))
+            }
         };
         let names = parse_names(&yaml, get("names"))?;
         if let Some(nc) = get("nc") {
-            let nc = nc.as_u64().ok_or_else(|| CoreError::invalid(&yaml, format!("key 'nc': expected an integer, got {nc:?}")))?;
+            let nc = nc
+                .as_u64()
+                .ok_or_else(|| CoreError::invalid(&yaml, format!("key 'nc': expected an integer, got {nc:?}")))?;
             if nc as usize != names.len() {
-                return Err(CoreError::invalid(&yaml, format!("key 'nc' is {nc} but 'names' lists {} classes", names.len())));
+                return Err(CoreError::invalid(
+                    &yaml,
+                    format!("key 'nc' is {nc} but 'names' lists {} classes", names.len()),
+                ));
             }
         }
         let mut splits = BTreeMap::new();
@@ -85,15 +92,27 @@ impl YoloDataset {
                 Some(Value::String(s)) => vec![s.clone()],
                 Some(Value::Sequence(seq)) => seq
                     .iter()
-                    .map(|v| v.as_str().map(str::to_string).ok_or_else(|| CoreError::invalid(&yaml, format!("key '{key}': list items must be strings, got {v:?}"))))
+                    .map(|v| {
+                        v.as_str().map(str::to_string).ok_or_else(|| {
+                            CoreError::invalid(&yaml, format!("key '{key}': list items must be strings, got {v:?}"))
+                        })
+                    })
                     .collect::<Result<_>>()?,
-                Some(other) => return Err(CoreError::invalid(&yaml, format!("key '{key}': expected a path or list of paths, got {other:?}"))),
+                Some(other) => {
+                    return Err(CoreError::invalid(
+                        &yaml,
+                        format!("key '{key}': expected a path or list of paths, got {other:?}"),
+                    ))
+                }
             };
             let mut dirs = Vec::new();
             for e in entries {
                 let resolved = resolve_split_path(&root, &e);
                 if !resolved.exists() {
-                    return Err(CoreError::invalid(&yaml, format!("key '{key}': '{e}' not found (looked at {})", resolved.display())));
+                    return Err(CoreError::invalid(
+                        &yaml,
+                        format!("key '{key}': '{e}' not found (looked at {})", resolved.display()),
+                    ));
                 }
                 dirs.push(resolved);
             }
@@ -210,19 +229,28 @@ fn parse_names(yaml: &Path, v: Option<&Value>) -> Result<Vec<String>> {
         Value::Sequence(seq) => seq
             .iter()
             .enumerate()
-            .map(|(i, n)| scalar_to_string(n).ok_or_else(|| CoreError::invalid(yaml, format!("names[{i}]: expected a string, got {n:?}"))))
+            .map(|(i, n)| {
+                scalar_to_string(n)
+                    .ok_or_else(|| CoreError::invalid(yaml, format!("names[{i}]: expected a string, got {n:?}")))
+            })
             .collect::<Result<_>>()?,
         Value::Mapping(m) => {
             let mut pairs = Vec::new();
             for (k, n) in m {
-                let id = k.as_u64().ok_or_else(|| CoreError::invalid(yaml, format!("names: key {k:?} is not a class id")))?;
-                let name = scalar_to_string(n).ok_or_else(|| CoreError::invalid(yaml, format!("names[{id}]: expected a string, got {n:?}")))?;
+                let id = k
+                    .as_u64()
+                    .ok_or_else(|| CoreError::invalid(yaml, format!("names: key {k:?} is not a class id")))?;
+                let name = scalar_to_string(n)
+                    .ok_or_else(|| CoreError::invalid(yaml, format!("names[{id}]: expected a string, got {n:?}")))?;
                 pairs.push((id as usize, name));
             }
             pairs.sort();
             for (i, (id, _)) in pairs.iter().enumerate() {
                 if *id != i {
-                    return Err(CoreError::invalid(yaml, format!("names: class ids must be 0..{} without gaps, missing {i}", pairs.len())));
+                    return Err(CoreError::invalid(
+                        yaml,
+                        format!("names: class ids must be 0..{} without gaps, missing {i}", pairs.len()),
+                    ));
                 }
             }
             pairs.into_iter().map(|(_, n)| n).collect()
@@ -290,7 +318,11 @@ fn read_list_file(path: &Path) -> Result<Vec<PathBuf>> {
         .filter(|l| !l.is_empty())
         .map(|l| {
             let p = PathBuf::from(l.strip_prefix("./").unwrap_or(l));
-            if p.is_absolute() { p } else { base.join(p) }
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
         })
         .collect())
 }
@@ -436,7 +468,10 @@ mod tests {
         write(&r.join("gap.yaml"), "train: train/images\nnames: {0: a, 2: b}\n");
         assert!(YoloDataset::from_yaml(&r.join("gap.yaml")).unwrap_err().to_string().contains("missing 1"));
         write(&r.join("nosplit.yaml"), "train: nowhere/images\nnames: [a]\n");
-        assert!(YoloDataset::from_yaml(&r.join("nosplit.yaml")).unwrap_err().to_string().contains("'nowhere/images' not found"));
+        assert!(YoloDataset::from_yaml(&r.join("nosplit.yaml"))
+            .unwrap_err()
+            .to_string()
+            .contains("'nowhere/images' not found"));
     }
 
     #[test]

@@ -36,14 +36,21 @@ impl BoxFitReport {
         let (mut ious, mut edges, mut w_ratio, mut h_ratio) = (Vec::new(), [0.0; 4], Vec::new(), Vec::new());
         for p in preds.iter().filter(|p| p.score >= score_threshold) {
             let Some(boxes) = truth.get(&(p.image_id, p.category_id)) else { continue };
-            let Some((iou, g)) = boxes.iter().map(|g| (box_iou(&p.bbox, g, false), g)).max_by(|a, b| a.0.total_cmp(&b.0)) else {
+            let Some((iou, g)) =
+                boxes.iter().map(|g| (box_iou(&p.bbox, g, false), g)).max_by(|a, b| a.0.total_cmp(&b.0))
+            else {
                 continue;
             };
             if iou <= 0.5 {
                 continue;
             }
             let b = &p.bbox;
-            let err = [(b[0] - g[0]) / g[2], (b[1] - g[1]) / g[3], (b[0] + b[2] - g[0] - g[2]) / g[2], (b[1] + b[3] - g[1] - g[3]) / g[3]];
+            let err = [
+                (b[0] - g[0]) / g[2],
+                (b[1] - g[1]) / g[3],
+                (b[0] + b[2] - g[0] - g[2]) / g[2],
+                (b[1] + b[3] - g[1] - g[3]) / g[3],
+            ];
             for (sum, e) in edges.iter_mut().zip(err) {
                 *sum += e;
             }
@@ -78,7 +85,11 @@ impl BoxFitReport {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 #[cfg(test)]
@@ -88,7 +99,15 @@ mod tests {
 
     #[test]
     fn loose_boxes_show_as_ratios_above_one() {
-        let ann = |id, category_id, bbox| CocoAnnotation { id, image_id: 1, category_id, bbox, area: None, iscrowd: false, segmentation: None };
+        let ann = |id, category_id, bbox| CocoAnnotation {
+            id,
+            image_id: 1,
+            category_id,
+            bbox,
+            area: None,
+            iscrowd: false,
+            segmentation: None,
+        };
         let gt = CocoDataset {
             info: None,
             images: vec![CocoImage { id: 1, file_name: "1.jpg".into(), width: 200, height: 200 }],

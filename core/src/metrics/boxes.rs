@@ -14,7 +14,11 @@ fn intersection(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let inter = intersection(a, b);
     let union = area(a) + area(b) - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
+    if union <= 0.0 {
+        0.0
+    } else {
+        inter / union
+    }
 }
 
 /// Generalized IoU (Rezatofighi et al. 2019): IoU minus the share of the smallest enclosing

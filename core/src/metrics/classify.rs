@@ -31,12 +31,21 @@ pub struct ClassificationReport {
 }
 
 fn ratio(num: f64, den: f64) -> f64 {
-    if den == 0.0 { 0.0 } else { num / den }
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
 }
 
 impl ClassificationReport {
     /// `scores[i]` (optional) holds per-class scores of sample `i` for top-k accuracy.
-    pub fn compute(y_true: &[usize], y_pred: &[usize], scores: Option<&[Vec<f32>]>, classes: &[String]) -> Result<Self> {
+    pub fn compute(
+        y_true: &[usize],
+        y_pred: &[usize],
+        scores: Option<&[Vec<f32>]>,
+        classes: &[String],
+    ) -> Result<Self> {
         let n = classes.len();
         if y_true.len() != y_pred.len() {
             return Err(CoreError::Argument(format!("{} labels but {} predictions", y_true.len(), y_pred.len())));
@@ -87,13 +96,19 @@ impl ClassificationReport {
         let width = self.per_class.iter().map(|c| c.name.len()).max().unwrap_or(5).max(5);
         let mut s = format!("{:width$}  precision  recall     f1  support\n", "class");
         for c in &self.per_class {
-            s += &format!("{:width$}  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}\n", c.name, c.precision, c.recall, c.f1, c.support);
+            s += &format!(
+                "{:width$}  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}\n",
+                c.name, c.precision, c.recall, c.f1, c.support
+            );
         }
         s += &format!("top-1 {:.4}", self.top1);
         if let Some(t5) = self.top5 {
             s += &format!("  top-5 {t5:.4}");
         }
-        s += &format!("  macro-F1 {:.4}  weighted-F1 {:.4}  ({} samples)\n", self.macro_f1, self.weighted_f1, self.num_samples);
+        s += &format!(
+            "  macro-F1 {:.4}  weighted-F1 {:.4}  ({} samples)\n",
+            self.macro_f1, self.weighted_f1, self.num_samples
+        );
         s
     }
 }

@@ -252,13 +252,26 @@ impl CocoEval {
 
         let mean_defined = |vals: &mut dyn Iterator<Item = f64>| {
             let v: Vec<f64> = vals.filter(|&x| x > -1.0).collect();
-            if v.is_empty() { -1.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
+            if v.is_empty() {
+                -1.0
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
         };
         let ap = |t: Option<usize>, a: usize, m: usize| {
             let ts: Vec<usize> = t.map(|t| vec![t]).unwrap_or_else(|| (0..t_n).collect());
-            mean_defined(&mut ts.iter().flat_map(|&t| (0..r_n).flat_map(move |r| (0..nk).map(move |k| (t, r, k)))).map(|(t, r, k)| precision[pidx(t, r, k, a, m)]))
+            mean_defined(
+                &mut ts
+                    .iter()
+                    .flat_map(|&t| (0..r_n).flat_map(move |r| (0..nk).map(move |k| (t, r, k))))
+                    .map(|(t, r, k)| precision[pidx(t, r, k, a, m)]),
+            )
         };
-        let ar = |a: usize, m: usize| mean_defined(&mut (0..t_n).flat_map(|t| (0..nk).map(move |k| (t, k))).map(|(t, k)| recall[ridx(t, k, a, m)]));
+        let ar = |a: usize, m: usize| {
+            mean_defined(
+                &mut (0..t_n).flat_map(|t| (0..nk).map(move |k| (t, k))).map(|(t, k)| recall[ridx(t, k, a, m)]),
+            )
+        };
         let t75 = iou_thrs.iter().position(|&t| (t - 0.75).abs() < 1e-9).unwrap();
         let stats = [
             ap(None, 0, 2),
@@ -280,7 +293,11 @@ impl CocoEval {
             .map(|(k, c)| ClassAp {
                 category_id: c.id,
                 name: c.name.clone(),
-                ap50_95: mean_defined(&mut (0..t_n).flat_map(|t| (0..r_n).map(move |r| (t, r))).map(|(t, r)| precision[pidx(t, r, k, 0, 2)])),
+                ap50_95: mean_defined(
+                    &mut (0..t_n)
+                        .flat_map(|t| (0..r_n).map(move |r| (t, r)))
+                        .map(|(t, r)| precision[pidx(t, r, k, 0, 2)]),
+                ),
                 ap50: mean_defined(&mut (0..r_n).map(|r| precision[pidx(0, r, k, 0, 2)])),
                 num_gt: num_gt[k],
                 num_pred: num_pred[k],
@@ -325,9 +342,12 @@ impl CocoEval {
             .per_class
             .iter()
             .map(|c| {
-                (c.name.as_str(), serde_json::json!({
+                (
+                    c.name.as_str(),
+                    serde_json::json!({
                     "category_id": c.category_id, "ap50": c.ap50, "ap50_95": c.ap50_95,
-                    "num_gt": c.num_gt, "num_pred": c.num_pred }))
+                    "num_gt": c.num_gt, "num_pred": c.num_pred }),
+                )
             })
             .collect();
         serde_json::json!({
@@ -350,8 +370,13 @@ mod tests {
             info: None,
             images: vec![CocoImage { id: 1, file_name: "a.jpg".into(), width: 100, height: 100 }],
             annotations: vec![CocoAnnotation {
-                id: 1, image_id: 1, category_id: 1, bbox: [10.0, 10.0, 40.0, 40.0],
-                area: None, iscrowd: false, segmentation: None,
+                id: 1,
+                image_id: 1,
+                category_id: 1,
+                bbox: [10.0, 10.0, 40.0, 40.0],
+                area: None,
+                iscrowd: false,
+                segmentation: None,
             }],
             categories: vec![CocoCategory { id: 1, name: "cow".into(), supercategory: None }],
         }

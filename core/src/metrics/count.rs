@@ -65,7 +65,13 @@ mod tests {
     #[test]
     fn counts() {
         let ann = |id, image_id| CocoAnnotation {
-            id, image_id, category_id: 1, bbox: [0.0, 0.0, 1.0, 1.0], area: None, iscrowd: false, segmentation: None,
+            id,
+            image_id,
+            category_id: 1,
+            bbox: [0.0, 0.0, 1.0, 1.0],
+            area: None,
+            iscrowd: false,
+            segmentation: None,
         };
         let gt = CocoDataset {
             info: None,

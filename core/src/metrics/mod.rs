@@ -10,5 +10,5 @@ pub mod count;
 pub use box_fit::BoxFitReport;
 pub use boxes::{giou, iou};
 pub use classify::{ClassMetrics, ClassificationReport};
-pub use coco_eval::{CocoEval, ClassAp};
+pub use coco_eval::{ClassAp, CocoEval};
 pub use count::CountReport;

@@ -142,7 +142,8 @@ impl Augment {
     }
 
     fn jitter(&self, img: &mut RgbImage, rng: &mut impl Rng) {
-        let draw = |s: f32, rng: &mut dyn rand::RngCore| if s > 0.0 { rng.random_range(1.0 - s..=1.0 + s) } else { 1.0 };
+        let draw =
+            |s: f32, rng: &mut dyn rand::RngCore| if s > 0.0 { rng.random_range(1.0 - s..=1.0 + s) } else { 1.0 };
         let (b, c, s) = (draw(self.brightness, rng), draw(self.contrast, rng), draw(self.saturation, rng));
         if (b, c, s) == (1.0, 1.0, 1.0) {
             return;
@@ -175,7 +176,11 @@ pub fn rotate_reflect(img: &RgbImage, theta: f32) -> RgbImage {
         }
         let period = 2.0 * m;
         let r = v.rem_euclid(period);
-        if r > m { period - r } else { r }
+        if r > m {
+            period - r
+        } else {
+            r
+        }
     };
     RgbImage::from_fn(w, h, |x, y| {
         let (dx, dy) = (x as f32 - cx, y as f32 - cy);

@@ -109,13 +109,31 @@ pub struct DetAugment {
 
 impl DetAugment {
     pub fn none() -> Self {
-        DetAugment { mosaic: 0.0, scale: [1.0, 1.0], degrees: 0.0, shear: 0.0, translate: 0.0, hflip: false, vflip: false, hsv: [0.0; 3] }
+        DetAugment {
+            mosaic: 0.0,
+            scale: [1.0, 1.0],
+            degrees: 0.0,
+            shear: 0.0,
+            translate: 0.0,
+            hflip: false,
+            vflip: false,
+            hsv: [0.0; 3],
+        }
     }
 
     /// YOLOX-nano's recipe: mosaic half the time, scale 0.5–1.5, ±10° rotation, ±2° shear,
     /// ±10 % translation, horizontal flips, HSV gains (hue 10°, 30, 30).
     pub fn standard() -> Self {
-        DetAugment { mosaic: 0.5, scale: [0.5, 1.5], degrees: 10.0, shear: 2.0, translate: 0.1, hflip: true, vflip: false, hsv: [10.0, 30.0, 30.0] }
+        DetAugment {
+            mosaic: 0.5,
+            scale: [0.5, 1.5],
+            degrees: 10.0,
+            shear: 2.0,
+            translate: 0.1,
+            hflip: true,
+            vflip: false,
+            hsv: [10.0, 30.0, 30.0],
+        }
     }
 
     /// Top-down field imagery: vertical flips too.
@@ -158,15 +176,16 @@ impl DetAugment {
     /// closing epochs.
     pub fn sample(&self, set: &BoxSet, i: usize, mosaic: bool, rng: &mut impl Rng) -> (RgbImage, Vec<GtBox>) {
         let s = set.size;
-        let (canvas, boxes, centre, warp) = if mosaic && self.mosaic > 0.0 && set.len() > 1 && rng.random_bool(self.mosaic as f64) {
-            let others: [usize; 3] = std::array::from_fn(|_| rng.random_range(0..set.len()));
-            let (c, b) = mosaic4(set, [i, others[0], others[1], others[2]], rng);
-            (c, b, s as f32, true)
-        } else {
-            let mut c = RgbImage::from_pixel(s, s, Rgb([PAD; 3]));
-            image::imageops::replace(&mut c, &set.images[i], 0, 0);
-            (c, set.boxes[i].clone(), s as f32 / 2.0, mosaic && self.mosaic == 0.0)
-        };
+        let (canvas, boxes, centre, warp) =
+            if mosaic && self.mosaic > 0.0 && set.len() > 1 && rng.random_bool(self.mosaic as f64) {
+                let others: [usize; 3] = std::array::from_fn(|_| rng.random_range(0..set.len()));
+                let (c, b) = mosaic4(set, [i, others[0], others[1], others[2]], rng);
+                (c, b, s as f32, true)
+            } else {
+                let mut c = RgbImage::from_pixel(s, s, Rgb([PAD; 3]));
+                image::imageops::replace(&mut c, &set.images[i], 0, 0);
+                (c, set.boxes[i].clone(), s as f32 / 2.0, mosaic && self.mosaic == 0.0)
+            };
         let (mut out, mut boxes) = if warp {
             let m = self.random_affine(centre, s as f32, rng);
             (warp_affine(&canvas, &m, s, s), transform_boxes(&boxes, &m, s as f32, self.scale_of(&m)))
@@ -330,7 +349,8 @@ pub fn hsv_jitter(img: &mut RgbImage, gains: [f32; 3], rng: &mut impl Rng) {
     if gains.iter().all(|g| *g == 0.0) {
         return;
     }
-    let d: [f32; 3] = std::array::from_fn(|k| if gains[k] > 0.0 { rng.random_range(-gains[k]..=gains[k]) } else { 0.0 });
+    let d: [f32; 3] =
+        std::array::from_fn(|k| if gains[k] > 0.0 { rng.random_range(-gains[k]..=gains[k]) } else { 0.0 });
     for p in img.pixels_mut() {
         let [r, g, b] = p.0.map(|v| v as f32 / 255.0);
         let max = r.max(g).max(b);
@@ -467,7 +487,9 @@ mod tests {
         let flipped = |b: &[f32; 4]| [32.0 - b[2], b[1], 32.0 - b[0], b[3]];
         // Closing epochs (mosaic off) and the non-mosaic draws of the standard preset: the
         // letterboxed boxes, at most mirrored; never the inflated box of a rotation.
-        for (aug, mosaic) in [(DetAugment::standard(), false), (DetAugment { mosaic: 1e-9, ..DetAugment::standard() }, true)] {
+        for (aug, mosaic) in
+            [(DetAugment::standard(), false), (DetAugment { mosaic: 1e-9, ..DetAugment::standard() }, true)]
+        {
             for k in 0..20 {
                 let (_, boxes) = aug.sample(&set, 0, mosaic, &mut sample_rng(5, 0, k));
                 assert_eq!(boxes.len(), set.boxes[0].len());
@@ -480,11 +502,14 @@ mod tests {
         let aug = DetAugment { mosaic: 1.0, ..DetAugment::standard() };
         let changed = (0..20).any(|k| {
             let (_, boxes) = aug.sample(&set, 0, true, &mut sample_rng(5, 0, k));
-            boxes.iter().any(|b| set.boxes.iter().flatten().all(|g| (b.bbox[2] - b.bbox[0] - (g.bbox[2] - g.bbox[0])).abs() > 1e-3))
+            boxes.iter().any(|b| {
+                set.boxes.iter().flatten().all(|g| (b.bbox[2] - b.bbox[0] - (g.bbox[2] - g.bbox[0])).abs() > 1e-3)
+            })
         });
         assert!(changed);
         // The light preset (no mosaic) keeps its scale/translate jitter outside the closing epochs.
-        let moved = (0..20).any(|k| DetAugment::light().sample(&set, 0, true, &mut sample_rng(5, 0, k)).1 != set.boxes[0]);
+        let moved =
+            (0..20).any(|k| DetAugment::light().sample(&set, 0, true, &mut sample_rng(5, 0, k)).1 != set.boxes[0]);
         assert!(moved);
     }
 
@@ -495,7 +520,12 @@ mod tests {
         let (x, y) = apply(&i, apply(&m, 5.0, 7.0).0, apply(&m, 5.0, 7.0).1);
         assert!((x - 5.0).abs() < 1e-5 && (y - 7.0).abs() < 1e-5);
         assert_eq!(fit_dims(512, 256, 320), (320, 160, 0.625));
-        let b = transform_boxes(&[GtBox { class: 0, bbox: [0.0, 0.0, 10.0, 10.0] }], &[1.0, 0.0, -9.0, 0.0, 1.0, 0.0], 32.0, 1.0);
+        let b = transform_boxes(
+            &[GtBox { class: 0, bbox: [0.0, 0.0, 10.0, 10.0] }],
+            &[1.0, 0.0, -9.0, 0.0, 1.0, 0.0],
+            32.0,
+            1.0,
+        );
         assert!(b.is_empty(), "a box pushed 90 % off the image is dropped");
     }
 

@@ -10,8 +10,8 @@ use fieldkit_runtime::onnx_graph::{self, attr_int, attr_ints, attr_string, tenso
 
 use crate::error::{Result, TrainerError};
 use crate::model::mobilenetv2::{ConvBn, MobileNetV2};
-use crate::model::yolox::{anchor_count, Detector, DwSep, TAPS};
 use crate::model::to_host;
+use crate::model::yolox::{anchor_count, Detector, DwSep, TAPS};
 
 pub const OPSET: i64 = 13;
 pub const INPUT: &str = "input";
@@ -76,7 +76,16 @@ impl Writer {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn conv_node(&mut self, name: &str, dims: &[i64], w: &[f32], b: &[f32], stride: [usize; 2], groups: usize, x: &str) -> String {
+    fn conv_node(
+        &mut self,
+        name: &str,
+        dims: &[i64],
+        w: &[f32],
+        b: &[f32],
+        stride: [usize; 2],
+        groups: usize,
+        x: &str,
+    ) -> String {
         let wn = self.g.initializer(tensor_f32(&format!("{name}.weight"), dims, w));
         let bn = self.g.initializer(tensor_f32(&format!("{name}.bias"), &[dims[0]], b));
         let [sh, sw] = stride;
@@ -190,7 +199,11 @@ pub fn export_detector(model: &Detector, size: u32, path: &Path) -> Result<()> {
             "Resize",
             &[x, "", "upsample_scales"],
             &[&y],
-            vec![attr_string("mode", "nearest"), attr_string("coordinate_transformation_mode", "asymmetric"), attr_string("nearest_mode", "floor")],
+            vec![
+                attr_string("mode", "nearest"),
+                attr_string("coordinate_transformation_mode", "asymmetric"),
+                attr_string("nearest_mode", "floor"),
+            ],
         );
         y
     };

@@ -41,7 +41,15 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    pub fn new(cin: usize, cout: usize, kernel: usize, stride: usize, groups: usize, relu6: bool, device: &Device) -> Self {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+        relu6: bool,
+        device: &Device,
+    ) -> Self {
         let pad = (kernel - 1) / 2;
         let conv = Conv2dConfig::new([cin, cout], [kernel, kernel])
             .with_stride([stride, stride])
@@ -54,7 +62,11 @@ impl ConvBn {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.bn.forward(self.conv.forward(x));
-        if self.relu6 { y.clamp(0.0, 6.0) } else { y }
+        if self.relu6 {
+            y.clamp(0.0, 6.0)
+        } else {
+            y
+        }
     }
 }
 
@@ -86,7 +98,11 @@ impl InvertedResidual {
             None => x.clone(),
         };
         let y = self.project.forward(self.depthwise.forward(y));
-        if self.residual { x + y } else { y }
+        if self.residual {
+            x + y
+        } else {
+            y
+        }
     }
 }
 
@@ -218,7 +234,10 @@ mod tests {
         let bn = |c: &ConvBn| c.bn.gamma.dims()[0];
         let bn_channels: usize = bn(&m.stem)
             + bn(&m.last)
-            + m.blocks.iter().map(|b| b.expand.as_ref().map(bn).unwrap_or(0) + bn(&b.depthwise) + bn(&b.project)).sum::<usize>();
+            + m.blocks
+                .iter()
+                .map(|b| b.expand.as_ref().map(bn).unwrap_or(0) + bn(&b.depthwise) + bn(&b.project))
+                .sum::<usize>();
         assert_eq!(bn_channels, 17_056);
         let head = 1280 * 9 + 9;
         assert_eq!(m.num_params() - 2 * bn_channels, 2_223_872 + head);

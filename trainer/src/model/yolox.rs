@@ -48,7 +48,10 @@ pub struct DwSep {
 
 impl DwSep {
     fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
-        DwSep { dw: ConvBn::new(cin, cin, 3, stride, cin, true, device), pw: ConvBn::new(cin, cout, 1, 1, 1, true, device) }
+        DwSep {
+            dw: ConvBn::new(cin, cin, 3, stride, cin, true, device),
+            pw: ConvBn::new(cin, cout, 1, 1, 1, true, device),
+        }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {

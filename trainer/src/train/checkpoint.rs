@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::optim::{ModuleOptimizer, OptimizerRecord};
+use burn::store::{BurnpackStore, ModuleSnapshot};
 use serde::{Deserialize, Serialize};
 
 use fieldkit_core::{fsio, CoreError};
@@ -141,7 +141,12 @@ impl Checkpoints {
         self.root.join("last.json").is_file()
     }
 
-    pub fn save<M: Module + ModuleSnapshot, R: Serialize>(&self, model: &M, optim: &ModuleOptimizer, state: &LoopState<R>) -> Result<()> {
+    pub fn save<M: Module + ModuleSnapshot, R: Serialize>(
+        &self,
+        model: &M,
+        optim: &ModuleOptimizer,
+        state: &LoopState<R>,
+    ) -> Result<()> {
         std::fs::create_dir_all(&self.root).map_err(|e| CoreError::io(&self.root, e))?;
         let name = format!("ckpt-e{:04}-b{:06}-s{:08}", state.epoch, state.batch, state.step);
         let tmp = self.root.join(format!("{name}.tmp"));

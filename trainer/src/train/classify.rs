@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 
 use fieldkit_core::dataset::ImageFolder;
@@ -17,9 +17,9 @@ use fieldkit_core::preprocess::Preprocess;
 use fieldkit_core::{fsio, CoreError};
 
 use super::checkpoint::{Checkpoints, EpochMetrics};
-use super::looping::{run_epochs, EpochTrain, LoopOutcome, Task};
 use super::config::{ClassifyConfig, OptimizerKind, Strategy};
 use super::features::{cache_key, features, FeatureSet};
+use super::looping::{run_epochs, EpochTrain, LoopOutcome, Task};
 use super::progress::Progress;
 use super::schedule::{Schedule, ScheduleSettings};
 use super::step::{plain_cross_entropy, Input, Stepper};
@@ -102,16 +102,20 @@ pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
     let valid_set = decode_eval_split(&valid_folder, &preprocess, workers)?;
     let (train, valid) = if cfg.strategy == Strategy::Head {
         if cfg.weights.is_none() {
-            return Err(TrainerError::Config("--strategy head trains a linear probe on pretrained features: give --weights".into()));
+            return Err(TrainerError::Config(
+                "--strategy head trains a linear probe on pretrained features: give --weights".into(),
+            ));
         }
         let train_set = decode_eval_split(&train_folder, &preprocess, workers)?;
         let dir = out.join("cache");
         let key = |f: &ImageFolder| cache_key(&weights_sha, cfg.size, cfg.width, &f.fingerprint());
         let bar = progress.bar("features (train)", 0);
-        let tf = features(&model, &train_set, cfg.size, &preprocess, &dir, &key(&train_folder), |k, n| bar.update(k, n))?;
+        let tf =
+            features(&model, &train_set, cfg.size, &preprocess, &dir, &key(&train_folder), |k, n| bar.update(k, n))?;
         bar.finish();
         let bar = progress.bar("features (valid)", 0);
-        let vf = features(&model, &valid_set, cfg.size, &preprocess, &dir, &key(&valid_folder), |k, n| bar.update(k, n))?;
+        let vf =
+            features(&model, &valid_set, cfg.size, &preprocess, &dir, &key(&valid_folder), |k, n| bar.update(k, n))?;
         bar.finish();
         (TrainInputs::Features(tf), TrainInputs::Features(vf))
     } else {
@@ -149,7 +153,9 @@ pub fn clipping(clip_grad: Option<f32>) -> Option<GradientClippingConfig> {
 pub fn optimizer_for(kind: OptimizerKind, weight_decay: f64, momentum: f64, clip_grad: Option<f32>) -> ModuleOptimizer {
     let clip = clipping(clip_grad);
     match kind {
-        OptimizerKind::AdamW => AdamWConfig::new().with_weight_decay(weight_decay as f32).with_grad_clipping(clip).init(),
+        OptimizerKind::AdamW => {
+            AdamWConfig::new().with_weight_decay(weight_decay as f32).with_grad_clipping(clip).init()
+        }
         OptimizerKind::Sgd => SgdConfig::new()
             .with_momentum(Some(MomentumConfig::new().with_momentum(momentum).with_dampening(0.0)))
             .with_weight_decay((weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)))
@@ -178,7 +184,11 @@ pub fn schedule(cfg: &ClassifyConfig, steps_per_epoch: usize) -> Schedule {
 }
 
 /// Batch iterator over one epoch of training inputs, starting at batch `skip`.
-pub fn epoch_batches<'a>(p: &'a Prepared, epoch: usize, skip: usize) -> Box<dyn Iterator<Item = (usize, Result<(Input, Vec<i64>)>)> + 'a> {
+pub fn epoch_batches<'a>(
+    p: &'a Prepared,
+    epoch: usize,
+    skip: usize,
+) -> Box<dyn Iterator<Item = (usize, Result<(Input, Vec<i64>)>)> + 'a> {
     let cfg = &p.cfg;
     let order = epoch_order(p.train.len(), cfg.seed, epoch);
     match &p.train {
@@ -196,7 +206,11 @@ pub fn epoch_batches<'a>(p: &'a Prepared, epoch: usize, skip: usize) -> Box<dyn 
                 skip,
             );
             let size = cfg.size as usize;
-            Box::new(loader.map(move |(b, r)| (b, r.map(|batch| (Input::Images { pixels: batch.pixels, size }, batch.labels)))))
+            Box::new(
+                loader.map(move |(b, r)| {
+                    (b, r.map(|batch| (Input::Images { pixels: batch.pixels, size }, batch.labels)))
+                }),
+            )
         }
         TrainInputs::Features(f) => {
             let ranges = batch_ranges(order.len(), cfg.batch, true);
@@ -311,7 +325,14 @@ impl<'a> Task<'a> for ClassifyTask<'a> {
         epoch_batches(self.p, epoch, skip)
     }
 
-    fn step(&mut self, model: MobileNetV2, optim: &mut ModuleOptimizer, batch: Self::Batch, lr: f64, epoch: usize) -> Result<(MobileNetV2, f64, usize)> {
+    fn step(
+        &mut self,
+        model: MobileNetV2,
+        optim: &mut ModuleOptimizer,
+        batch: Self::Batch,
+        lr: f64,
+        epoch: usize,
+    ) -> Result<(MobileNetV2, f64, usize)> {
         let (input, labels) = batch;
         let n = labels.len();
         let from = self.p.cfg.trainable_from(epoch);
@@ -360,7 +381,10 @@ pub fn check_out_dir(out: &Path, resume: bool) -> Result<()> {
     let ckpts = Checkpoints::new(out);
     if resume {
         if !ckpts.exists() {
-            return Err(TrainerError::Config(format!("--resume: {} holds no checkpoint (checkpoints/last.json)", out.display())));
+            return Err(TrainerError::Config(format!(
+                "--resume: {} holds no checkpoint (checkpoints/last.json)",
+                out.display()
+            )));
         }
         return Ok(());
     }
@@ -393,7 +417,11 @@ pub fn describe_strategy(cfg: &ClassifyConfig) -> String {
     }
     .replace("features.19..", "head only")
         + if cfg.lr_mult > 1.0 && cfg.strategy != Strategy::Head {
-            if cfg.lr_ramp { ", backbone lr ramped geometrically" } else { ", backbone lr / lr_mult" }
+            if cfg.lr_ramp {
+                ", backbone lr ramped geometrically"
+            } else {
+                ", backbone lr / lr_mult"
+            }
         } else {
             ""
         }

@@ -132,20 +132,32 @@ impl ClassifyConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainerError::Config(m));
         if self.size < 32 || self.size % 32 != 0 {
-            return bad(format!("--size {} must be a multiple of 32 (>= 32): MobileNetV2 downsamples by 32", self.size));
+            return bad(format!(
+                "--size {} must be a multiple of 32 (>= 32): MobileNetV2 downsamples by 32",
+                self.size
+            ));
         }
         if ![0.35, 0.5, 0.75, 1.0].contains(&self.width) {
             return bad(format!("--width {} is not one of 0.35, 0.5, 0.75, 1.0", self.width));
         }
         self.train.validate()?;
         if self.unfreeze_from > FEATURE_LAYERS {
-            return bad(format!("--unfreeze-from {} is past the last layer (0..={FEATURE_LAYERS})", self.unfreeze_from));
+            return bad(format!(
+                "--unfreeze-from {} is past the last layer (0..={FEATURE_LAYERS})",
+                self.unfreeze_from
+            ));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) || !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("--label-smoothing {} and --dropout {} must be in [0, 1)", self.label_smoothing, self.dropout));
+            return bad(format!(
+                "--label-smoothing {} and --dropout {} must be in [0, 1)",
+                self.label_smoothing, self.dropout
+            ));
         }
         if self.weights.is_some() && self.width != 1.0 {
-            return bad(format!("pretrained weights are width 1.0; --width {} trains from scratch (drop --weights)", self.width));
+            return bad(format!(
+                "pretrained weights are width 1.0; --width {} trains from scratch (drop --weights)",
+                self.width
+            ));
         }
         self.augment.validate()
     }

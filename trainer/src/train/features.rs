@@ -65,7 +65,8 @@ fn read_cache(path: &Path, n: usize) -> Option<FeatureSet> {
     }
     let body = &bytes[16..];
     let values = body[..rows * dim * 4].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let labels = body[rows * dim * 4..].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
+    let labels =
+        body[rows * dim * 4..].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     Some(FeatureSet { dim, values, labels })
 }
 

@@ -40,8 +40,14 @@ pub trait Task<'a> {
     /// The epoch's batches from batch `skip` on, each with its index.
     fn batches(&self, epoch: usize, skip: usize) -> Box<dyn Iterator<Item = (usize, Result<Self::Batch>)> + 'a>;
     /// Forward, loss, backward, update: the new model, the batch loss and its image count.
-    fn step(&mut self, model: Self::Model, optim: &mut ModuleOptimizer, batch: Self::Batch, lr: f64, epoch: usize)
-        -> Result<(Self::Model, f64, usize)>;
+    fn step(
+        &mut self,
+        model: Self::Model,
+        optim: &mut ModuleOptimizer,
+        batch: Self::Batch,
+        lr: f64,
+        epoch: usize,
+    ) -> Result<(Self::Model, f64, usize)>;
     /// Validates after an epoch; `train` holds what the loop measured.
     fn validate(&mut self, model: &Self::Model, train: &EpochTrain) -> Result<Self::Metrics>;
     fn monitor(&self, m: &Self::Metrics) -> f64;
@@ -135,7 +141,13 @@ pub fn run_epochs<'a, T: Task<'a>>(
         let value = task.monitor(&m);
         let improved = match state.best {
             None => true,
-            Some(b) => if task.higher_is_better() { value > b } else { value < b },
+            Some(b) => {
+                if task.higher_is_better() {
+                    value > b
+                } else {
+                    value < b
+                }
+            }
         };
         progress.message(&format!("{}{}", task.describe(&m), if improved { "  *best" } else { "" }));
         if improved {

@@ -90,7 +90,10 @@ pub fn run(p: &Prepared, out: &Path, steps: usize, start_lr: f64, end_lr: f64, p
     }
     bar.finish();
     if lrs.len() < 5 {
-        return Err(TrainerError::Config(format!("lr-find: the loss diverged after {} steps; lower the start rate", lrs.len())));
+        return Err(TrainerError::Config(format!(
+            "lr-find: the loss diverged after {} steps; lower the start rate",
+            lrs.len()
+        )));
     }
     let suggestion = valley(&lrs, &losses);
     let steepest = {
@@ -108,7 +111,13 @@ pub fn run(p: &Prepared, out: &Path, steps: usize, start_lr: f64, end_lr: f64, p
     let min_i = losses.iter().enumerate().fold(0, |b, (i, v)| if *v < losses[b] { i } else { b });
     let r = LrFind { min_div10: lrs[min_i] / 10.0, lrs, losses, suggestion, steepest };
     let pts: Vec<(f64, f64)> = r.lrs.iter().zip(&r.losses).map(|(l, v)| (l.log10(), *v)).collect();
-    plot_lines(&out.join("lr_find.png"), &format!("LR range test (suggestion {:.1e})", r.suggestion), "log10(lr)", "smoothed loss", &[("loss".into(), pts)])?;
+    plot_lines(
+        &out.join("lr_find.png"),
+        &format!("LR range test (suggestion {:.1e})", r.suggestion),
+        "log10(lr)",
+        "smoothed loss",
+        &[("loss".into(), pts)],
+    )?;
     fsio::write_json(&out.join("lr_find.json"), &r)?;
     Ok(r)
 }

@@ -24,12 +24,15 @@ use fieldkit_runtime::Engine;
 
 pub use checkpoint::{EpochMetrics, LoopState};
 pub use config::{ClassWeights, ClassifyConfig, Monitor, Strategy};
-pub use settings::{LoopSettings, OptimizerKind};
 pub use progress::Progress;
 pub use schedule::ScheduleKind;
+pub use settings::{LoopSettings, OptimizerKind};
 
 use crate::error::Result;
-use crate::export::{export_classifier, onnx::{INPUT, OUTPUT}};
+use crate::export::{
+    export_classifier,
+    onnx::{INPUT, OUTPUT},
+};
 
 /// What `fieldkit train classify` returns.
 #[derive(Debug, Clone)]
@@ -61,7 +64,8 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
     let mut best = cfg.init_model(prepared.classes.len(), &prepared.device);
     checkpoint::load_module(&mut best, &outcome.best_model)?;
     let model_path = out.join("model.onnx");
-    let source = format!("fieldkit train classify ({}), best epoch {:?}", classify::describe_strategy(cfg), state.best_epoch);
+    let source =
+        format!("fieldkit train classify ({}), best epoch {:?}", classify::describe_strategy(cfg), state.best_epoch);
     let mut card = export_with_card(&best, cfg, &prepared.classes, &prepared.data_fingerprint, source, &model_path)?;
     let engine = Engine::load(&model_path)?;
     let valid = ImageFolder::open_with_classes(&cfg.data, &cfg.valid_split, &prepared.classes)?;
@@ -158,4 +162,3 @@ pub fn lr_find(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
     let prepared = classify::prepare(cfg, out, progress)?;
     lr_find::run(&prepared, out, 100, 1e-7, 10.0, progress)
 }
-

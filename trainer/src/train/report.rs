@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use fieldkit_core::fsio;
 use fieldkit_core::metrics::ClassificationReport;
 use fieldkit_core::report::{plot_confusion, plot_lines, write_csv};
-use fieldkit_core::fsio;
 
 use super::checkpoint::EpochMetrics;
 use super::classify::describe_strategy;
@@ -83,7 +83,14 @@ pub fn plot_history<M: EpochRow>(
 }
 
 pub fn plot_curves(out: &Path, history: &[EpochMetrics]) -> Result<()> {
-    plot_history(out, history, "cross-entropy", "accuracy.png", "valid accuracy", &[("top1", |m| m.top1), ("macro_f1", |m| m.macro_f1)])
+    plot_history(
+        out,
+        history,
+        "cross-entropy",
+        "accuracy.png",
+        "valid accuracy",
+        &[("top1", |m| m.top1), ("macro_f1", |m| m.macro_f1)],
+    )
 }
 
 pub struct ReportInputs<'a> {
@@ -99,7 +106,12 @@ pub struct ReportInputs<'a> {
 
 /// report.md: settings, per-epoch table, the deployed model's valid metrics, pictures.
 pub fn write_report(out: &Path, r: &ReportInputs) -> Result<()> {
-    plot_confusion(&out.join("confusion.png"), &r.final_eval.confusion, r.classes, "valid confusion (model.onnx, tract)")?;
+    plot_confusion(
+        &out.join("confusion.png"),
+        &r.final_eval.confusion,
+        r.classes,
+        "valid confusion (model.onnx, tract)",
+    )?;
     let mut s = String::new();
     let c = r.cfg;
     let _ = writeln!(s, "# Training report\n");
@@ -126,7 +138,11 @@ pub fn write_report(out: &Path, r: &ReportInputs) -> Result<()> {
     );
     let _ = writeln!(s, "- loss: class weights {:?}, label smoothing {}", c.class_weights, c.label_smoothing);
     let _ = writeln!(s, "- training time: {:.1} min on {:?}", r.train_seconds / 60.0, c.device);
-    let _ = writeln!(s, "- training images per class: {}", r.classes.iter().zip(r.counts).map(|(n, k)| format!("{n} {k}")).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(
+        s,
+        "- training images per class: {}",
+        r.classes.iter().zip(r.counts).map(|(n, k)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+    );
     let _ = writeln!(s, "\n## Epochs\n\n| epoch | lr | train loss | valid loss | top-1 | macro-F1 | trainable from | img/s |\n|---|---|---|---|---|---|---|---|");
     for m in r.history {
         let star = if Some(m.epoch) == r.best_epoch { " **best**" } else { "" };
@@ -138,7 +154,11 @@ pub fn write_report(out: &Path, r: &ReportInputs) -> Result<()> {
     }
     let e = r.final_eval;
     let _ = writeln!(s, "\n## Exported model on the valid split (tract, deployment preprocessing)\n");
-    let _ = writeln!(s, "top-1 **{:.4}**, macro-F1 **{:.4}**, weighted-F1 {:.4}, {} images\n", e.top1, e.macro_f1, e.weighted_f1, e.num_samples);
+    let _ = writeln!(
+        s,
+        "top-1 **{:.4}**, macro-F1 **{:.4}**, weighted-F1 {:.4}, {} images\n",
+        e.top1, e.macro_f1, e.weighted_f1, e.num_samples
+    );
     let _ = writeln!(s, "```\n{}```\n", e.table());
     let _ = writeln!(s, "![loss](loss.png) ![accuracy](accuracy.png)\n\n![confusion](confusion.png)");
     fsio::write_atomic(&out.join("report.md"), s.as_bytes())?;

@@ -117,7 +117,13 @@ impl Schedule {
         }
         let improved = match plateau.best {
             None => true,
-            Some(b) => if higher_is_better { value > b + 1e-4 } else { value < b - 1e-4 },
+            Some(b) => {
+                if higher_is_better {
+                    value > b + 1e-4
+                } else {
+                    value < b - 1e-4
+                }
+            }
         };
         if improved {
             plateau.best = Some(value);

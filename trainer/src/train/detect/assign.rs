@@ -124,7 +124,9 @@ pub fn simota(pred: &[f32], num_classes: usize, anchors: &Anchors, gts: &[GtBox]
         let k = (top.iter().take(CANDIDATE_K.min(c_n)).sum::<f32>() as usize).max(1).min(c_n);
         let row_cost = &cost[i * c_n..(i + 1) * c_n];
         let mut order: Vec<usize> = (0..c_n).collect();
-        order.sort_by(|&a, &b| row_cost[a].partial_cmp(&row_cost[b]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            row_cost[a].partial_cmp(&row_cost[b]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+        });
         for &j in order.iter().take(k) {
             // An anchor wanted by several boxes goes to the one it costs least.
             match matched[j] {
@@ -170,7 +172,8 @@ mod tests {
             pred[a * row + 2] = -3.0; // tiny boxes everywhere
             pred[a * row + 3] = -3.0;
         }
-        let gts = [GtBox { class: 1, bbox: [4.0, 4.0, 20.0, 20.0] }, GtBox { class: 0, bbox: [36.0, 36.0, 60.0, 60.0] }];
+        let gts =
+            [GtBox { class: 1, bbox: [4.0, 4.0, 20.0, 20.0] }, GtBox { class: 0, bbox: [36.0, 36.0, 60.0, 60.0] }];
         // Anchor (1, 1) at stride 8 predicts the first box exactly.
         set_box(&mut pred, row, &anchors, 9, 16.0, 16.0);
         let pos = simota(&pred, nc, &anchors, &gts);
@@ -204,7 +207,12 @@ mod tests {
         for a in 0..anchors.len() {
             // Every anchor predicts the box itself.
             let s = anchors.stride[a];
-            good[a * row..a * row + 4].copy_from_slice(&[32.0 / s - anchors.gx[a], 32.0 / s - anchors.gy[a], 4f32.ln(), 4f32.ln()]);
+            good[a * row..a * row + 4].copy_from_slice(&[
+                32.0 / s - anchors.gx[a],
+                32.0 / s - anchors.gy[a],
+                4f32.ln(),
+                4f32.ln(),
+            ]);
         }
         let (nb, ng) = (simota(&bad, 1, &anchors, &g).len(), simota(&good, 1, &anchors, &g).len());
         // 2x2 anchor centres lie within 1.5 strides of the box centre; all of them fit it.

@@ -10,8 +10,8 @@ use crate::device::DeviceKind;
 use crate::error::{Result, TrainerError};
 use crate::model::mobilenetv2::FEATURE_LAYERS;
 use crate::model::yolox::TAPS;
-use crate::train::settings::{LoopSettings, OptimizerKind};
 use crate::train::schedule::ScheduleKind;
+use crate::train::settings::{LoopSettings, OptimizerKind};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DetectConfig {
@@ -82,13 +82,19 @@ impl DetectConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainerError::Config(m));
         if self.size < 64 || self.size % 32 != 0 {
-            return bad(format!("--size {} must be a multiple of 32 (>= 64): the head's coarsest stride is 32", self.size));
+            return bad(format!(
+                "--size {} must be a multiple of 32 (>= 64): the head's coarsest stride is 32",
+                self.size
+            ));
         }
         if ![0.35, 0.5, 0.75, 1.0].contains(&self.width) {
             return bad(format!("--width {} is not one of 0.35, 0.5, 0.75, 1.0", self.width));
         }
         if self.neck_width < 8 || self.head_depth > 4 {
-            return bad(format!("--neck-width {} must be >= 8 and --head-depth {} <= 4", self.neck_width, self.head_depth));
+            return bad(format!(
+                "--neck-width {} must be >= 8 and --head-depth {} <= 4",
+                self.neck_width, self.head_depth
+            ));
         }
         self.train.validate()?;
         if self.unfreeze_from > TAPS[2] {
@@ -98,10 +104,16 @@ impl DetectConfig {
             ));
         }
         if self.weights.is_some() && self.width != 1.0 {
-            return bad(format!("pretrained weights are width 1.0; --width {} trains from scratch (drop --weights)", self.width));
+            return bad(format!(
+                "pretrained weights are width 1.0; --width {} trains from scratch (drop --weights)",
+                self.width
+            ));
         }
         if self.weights.is_none() && self.unfreeze_from > 0 {
-            return bad(format!("--unfreeze-from {} freezes random layers without --weights: give --weights or --unfreeze-from 0", self.unfreeze_from));
+            return bad(format!(
+                "--unfreeze-from {} freezes random layers without --weights: give --weights or --unfreeze-from 0",
+                self.unfreeze_from
+            ));
         }
         self.augment.validate()
     }
@@ -120,7 +132,12 @@ impl DetectConfig {
     pub fn preprocess(&self) -> fieldkit_core::Preprocess {
         use fieldkit_core::preprocess::{Preprocess, Resize};
         Preprocess {
-            resize: Resize::Letterbox { width: self.size, height: self.size, pad: crate::data::boxes::PAD, center: false },
+            resize: Resize::Letterbox {
+                width: self.size,
+                height: self.size,
+                pad: crate::data::boxes::PAD,
+                center: false,
+            },
             ..Preprocess::imagenet_stretch(self.size)
         }
     }

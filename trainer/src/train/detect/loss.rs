@@ -49,7 +49,13 @@ fn host2(v: Vec<f32>, cols: usize, device: &Device) -> Tensor<2> {
 }
 
 /// The loss of `out` (`[batch, anchors, 5 + classes]` logits) against each image's boxes.
-pub fn yolox_loss(out: Tensor<3>, gts: &[Vec<GtBox>], anchors: &Anchors, box_loss: BoxLoss, use_l1: bool) -> (Tensor<1>, LossParts) {
+pub fn yolox_loss(
+    out: Tensor<3>,
+    gts: &[Vec<GtBox>],
+    anchors: &Anchors,
+    box_loss: BoxLoss,
+    use_l1: bool,
+) -> (Tensor<1>, LossParts) {
     let device = out.device();
     let [b, a, row] = out.dims();
     let nc = row - 5;
@@ -161,7 +167,14 @@ mod tests {
         for i in 0..a {
             // Every anchor predicts the box exactly, confidently.
             let s = anchors.stride[i];
-            pred[i * 6..i * 6 + 6].copy_from_slice(&[16.0 / s - anchors.gx[i], 16.0 / s - anchors.gy[i], (16.0 / s).ln(), (16.0 / s).ln(), 8.0, 8.0]);
+            pred[i * 6..i * 6 + 6].copy_from_slice(&[
+                16.0 / s - anchors.gx[i],
+                16.0 / s - anchors.gy[i],
+                (16.0 / s).ln(),
+                (16.0 / s).ln(),
+                8.0,
+                8.0,
+            ]);
         }
         let out = Tensor::<3>::from_data(TensorData::new(pred.clone(), [1, a, 6]), &d);
         let (_, p) = yolox_loss(out, &gts, &anchors, BoxLoss::Iou, true);

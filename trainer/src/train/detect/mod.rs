@@ -35,10 +35,10 @@ use crate::data::boxes::{decode_eval_boxes, BoxSet, DetAugment, EvalBoxSet};
 use crate::data::loader::{batch_ranges, BuildBatch, EpochLoader};
 use crate::data::{epoch_order, sample_rng};
 use crate::error::{Result, TrainerError};
-use crate::export::onnx::{DET_OUTPUT, INPUT};
 use crate::export::export_detector;
-use crate::model::yolox::{Detector, STRIDES};
+use crate::export::onnx::{DET_OUTPUT, INPUT};
 use crate::model::to_host;
+use crate::model::yolox::{Detector, STRIDES};
 use crate::weights::load_backbone;
 
 pub use config::DetectConfig;
@@ -105,7 +105,12 @@ fn boxes_in_input(gt: &CocoDataset, geometry: &[Geometry]) -> Vec<Vec<GtBox>> {
                     let [x, y, w, h] = a.bbox.map(|v| v as f32);
                     GtBox {
                         class: (a.category_id - 1) as usize,
-                        bbox: [x * g.scale_x + g.offset_x, y * g.scale_y + g.offset_y, (x + w) * g.scale_x + g.offset_x, (y + h) * g.scale_y + g.offset_y],
+                        bbox: [
+                            x * g.scale_x + g.offset_x,
+                            y * g.scale_y + g.offset_y,
+                            (x + w) * g.scale_x + g.offset_x,
+                            (y + h) * g.scale_y + g.offset_y,
+                        ],
                     }
                 })
                 .collect()
@@ -132,16 +137,28 @@ pub fn prepare(cfg: &DetectConfig, progress: &Progress) -> Result<DetPrepared> {
     let samples = data.load_split(&cfg.train_split)?;
     let data_fingerprint = data.fingerprint(&samples);
     if samples.is_empty() {
-        return Err(TrainerError::Config(format!("{}: split '{}' holds no images", data.yaml.display(), cfg.train_split)));
+        return Err(TrainerError::Config(format!(
+            "{}: split '{}' holds no images",
+            data.yaml.display(),
+            cfg.train_split
+        )));
     }
     let train = crate::data::boxes::decode_boxes(&samples, cfg.size, workers)?;
     let counts = train.class_counts(classes.len());
     if counts.iter().sum::<usize>() == 0 {
-        return Err(TrainerError::Config(format!("{}: split '{}' has no boxes to learn from", data.yaml.display(), cfg.train_split)));
+        return Err(TrainerError::Config(format!(
+            "{}: split '{}' has no boxes to learn from",
+            data.yaml.display(),
+            cfg.train_split
+        )));
     }
     let valid_gt = data.to_coco(&cfg.valid_split)?;
     if valid_gt.images.is_empty() {
-        return Err(TrainerError::Config(format!("{}: split '{}' holds no images", data.yaml.display(), cfg.valid_split)));
+        return Err(TrainerError::Config(format!(
+            "{}: split '{}' holds no images",
+            data.yaml.display(),
+            cfg.valid_split
+        )));
     }
     let preprocess = cfg.preprocess();
     let paths: Vec<PathBuf> = valid_gt.images.iter().map(|im| data.root.join(&im.file_name)).collect();
@@ -178,7 +195,15 @@ pub struct DetBatch {
 }
 
 /// Batch `b` of an epoch: augmented views (mosaic unless `closing`) of `order[range]`.
-fn build_det_batch(set: &BoxSet, idx: &[usize], aug: &DetAugment, pre: &Preprocess, seed: u64, epoch: usize, mosaic: bool) -> Result<DetBatch> {
+fn build_det_batch(
+    set: &BoxSet,
+    idx: &[usize],
+    aug: &DetAugment,
+    pre: &Preprocess,
+    seed: u64,
+    epoch: usize,
+    mosaic: bool,
+) -> Result<DetBatch> {
     let s = set.size;
     let plane = 3 * (s * s) as usize;
     let mut pixels = vec![0f32; idx.len() * plane];
@@ -305,7 +330,11 @@ impl<'a> Task<'a> for DetectTask<'a> {
     fn begin_epoch(&mut self, model: Detector, epoch: usize, progress: &Progress) -> Detector {
         let c = &self.p.cfg;
         if c.close_mosaic > 0 && c.closing(epoch) && (epoch == 0 || !c.closing(epoch - 1)) {
-            progress.message(&format!("epoch {}: mosaic off, L1 box loss on for the last {} epochs", epoch + 1, c.close_mosaic.min(c.epochs)));
+            progress.message(&format!(
+                "epoch {}: mosaic off, L1 box loss on for the last {} epochs",
+                epoch + 1,
+                c.close_mosaic.min(c.epochs)
+            ));
         }
         model
     }
@@ -316,13 +345,21 @@ impl<'a> Task<'a> for DetectTask<'a> {
         let order = epoch_order(p.train.len(), c.seed, epoch);
         let ranges = batch_ranges(order.len(), c.batch, true);
         let n = ranges.len();
-        let (set, aug, pre, seed, mosaic) = (p.train.clone(), c.augment.clone(), p.preprocess.clone(), c.seed, !c.closing(epoch));
+        let (set, aug, pre, seed, mosaic) =
+            (p.train.clone(), c.augment.clone(), p.preprocess.clone(), c.seed, !c.closing(epoch));
         let build: BuildBatch<DetBatch> =
             Arc::new(move |b| build_det_batch(&set, &order[ranges[b].clone()], &aug, &pre, seed, epoch, mosaic));
         Box::new(EpochLoader::spawn(n, c.workers, skip, build))
     }
 
-    fn step(&mut self, model: Detector, optim: &mut ModuleOptimizer, batch: DetBatch, lr: f64, epoch: usize) -> Result<(Detector, f64, usize)> {
+    fn step(
+        &mut self,
+        model: Detector,
+        optim: &mut ModuleOptimizer,
+        batch: DetBatch,
+        lr: f64,
+        epoch: usize,
+    ) -> Result<(Detector, f64, usize)> {
         let c = &self.p.cfg;
         let n = batch.boxes.len();
         let s = c.size as usize;
@@ -439,7 +476,14 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
 }
 
 /// Writes `model` as ONNX at `path` with its card (classes, input, letterbox, YOLOX decoding).
-pub fn export_with_card(model: &Detector, cfg: &DetectConfig, classes: &[String], data_fingerprint: &str, source: String, path: &Path) -> Result<ModelCard> {
+pub fn export_with_card(
+    model: &Detector,
+    cfg: &DetectConfig,
+    classes: &[String],
+    data_fingerprint: &str,
+    source: String,
+    path: &Path,
+) -> Result<ModelCard> {
     export_detector(&model.valid(), cfg.size, path)?;
     let s = cfg.size as i64;
     let mut card = ModelCard::new(

@@ -4,15 +4,25 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use super::{DetEpochMetrics, DetectConfig};
+use crate::error::Result;
+use crate::train::report::{plot_history, EpochRow};
 use fieldkit_core::fsio;
 use fieldkit_core::metrics::{CocoEval, CountReport};
-use super::{DetEpochMetrics, DetectConfig};
-use crate::train::report::{plot_history, EpochRow};
-use crate::error::Result;
 
 impl EpochRow for DetEpochMetrics {
-    const HEADER: &'static [&'static str] =
-        &["epoch", "lr", "train_loss", "valid_loss", "map50", "map50_95", "count_mae", "mosaic", "seconds", "images_per_s"];
+    const HEADER: &'static [&'static str] = &[
+        "epoch",
+        "lr",
+        "train_loss",
+        "valid_loss",
+        "map50",
+        "map50_95",
+        "count_mae",
+        "mosaic",
+        "seconds",
+        "images_per_s",
+    ];
 
     fn epoch(&self) -> usize {
         self.epoch
@@ -43,7 +53,14 @@ impl EpochRow for DetEpochMetrics {
 }
 
 pub fn plot_curves(out: &Path, history: &[DetEpochMetrics]) -> Result<()> {
-    plot_history(out, history, "YOLOX loss", "map.png", "valid mAP", &[("mAP50", |m| m.map50), ("mAP50-95", |m| m.map50_95)])
+    plot_history(
+        out,
+        history,
+        "YOLOX loss",
+        "map.png",
+        "valid mAP",
+        &[("mAP50", |m| m.map50), ("mAP50-95", |m| m.map50_95)],
+    )
 }
 
 pub struct DetReportInputs<'a> {
