@@ -21,7 +21,9 @@ fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
 # The firmware-bridge protocol core is checked to build for a Cortex-M4F microcontroller.
 rustup target list --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
-# `.ci/run` checks formatting (rustfmt.toml) first.
-rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+# `.ci/run` checks formatting (rustfmt.toml) and clippy's lints first.
+for c in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+done
 rustc --version
 cargo --version

@@ -24,6 +24,9 @@ impl<const N: usize> Outbox<N> {
     }
 
     /// Registers a frame the caller has just sent; gives it back when the outbox is full.
+    // The frame comes back whole for the caller to retry: boxing it would need an allocator,
+    // which the microcontroller side does not have.
+    #[allow(clippy::result_large_err)]
     pub fn push(&mut self, frame: Frame, now_us: u64) -> Result<(), Frame> {
         self.pending.push(Pending { frame, due_us: now_us + self.timeout_us, tries: 1 }).map_err(|p| p.frame)
     }

@@ -91,7 +91,9 @@ fn run_bridge(dir: &Path, lines: Vec<String>, config: BridgeConfig) -> BridgeRep
 }
 
 /// (nozzle, open, close) in host µs from the device's log, and the device's state changes.
-fn nozzle_log(dir: &Path) -> (Vec<(u8, u64, u64)>, Vec<(u64, String)>) {
+type NozzleLog = (Vec<(u8, u64, u64)>, Vec<(u64, String)>);
+
+fn nozzle_log(dir: &Path) -> NozzleLog {
     let path = dir.join("mcu.jsonl");
     let spans = sim::read_log(&path).unwrap().into_iter().map(|s| (s.nozzle, s.open_us, s.close_us)).collect();
     let states = std::fs::read_to_string(&path)

@@ -298,44 +298,6 @@ fn smallest_fitting(n: usize, mut fits: impl FnMut(usize) -> Result<bool>) -> Re
     Ok(hi)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fallback_search_finds_the_smallest_fitting_prefix_in_few_evaluations() {
-        for n in [1usize, 2, 3, 14, 106] {
-            for need in 1..=n + 1 {
-                let mut calls = Vec::new();
-                let k = smallest_fitting(n, |k| {
-                    calls.push(k);
-                    Ok(k >= need)
-                })
-                .unwrap();
-                assert_eq!(k, need.min(n), "n {n}, need {need}, calls {calls:?}");
-                assert!(calls.iter().all(|&c| (1..=n).contains(&c)));
-                let bound = 2 * (usize::BITS - n.leading_zeros()) as usize + 1;
-                assert!(calls.len() <= bound, "n {n}, need {need}: {} evaluations {calls:?}", calls.len());
-                // A point is never evaluated twice.
-                let mut u = calls.clone();
-                u.sort();
-                u.dedup();
-                assert_eq!(u.len(), calls.len(), "{calls:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn fallback_steps_move_inputs_then_whole_layers() {
-        let steps = vec![("a".to_string(), false), ("b".to_string(), true), ("a".to_string(), true)];
-        let base = int8::Keep::fp32(&["user".to_string()]);
-        let k2 = keep_after(&base, &steps, 2);
-        assert!(k2.float_input.contains("a") && k2.fp32.contains("b") && k2.fp32.contains("user"));
-        let k3 = keep_after(&base, &steps, 3);
-        assert!(!k3.float_input.contains("a") && k3.fp32.contains("a"));
-    }
-}
-
 /// Inputs for measuring each layer's impact in weights-only mode: up to 32 images spread over
 /// --calib when given, else over the validation data; with the card's preprocessing.
 fn weights_only_probe_images(
@@ -653,4 +615,42 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
     };
     report::write(&cfg.out, &report)?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_search_finds_the_smallest_fitting_prefix_in_few_evaluations() {
+        for n in [1usize, 2, 3, 14, 106] {
+            for need in 1..=n + 1 {
+                let mut calls = Vec::new();
+                let k = smallest_fitting(n, |k| {
+                    calls.push(k);
+                    Ok(k >= need)
+                })
+                .unwrap();
+                assert_eq!(k, need.min(n), "n {n}, need {need}, calls {calls:?}");
+                assert!(calls.iter().all(|&c| (1..=n).contains(&c)));
+                let bound = 2 * (usize::BITS - n.leading_zeros()) as usize + 1;
+                assert!(calls.len() <= bound, "n {n}, need {need}: {} evaluations {calls:?}", calls.len());
+                // A point is never evaluated twice.
+                let mut u = calls.clone();
+                u.sort();
+                u.dedup();
+                assert_eq!(u.len(), calls.len(), "{calls:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fallback_steps_move_inputs_then_whole_layers() {
+        let steps = vec![("a".to_string(), false), ("b".to_string(), true), ("a".to_string(), true)];
+        let base = int8::Keep::fp32(&["user".to_string()]);
+        let k2 = keep_after(&base, &steps, 2);
+        assert!(k2.float_input.contains("a") && k2.fp32.contains("b") && k2.fp32.contains("user"));
+        let k3 = keep_after(&base, &steps, 3);
+        assert!(!k3.float_input.contains("a") && k3.fp32.contains("a"));
+    }
 }

@@ -81,6 +81,7 @@ impl Acc {
 
 /// Compares `quant` (and `weights_only`, the same weights with float activations) with
 /// `float` on the outputs (and inputs) of every target.
+#[allow(clippy::too_many_arguments)]
 pub fn layer_errors(
     float: &Model,
     quant: &Model,

@@ -297,7 +297,9 @@ fn translate(model: &Path, card: &ModelCard, width: u32, height: u32) -> Result<
 }
 
 /// (input names, output outlets with their names), in graph order.
-fn io_names(m: &InferenceModel) -> TractResult<(Vec<String>, Vec<(OutletId, String)>)> {
+type IoNames = (Vec<String>, Vec<(OutletId, String)>);
+
+fn io_names(m: &InferenceModel) -> TractResult<IoNames> {
     let inputs = m.input_outlets()?.iter().map(|o| m.node(o.node).name.clone()).collect();
     let outputs = m
         .output_outlets()?

@@ -23,7 +23,7 @@ fn detector_output_and_decoding_match_the_reference() {
     let engine = Engine::with_card(&golden("tiny_detector.onnx"), tiny_detector_card()).unwrap();
     let input: Vec<f32> = pattern(64, 64).iter().map(|v| v / 255.0).collect();
     let raw = engine.session().unwrap().run_tensor(&input).unwrap();
-    let expected: Vec<f32> = g["detector_output"].as_array().unwrap().iter().flat_map(|r| floats(r)).collect();
+    let expected: Vec<f32> = g["detector_output"].as_array().unwrap().iter().flat_map(floats).collect();
     let d = max_abs_diff(&raw, &expected);
     assert!(d <= 1e-4, "max |tract - onnxruntime| = {d}");
     let opts = NmsOptions { score_threshold: 0.05, ..Default::default() };
@@ -42,7 +42,7 @@ fn detector_output_and_decoding_match_the_reference() {
 fn both_layouts_match_onnxruntime() {
     let g = read(&golden("tiny_models.json"));
     let det_input: Vec<f32> = pattern(64, 64).iter().map(|v| v / 255.0).collect();
-    let det_want: Vec<f32> = g["detector_output"].as_array().unwrap().iter().flat_map(|r| floats(r)).collect();
+    let det_want: Vec<f32> = g["detector_output"].as_array().unwrap().iter().flat_map(floats).collect();
     let mut plans = Vec::new();
     for layout in Layout::ALL {
         let cls = Engine::with_card_in(&golden("tiny_classifier.onnx"), tiny_classifier_card(), layout).unwrap();

@@ -384,7 +384,7 @@ async fn infer(
     match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64) {
         Some(n) => {
             let n = n as usize;
-            if n > binary.len() || n % 4 != 0 {
+            if n > binary.len() || !n.is_multiple_of(4) {
                 return Err(ServeError::BadRequest(format!(
                     "binary_data_size {n} does not fit the {} binary bytes",
                     binary.len()

@@ -159,7 +159,9 @@ fn bad_inputs_get_a_4xx_with_a_message_and_the_daemon_keeps_serving() {
     let predict =
         |body: &[u8]| call(ureq::post(&format!("{}/v1/models/cls/predict", d.url)), Some(("image/jpeg", body)));
     let jpeg = image(image::ImageFormat::Jpeg);
-    let cases: Vec<(&str, (u16, Value, Option<String>), &str)> = vec![
+    // (what is sent, the reply: status, body, header, what its error must say)
+    type Case<'a> = (&'a str, (u16, Value, Option<String>), &'a str);
+    let cases: Vec<Case> = vec![
         ("empty body", predict(b""), "empty body"),
         ("truncated JPEG", predict(&jpeg[..jpeg.len() / 2]), "truncated"),
         ("50,000 x 50,000 PNG header", predict(&png_claiming(50_000, 50_000)), "image"),

@@ -2,7 +2,7 @@
 //! workers, peak memory and (with --val) accuracy, for several models side by side. Each
 //! model runs in its own child process so its peak RSS is its own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -63,7 +63,7 @@ pub struct BenchArgs {
     child: bool,
 }
 
-fn measure(a: &BenchArgs, model: &PathBuf, layout: Layout) -> Result<BenchResult> {
+fn measure(a: &BenchArgs, model: &Path, layout: Layout) -> Result<BenchResult> {
     fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
     let image = a.image.as_ref().map(|p| image_io::read_rgb(p)).transpose()?;
     let load = LoadOptions { cache: a.nnef_cache.clone(), layout };
@@ -188,7 +188,7 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn profile(image: Option<&PathBuf>, model: &PathBuf, layout: Layout, runs: usize) -> Result<Profile> {
+fn profile(image: Option<&PathBuf>, model: &Path, layout: Layout, runs: usize) -> Result<Profile> {
     let engine = Engine::load_with(model, &LoadOptions { layout, ..LoadOptions::default() })?;
     let img = match image {
         Some(p) => image_io::read_rgb(p)?,
@@ -198,7 +198,7 @@ fn profile(image: Option<&PathBuf>, model: &PathBuf, layout: Layout, runs: usize
     Ok(engine.session()?.profile(&prepared.data, runs)?)
 }
 
-fn profile_table(model: &PathBuf, layout: Layout, p: &Profile) -> String {
+fn profile_table(model: &Path, layout: Layout, p: &Profile) -> String {
     let mut s = format!("\nprofile of {} ({layout}, {} runs, {:.2} ms per run)\n", model.display(), p.runs, p.total_ms);
     let rate =
         |n: &fieldkit_runtime::profile::NodeTime| n.gflops().map(|g| format!("{g:.1}")).unwrap_or_else(|| "-".into());

@@ -106,7 +106,7 @@ impl Problems {
             message: message.into(),
         });
     }
-    fn from_core(&mut self, e: CoreError) {
+    fn record_core(&mut self, e: CoreError) {
         match e {
             CoreError::Record { path, line, msg } => self.error(&path, Some(line), msg),
             CoreError::Invalid { path, msg } | CoreError::Image { path, msg } => self.error(&path, None, msg),
@@ -237,7 +237,7 @@ pub fn check_imagefolder(root: &Path) -> Result<DataReport> {
         let ds = match ImageFolder::open_with_classes(root, split, &classes) {
             Ok(ds) => ds,
             Err(e) => {
-                problems.from_core(e);
+                problems.record_core(e);
                 summaries.push(summary);
                 continue;
             }
@@ -280,7 +280,7 @@ pub fn check_yolo(path: &Path) -> Result<DataReport> {
         let images = match ds.split_images(split) {
             Ok(i) => i,
             Err(e) => {
-                problems.from_core(e);
+                problems.record_core(e);
                 summaries.push(summary);
                 continue;
             }
@@ -296,7 +296,7 @@ pub fn check_yolo(path: &Path) -> Result<DataReport> {
                 Ok(text) => {
                     label_files.insert(label.clone());
                     let (boxes, errs) = parse_label_text(&label, &text, ds.num_classes());
-                    errs.into_iter().for_each(|e| problems.from_core(e));
+                    errs.into_iter().for_each(|e| problems.record_core(e));
                     boxes
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

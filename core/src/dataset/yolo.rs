@@ -364,7 +364,7 @@ pub fn parse_label_text(path: &Path, text: &str, num_classes: usize) -> (Vec<Yol
 
 fn parse_row(tokens: &[&str], nc: usize) -> std::result::Result<YoloBox, String> {
     let n = tokens.len();
-    if n != 5 && (n < 7 || n % 2 == 0) {
+    if n != 5 && (n < 7 || n.is_multiple_of(2)) {
         return Err(format!(
             "expected 'class cx cy w h' (5 values) or a polygon 'class x1 y1 x2 y2 x3 y3 ...', got {n} values"
         ));

@@ -184,7 +184,7 @@ pub fn export_classifier(model: &MobileNetV2, size: u32, path: &Path) -> Result<
 /// `[N, anchors, 5 + classes]` in YOLOX's layout with objectness and class scores sigmoided
 /// (as the shared YOLOX-nano export), atomically. The 2x upsampling is a nearest Resize.
 pub fn export_detector(model: &Detector, size: u32, path: &Path) -> Result<()> {
-    if size % 32 != 0 {
+    if !size.is_multiple_of(32) {
         return Err(TrainerError::Config(format!("export: size {size} is not a multiple of 32")));
     }
     let mut w = Writer::new("fieldkit_yolox_mobilenetv2", size);

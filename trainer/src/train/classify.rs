@@ -183,12 +183,11 @@ pub fn schedule(cfg: &ClassifyConfig, steps_per_epoch: usize) -> Schedule {
     Schedule::new(settings, steps_per_epoch)
 }
 
+/// (batch index, the batch's inputs and labels), one epoch's worth.
+pub type EpochBatches<'a> = Box<dyn Iterator<Item = (usize, Result<(Input, Vec<i64>)>)> + 'a>;
+
 /// Batch iterator over one epoch of training inputs, starting at batch `skip`.
-pub fn epoch_batches<'a>(
-    p: &'a Prepared,
-    epoch: usize,
-    skip: usize,
-) -> Box<dyn Iterator<Item = (usize, Result<(Input, Vec<i64>)>)> + 'a> {
+pub fn epoch_batches<'a>(p: &'a Prepared, epoch: usize, skip: usize) -> EpochBatches<'a> {
     let cfg = &p.cfg;
     let order = epoch_order(p.train.len(), cfg.seed, epoch);
     match &p.train {
@@ -248,7 +247,7 @@ pub fn validate(p: &Prepared, model: &MobileNetV2) -> Result<(f64, Classificatio
     }
     let labels = p.valid.labels();
     let loss = plain_cross_entropy(&logits, k, labels);
-    let scores: Vec<Vec<f32>> = logits.chunks_exact(k).map(|r| fieldkit_core::detect::softmax(r)).collect();
+    let scores: Vec<Vec<f32>> = logits.chunks_exact(k).map(fieldkit_core::detect::softmax).collect();
     let preds: Vec<usize> = scores.iter().map(|s| argmax(s)).collect();
     let report = ClassificationReport::compute(labels, &preds, Some(&scores), &p.classes)?;
     Ok((loss, report, scores))

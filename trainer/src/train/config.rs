@@ -131,7 +131,7 @@ impl ClassifyConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainerError::Config(m));
-        if self.size < 32 || self.size % 32 != 0 {
+        if self.size < 32 || !self.size.is_multiple_of(32) {
             return bad(format!(
                 "--size {} must be a multiple of 32 (>= 32): MobileNetV2 downsamples by 32",
                 self.size

@@ -59,6 +59,9 @@ pub fn write_metrics_csv<M: EpochRow>(path: &Path, history: &[M]) -> Result<()> 
     Ok(())
 }
 
+/// A named validation series of a history: its label and how to read it from an epoch's row.
+pub type Series<'a, M> = (&'a str, fn(&M) -> f64);
+
 /// `loss.png` (train and valid loss per epoch, `loss_desc` on the y axis) and `metric_png`
 /// with the given validation series.
 pub fn plot_history<M: EpochRow>(
@@ -67,7 +70,7 @@ pub fn plot_history<M: EpochRow>(
     loss_desc: &str,
     metric_png: &str,
     metric_title: &str,
-    series: &[(&str, fn(&M) -> f64)],
+    series: &[Series<M>],
 ) -> Result<()> {
     let pts = |f: &dyn Fn(&M) -> f64| history.iter().map(|m| (m.epoch() as f64, f(m))).collect::<Vec<_>>();
     plot_lines(

@@ -59,7 +59,8 @@ impl LoopSettings {
         if self.epochs == 0 || self.batch < 2 {
             return bad(format!("--epochs {} must be >= 1 and --batch {} >= 2", self.epochs, self.batch));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.lr_mult >= 1.0) {
+        // Written so that a NaN fails both tests.
+        if self.lr <= 0.0 || !self.lr.is_finite() || self.lr_mult.is_nan() || self.lr_mult < 1.0 {
             return bad(format!("--lr {} must be > 0 and --lr-mult {} >= 1", self.lr, self.lr_mult));
         }
         Ok(())

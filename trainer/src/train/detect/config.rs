@@ -81,7 +81,7 @@ impl DetectConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainerError::Config(m));
-        if self.size < 64 || self.size % 32 != 0 {
+        if self.size < 64 || !self.size.is_multiple_of(32) {
             return bad(format!(
                 "--size {} must be a multiple of 32 (>= 64): the head's coarsest stride is 32",
                 self.size

@@ -1,5 +1,5 @@
-//! YOLOX's loss on the head output, after SimOTA assignment: `5 · IoU loss + objectness BCE
-//! + class BCE (+ L1 on the raw box in the last epochs)`, each summed and divided by the
+//! YOLOX's loss on the head output, after SimOTA assignment: `5 · IoU loss + objectness BCE +
+//! class BCE (+ L1 on the raw box in the last epochs)`, each summed and divided by the
 //! number of positive anchors in the batch. The class target of a positive anchor is its
 //! one-hot class scaled by the IoU its prediction reached (IoU-aware classification).
 
