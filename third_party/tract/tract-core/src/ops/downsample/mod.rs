@@ -45,7 +45,7 @@ impl Downsample {
     fn eval_plain(&self, input: &Tensor) -> TractResult<Option<Tensor>> {
         if self.stride <= 0
             || !input.datum_type().is_copy()
-            || input.try_as_plain_ram().is_err()
+            || !input.is_plain_ram()
             || input.strides() != &natural_strides(input.shape())[..]
         {
             return Ok(None);
@@ -54,51 +54,38 @@ impl Downsample {
         let len = shape[self.axis];
         let stride = self.stride as usize;
         let kept = (len - self.modulo).div_ceil(stride);
-        let outer: usize = shape[..self.axis].iter().product();
-        let item = input.datum_type().size_of() * shape[self.axis + 1..].iter().product::<usize>();
+        let dt_size = input.datum_type().size_of();
+        let item = dt_size * shape[self.axis + 1..].iter().product::<usize>();
         let mut out_shape: TVec<usize> = shape.into();
         out_shape[self.axis] = kept;
         let mut output = unsafe { Tensor::uninitialized_dt(input.datum_type(), &out_shape)? };
         if output.len() == 0 {
             return Ok(Some(output));
         }
-        let src = input.as_bytes();
-        let dst = output.as_bytes_mut();
+        /// One value per kept slice, copied as a `T` of the datum's size.
         fn pick<T: Copy>(
-            src: &[T],
-            dst: &mut [T],
-            len: usize,
-            kept: usize,
-            modulo: usize,
-            stride: usize,
+            src: &[u8],
+            dst: &mut [u8],
+            (len, kept, modulo, stride): (usize, usize, usize, usize),
         ) {
+            // Tensor storage is aligned for vectors, so for any `T` of the datum's size.
+            let ([], src, []) = (unsafe { src.align_to::<T>() }) else { panic!("misaligned") };
+            let ([], dst, []) = (unsafe { dst.align_to_mut::<T>() }) else { panic!("misaligned") };
             for (s, d) in src.chunks_exact(len).zip(dst.chunks_exact_mut(kept)) {
                 for (j, d) in d.iter_mut().enumerate() {
                     *d = s[modulo + j * stride];
                 }
             }
         }
-        // One value per kept slice: typed copies (the storage is aligned for its own type).
-        let single = item == input.datum_type().size_of();
-        match item {
-            4 if single => pick::<u32>(
-                bytemuck_cast(src),
-                bytemuck_cast_mut(dst),
-                len,
-                kept,
-                self.modulo,
-                stride,
-            ),
-            2 if single => pick::<u16>(
-                bytemuck_cast(src),
-                bytemuck_cast_mut(dst),
-                len,
-                kept,
-                self.modulo,
-                stride,
-            ),
-            1 => pick::<u8>(src, dst, len, kept, self.modulo, stride),
+        let geometry = (len, kept, self.modulo, stride);
+        let (src, dst) = (input.as_bytes(), output.as_bytes_mut());
+        match (item == dt_size).then_some(dt_size) {
+            Some(1) => pick::<u8>(src, dst, geometry),
+            Some(2) => pick::<u16>(src, dst, geometry),
+            Some(4) => pick::<u32>(src, dst, geometry),
             _ => {
+                // A run of `item` bytes per kept slice.
+                let outer: usize = shape[..self.axis].iter().product();
                 for o in 0..outer {
                     for j in 0..kept {
                         let s = (o * len + self.modulo + j * stride) * item;
@@ -110,27 +97,6 @@ impl Downsample {
         }
         Ok(Some(output))
     }
-}
-
-/// `bytes` as values of `T` (the plain storage is aligned for its datum type).
-fn bytemuck_cast<T>(bytes: &[u8]) -> &[T] {
-    let n = bytes.len() / std::mem::size_of::<T>();
-    assert!(bytes.as_ptr().cast::<T>().is_aligned());
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), n) }
-}
-
-fn bytemuck_cast_mut<T>(bytes: &mut [u8]) -> &mut [T] {
-    let n = bytes.len() / std::mem::size_of::<T>();
-    assert!(bytes.as_ptr().cast::<T>().is_aligned());
-    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), n) }
-}
-
-fn natural_strides(shape: &[usize]) -> TVec<isize> {
-    let mut strides: TVec<isize> = tvec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * shape[i + 1] as isize;
-    }
-    strides
 }
 
 impl Op for Downsample {

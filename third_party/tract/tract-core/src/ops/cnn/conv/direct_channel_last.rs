@@ -112,9 +112,25 @@ impl DirectChannelLastConv {
         first..last
     }
 
-    /// One output row `oy` of image `x` into `y` (`wo * oc` values).
+    /// What every register block of one evaluation shares.
+    fn kernel(&self) -> Kernel {
+        let (lo, hi) = self.clamp_range().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        Kernel {
+            step: (self.strides[1] * self.ic()) as isize,
+            wts: self.weights.as_ptr::<f32>().unwrap(),
+            oc: self.oc(),
+            bias: self.bias.as_ptr::<f32>().unwrap(),
+            lo,
+            hi,
+        }
+    }
+
+    /// One output row `oy` of image `x` into `y` (`wo * oc` values); `interior` is
+    /// [`Self::interior_columns`].
     unsafe fn row(
         &self,
+        k: &Kernel,
+        interior: &std::ops::Range<usize>,
         x: *const f32,
         oy: usize,
         y: &mut [f32],
@@ -122,82 +138,39 @@ impl DirectChannelLastConv {
     ) {
         let (ic, oc) = (self.ic() as isize, self.oc());
         let w = self.input_shape.hw_dims()[1] as isize;
-        let kw = self.kernel_hw[1];
-        let step = self.strides[1] as isize * ic;
-        let wts = self.weights.as_ptr::<f32>().unwrap();
-        let bias = self.bias.as_ptr::<f32>().unwrap();
-        let (lo, hi) = self.clamp_range().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         let iy0 = (oy * self.strides[0]) as isize - self.pads_before[0] as isize;
-        // Offset of output column ox's origin pixel (its kernel's top-left tap) in the image.
-        let origin = |ox: usize| {
-            (iy0 * w + (ox * self.strides[1]) as isize - self.pads_before[1] as isize) * ic
-        };
-        let interior = self.interior_columns();
         debug_assert_eq!(y.len(), self.output_shape.hw_dims()[1] * oc);
+        // Output column ox's origin pixel (its kernel's top-left tap, maybe in the padding:
+        // the runs' offsets count from it, skipped columns included) and its output.
+        let at = |ox: usize| {
+            x.wrapping_offset(
+                (iy0 * w + (ox * self.strides[1]) as isize - self.pads_before[1] as isize) * ic,
+            )
+        };
         let yp = y.as_mut_ptr();
-        let border = |ox: usize, runs: &mut Vec<(usize, isize, usize)>| unsafe {
-            // The runs' offsets count from the origin, skipped columns included.
+        let out = |ox: usize| unsafe { yp.add(ox * oc) };
+        let border = |ox: usize, runs: &mut Vec<(usize, isize, usize)>| {
             self.runs(oy, self.valid_kx(ox), runs);
-            block_avx512::<1>(
-                x.wrapping_offset(origin(ox)),
-                step,
-                runs,
-                wts,
-                oc,
-                bias,
-                (lo, hi),
-                yp.add(ox * oc),
-            );
+            unsafe { block_avx512::<1>(k, at(ox), runs, out(ox)) };
         };
         for ox in 0..interior.start {
             border(ox, runs);
         }
-        self.runs(oy, 0..kw, runs);
+        self.runs(oy, 0..self.kernel_hw[1], runs);
         let mut ox = interior.start;
-        while ox + POINTS <= interior.end {
-            unsafe {
-                block_avx512::<POINTS>(
-                    x.wrapping_offset(origin(ox)),
-                    step,
-                    runs,
-                    wts,
-                    oc,
-                    bias,
-                    (lo, hi),
-                    yp.add(ox * oc),
-                )
-            };
-            ox += POINTS;
-        }
-        while ox + 4 <= interior.end {
-            unsafe {
-                block_avx512::<4>(
-                    x.wrapping_offset(origin(ox)),
-                    step,
-                    runs,
-                    wts,
-                    oc,
-                    bias,
-                    (lo, hi),
-                    yp.add(ox * oc),
-                )
-            };
-            ox += 4;
-        }
-        while ox < interior.end {
-            unsafe {
-                block_avx512::<1>(
-                    x.wrapping_offset(origin(ox)),
-                    step,
-                    runs,
-                    wts,
-                    oc,
-                    bias,
-                    (lo, hi),
-                    yp.add(ox * oc),
-                )
-            };
-            ox += 1;
+        unsafe {
+            while ox + POINTS <= interior.end {
+                block_avx512::<POINTS>(k, at(ox), runs, out(ox));
+                ox += POINTS;
+            }
+            while ox + 4 <= interior.end {
+                block_avx512::<4>(k, at(ox), runs, out(ox));
+                ox += 4;
+            }
+            while ox < interior.end {
+                block_avx512::<1>(k, at(ox), runs, out(ox));
+                ox += 1;
+            }
         }
         for ox in interior.end..self.output_shape.hw_dims()[1] {
             border(ox, runs);
@@ -220,6 +193,7 @@ impl DirectChannelLastConv {
             if self.silu { Some(tract_linalg::routines::Func::Silu.ew_f32()?) } else { None };
         ensure!(Self::host_supported(), "DirectChannelLastConv needs AVX-512");
         let x_base = x.as_ptr::<f32>()? as usize;
+        let (k, interior) = (self.kernel(), self.interior_columns());
         // Output rows are disjoint: they split across the executor as they are.
         tract_linalg::multithread::par_chunks_mut(
             unsafe { y.as_slice_mut_unchecked::<f32>() },
@@ -229,7 +203,8 @@ impl DirectChannelLastConv {
                 let mut runs = Vec::with_capacity(self.kernel_hw[0] * self.kernel_hw[1]);
                 for (ix, out) in chunk.chunks_mut(row_len).enumerate() {
                     let (ni, oy) = ((first + ix) / ho, (first + ix) % ho);
-                    unsafe { self.row((x_base as *const f32).add(ni * image), oy, out, &mut runs) };
+                    let x = unsafe { (x_base as *const f32).add(ni * image) };
+                    unsafe { self.row(&k, &interior, x, oy, out, &mut runs) };
                     if let Some(silu) = &silu {
                         silu.run(out)?;
                     }
@@ -241,25 +216,37 @@ impl DirectChannelLastConv {
     }
 }
 
-/// `P` output points, `step` input values apart, from `x` (the first point's origin): each
+/// The arguments every register block of one evaluation shares: the input step between two
+/// output points, the `[kh, kw, ic, oc]` weights, `oc`, the bias and the clamp range.
+#[derive(Clone, Copy)]
+struct Kernel {
+    step: isize,
+    wts: *const f32,
+    oc: usize,
+    bias: *const f32,
+    lo: f32,
+    hi: f32,
+}
+
+// The pointers are the op's own weights and bias, read only, alive for the evaluation.
+unsafe impl Sync for Kernel {}
+
+/// `P` output points, `k.step` input values apart, from `x` (the first point's origin): each
 /// run `(weight row, input offset, len)` adds `len` input values times their kernel rows.
-/// Writes `P * oc` values at `y`.
+/// Writes `P * k.oc` values at `y`.
 ///
 /// # Safety
 /// Every run's input values exist for every point, the weight rows for every run exist, `oc` is
 /// a multiple of 16, `bias` holds `oc` values and `y` has room for `P * oc`.
 #[target_feature(enable = "avx512f")]
 unsafe fn block_avx512<const P: usize>(
+    k: &Kernel,
     x: *const f32,
-    step: isize,
     runs: &[(usize, isize, usize)],
-    wts: *const f32,
-    oc: usize,
-    bias: *const f32,
-    (lo, hi): (f32, f32),
     y: *mut f32,
 ) {
     use std::arch::x86_64::*;
+    let Kernel { step, wts, oc, bias, lo, hi } = *k;
     unsafe {
         // Max then min as `epilogue::clamp_f32` computes them: a NaN becomes `lo`.
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
