@@ -7,6 +7,11 @@
 #   bash scripts/edge-check.sh            (needs ../shared or FIELDKIT_SHARED)
 # EDGE_X86_BIN=PATH compares against that x86 binary (CI: its release build, same code) instead
 # of building the x86 edge binary. The aarch64 binary must stay within EDGE_MAX_MB (15).
+# EDGE_INT8_MODEL=PATH (an INT8 QDQ classifier with its card, e.g. `fieldkit demo`'s
+# model.int8.onnx; CI sets it) adds the quantized path: x86 and the aarch64 binary on three
+# emulated cores (Cortex-A76: SDOT, Cortex-A72: plain NEON, qemu's max: SVE) classify eight
+# vendored weed images with it (the same top-1 on each, probabilities within 1e-3), and each
+# core's `bench --profile` must show its integer products on the kernel that core should take.
 # Writes runs/edge/{sizes.json,agreement.json} and both binaries' predictions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +49,25 @@ echo "--- fieldkit bench under qemu-aarch64 (emulated: not performance numbers)"
 cp runtime/tests/golden/tiny_classifier.onnx "$work/tiny.onnx"
 cp runtime/tests/fixtures/tiny_classifier.card.json "$work/tiny.json"
 "${qemu[@]}" "$arm" bench --model "$work/tiny.onnx" --runs 5 --warmup 1 --workers 1 --json "$out/arm_bench.json"
+if [ -n "${EDGE_INT8_MODEL:-}" ]; then
+  echo "--- INT8: $EDGE_INT8_MODEL on x86 and on three emulated ARM cores"
+  cp "$EDGE_INT8_MODEL" "$work/int8.onnx"
+  cp "${EDGE_INT8_MODEL%.onnx}.json" "$work/int8.json"
+  mkdir -p "$work/int8_images"
+  # Eight images, every sixth file of the vendored weed valid split (several classes).
+  find assets/data/weed-mini/valid -type f | sort | awk 'NR % 6 == 1' | head -n 8 | xargs -I{} cp {} "$work/int8_images/"
+  "$x86" predict --model "$work/int8.onnx" --no-images --top-k 9 --out "$out/x86_int8" "$work/int8_images" > /dev/null
+  # Each core takes another integer kernel: the Pi 5's Cortex-A76 (and the Orin's A78AE) SDOT,
+  # the Pi 4's Cortex-A72 plain NEON, qemu's `max` SVE.
+  for cpu in cortex-a76 cortex-a72 max; do
+    "${qemu[@]}" -cpu "$cpu" "$arm" predict --model "$work/int8.onnx" --no-images --top-k 9 \
+      --out "$out/arm_int8_$cpu" "$work/int8_images" > /dev/null
+    "${qemu[@]}" -cpu "$cpu" "$arm" bench --model "$work/int8.onnx" --runs 1 --warmup 0 --workers 1 --profile 1 \
+      > "$out/arm_int8_profile_$cpu.txt" 2>&1
+    echo "$cpu: $(grep -m1 'kernels for' "$out/arm_int8_profile_$cpu.txt"); integer products on" \
+      "$(grep -o 'with \[[a-z0-9_]*i32[a-z0-9_]*\]' "$out/arm_int8_profile_$cpu.txt" | sort -u | tr '\n' ' ')"
+  done
+fi
 python3 - "$out" "$x86" "$arm" "${EDGE_MAX_MB:-15}" <<'PY'
 import json, os, sys
 out, x86, arm, max_mb = sys.argv[1:5]
@@ -74,6 +98,24 @@ for m in ("mnv2", "yolox"):
                  "max_abs_score": worst_score, "max_abs_box_px": worst_box, "agree": good}
     print(f"{m}: {len(a)} images, {n_det} detections, same classes {same}, max |diff| features {worst_feat:.2e}, "
           f"scores {worst_score:.2e}, boxes {worst_box:.2e} px -> {'agree' if good else 'DISAGREE'}")
+if os.path.exists(f"{out}/x86_int8/predictions.jsonl"):
+    # The integer products are exact on every kernel; the requantization and the float ops
+    # around them round alike, so a difference beyond float noise is a wrong aarch64 path.
+    a = load(f"{out}/x86_int8/predictions.jsonl")
+    probs = lambda r: {c["index"]: c["score"] for c in r["classes"]}
+    report["int8"] = {}
+    kernels = {"cortex-a76": "arm64simd_mmm_i32_8x8_dot", "cortex-a72": "arm64simd_mmm_i32_8x8", "max": "sve_mmm_i32_8x8"}
+    for cpu, kernel in kernels.items():
+        b = load(f"{out}/arm_int8_{cpu}/predictions.jsonl")
+        same_top = len(a) == len(b) == 8 and all(ra["classes"][0]["index"] == rb["classes"][0]["index"] for ra, rb in zip(a, b))
+        worst = max(abs(probs(ra)[i] - probs(rb).get(i, 0.0)) for ra, rb in zip(a, b) for i in probs(ra))
+        ran = f"with [{kernel}]" in open(f"{out}/arm_int8_profile_{cpu}.txt").read()
+        good = same_top and worst <= 1e-3 and ran
+        ok &= good
+        report["int8"][cpu] = {"images": len(b), "same_top1": same_top, "max_abs_probability": worst,
+                               "kernel": kernel, "profile_shows_kernel": ran, "agree": good}
+        print(f"int8 on {cpu}: {len(b)} images, same top-1 {same_top}, max |diff| probabilities {worst:.2e}, "
+              f"{kernel} in its profile {ran} -> {'agree' if good else 'DISAGREE'}")
 arm_mb = report["sizes_bytes"]["aarch64"] / 1e6
 print(f"binary sizes: aarch64 edge {arm_mb:.2f} MB (budget {max_mb} MB), x86_64 {report['sizes_bytes']['x86_64'] / 1e6:.2f} MB ({x86})")
 if arm_mb > float(max_mb):
