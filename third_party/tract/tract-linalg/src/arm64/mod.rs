@@ -79,8 +79,27 @@ lazy_static::lazy_static! {
     };
 
     static ref HAS_FP16: bool = {
-        CPU_FEATURES.iter().any(|s| &**s == "asimdhp")
+        CPU_FEATURES.iter().any(|s| &**s == "asimdhp") || hwcap_asimdhp()
     };
+}
+
+/// FEAT_FP16's vector half (HWCAP_ASIMDHP, 1 << 10) from the auxiliary vector, as
+/// `has_dotprod` reads FEAT_DotProd: the kernel reports it even where /proc/cpuinfo is
+/// unreadable or describes another machine (sandboxes, qemu-user on an x86 host).
+/// (fieldkit patch 24.)
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+fn hwcap_asimdhp() -> bool {
+    const HWCAP_ASIMDHP: u64 = 1 << 10;
+    const AT_HWCAP: u64 = 16;
+    unsafe extern "C" {
+        fn getauxval(t: u64) -> u64;
+    }
+    unsafe { (getauxval(AT_HWCAP) & HWCAP_ASIMDHP) != 0 }
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "aarch64")))]
+fn hwcap_asimdhp() -> bool {
+    false
 }
 
 #[cfg(any(target_os = "macos", target_os = "ios"))]
