@@ -12,6 +12,10 @@
 # emulated cores (Cortex-A76: SDOT, Cortex-A72: plain NEON, qemu's max: SVE) classify eight
 # vendored weed images with it (the same top-1 on each, probabilities within 1e-3), and each
 # core's `bench --profile` must show its integer products on the kernel that core should take.
+# EDGE_F16_MODEL=PATH (an fp32 classifier with its card; CI: the demo's) runs it with
+# `--precision f16` on the Cortex-A76 (FEAT_FP16: tract's arm64fp16 kernels, which its profile
+# must show) and the A72 (no FEAT_FP16: emulated): the same top-1 as x86's fp32 on the eight
+# images, probabilities within 0.05 (half-precision rounding; measured 0.014).
 # Writes runs/edge/{sizes.json,agreement.json} and both binaries' predictions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +72,24 @@ if [ -n "${EDGE_INT8_MODEL:-}" ]; then
       "$(grep -o 'with \[[a-z0-9_]*i32[a-z0-9_]*\]' "$out/arm_int8_profile_$cpu.txt" | sort -u | tr '\n' ' ')"
   done
 fi
+if [ -n "${EDGE_F16_MODEL:-}" ]; then
+  echo "--- --precision f16: $EDGE_F16_MODEL on two emulated ARM cores against x86 fp32"
+  cp "$EDGE_F16_MODEL" "$work/f32.onnx"
+  cp "${EDGE_F16_MODEL%.onnx}.json" "$work/f32.json"
+  if [ ! -d "$work/int8_images" ]; then
+    mkdir -p "$work/int8_images"
+    find assets/data/weed-mini/valid -type f | sort | awk 'NR % 6 == 1' | head -n 8 | xargs -I{} cp {} "$work/int8_images/"
+  fi
+  "$x86" predict --model "$work/f32.onnx" --no-images --top-k 9 --out "$out/x86_f32" "$work/int8_images" > /dev/null
+  for cpu in cortex-a76 cortex-a72; do
+    "${qemu[@]}" -cpu "$cpu" "$arm" predict --model "$work/f32.onnx" --precision f16 --no-images --top-k 9 \
+      --out "$out/arm_f16_$cpu" "$work/int8_images" > /dev/null 2>&1
+    "${qemu[@]}" -cpu "$cpu" "$arm" bench --model "$work/f32.onnx" --precision f16 --runs 1 --warmup 0 --workers 1 \
+      --profile 1 > "$out/arm_f16_profile_$cpu.txt" 2>&1
+    echo "$cpu: $(grep -m1 'kernels for' "$out/arm_f16_profile_$cpu.txt"); products on" \
+      "$(grep -o 'with \[[a-z0-9_]*\]' "$out/arm_f16_profile_$cpu.txt" | sort -u | tr '\n' ' ')"
+  done
+fi
 python3 - "$out" "$x86" "$arm" "${EDGE_MAX_MB:-15}" <<'PY'
 import json, os, sys
 out, x86, arm, max_mb = sys.argv[1:5]
@@ -116,6 +138,22 @@ if os.path.exists(f"{out}/x86_int8/predictions.jsonl"):
                                "kernel": kernel, "profile_shows_kernel": ran, "agree": good}
         print(f"int8 on {cpu}: {len(b)} images, same top-1 {same_top}, max |diff| probabilities {worst:.2e}, "
               f"{kernel} in its profile {ran} -> {'agree' if good else 'DISAGREE'}")
+if os.path.exists(f"{out}/x86_f32/predictions.jsonl"):
+    a = load(f"{out}/x86_f32/predictions.jsonl")
+    probs = lambda r: {c["index"]: c["score"] for c in r["classes"]}
+    report["f16"] = {}
+    for cpu in ("cortex-a76", "cortex-a72"):
+        b = load(f"{out}/arm_f16_{cpu}/predictions.jsonl")
+        same_top = len(a) == len(b) == 8 and all(ra["classes"][0]["index"] == rb["classes"][0]["index"] for ra, rb in zip(a, b))
+        worst = max(abs(probs(ra)[i] - probs(rb).get(i, 0.0)) for ra, rb in zip(a, b) for i in probs(ra))
+        profile = open(f"{out}/arm_f16_profile_{cpu}.txt").read()
+        native = "with [arm64fp16_mmm_f16" in profile
+        good = same_top and worst <= 0.05 and (native or cpu != "cortex-a76")
+        ok &= good
+        report["f16"][cpu] = {"images": len(b), "same_top1_as_x86_fp32": same_top, "max_abs_probability": worst,
+                              "native_f16_kernels": native, "agree": good}
+        print(f"f16 on {cpu}: {len(b)} images, same top-1 as x86 fp32 {same_top}, max |diff| probabilities {worst:.2e}, "
+              f"native f16 kernels {native} -> {'agree' if good else 'DISAGREE'}")
 arm_mb = report["sizes_bytes"]["aarch64"] / 1e6
 print(f"binary sizes: aarch64 edge {arm_mb:.2f} MB (budget {max_mb} MB), x86_64 {report['sizes_bytes']['x86_64'] / 1e6:.2f} MB ({x86})")
 if arm_mb > float(max_mb):

@@ -11,6 +11,7 @@ use crate::engine::{Engine, LoadOptions, PredictOptions};
 use crate::error::{Result, RuntimeError};
 use crate::layout::Layout;
 use crate::nnef_cache::LoadSource;
+use crate::precision::Precision;
 
 /// tract version this build links (pinned in the workspace manifest; a test keeps them equal).
 pub const TRACT_VERSION: &str = "0.23.9";
@@ -97,6 +98,9 @@ pub struct BenchResult {
     /// Layout the convolutions ran in (`nchw` or `nhwc`).
     #[serde(default)]
     pub layout: Layout,
+    /// Float precision the plan computed in (`f32`, or `f16` with `--precision f16`).
+    #[serde(default)]
+    pub precision: Precision,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<Accuracy>,
 }
@@ -271,6 +275,7 @@ pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<(BenchResult, Engi
         runs: cfg.runs,
         threads: 1,
         layout: engine.layout(),
+        precision: engine.precision(),
         accuracy: None,
     };
     Ok((result, engine))

@@ -18,6 +18,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use crate::error::{Result, RuntimeError};
 use crate::layout::Layout;
 use crate::nnef_cache::{self, LoadSource};
+use crate::precision::Precision;
 
 struct Inner {
     path: PathBuf,
@@ -32,6 +33,7 @@ struct Inner {
     load_ms: f64,
     source: LoadSource,
     layout: Layout,
+    precision: Precision,
 }
 
 /// How to build a model's plan.
@@ -41,6 +43,8 @@ pub struct LoadOptions {
     pub cache: Option<PathBuf>,
     /// Where the channel axis sits while the convolutions run.
     pub layout: Layout,
+    /// The float precision an fp32 model's operators compute in.
+    pub precision: Precision,
 }
 
 /// A loaded model; cheap to clone and share across threads.
@@ -128,7 +132,13 @@ impl Engine {
     pub fn load_with(model: &Path, options: &LoadOptions) -> Result<Self> {
         let card = ModelCard::load_verified(model)?;
         let sha = card.sha256.clone();
-        Self::build(model, card, options.cache.as_deref().map(|dir| (dir, sha.as_str())), options.layout)
+        Self::build(
+            model,
+            card,
+            options.cache.as_deref().map(|dir| (dir, sha.as_str())),
+            options.layout,
+            options.precision,
+        )
     }
 
     /// Loads `model` described by `card` without checking the file hash (for a card being
@@ -139,11 +149,17 @@ impl Engine {
 
     /// [`Engine::with_card`] in a given layout.
     pub fn with_card_in(model: &Path, card: ModelCard, layout: Layout) -> Result<Self> {
-        Self::build(model, card, None, layout)
+        Self::build(model, card, None, layout, Precision::F32)
     }
 
     /// `cache`: the cache directory and the model's verified sha256.
-    fn build(model: &Path, card: ModelCard, cache: Option<(&Path, &str)>, layout: Layout) -> Result<Self> {
+    fn build(
+        model: &Path,
+        card: ModelCard,
+        cache: Option<(&Path, &str)>,
+        layout: Layout,
+        precision: Precision,
+    ) -> Result<Self> {
         let t0 = Instant::now();
         let load_err = |msg: String| RuntimeError::Load { path: model.to_path_buf(), msg };
         let mismatch = |msg: String| RuntimeError::Mismatch { path: model.to_path_buf(), msg };
@@ -172,11 +188,13 @@ impl Engine {
                 }
             }
         };
-        let input_dt = typed.input_fact(0).map_err(|e| load_err(format!("{e:#}")))?.datum_type;
         // After the cache: entries stay the ONNX graph as translated, whatever runs.
         let (typed, _) = crate::pool_chain::chain_max_pools(typed)
             .map_err(|e| load_err(format!("cannot chain its max pools: {e:#}")))?;
         let typed = layout.apply(typed).map_err(|e| load_err(format!("cannot run it {layout}: {e:#}")))?;
+        let typed = precision.apply(typed).map_err(mismatch)?;
+        // After the precision: f16 makes the input f16 too (the session casts to it).
+        let input_dt = typed.input_fact(0).map_err(|e| load_err(format!("{e:#}")))?.datum_type;
         let typed = typed
             .into_optimized()
             .map_err(|e| load_err(format!("cannot optimize for a {width}x{height} input: {e:#}")))?;
@@ -207,6 +225,7 @@ impl Engine {
                 load_ms: ms(t0),
                 source,
                 layout,
+                precision,
             }),
         })
     }
@@ -246,6 +265,11 @@ impl Engine {
     /// The layout the plan runs its convolutions in.
     pub fn layout(&self) -> Layout {
         self.inner.layout
+    }
+
+    /// The float precision the plan computes in.
+    pub fn precision(&self) -> Precision {
+        self.inner.precision
     }
 
     pub fn session(&self) -> Result<Session> {

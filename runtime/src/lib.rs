@@ -11,6 +11,7 @@ pub mod layout;
 pub mod nnef_cache;
 pub mod onnx_graph;
 mod pool_chain;
+pub mod precision;
 pub mod profile;
 pub mod threads;
 
@@ -21,3 +22,4 @@ pub use engine::{
 pub use error::{Result, RuntimeError};
 pub use layout::Layout;
 pub use nnef_cache::LoadSource;
+pub use precision::Precision;

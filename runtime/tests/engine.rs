@@ -221,3 +221,31 @@ fn nnef_cache_follows_the_model_bytes_and_input_size() {
     let LoadSource::Uncached(why) = e.load_source() else { panic!("{:?}", e.load_source()) };
     assert!(why.contains("file"), "{why}");
 }
+
+/// `--precision f16`: the float operators compute in half precision (the plan holds f16
+/// tensors), the input and output stay f32, and the logits stay within half-precision
+/// rounding of onnxruntime's fp32 ones (a quantized file is refused: `precision`'s unit test).
+#[test]
+fn f16_precision_runs_the_float_operators_in_half() {
+    use fieldkit_runtime::{LoadOptions, Precision};
+    let g = read(&golden("tiny_models.json"));
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("tiny.onnx");
+    std::fs::copy(golden("tiny_classifier.onnx"), &model).unwrap();
+    std::fs::copy(golden("../fixtures/tiny_classifier.card.json"), d.path().join("tiny.json")).unwrap();
+    let want = floats(&g["classifier_logits"]);
+    for layout in Layout::ALL {
+        let opts = LoadOptions { layout, precision: Precision::F16, ..LoadOptions::default() };
+        let engine = Engine::load_with(&model, &opts).unwrap();
+        assert_eq!(engine.precision(), Precision::F16);
+        let mut s = engine.session().unwrap();
+        let x = pattern_imagenet(32, 32);
+        let out = s.run_tensor(&x).unwrap();
+        let diff = max_abs_diff(&out, &want);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(diff > 0.0 && diff <= 1e-2 * scale.max(1.0), "{layout}: f16 max |diff| = {diff} (scale {scale})");
+        let f32_engine = Engine::load_with(&model, &LoadOptions { layout, ..LoadOptions::default() }).unwrap();
+        assert_eq!(f32_engine.precision(), Precision::F32);
+        assert!(max_abs_diff(&f32_engine.session().unwrap().run_tensor(&x).unwrap(), &want) <= 1e-4);
+    }
+}

@@ -41,7 +41,11 @@ impl AppState {
     pub fn new(cfg: ServeConfig) -> Self {
         let token_hash = cfg.token.as_ref().map(|t| Sha256::digest(t.as_bytes()).into());
         AppState {
-            models: Registry::new(LoadOptions { cache: cfg.nnef_cache.clone(), layout: cfg.layout }),
+            models: Registry::new(LoadOptions {
+                cache: cfg.nnef_cache.clone(),
+                layout: cfg.layout,
+                precision: cfg.precision,
+            }),
             pool: Pool::new(cfg.workers, cfg.queue),
             metrics: Metrics::new(),
             cfg,

@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub nnef_cache: Option<PathBuf>,
     /// Where the channel axis sits while the convolutions run (`nhwc` unless set).
     pub layout: fieldkit_runtime::Layout,
+    /// Float precision fp32 models compute in (`f32` unless set; `f16` on FEAT_FP16 boards).
+    pub precision: fieldkit_runtime::Precision,
 }
 
 impl Default for ServeConfig {
@@ -46,6 +48,7 @@ impl Default for ServeConfig {
             timeout_ms: 10_000,
             nnef_cache: None,
             layout: fieldkit_runtime::Layout::default(),
+            precision: fieldkit_runtime::Precision::default(),
         }
     }
 }
@@ -149,5 +152,11 @@ mod tests {
         std::fs::write(&p, "layout = \"hwc\"\n").unwrap();
         let e = ServeConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("s.toml") && e.contains("layout") && e.contains("hwc"), "{e}");
+        std::fs::write(&p, "precision = \"f16\"\n").unwrap();
+        assert_eq!(ServeConfig::load(&p).unwrap().precision, fieldkit_runtime::Precision::F16);
+        assert_eq!(ServeConfig::default().precision, fieldkit_runtime::Precision::F32);
+        std::fs::write(&p, "precision = \"bf16\"\n").unwrap();
+        let e = ServeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("s.toml") && e.contains("bf16"), "{e}");
     }
 }

@@ -13,7 +13,9 @@ use fieldkit_runtime::bench::{
 };
 use fieldkit_runtime::eval::headline;
 use fieldkit_runtime::profile::Profile;
-use fieldkit_runtime::{Engine, Layout, LoadOptions};
+use fieldkit_runtime::{Engine, Layout, LoadOptions, Precision};
+
+use super::precision_arg::PrecisionArg;
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
@@ -58,6 +60,8 @@ pub struct BenchArgs {
     /// both ways, one row each.
     #[arg(long, value_delimiter = ',', default_value = "nhwc")]
     layout: Vec<Layout>,
+    #[command(flatten)]
+    precision: PrecisionArg,
     /// Internal: measure the single model and print its result as JSON.
     #[arg(long, hide = true)]
     child: bool,
@@ -66,7 +70,7 @@ pub struct BenchArgs {
 fn measure(a: &BenchArgs, model: &Path, layout: Layout) -> Result<BenchResult> {
     fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
     let image = a.image.as_ref().map(|p| image_io::read_rgb(p)).transpose()?;
-    let load = LoadOptions { cache: a.nnef_cache.clone(), layout };
+    let load = LoadOptions { cache: a.nnef_cache.clone(), layout, precision: a.precision.precision };
     let cfg = BenchConfig { runs: a.runs.max(1), warmup: a.warmup, workers: a.workers.clone(), image, load };
     let (mut r, engine) = bench_model(model, &cfg)?;
     if let Some(val) = &a.val {
@@ -91,6 +95,7 @@ fn measure_in_child(a: &BenchArgs, model: &PathBuf, layout: Layout) -> Result<Be
     cmd.arg("--workers").arg(a.workers.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","));
     cmd.arg("--threads").arg(a.threads.to_string());
     cmd.arg("--layout").arg(layout.to_string());
+    cmd.arg("--precision").arg(a.precision.precision.to_string());
     if let Some(i) = &a.image {
         cmd.arg("--image").arg(i);
     }
@@ -151,6 +156,9 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     if a.threads > 1 {
         println!("  {} intra-op threads per inference", a.threads);
     }
+    if a.precision.checked() == Precision::F16 {
+        println!("  fp32 models run their float operators in f16 (--precision f16)");
+    }
     // Each layout once, in the order given (clap refuses an empty or unknown one).
     let mut layouts: Vec<Layout> = Vec::new();
     for &l in &a.layout {
@@ -171,7 +179,7 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     if let Some(runs) = a.profile {
         for m in &a.models {
             for &layout in &layouts {
-                let p = profile(a.image.as_ref(), m, layout, runs)?;
+                let p = profile(a.image.as_ref(), m, layout, a.precision.precision, runs)?;
                 print!("{}", profile_table(m, layout, &p));
                 profiles.push(serde_json::json!({ "model": m, "layout": layout, "profile": p }));
             }
@@ -188,8 +196,14 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn profile(image: Option<&PathBuf>, model: &Path, layout: Layout, runs: usize) -> Result<Profile> {
-    let engine = Engine::load_with(model, &LoadOptions { layout, ..LoadOptions::default() })?;
+fn profile(
+    image: Option<&PathBuf>,
+    model: &Path,
+    layout: Layout,
+    precision: Precision,
+    runs: usize,
+) -> Result<Profile> {
+    let engine = Engine::load_with(model, &LoadOptions { layout, precision, ..LoadOptions::default() })?;
     let img = match image {
         Some(p) => image_io::read_rgb(p)?,
         None => synthetic_image(),
@@ -220,6 +234,7 @@ pub fn table(rs: &[BenchResult]) -> String {
     let mixed = rs.iter().any(|r| r.layout != rs[0].layout);
     let name = |r: &BenchResult| {
         let file = PathBuf::from(&r.model).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = if r.precision == Precision::F16 { format!("{file} (f16)") } else { file };
         if mixed {
             format!("{file} [{}]", r.layout)
         } else {

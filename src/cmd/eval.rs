@@ -8,7 +8,9 @@ use clap::Args;
 use fieldkit_core::perturb;
 use fieldkit_core::report;
 use fieldkit_runtime::eval::{eval_classifier, eval_classifier_perturbed, eval_detector};
-use fieldkit_runtime::Engine;
+use fieldkit_runtime::{Engine, LoadOptions};
+
+use super::precision_arg::PrecisionArg;
 
 use fieldkit_core::dataset::EvalData;
 
@@ -39,10 +41,13 @@ pub struct EvalArgs {
     /// Detector: score threshold for per-image counting and the box-fit figures.
     #[arg(long, default_value_t = 0.3)]
     count_threshold: f64,
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
 pub fn run(a: EvalArgs) -> Result<i32> {
-    let engine = Engine::load(&a.model)?;
+    let engine =
+        Engine::load_with(&a.model, &LoadOptions { precision: a.precision.checked(), ..LoadOptions::default() })?;
     let t = std::time::Instant::now();
     match EvalData::open(&a.data, a.split.as_deref(), engine.card())? {
         EvalData::Classes(ds) => {

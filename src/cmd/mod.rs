@@ -11,6 +11,7 @@ pub mod eval;
 pub mod export;
 pub mod label;
 pub mod metrics;
+pub mod precision_arg;
 pub mod predict;
 pub mod serve;
 #[cfg(feature = "train")]

@@ -13,6 +13,8 @@ use fieldkit_core::{dataset, fsio, image_io, report};
 use fieldkit_runtime::eval::parallel_map;
 use fieldkit_runtime::{Engine, Layout, LoadOptions, Output, PredictOptions};
 
+use super::precision_arg::PrecisionArg;
+
 const VIDEO_EXTENSIONS: &[&str] = &["mp4", "avi", "mov", "mkv", "webm"];
 
 #[derive(Args)]
@@ -55,6 +57,8 @@ pub struct PredictArgs {
     /// Layout the convolutions run in: nhwc (faster on the measured CPUs) or nchw.
     #[arg(long, default_value_t = Layout::default())]
     layout: Layout,
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
 /// One input: an image file, or a frame extracted from a video.
@@ -182,7 +186,8 @@ fn annotated_name(i: usize, image: &Path) -> String {
 
 pub fn run(a: PredictArgs) -> Result<i32> {
     fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
-    let engine = Engine::load_with(&a.model, &LoadOptions { cache: a.nnef_cache.clone(), layout: a.layout })?;
+    let load = LoadOptions { cache: a.nnef_cache.clone(), layout: a.layout, precision: a.precision.checked() };
+    let engine = Engine::load_with(&a.model, &load)?;
     if let fieldkit_runtime::LoadSource::Uncached(why) = engine.load_source() {
         eprintln!("note: NNEF cache not used: {why}");
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fieldkit_core::fsio;
-use fieldkit_runtime::Layout;
+use fieldkit_runtime::{Layout, Precision};
 use fieldkit_serve::loadtest::{self, LoadConfig};
 use fieldkit_serve::ServeConfig;
 
@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Layout the convolutions run in: nhwc (default, faster on the measured CPUs) or nchw.
     #[arg(long)]
     layout: Option<Layout>,
+    /// Float precision fp32 models compute in: f32 (default) or f16 (boards with FEAT_FP16).
+    #[arg(long)]
+    precision: Option<Precision>,
 }
 
 fn parse_model(s: &str) -> Result<(String, PathBuf), String> {
@@ -95,6 +98,9 @@ pub fn config(a: ServeArgs) -> Result<ServeConfig> {
     }
     if let Some(v) = a.layout {
         cfg.layout = v;
+    }
+    if let Some(v) = a.precision {
+        cfg.precision = v;
     }
     cfg.resolve_token()?;
     if cfg.models.is_empty() && cfg.model_dir.is_none() {
