@@ -53,19 +53,19 @@ echo "--- fieldkit bench under qemu-aarch64 (emulated: not performance numbers)"
 cp runtime/tests/golden/tiny_classifier.onnx "$work/tiny.onnx"
 cp runtime/tests/fixtures/tiny_classifier.card.json "$work/tiny.json"
 "${qemu[@]}" "$arm" bench --model "$work/tiny.onnx" --runs 5 --warmup 1 --workers 1 --json "$out/arm_bench.json"
+# Eight images for the classifier checks: every sixth file of the vendored weed valid split.
+mkdir -p "$work/weed_images"
+find assets/data/weed-mini/valid -type f | sort | awk 'NR % 6 == 1' | head -n 8 | xargs -I{} cp {} "$work/weed_images/"
 if [ -n "${EDGE_INT8_MODEL:-}" ]; then
   echo "--- INT8: $EDGE_INT8_MODEL on x86 and on three emulated ARM cores"
   cp "$EDGE_INT8_MODEL" "$work/int8.onnx"
   cp "${EDGE_INT8_MODEL%.onnx}.json" "$work/int8.json"
-  mkdir -p "$work/int8_images"
-  # Eight images, every sixth file of the vendored weed valid split (several classes).
-  find assets/data/weed-mini/valid -type f | sort | awk 'NR % 6 == 1' | head -n 8 | xargs -I{} cp {} "$work/int8_images/"
-  "$x86" predict --model "$work/int8.onnx" --no-images --top-k 9 --out "$out/x86_int8" "$work/int8_images" > /dev/null
+  "$x86" predict --model "$work/int8.onnx" --no-images --top-k 9 --out "$out/x86_int8" "$work/weed_images" > /dev/null
   # Each core takes another integer kernel: the Pi 5's Cortex-A76 (and the Orin's A78AE) SDOT,
   # the Pi 4's Cortex-A72 plain NEON, qemu's `max` SVE.
   for cpu in cortex-a76 cortex-a72 max; do
     "${qemu[@]}" -cpu "$cpu" "$arm" predict --model "$work/int8.onnx" --no-images --top-k 9 \
-      --out "$out/arm_int8_$cpu" "$work/int8_images" > /dev/null
+      --out "$out/arm_int8_$cpu" "$work/weed_images" > /dev/null
     "${qemu[@]}" -cpu "$cpu" "$arm" bench --model "$work/int8.onnx" --runs 1 --warmup 0 --workers 1 --profile 1 \
       > "$out/arm_int8_profile_$cpu.txt" 2>&1
     echo "$cpu: $(grep -m1 'kernels for' "$out/arm_int8_profile_$cpu.txt"); integer products on" \
@@ -76,14 +76,10 @@ if [ -n "${EDGE_F16_MODEL:-}" ]; then
   echo "--- --precision f16: $EDGE_F16_MODEL on two emulated ARM cores against x86 fp32"
   cp "$EDGE_F16_MODEL" "$work/f32.onnx"
   cp "${EDGE_F16_MODEL%.onnx}.json" "$work/f32.json"
-  if [ ! -d "$work/int8_images" ]; then
-    mkdir -p "$work/int8_images"
-    find assets/data/weed-mini/valid -type f | sort | awk 'NR % 6 == 1' | head -n 8 | xargs -I{} cp {} "$work/int8_images/"
-  fi
-  "$x86" predict --model "$work/f32.onnx" --no-images --top-k 9 --out "$out/x86_f32" "$work/int8_images" > /dev/null
+  "$x86" predict --model "$work/f32.onnx" --no-images --top-k 9 --out "$out/x86_f32" "$work/weed_images" > /dev/null
   for cpu in cortex-a76 cortex-a72; do
     "${qemu[@]}" -cpu "$cpu" "$arm" predict --model "$work/f32.onnx" --precision f16 --no-images --top-k 9 \
-      --out "$out/arm_f16_$cpu" "$work/int8_images" > /dev/null 2>&1
+      --out "$out/arm_f16_$cpu" "$work/weed_images" > /dev/null 2>&1
     "${qemu[@]}" -cpu "$cpu" "$arm" bench --model "$work/f32.onnx" --precision f16 --runs 1 --warmup 0 --workers 1 \
       --profile 1 > "$out/arm_f16_profile_$cpu.txt" 2>&1
     echo "$cpu: $(grep -m1 'kernels for' "$out/arm_f16_profile_$cpu.txt"); products on" \
@@ -120,39 +116,38 @@ for m in ("mnv2", "yolox"):
                  "max_abs_score": worst_score, "max_abs_box_px": worst_box, "agree": good}
     print(f"{m}: {len(a)} images, {n_det} detections, same classes {same}, max |diff| features {worst_feat:.2e}, "
           f"scores {worst_score:.2e}, boxes {worst_box:.2e} px -> {'agree' if good else 'DISAGREE'}")
+def compare_classes(x86_dir, arm_dir):
+    """Images, whether every image has the same top-1, and the largest probability difference."""
+    a, b = load(f"{out}/{x86_dir}/predictions.jsonl"), load(f"{out}/{arm_dir}/predictions.jsonl")
+    probs = lambda r: {c["index"]: c["score"] for c in r["classes"]}
+    same_top = len(a) == len(b) == 8 and all(ra["classes"][0]["index"] == rb["classes"][0]["index"] for ra, rb in zip(a, b))
+    worst = max(abs(probs(ra)[i] - probs(rb).get(i, 0.0)) for ra, rb in zip(a, b) for i in probs(ra))
+    return len(b), same_top, worst
 if os.path.exists(f"{out}/x86_int8/predictions.jsonl"):
     # The integer products are exact on every kernel; the requantization and the float ops
     # around them round alike, so a difference beyond float noise is a wrong aarch64 path.
-    a = load(f"{out}/x86_int8/predictions.jsonl")
-    probs = lambda r: {c["index"]: c["score"] for c in r["classes"]}
     report["int8"] = {}
     kernels = {"cortex-a76": "arm64simd_mmm_i32_8x8_dot", "cortex-a72": "arm64simd_mmm_i32_8x8", "max": "sve_mmm_i32_8x8"}
     for cpu, kernel in kernels.items():
-        b = load(f"{out}/arm_int8_{cpu}/predictions.jsonl")
-        same_top = len(a) == len(b) == 8 and all(ra["classes"][0]["index"] == rb["classes"][0]["index"] for ra, rb in zip(a, b))
-        worst = max(abs(probs(ra)[i] - probs(rb).get(i, 0.0)) for ra, rb in zip(a, b) for i in probs(ra))
+        n, same_top, worst = compare_classes("x86_int8", f"arm_int8_{cpu}")
         ran = f"with [{kernel}]" in open(f"{out}/arm_int8_profile_{cpu}.txt").read()
         good = same_top and worst <= 1e-3 and ran
         ok &= good
-        report["int8"][cpu] = {"images": len(b), "same_top1": same_top, "max_abs_probability": worst,
+        report["int8"][cpu] = {"images": n, "same_top1": same_top, "max_abs_probability": worst,
                                "kernel": kernel, "profile_shows_kernel": ran, "agree": good}
-        print(f"int8 on {cpu}: {len(b)} images, same top-1 {same_top}, max |diff| probabilities {worst:.2e}, "
+        print(f"int8 on {cpu}: {n} images, same top-1 {same_top}, max |diff| probabilities {worst:.2e}, "
               f"{kernel} in its profile {ran} -> {'agree' if good else 'DISAGREE'}")
 if os.path.exists(f"{out}/x86_f32/predictions.jsonl"):
-    a = load(f"{out}/x86_f32/predictions.jsonl")
-    probs = lambda r: {c["index"]: c["score"] for c in r["classes"]}
     report["f16"] = {}
     for cpu in ("cortex-a76", "cortex-a72"):
-        b = load(f"{out}/arm_f16_{cpu}/predictions.jsonl")
-        same_top = len(a) == len(b) == 8 and all(ra["classes"][0]["index"] == rb["classes"][0]["index"] for ra, rb in zip(a, b))
-        worst = max(abs(probs(ra)[i] - probs(rb).get(i, 0.0)) for ra, rb in zip(a, b) for i in probs(ra))
+        n, same_top, worst = compare_classes("x86_f32", f"arm_f16_{cpu}")
         profile = open(f"{out}/arm_f16_profile_{cpu}.txt").read()
         native = "with [arm64fp16_mmm_f16" in profile
         good = same_top and worst <= 0.05 and (native or cpu != "cortex-a76")
         ok &= good
-        report["f16"][cpu] = {"images": len(b), "same_top1_as_x86_fp32": same_top, "max_abs_probability": worst,
+        report["f16"][cpu] = {"images": n, "same_top1_as_x86_fp32": same_top, "max_abs_probability": worst,
                               "native_f16_kernels": native, "agree": good}
-        print(f"f16 on {cpu}: {len(b)} images, same top-1 as x86 fp32 {same_top}, max |diff| probabilities {worst:.2e}, "
+        print(f"f16 on {cpu}: {n} images, same top-1 as x86 fp32 {same_top}, max |diff| probabilities {worst:.2e}, "
               f"native f16 kernels {native} -> {'agree' if good else 'DISAGREE'}")
 arm_mb = report["sizes_bytes"]["aarch64"] / 1e6
 print(f"binary sizes: aarch64 edge {arm_mb:.2f} MB (budget {max_mb} MB), x86_64 {report['sizes_bytes']['x86_64'] / 1e6:.2f} MB ({x86})")
