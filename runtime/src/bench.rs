@@ -12,9 +12,7 @@ use crate::error::{Result, RuntimeError};
 use crate::layout::Layout;
 use crate::nnef_cache::LoadSource;
 use crate::precision::Precision;
-
-/// tract version this build links (pinned in the workspace manifest; a test keeps them equal).
-pub const TRACT_VERSION: &str = "0.23.9";
+use crate::TRACT_VERSION;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyStats {
@@ -248,7 +246,7 @@ pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<(BenchResult, Engi
     for &k in &cfg.workers {
         let per_worker = cfg.runs.max(k);
         let t = Instant::now();
-        crate::eval::parallel_map(&engine, k * per_worker, k, |s, _| s.run_tensor(&input).map(|_| ()))?;
+        crate::engine::parallel_map(&engine, k * per_worker, k, |s, _| s.run_tensor(&input).map(|_| ()))?;
         let ips = (k * per_worker) as f64 / t.elapsed().as_secs_f64();
         let one = throughput.iter().find(|t| t.workers == 1).map(|t| t.images_per_s).or((k == 1).then_some(ips));
         throughput.push(Throughput { workers: k, images_per_s: ips, scaling: one.map(|b| ips / b) });

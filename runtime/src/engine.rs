@@ -290,6 +290,16 @@ fn read_onnx(model: &Path) -> Result<InferenceModel> {
         .map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: format!("{e:#}") })
 }
 
+/// Runs `f` over `0..n` on `workers` threads, each with its own session; results in order.
+pub fn parallel_map<T: Send>(
+    engine: &Engine,
+    n: usize,
+    workers: usize,
+    f: impl Fn(&mut Session, usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    fieldkit_core::parallel::map_indexed(n, workers, || engine.session(), f)
+}
+
 /// The ONNX file as a decluttered typed model: the card's input name checked, its output
 /// selected, the input fixed at `width`x`height`.
 fn translate(model: &Path, card: &ModelCard, width: u32, height: u32) -> Result<TypedModel> {

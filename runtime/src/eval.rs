@@ -12,18 +12,8 @@ use fieldkit_core::metrics::{BoxFitReport, ClassificationReport, CocoEval, Count
 use fieldkit_core::perturb::Perturb;
 use fieldkit_core::{image_io, CoreError};
 
-use crate::engine::{Engine, Output, PredictOptions, Session};
+use crate::engine::{parallel_map, Engine, Output, PredictOptions};
 use crate::error::{Result, RuntimeError};
-
-/// Runs `f` over `0..n` on `workers` threads, each with its own session; results in order.
-pub fn parallel_map<T: Send>(
-    engine: &Engine,
-    n: usize,
-    workers: usize,
-    f: impl Fn(&mut Session, usize) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
-    fieldkit_core::parallel::map_indexed(n, workers, || engine.session(), f)
-}
 
 /// Maps the dataset's class names onto the model's class indices; every dataset class
 /// must exist in the model (a model may know more classes than a dataset uses).

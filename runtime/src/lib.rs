@@ -15,9 +15,13 @@ pub mod precision;
 pub mod profile;
 pub mod threads;
 
+/// tract version this build links (pinned in the workspace manifest; a test in `bench` keeps
+/// them equal). At the root: the NNEF cache names its entries with it and `bench` reports it.
+pub const TRACT_VERSION: &str = "0.23.9";
+
 pub use engine::{
-    model_io_names, ClassScore, Engine, LabeledDetection, LoadOptions, Output, PredictOptions, Prediction, Session,
-    Timing,
+    model_io_names, parallel_map, ClassScore, Engine, LabeledDetection, LoadOptions, Output, PredictOptions,
+    Prediction, Session, Timing,
 };
 pub use error::{Result, RuntimeError};
 pub use layout::Layout;

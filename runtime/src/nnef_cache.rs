@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use fieldkit_core::fsio;
 use tract_onnx::prelude::*;
 
-use crate::bench::TRACT_VERSION;
 use crate::error::{Result, RuntimeError};
+use crate::TRACT_VERSION;
 
 /// How a model got into the engine, reported by `fieldkit bench` and the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

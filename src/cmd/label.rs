@@ -12,7 +12,7 @@ use fieldkit_core::card::Task;
 use fieldkit_core::dataset::{self, YoloDataset};
 use fieldkit_core::detect::{nms, Detection, NmsOptions};
 use fieldkit_core::{fsio, image_io, report};
-use fieldkit_runtime::eval::parallel_map;
+use fieldkit_runtime::parallel_map;
 use fieldkit_runtime::{Engine, LabeledDetection, Output, PredictOptions};
 use image::RgbImage;
 use serde::Serialize;

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use fieldkit_core::detect::NmsOptions;
 use fieldkit_core::{dataset, fsio, image_io, report};
-use fieldkit_runtime::eval::parallel_map;
+use fieldkit_runtime::parallel_map;
 use fieldkit_runtime::{Engine, Layout, LoadOptions, Output, PredictOptions};
 
 use super::precision_arg::PrecisionArg;
