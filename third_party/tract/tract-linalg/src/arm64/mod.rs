@@ -83,6 +83,17 @@ lazy_static::lazy_static! {
     };
 }
 
+/// The kernel's AT_HWCAP feature bits for this process (getauxval), which `has_dotprod` and
+/// `hwcap_asimdhp` read.
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+fn linux_hwcap() -> u64 {
+    const AT_HWCAP: u64 = 16;
+    unsafe extern "C" {
+        fn getauxval(t: u64) -> u64;
+    }
+    unsafe { getauxval(AT_HWCAP) }
+}
+
 /// FEAT_FP16's vector half (HWCAP_ASIMDHP, 1 << 10) from the auxiliary vector, as
 /// `has_dotprod` reads FEAT_DotProd: the kernel reports it even where /proc/cpuinfo is
 /// unreadable or describes another machine (sandboxes, qemu-user on an x86 host).
@@ -90,11 +101,7 @@ lazy_static::lazy_static! {
 #[cfg(all(target_os = "linux", target_arch = "aarch64"))]
 fn hwcap_asimdhp() -> bool {
     const HWCAP_ASIMDHP: u64 = 1 << 10;
-    const AT_HWCAP: u64 = 16;
-    unsafe extern "C" {
-        fn getauxval(t: u64) -> u64;
-    }
-    unsafe { (getauxval(AT_HWCAP) & HWCAP_ASIMDHP) != 0 }
+    (linux_hwcap() & HWCAP_ASIMDHP) != 0
 }
 
 #[cfg(not(all(target_os = "linux", target_arch = "aarch64")))]
@@ -240,13 +247,7 @@ pub fn has_dotprod() -> bool {
     // HWCAP_ASIMDDP = 1 << 20 on aarch64. Kernels before 4.15 never report it, so the
     // cores known to implement FEAT_DotProd are trusted by part number.
     const HWCAP_ASIMDDP: u64 = 1 << 20;
-    const AT_HWCAP: u64 = 16;
-    unsafe extern "C" {
-        fn getauxval(t: u64) -> u64;
-    }
-    *KIND == Kind::CortexA55
-        || *KIND == Kind::CortexA75
-        || unsafe { (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0 }
+    *KIND == Kind::CortexA55 || *KIND == Kind::CortexA75 || (linux_hwcap() & HWCAP_ASIMDDP) != 0
 }
 
 #[cfg(not(all(
