@@ -56,6 +56,19 @@ cp runtime/tests/fixtures/tiny_classifier.card.json "$work/tiny.json"
 # Eight images for the classifier checks: every sixth file of the vendored weed valid split.
 mkdir -p "$work/weed_images"
 find assets/data/weed-mini/valid -type f | sort | awk 'NR % 6 == 1' | head -n 8 | xargs -I{} cp {} "$work/weed_images/"
+# on_core TAG CPU MODEL [FLAGS...]: the aarch64 binary under an emulated CPU classifies the eight
+# images (into $out/arm_TAG_CPU) and profiles one run (into $out/arm_TAG_profile_CPU.txt),
+# then names the kernels its products ran on.
+on_core() {
+  local tag="$1" cpu="$2" model="$3"
+  shift 3
+  "${qemu[@]}" -cpu "$cpu" "$arm" predict --model "$model" "$@" --no-images --top-k 9 \
+    --out "$out/arm_${tag}_$cpu" "$work/weed_images" > /dev/null
+  "${qemu[@]}" -cpu "$cpu" "$arm" bench --model "$model" "$@" --runs 1 --warmup 0 --workers 1 --profile 1 \
+    > "$out/arm_${tag}_profile_$cpu.txt" 2>&1
+  echo "$cpu: $(grep -m1 'kernels for' "$out/arm_${tag}_profile_$cpu.txt"); products on" \
+    "$(grep -o 'with \[[a-z0-9_]*\]' "$out/arm_${tag}_profile_$cpu.txt" | sort -u | tr '\n' ' ')"
+}
 if [ -n "${EDGE_INT8_MODEL:-}" ]; then
   echo "--- INT8: $EDGE_INT8_MODEL on x86 and on three emulated ARM cores"
   cp "$EDGE_INT8_MODEL" "$work/int8.onnx"
@@ -64,12 +77,7 @@ if [ -n "${EDGE_INT8_MODEL:-}" ]; then
   # Each core takes another integer kernel: the Pi 5's Cortex-A76 (and the Orin's A78AE) SDOT,
   # the Pi 4's Cortex-A72 plain NEON, qemu's `max` SVE.
   for cpu in cortex-a76 cortex-a72 max; do
-    "${qemu[@]}" -cpu "$cpu" "$arm" predict --model "$work/int8.onnx" --no-images --top-k 9 \
-      --out "$out/arm_int8_$cpu" "$work/weed_images" > /dev/null
-    "${qemu[@]}" -cpu "$cpu" "$arm" bench --model "$work/int8.onnx" --runs 1 --warmup 0 --workers 1 --profile 1 \
-      > "$out/arm_int8_profile_$cpu.txt" 2>&1
-    echo "$cpu: $(grep -m1 'kernels for' "$out/arm_int8_profile_$cpu.txt"); integer products on" \
-      "$(grep -o 'with \[[a-z0-9_]*i32[a-z0-9_]*\]' "$out/arm_int8_profile_$cpu.txt" | sort -u | tr '\n' ' ')"
+    on_core int8 "$cpu" "$work/int8.onnx"
   done
 fi
 if [ -n "${EDGE_F16_MODEL:-}" ]; then
@@ -78,12 +86,7 @@ if [ -n "${EDGE_F16_MODEL:-}" ]; then
   cp "${EDGE_F16_MODEL%.onnx}.json" "$work/f32.json"
   "$x86" predict --model "$work/f32.onnx" --no-images --top-k 9 --out "$out/x86_f32" "$work/weed_images" > /dev/null
   for cpu in cortex-a76 cortex-a72; do
-    "${qemu[@]}" -cpu "$cpu" "$arm" predict --model "$work/f32.onnx" --precision f16 --no-images --top-k 9 \
-      --out "$out/arm_f16_$cpu" "$work/weed_images" > /dev/null 2>&1
-    "${qemu[@]}" -cpu "$cpu" "$arm" bench --model "$work/f32.onnx" --precision f16 --runs 1 --warmup 0 --workers 1 \
-      --profile 1 > "$out/arm_f16_profile_$cpu.txt" 2>&1
-    echo "$cpu: $(grep -m1 'kernels for' "$out/arm_f16_profile_$cpu.txt"); products on" \
-      "$(grep -o 'with \[[a-z0-9_]*\]' "$out/arm_f16_profile_$cpu.txt" | sort -u | tr '\n' ' ')"
+    on_core f16 "$cpu" "$work/f32.onnx" --precision f16
   done
 fi
 python3 - "$out" "$x86" "$arm" "${EDGE_MAX_MB:-15}" <<'PY'

@@ -222,8 +222,8 @@ fn nnef_cache_follows_the_model_bytes_and_input_size() {
     assert!(why.contains("file"), "{why}");
 }
 
-/// `--precision f16`: the float operators compute in half precision (the plan holds f16
-/// tensors), the input and output stay f32, and the logits stay within half-precision
+/// `--precision f16`: the float operators compute in half precision (the logits differ from
+/// the f32 plan's), the input and output stay f32, and the logits stay within half-precision
 /// rounding of onnxruntime's fp32 ones (a quantized file is refused: `precision`'s unit test).
 #[test]
 fn f16_precision_runs_the_float_operators_in_half() {
