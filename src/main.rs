@@ -88,23 +88,9 @@ fn main() {
     }
 }
 
-/// The error and its causes, each said once. `{:#}` joins every cause, but an error that names
-/// a file and its OS error (core's `Io`) already ends with its cause's text, which then came
-/// twice ("/nope.yaml: No such file or directory (os error 2): No such file or directory (os
-/// error 2)").
+/// The error and its causes, each said once (`fieldkit_core::error::chain`).
 fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.ends_with(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    fieldkit_core::error::chain(e.as_ref())
 }
 
 #[cfg(test)]

@@ -291,11 +291,33 @@ fn bench_writes_the_documented_keys() {
     let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2", "--layout", "hwcn"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown layout 'hwcn'"), "{}", stderr(&o));
-    // A model without a card is a clear error, not a panic.
+    // A model without a card is timed bare (issue 21), as tract's and onnxruntime's perf tools
+    // time any ONNX file: its declared input, raw output. Scoring it needs a card, said by name.
     std::fs::remove_file(d.path().join("tiny_classifier.json")).unwrap();
-    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2"]);
+    let o = fieldkit(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--runs",
+        "2",
+        "--workers",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let m0 = &r["models"][0];
+    assert!(m0["loaded_from"].as_str().unwrap().contains("no card"), "{m0}");
+    assert!(m0["p50_ms"].as_f64().unwrap() > 0.0, "{m0}");
+    let val = d.path().join("val");
+    let o = fieldkit(&["bench", "--model", m.to_str().unwrap(), "--runs", "2", "--val", val.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no model card"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no model card") && stderr(&o).contains("card init"), "{}", stderr(&o));
+    // predict still needs the card, and says how to write one.
+    let o = fieldkit(&["predict", "--model", m.to_str().unwrap(), d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no model card") && stderr(&o).contains("fieldkit card init"), "{}", stderr(&o));
 }
 
 #[test]

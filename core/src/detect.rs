@@ -35,6 +35,38 @@ impl NmsOptions {
         NmsOptions { score_threshold: 0.001, iou_threshold: 0.65, class_agnostic: false, max_detections: 100 };
 }
 
+impl NmsOptions {
+    /// Checks the thresholds and the cap; a bad one is named as users set it.
+    pub fn validate(&self) -> std::result::Result<(), BadNmsSetting> {
+        for (name, v) in [("conf", self.score_threshold), ("iou", self.iou_threshold)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(BadNmsSetting { name, value: v.to_string(), rule: "must be between 0 and 1" });
+            }
+        }
+        if self.max_detections == 0 {
+            return Err(BadNmsSetting { name: "max_det", value: "0".into(), rule: "must be at least 1" });
+        }
+        Ok(())
+    }
+}
+
+/// An [`NmsOptions`] setting out of range, named by its daemon query key (`conf`, `iou`,
+/// `max_det`); [`BadNmsSetting::flag`] gives the command-line spelling.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{name}={value}: {rule}")]
+pub struct BadNmsSetting {
+    pub name: &'static str,
+    pub value: String,
+    pub rule: &'static str,
+}
+
+impl BadNmsSetting {
+    /// `--max-det 0: must be at least 1`.
+    pub fn flag(&self) -> String {
+        format!("--{} {}: {}", self.name.replace('_', "-"), self.value, self.rule)
+    }
+}
+
 impl Default for NmsOptions {
     /// YOLOX's evaluation defaults for deployment: score 0.3, IoU 0.45, per class.
     fn default() -> Self {
@@ -173,6 +205,24 @@ mod tests {
         lo[3 * 6 + 4] = 10.0;
         lo[3 * 6 + 5] = 10.0;
         assert!(decode_yolox(&lo, 1, 64, 64, &[32], true, 0.5).unwrap()[0].score > 0.99);
+    }
+
+    #[test]
+    fn nms_options_are_checked_by_the_names_users_type() {
+        assert!(NmsOptions::default().validate().is_ok());
+        let bad = |o: NmsOptions| o.validate().unwrap_err();
+        assert_eq!(
+            bad(NmsOptions { score_threshold: 1.5, ..Default::default() }).to_string(),
+            "conf=1.5: must be between 0 and 1"
+        );
+        assert_eq!(
+            bad(NmsOptions { iou_threshold: f32::NAN, ..Default::default() }).flag(),
+            "--iou NaN: must be between 0 and 1"
+        );
+        assert_eq!(
+            bad(NmsOptions { max_detections: 0, ..Default::default() }).flag(),
+            "--max-det 0: must be at least 1"
+        );
     }
 
     #[test]

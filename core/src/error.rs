@@ -36,3 +36,25 @@ impl CoreError {
         CoreError::Record { path: path.into(), line, msg: msg.into() }
     }
 }
+
+/// `e` and its causes in one line, each said once (what the CLI prints and the daemon
+/// answers). An error that names a file and its OS error (`Io`) already holds its cause's
+/// text, which would otherwise come twice ("/nope.yaml: No such file or directory (os error
+/// 2): No such file or directory (os error 2)").
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // An error that prints its source in its own message (tract's chain in a runtime
+        // error) is followed by causes already said.
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}

@@ -65,22 +65,26 @@ impl Probe {
                 im.set_input_fact(0, f32::fact(input_shape).into())?;
                 im.into_optimized()?.into_runnable()
             })
-            .map_err(|e| tract_err(format!("cannot compile the calibration probe: {e:#}")))?;
+            .map_err(tract_err("compiling the calibration probe"))?;
         Ok(Probe { plan, tensors: tensors.to_vec(), shape: input_shape })
     }
 
     pub fn spawn(&self) -> Result<TypedSimpleState> {
-        self.plan.spawn().map_err(tract_err)
+        self.plan.spawn().map_err(tract_err("starting the calibration probe"))
     }
 
     /// Values of every probed tensor for one preprocessed `[3, H, W]` input.
     pub fn run(&self, state: &mut TypedSimpleState, chw: &[f32]) -> Result<Vec<Vec<f32>>> {
-        let x = Tensor::from_shape(&self.shape, chw).map_err(tract_err)?;
-        let outs = state.run(tvec!(x.into_tvalue())).map_err(tract_err)?;
+        let x = Tensor::from_shape(&self.shape, chw).map_err(tract_err("building the probe input"))?;
+        let outs = state.run(tvec!(x.into_tvalue())).map_err(tract_err("running the calibration probe"))?;
         outs.iter()
             .map(|t| {
-                let t = t.cast_to::<f32>().map_err(tract_err)?;
-                Ok(t.to_plain_array_view::<f32>().map_err(tract_err)?.iter().copied().collect())
+                let t = t.cast_to::<f32>().map_err(tract_err("reading a probed tensor as f32"))?;
+                Ok(t.to_plain_array_view::<f32>()
+                    .map_err(tract_err("reading a probed tensor"))?
+                    .iter()
+                    .copied()
+                    .collect())
             })
             .collect()
     }

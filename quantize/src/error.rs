@@ -21,6 +21,7 @@ pub enum QuantizeError {
 
 pub type Result<T, E = QuantizeError> = std::result::Result<T, E>;
 
-pub(crate) fn tract_err(e: impl std::fmt::Display) -> QuantizeError {
-    QuantizeError::Runtime(RuntimeError::Run(e.to_string()))
+/// A tract error at `step` of running the calibration probe, kept as the source.
+pub(crate) fn tract_err(step: &'static str) -> impl FnOnce(tract_onnx::prelude::TractError) -> QuantizeError {
+    move |e| QuantizeError::Runtime(RuntimeError::inference(step)(e))
 }

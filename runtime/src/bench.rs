@@ -29,7 +29,8 @@ impl LatencyStats {
     /// Percentiles by linear interpolation between order statistics (numpy's default).
     pub fn from_samples(samples: &[f64]) -> Self {
         let mut s = samples.to_vec();
-        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        // total_cmp: a NaN sorts last instead of panicking.
+        s.sort_by(f64::total_cmp);
         let n = s.len();
         let pct = |p: f64| {
             if n == 0 {
@@ -194,6 +195,22 @@ pub fn synthetic_image() -> RgbImage {
     })
 }
 
+/// Whether `model` has its card beside it (without one, `bench` times the bare graph).
+pub fn has_card(model: &Path) -> bool {
+    fieldkit_core::card::card_path(model).is_file()
+}
+
+/// The engine `bench` times: `model` through its card, or with none the bare graph
+/// ([`Engine::load_bare`]: its declared input shape, raw output), as tract's and onnxruntime's
+/// perf tools time any ONNX file.
+pub fn load_timed(model: &Path, load: &LoadOptions) -> Result<Engine> {
+    if has_card(model) {
+        Engine::load_with(model, load)
+    } else {
+        Engine::load_bare(model, load)
+    }
+}
+
 /// Measures `model`; returns the loaded engine too, so callers that go on (accuracy with
 /// `--val`) reuse it instead of loading a second copy that would inflate peak RSS.
 pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<(BenchResult, Engine)> {
@@ -202,9 +219,10 @@ pub fn bench_model(model: &Path, cfg: &BenchConfig) -> Result<(BenchResult, Engi
         .len() as f64
         / 1e6;
     let t = Instant::now();
-    let engine = Engine::load_with(model, &cfg.load)?;
+    let engine = load_timed(model, &cfg.load)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let loaded_from = match engine.load_source() {
+        LoadSource::Onnx if !has_card(model) => "onnx (no card: raw input and output)".to_string(),
         LoadSource::Onnx => "onnx".to_string(),
         LoadSource::Cache(_) => "nnef_cache".to_string(),
         LoadSource::Written(_) => "nnef_written".to_string(),

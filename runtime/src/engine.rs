@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use fieldkit_core::card::{Decode, ModelCard, Task};
+use fieldkit_core::card::{Decode, InputSpec, ModelCard, Task};
 use fieldkit_core::detect::{self, NmsOptions};
 use fieldkit_core::image_io;
 use fieldkit_core::preprocess::{Preprocess, Resize};
@@ -16,6 +16,11 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Result, RuntimeError};
+
+/// A tract error at `step` of loading `model` (`RuntimeError::Tract`).
+fn tract(model: &Path, step: impl Into<String>) -> impl FnOnce(TractError) -> RuntimeError {
+    RuntimeError::tract(model, step)
+}
 use crate::layout::Layout;
 use crate::nnef_cache::{self, LoadSource};
 use crate::precision::Precision;
@@ -152,6 +157,41 @@ impl Engine {
         Self::build(model, card, None, layout, Precision::F32)
     }
 
+    /// Loads an ONNX file that has no card, to time it as tract's and onnxruntime's own perf
+    /// tools do: its input at the shape the file declares (a dynamic batch becomes 1), fed a
+    /// stretch-resized image, and its first output read raw (no decoding, no classes). An
+    /// input whose height or width the file leaves open is refused: it needs a card.
+    pub fn load_bare(model: &Path, options: &LoadOptions) -> Result<Self> {
+        let m = read_onnx(model)?;
+        let (inputs, outputs) = io_names(&m).map_err(tract(model, "reading its inputs and outputs"))?;
+        let fact = m.input_fact(0).map_err(tract(model, "reading its input"))?;
+        let dims: Vec<Option<i64>> = fact.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok())).collect();
+        let (Some(input), Some((_, output)), [_, Some(3), Some(h @ 1..), Some(w @ 1..)]) =
+            (inputs.first(), outputs.first(), dims.as_slice())
+        else {
+            let shape: Vec<String> = dims.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect();
+            return Err(RuntimeError::Mismatch {
+                path: model.to_path_buf(),
+                msg: format!(
+                    "no model card, and its input [{}] is not an image of a fixed size [N, 3, H, W]: write a card \
+                     with `fieldkit card init` (it fixes the size)",
+                    shape.join(", ")
+                ),
+            });
+        };
+        let (w, h) = (*w as u32, *h as u32);
+        let preprocess =
+            Preprocess { resize: Resize::Exact { width: w, height: h }, center_crop: None, ..Preprocess::imagenet(w) };
+        let card = ModelCard::new(
+            Task::Classify,
+            vec![output.clone()],
+            InputSpec { name: input.clone(), shape: vec![-1, 3, h as i64, w as i64] },
+            preprocess,
+            Decode::Features { output: output.clone() },
+        );
+        Self::build(model, card, None, options.layout, options.precision)
+    }
+
     /// `cache`: the cache directory and the model's verified sha256.
     fn build(
         model: &Path,
@@ -189,24 +229,21 @@ impl Engine {
             }
         };
         // After the cache: entries stay the ONNX graph as translated, whatever runs.
-        let (typed, _) = crate::pool_chain::chain_max_pools(typed)
-            .map_err(|e| load_err(format!("cannot chain its max pools: {e:#}")))?;
-        let typed = layout.apply(typed).map_err(|e| load_err(format!("cannot run it {layout}: {e:#}")))?;
+        let (typed, _) = crate::pool_chain::chain_max_pools(typed).map_err(tract(model, "chaining its max pools"))?;
+        let typed = layout.apply(typed).map_err(tract(model, format!("running it {layout}")))?;
         let typed = precision.apply(typed).map_err(mismatch)?;
         // After the precision: f16 makes the input f16 too (the session casts to it).
-        let input_dt = typed.input_fact(0).map_err(|e| load_err(format!("{e:#}")))?.datum_type;
-        let typed = typed
-            .into_optimized()
-            .map_err(|e| load_err(format!("cannot optimize for a {width}x{height} input: {e:#}")))?;
+        let input_dt = typed.input_fact(0).map_err(tract(model, "reading its input"))?.datum_type;
+        let typed = typed.into_optimized().map_err(tract(model, format!("optimizing for a {width}x{height} input")))?;
         let output_shape: Vec<usize> = typed
             .output_fact(0)
-            .map_err(|e| load_err(format!("{e:#}")))?
+            .map_err(tract(model, "reading its output"))?
             .shape
             .as_concrete()
             .ok_or_else(|| load_err("output shape is not fixed for a fixed input".into()))?
             .to_vec();
         check_output(&card, &output_shape, width, height).map_err(mismatch)?;
-        let plan = typed.into_runnable().map_err(|e| load_err(format!("{e:#}")))?;
+        let plan = typed.into_runnable().map_err(tract(model, "making it runnable"))?;
         let mut preprocess = card.preprocess.clone();
         if preprocess.output_size().is_none() {
             // A card whose preprocess leaves the size open (short-side resize without a crop)
@@ -273,7 +310,7 @@ impl Engine {
     }
 
     pub fn session(&self) -> Result<Session> {
-        let state = self.inner.plan.spawn().map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+        let state = self.inner.plan.spawn().map_err(RuntimeError::inference("starting a session"))?;
         Ok(Session { inner: self.inner.clone(), state })
     }
 }
@@ -287,7 +324,7 @@ fn read_onnx(model: &Path) -> Result<InferenceModel> {
     tract_onnx::onnx()
         .with_ignore_value_info(true)
         .model_for_read(&mut bytes.as_slice())
-        .map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: format!("{e:#}") })
+        .map_err(tract(model, "reading the ONNX file"))
 }
 
 /// Runs `f` over `0..n` on `workers` threads, each with its own session; results in order.
@@ -303,10 +340,9 @@ pub fn parallel_map<T: Send>(
 /// The ONNX file as a decluttered typed model: the card's input name checked, its output
 /// selected, the input fixed at `width`x`height`.
 fn translate(model: &Path, card: &ModelCard, width: u32, height: u32) -> Result<TypedModel> {
-    let load_err = |msg: String| RuntimeError::Load { path: model.to_path_buf(), msg };
     let mismatch = |msg: String| RuntimeError::Mismatch { path: model.to_path_buf(), msg };
     let mut m = read_onnx(model)?;
-    let (input_names, outputs) = io_names(&m).map_err(|e| load_err(format!("{e:#}")))?;
+    let (input_names, outputs) = io_names(&m).map_err(tract(model, "reading its inputs and outputs"))?;
     if input_names.len() != 1 || input_names[0] != card.input.name {
         return Err(mismatch(format!(
             "the card expects one input '{}', the model has {:?}",
@@ -319,15 +355,15 @@ fn translate(model: &Path, card: &ModelCard, width: u32, height: u32) -> Result<
         .iter()
         .position(|n| *n == wanted)
         .ok_or_else(|| mismatch(format!("the card names output '{wanted}', the model has {names:?}")))?;
-    m.select_output_outlets(&[outputs[pos].0]).map_err(|e| load_err(format!("{e:#}")))?;
+    m.select_output_outlets(&[outputs[pos].0]).map_err(tract(model, "selecting its output"))?;
     // f32 unless the model declares another input type (an FP16 model without f32 I/O).
     let input_dt = m.input_fact(0).ok().and_then(|f| f.datum_type.concretize()).unwrap_or(f32::datum_type());
     m = m
         .with_input_fact(0, input_dt.fact([1, 3, height as usize, width as usize]).into())
-        .map_err(|e| load_err(format!("{e:#}")))?;
+        .map_err(tract(model, "fixing its input shape"))?;
     m.into_typed()
         .and_then(|t| t.into_decluttered())
-        .map_err(|e| load_err(format!("cannot translate for a {width}x{height} input: {e:#}")))
+        .map_err(tract(model, format!("translating for a {width}x{height} input")))
 }
 
 /// (input names, output outlets with their names), in graph order.
@@ -346,8 +382,7 @@ fn io_names(m: &InferenceModel) -> TractResult<IoNames> {
 /// Input and output names of an ONNX model, in graph order (for writing a card).
 pub fn model_io_names(model: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let m = read_onnx(model)?;
-    let (inputs, outputs) =
-        io_names(&m).map_err(|e| RuntimeError::Load { path: model.to_path_buf(), msg: format!("{e:#}") })?;
+    let (inputs, outputs) = io_names(&m).map_err(tract(model, "reading its inputs and outputs"))?;
     Ok((inputs, outputs.into_iter().map(|(_, n)| n).collect()))
 }
 
@@ -386,10 +421,9 @@ impl Session {
     /// Runs the model on an already preprocessed `[3, H, W]` tensor; returns the raw output.
     pub fn run_tensor(&mut self, chw: &[f32]) -> Result<Vec<f32>> {
         let input = self.input_tensor(chw)?;
-        let out = self.state.run(tvec!(input.into_tvalue())).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
-        let out = out[0].cast_to::<f32>().map_err(|e| RuntimeError::Run(format!("output is not numeric: {e:#}")))?;
-        let view =
-            out.to_plain_array_view::<f32>().map_err(|e| RuntimeError::Run(format!("output is not f32: {e:#}")))?;
+        let out = self.state.run(tvec!(input.into_tvalue())).map_err(RuntimeError::inference("running the plan"))?;
+        let out = out[0].cast_to::<f32>().map_err(RuntimeError::inference("reading the output as f32"))?;
+        let view = out.to_plain_array_view::<f32>().map_err(RuntimeError::inference("reading the output"))?;
         Ok(view.iter().copied().collect())
     }
 
@@ -400,11 +434,11 @@ impl Session {
         if chw.len() != shape.iter().product::<usize>() {
             return Err(RuntimeError::Run(format!("input holds {} values, the model takes {shape:?}", chw.len())));
         }
-        let t = Tensor::from_shape(&shape, chw).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+        let t = Tensor::from_shape(&shape, chw).map_err(RuntimeError::inference("building the input"))?;
         if self.inner.input_dt == f32::datum_type() {
             return Ok(t);
         }
-        Ok(t.cast_to_dt(self.inner.input_dt).map_err(|e| RuntimeError::Run(format!("{e:#}")))?.into_owned())
+        Ok(t.cast_to_dt(self.inner.input_dt).map_err(RuntimeError::inference("casting the input"))?.into_owned())
     }
 
     pub(crate) fn state_mut(&mut self) -> &mut TypedSimpleState {

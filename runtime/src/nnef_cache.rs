@@ -49,10 +49,7 @@ fn nnef() -> tract_nnef::framework::Nnef {
 
 /// Reads a cache entry; the caller checks its input fact against the card.
 pub fn read(entry: &Path) -> Result<TypedModel> {
-    nnef().model_for_path(entry).map_err(|e| RuntimeError::Load {
-        path: entry.to_path_buf(),
-        msg: format!("cannot read the NNEF cache entry: {e:#}"),
-    })
+    nnef().model_for_path(entry).map_err(RuntimeError::tract(entry, "reading the NNEF cache entry"))
 }
 
 /// Writes `model` to `entry` atomically (a killed writer leaves no half entry for the next

@@ -99,15 +99,6 @@ pub fn attr_string(name: &str, v: &str) -> pb::AttributeProto {
     }
 }
 
-pub fn attr_float(name: &str, v: f32) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Float as i32,
-        f: v,
-        ..Default::default()
-    }
-}
-
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
         GraphBuilder { graph: pb::GraphProto { name: name.to_string(), ..Default::default() } }

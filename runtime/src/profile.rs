@@ -55,7 +55,8 @@ impl Session {
         {
             let model = self.state_mut().plan().model();
             for node in model.nodes() {
-                let facts = model.node_input_facts(node.id).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+                let facts =
+                    model.node_input_facts(node.id).map_err(RuntimeError::inference("reading a node's inputs"))?;
                 let fma = node.op.cost(&facts).ok().and_then(|costs| {
                     let counts: Vec<u64> = costs
                         .iter()
@@ -84,7 +85,7 @@ impl Session {
                     ));
                     out
                 })
-                .map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+                .map_err(RuntimeError::inference("profiling the plan"))?;
             if run == 0 {
                 continue; // warm-up: lazy packing and allocation
             }

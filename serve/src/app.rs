@@ -13,13 +13,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fieldkit_core::detect::NmsOptions;
-use fieldkit_runtime::{LoadOptions, Output as Predicted, PredictOptions};
+use fieldkit_runtime::{LoadOptions, PredictOptions};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::api::{
+    ErrorBody, InferOutput, InferResponse, Live, Loaded, ModelEntry, ModelList, ModelMetadata, PredictResponse,
+    PredictTiming, Ready, ServerMetadata, TensorMetadata, Unloaded,
+};
 use crate::config::ServeConfig;
 use crate::error::ServeError;
 use crate::metrics::{Metrics, ModelLabel, RequestLabels};
@@ -88,7 +91,7 @@ pub fn router(state: Shared) -> Router {
     let limit = (state.cfg.max_body_mb * 1024.0 * 1024.0) as usize;
     public
         .merge(protected)
-        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "no such route"}))) })
+        .fallback(|| async { (StatusCode::NOT_FOUND, Json(ErrorBody { error: "no such route".into() })) })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), declared_size))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -150,20 +153,20 @@ fn model_in_path(route: &str, path: &str) -> Option<String> {
     path.split('/').nth(i).map(str::to_string)
 }
 
-async fn live() -> Json<Value> {
-    Json(json!({"live": true}))
+async fn live() -> Json<Live> {
+    Json(Live { live: true })
 }
 
 async fn ready(State(s): State<Shared>) -> Response {
     if s.models.is_empty() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "error": "no model loaded"})))
-            .into_response();
+        let body = Ready { name: None, ready: false, error: Some("no model loaded".into()) };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
-    Json(json!({"ready": true})).into_response()
+    Json(Ready { name: None, ready: true, error: None }).into_response()
 }
 
-async fn server_metadata() -> Json<Value> {
-    Json(json!({"name": "fieldkit", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+async fn server_metadata() -> Json<ServerMetadata> {
+    Json(ServerMetadata { name: "fieldkit", version: env!("CARGO_PKG_VERSION"), extensions: Vec::new() })
 }
 
 fn input_shape(m: &Model) -> Vec<usize> {
@@ -171,21 +174,25 @@ fn input_shape(m: &Model) -> Vec<usize> {
     vec![1, 3, h as usize, w as usize]
 }
 
-async fn model_metadata(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ServeError> {
+async fn model_metadata(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<ModelMetadata>, ServeError> {
     let m = s.models.get(&name)?;
     let card = m.engine.card();
-    Ok(Json(json!({
-        "name": m.name,
-        "versions": [m.version.to_string()],
-        "platform": "tract_onnx",
-        "inputs": [{"name": card.input.name, "datatype": "FP32", "shape": input_shape(&m)}],
-        "outputs": [{"name": card.decode.output(), "datatype": "FP32", "shape": m.engine.output_shape()}],
-    })))
+    Ok(Json(ModelMetadata {
+        name: m.name.clone(),
+        versions: vec![m.version.to_string()],
+        platform: "tract_onnx",
+        inputs: vec![TensorMetadata { name: card.input.name.clone(), datatype: "FP32", shape: input_shape(&m) }],
+        outputs: vec![TensorMetadata {
+            name: card.decode.output().to_string(),
+            datatype: "FP32",
+            shape: m.engine.output_shape().to_vec(),
+        }],
+    }))
 }
 
-async fn model_ready(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ServeError> {
+async fn model_ready(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<Ready>, ServeError> {
     let m = s.models.get(&name)?;
-    Ok(Json(json!({"name": m.name, "ready": true})))
+    Ok(Json(Ready { name: Some(m.name.clone()), ready: true, error: None }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,18 +206,10 @@ struct PredictQuery {
 }
 
 impl PredictQuery {
+    /// The request's options: the CLI's defaults (`PredictOptions::default()`), overridden by
+    /// the query, checked under the same names as `fieldkit predict`'s flags.
     fn options(&self) -> Result<PredictOptions, ServeError> {
-        let mut o = PredictOptions {
-            top_k: 5,
-            nms: NmsOptions { score_threshold: 0.3, iou_threshold: 0.45, ..NmsOptions::default() },
-        };
-        for (name, v) in [("conf", self.conf), ("iou", self.iou)] {
-            if let Some(v) = v {
-                if !(0.0..=1.0).contains(&v) {
-                    return Err(ServeError::BadRequest(format!("{name}={v}: must be between 0 and 1")));
-                }
-            }
-        }
+        let mut o = PredictOptions::default();
         if let Some(v) = self.conf {
             o.nms.score_threshold = v;
         }
@@ -226,6 +225,7 @@ impl PredictQuery {
         if let Some(v) = self.top_k {
             o.top_k = v.max(1);
         }
+        o.nms.validate().map_err(|e| ServeError::BadRequest(e.to_string()))?;
         Ok(o)
     }
 }
@@ -269,7 +269,7 @@ async fn predict(
     Path(name): Path<String>,
     query: Result<Query<PredictQuery>, axum::extract::rejection::QueryRejection>,
     req: Request,
-) -> Result<Json<Value>, ServeError> {
+) -> Result<Json<PredictResponse>, ServeError> {
     let t = Instant::now();
     let Query(q) = query.map_err(|e| ServeError::BadRequest(e.body_text()))?;
     let opts = q.options()?;
@@ -280,34 +280,20 @@ async fn predict(
     let Output::Prediction(p) = done.output else {
         return Err(ServeError::Internal("tensor output for an image request".into()));
     };
-    let mut body = json!({
-        "model": name,
-        "version": version.to_string(),
-        "width": p.width,
-        "height": p.height,
-        "timing": {
-            "queue_ms": done.queue_s * 1e3,
-            "preprocess_ms": p.timing.preprocess_ms,
-            "inference_ms": p.timing.inference_ms,
-            "postprocess_ms": p.timing.postprocess_ms,
-            "total_ms": t.elapsed().as_secs_f64() * 1e3,
+    Ok(Json(PredictResponse {
+        model: name,
+        version: version.to_string(),
+        width: p.width,
+        height: p.height,
+        timing: PredictTiming {
+            queue_ms: done.queue_s * 1e3,
+            preprocess_ms: p.timing.preprocess_ms,
+            inference_ms: p.timing.inference_ms,
+            postprocess_ms: p.timing.postprocess_ms,
+            total_ms: t.elapsed().as_secs_f64() * 1e3,
         },
-    });
-    match p.output {
-        Predicted::Detections(d) => {
-            body["kind"] = json!("detections");
-            body["detections"] = json!(d);
-        }
-        Predicted::Classes(c) => {
-            body["kind"] = json!("classes");
-            body["classes"] = json!(c);
-        }
-        Predicted::Features(f) => {
-            body["kind"] = json!("features");
-            body["features"] = json!(f);
-        }
-    }
-    Ok(Json(body))
+        output: p.output.into(),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -344,7 +330,7 @@ async fn infer(
     Path(name): Path<String>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ServeError> {
+) -> Result<Json<InferResponse>, ServeError> {
     let body = body.map_err(|e| unreadable(e.status(), e.body_text(), s.cfg.max_body_mb))?;
     // Clients (tritonclient among them) do not always say application/json; the binary tensor
     // extension puts the JSON header first and says how long it is.
@@ -415,15 +401,12 @@ async fn infer(
     let Output::Tensor(out) = done.output else {
         return Err(ServeError::Internal("image output for a tensor request".into()));
     };
-    let mut body = json!({
-        "model_name": name,
-        "model_version": version.to_string(),
-        "outputs": [{"name": output_name, "datatype": "FP32", "shape": output_shape, "data": out}],
-    });
-    if let Some(id) = req.id {
-        body["id"] = json!(id);
-    }
-    Ok(Json(body))
+    Ok(Json(InferResponse {
+        model_name: name,
+        model_version: version.to_string(),
+        id: req.id,
+        outputs: vec![InferOutput { name: output_name, datatype: "FP32", shape: output_shape, data: out }],
+    }))
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
@@ -431,26 +414,26 @@ async fn metrics(State(s): State<Shared>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
-async fn list_models(State(s): State<Shared>) -> Json<Value> {
-    let models: Vec<Value> = s
+async fn list_models(State(s): State<Shared>) -> Json<ModelList> {
+    let models = s
         .models
         .list()
         .iter()
         .map(|m| {
             let card = m.engine.card();
-            json!({
-                "name": m.name,
-                "version": m.version.to_string(),
-                "path": m.path,
-                "sha256": m.sha256,
-                "task": card.task,
-                "classes": card.classes,
-                "input": input_shape(m),
-                "in_flight": m.in_flight.load(std::sync::atomic::Ordering::Relaxed),
-            })
+            ModelEntry {
+                name: m.name.clone(),
+                version: m.version.to_string(),
+                path: m.path.clone(),
+                sha256: m.sha256.clone(),
+                task: card.task,
+                classes: card.classes.clone(),
+                input: input_shape(m),
+                in_flight: m.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+            }
         })
         .collect();
-    Json(json!({ "models": models }))
+    Json(ModelList { models })
 }
 
 #[derive(Debug, Deserialize)]
@@ -463,7 +446,7 @@ struct LoadRequest {
 async fn load_model(
     State(s): State<Shared>,
     body: Result<Json<LoadRequest>, JsonRejection>,
-) -> Result<Json<Value>, ServeError> {
+) -> Result<Json<Loaded>, ServeError> {
     let Json(req) = body.map_err(|e| ServeError::BadRequest(e.body_text()))?;
     crate::config::check_name(&req.name)?;
     let path = allowed(s.cfg.model_dir.as_deref(), &req.path)?;
@@ -472,13 +455,13 @@ async fn load_model(
         .await
         .map_err(|e| ServeError::Internal(e.to_string()))??;
     tracing::info!(model = %m.name, version = m.version, path = %m.path.display(), load_ms = m.engine.load_ms(), from = ?m.engine.load_source(), "loaded");
-    Ok(Json(json!({"name": m.name, "version": m.version.to_string(), "sha256": m.sha256})))
+    Ok(Json(Loaded { name: m.name.clone(), version: m.version.to_string(), sha256: m.sha256.clone() }))
 }
 
-async fn unload_model(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ServeError> {
+async fn unload_model(State(s): State<Shared>, Path(name): Path<String>) -> Result<Json<Unloaded>, ServeError> {
     let m = s.models.remove(&name)?;
     tracing::info!(model = %m.name, "unloaded");
-    Ok(Json(json!({"name": m.name, "unloaded": true})))
+    Ok(Json(Unloaded { name: m.name.clone(), unloaded: true }))
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ impl ServeError {
 impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = axum::Json(serde_json::json!({ "error": self.to_string() }));
+        let body = axum::Json(crate::api::ErrorBody { error: self.to_string() });
         let mut r = (status, body).into_response();
         match self {
             ServeError::Busy(..) => {

@@ -6,6 +6,7 @@
 //! (SIGTERM / Ctrl-C from the CLI), then drains: no new connections, requests in flight
 //! finish, workers exit. SIGHUP reloads the configured models (hot swap).
 
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;

@@ -151,7 +151,7 @@ fn run(
 ) -> Result<Output, ServeError> {
     let stale = sessions.get(&model.name).is_none_or(|(_, v, _)| *v != model.version);
     if stale {
-        let s = model.engine.session().map_err(|e| ServeError::Internal(e.to_string()))?;
+        let s = model.engine.session().map_err(|e| ServeError::Internal(fieldkit_core::error::chain(&e)))?;
         sessions.insert(model.name.clone(), (Arc::downgrade(model), model.version, s));
     }
     let (_, _, session) = sessions.get_mut(&model.name).expect("inserted above");
@@ -161,7 +161,7 @@ fn run(
     };
     result.map_err(|e| match e {
         // An undecodable image is the client's fault; the message says what is wrong with it.
-        RuntimeError::Core(_) => ServeError::BadRequest(e.to_string()),
-        e => ServeError::Internal(e.to_string()),
+        RuntimeError::Core(_) => ServeError::BadRequest(fieldkit_core::error::chain(&e)),
+        e => ServeError::Internal(fieldkit_core::error::chain(&e)),
     })
 }

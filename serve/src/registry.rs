@@ -60,7 +60,8 @@ impl Registry {
     /// version only once the new one is ready. Blocking: call from a blocking thread.
     pub fn load(&self, name: &str, path: &Path) -> Result<Arc<Model>, ServeError> {
         check_name(name)?;
-        let engine = Engine::load_with(path, &self.load).map_err(|e| ServeError::BadRequest(e.to_string()))?;
+        let engine =
+            Engine::load_with(path, &self.load).map_err(|e| ServeError::BadRequest(fieldkit_core::error::chain(&e)))?;
         let sha256 = engine.card().sha256.clone();
         let model = Arc::new(Model {
             name: name.to_string(),

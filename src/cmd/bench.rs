@@ -9,17 +9,18 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use fieldkit_core::{image_io, report};
 use fieldkit_runtime::bench::{
-    bench_model, peak_rss_mb, synthetic_image, system_info, Accuracy, BenchConfig, BenchResult,
+    bench_model, has_card, load_timed, peak_rss_mb, synthetic_image, system_info, Accuracy, BenchConfig, BenchResult,
 };
 use fieldkit_runtime::eval::headline;
 use fieldkit_runtime::profile::Profile;
-use fieldkit_runtime::{Engine, Layout, LoadOptions, Precision};
+use fieldkit_runtime::{Layout, LoadOptions, Precision};
 
-use super::precision_arg::PrecisionArg;
+use super::engine_args::EngineArgs;
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
-    /// Model(s) to measure (each with its card beside it).
+    /// Model(s) to measure, each with its card beside it; an ONNX file without one is timed
+    /// bare (its declared input shape, raw output), as tract's and onnxruntime's perf tools do.
     #[arg(long = "model", required = true)]
     models: Vec<PathBuf>,
     /// Timed inferences per model.
@@ -30,10 +31,6 @@ pub struct BenchArgs {
     /// Worker counts for the throughput test, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     workers: Vec<usize>,
-    /// Intra-op threads per inference (latency for one stream; 1 = tract's default). Each of
-    /// the throughput test's workers uses them too.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
     /// Image to feed (default: a synthetic 640x480 image).
     #[arg(long)]
     image: Option<PathBuf>,
@@ -51,29 +48,35 @@ pub struct BenchArgs {
     /// (per operator type and the slowest nodes).
     #[arg(long, value_name = "RUNS")]
     profile: Option<usize>,
-    /// Keep each model's translated plan in this directory (NNEF) and load it from there next
-    /// time: the load time then shows what a device restart costs. The table says where each
-    /// plan came from.
-    #[arg(long, value_name = "DIR")]
-    nnef_cache: Option<PathBuf>,
     /// Layout(s) the convolutions run in, comma-separated: `nchw,nhwc` measures every model
     /// both ways, one row each.
     #[arg(long, value_delimiter = ',', default_value = "nhwc")]
     layout: Vec<Layout>,
+    /// Threads, NNEF cache (the load time then shows what a device restart costs; the table
+    /// says where each plan came from) and precision, as in predict; each of the throughput
+    /// test's workers uses the threads too.
     #[command(flatten)]
-    precision: PrecisionArg,
+    engine: EngineArgs,
     /// Internal: measure the single model and print its result as JSON.
     #[arg(long, hide = true)]
     child: bool,
 }
 
 fn measure(a: &BenchArgs, model: &Path, layout: Layout) -> Result<BenchResult> {
-    fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
+    a.engine.apply_threads()?;
     let image = a.image.as_ref().map(|p| image_io::read_rgb(p)).transpose()?;
-    let load = LoadOptions { cache: a.nnef_cache.clone(), layout, precision: a.precision.precision };
+    let load = a.engine.load_options(layout);
     let cfg = BenchConfig { runs: a.runs.max(1), warmup: a.warmup, workers: a.workers.clone(), image, load };
     let (mut r, engine) = bench_model(model, &cfg)?;
     if let Some(val) = &a.val {
+        if !has_card(model) {
+            bail!(
+                "--val {}: {} has no model card, so its outputs cannot be scored (no classes, no decoding); write one \
+                 with `fieldkit card init`",
+                val.display(),
+                model.display()
+            );
+        }
         let workers = *a.workers.iter().max().unwrap_or(&1);
         let h = headline(&engine, val, a.split.as_deref(), workers)?;
         r.accuracy = Some(Accuracy {
@@ -83,7 +86,7 @@ fn measure(a: &BenchArgs, model: &Path, layout: Layout) -> Result<BenchResult> {
         });
     }
     r.peak_rss_mb = peak_rss_mb();
-    r.threads = a.threads;
+    r.threads = a.engine.threads;
     Ok(r)
 }
 
@@ -93,9 +96,11 @@ fn measure_in_child(a: &BenchArgs, model: &PathBuf, layout: Layout) -> Result<Be
     cmd.arg("bench").arg("--child").arg("--model").arg(model);
     cmd.arg("--runs").arg(a.runs.to_string()).arg("--warmup").arg(a.warmup.to_string());
     cmd.arg("--workers").arg(a.workers.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(","));
-    cmd.arg("--threads").arg(a.threads.to_string());
+    cmd.arg("--threads").arg(a.engine.threads.to_string());
     cmd.arg("--layout").arg(layout.to_string());
-    cmd.arg("--precision").arg(a.precision.precision.to_string());
+    if let Some(p) = a.engine.precision {
+        cmd.arg("--precision").arg(p.to_string());
+    }
     if let Some(i) = &a.image {
         cmd.arg("--image").arg(i);
     }
@@ -105,7 +110,7 @@ fn measure_in_child(a: &BenchArgs, model: &PathBuf, layout: Layout) -> Result<Be
     if let Some(s) = &a.split {
         cmd.arg("--split").arg(s);
     }
-    if let Some(c) = &a.nnef_cache {
+    if let Some(c) = &a.engine.nnef_cache {
         cmd.arg("--nnef-cache").arg(c);
     }
     let out = cmd.output().context("running the benchmark child process")?;
@@ -152,11 +157,12 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         println!("  emulated: models measured in this process, one after another");
     }
     // Refuse before measuring anything when this build cannot thread.
-    fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
-    if a.threads > 1 {
-        println!("  {} intra-op threads per inference", a.threads);
+    a.engine.apply_threads()?;
+    if a.engine.threads > 1 {
+        println!("  {} intra-op threads per inference", a.engine.threads);
     }
-    if a.precision.checked() == Precision::F16 {
+    a.engine.warn_if_emulated();
+    if a.engine.precision() == Precision::F16 {
         println!("  fp32 models run their float operators in f16 (--precision f16)");
     }
     // Each layout once, in the order given (clap refuses an empty or unknown one).
@@ -179,7 +185,7 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     if let Some(runs) = a.profile {
         for m in &a.models {
             for &layout in &layouts {
-                let p = profile(a.image.as_ref(), m, layout, a.precision.precision, runs)?;
+                let p = profile(a.image.as_ref(), m, &a.engine.load_options(layout), runs)?;
                 print!("{}", profile_table(m, layout, &p));
                 profiles.push(serde_json::json!({ "model": m, "layout": layout, "profile": p }));
             }
@@ -196,14 +202,8 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn profile(
-    image: Option<&PathBuf>,
-    model: &Path,
-    layout: Layout,
-    precision: Precision,
-    runs: usize,
-) -> Result<Profile> {
-    let engine = Engine::load_with(model, &LoadOptions { layout, precision, ..LoadOptions::default() })?;
+fn profile(image: Option<&PathBuf>, model: &Path, load: &LoadOptions, runs: usize) -> Result<Profile> {
+    let engine = load_timed(model, load)?;
     let img = match image {
         Some(p) => image_io::read_rgb(p)?,
         None => synthetic_image(),

@@ -165,11 +165,14 @@ fn train_stage(assets: &Path, out: &Path) -> Result<PathBuf> {
     let t = Instant::now();
     let s = train_classify(&cfg, &run, false, &Progress { quiet: true })?;
     let best = s.best_epoch.and_then(|e| s.history.iter().find(|m| m.epoch == e)).context("no epoch ran")?;
+    let train = fieldkit_core::dataset::ImageFolder::open(&cfg.data, &cfg.train_split)?;
     println!(
-        "{} epochs in {:.1} s ({} train images, 9 classes, 96 px); best epoch {} (burn: top1 {:.3}, macro-F1 {:.3})",
+        "{} epochs in {:.1} s ({} train images, {} classes, {} px); best epoch {} (burn: top1 {:.3}, macro-F1 {:.3})",
         s.history.len(),
         t.elapsed().as_secs_f64(),
-        cfg.data.join("train").read_dir().map(|d| d.count()).unwrap_or(0) * 16,
+        train.samples.len(),
+        train.classes.len(),
+        cfg.size,
         best.epoch,
         best.top1,
         best.macro_f1
@@ -325,17 +328,21 @@ fn detect_stage(assets: &Path, out: &Path) -> Result<()> {
     let s = train_detect(&cfg, &run, false, &Progress { quiet: true })?;
     let first = s.history.first().context("no epoch ran")?;
     let last = s.history.last().context("no epoch ran")?;
+    let data = fieldkit_core::dataset::YoloDataset::from_yaml(&cfg.data)?;
+    let (n_train, n_valid) = (data.load_split(&cfg.train_split)?.len(), data.load_split(&cfg.valid_split)?.len());
     println!(
-        "{} epochs in {:.1} s (8 train images, 160 px, backbone features.14.. trainable): train loss {:.3} -> {:.3}, valid loss {:.3} -> {:.3}",
+        "{} epochs in {:.1} s ({n_train} train images, {} px, backbone features.{}.. trainable): train loss {:.3} -> {:.3}, valid loss {:.3} -> {:.3}",
         s.history.len(),
         t.elapsed().as_secs_f64(),
+        cfg.size,
+        cfg.unfreeze_from,
         first.train_loss,
         last.train_loss,
         first.valid_loss,
         last.valid_loss
     );
     println!(
-        "exported {} + card (decode yolox, strides 8/16/32); through the runtime on the 4 valid images: mAP50 {:.3}, mAP50-95 {:.3}, count MAE {:.2}",
+        "exported {} + card (decode yolox); through the runtime on the {n_valid} valid images: mAP50 {:.3}, mAP50-95 {:.3}, count MAE {:.2}",
         s.model.display(),
         s.map50,
         s.map50_95,

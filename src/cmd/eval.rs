@@ -8,9 +8,8 @@ use clap::Args;
 use fieldkit_core::perturb;
 use fieldkit_core::report;
 use fieldkit_runtime::eval::{eval_classifier, eval_classifier_perturbed, eval_detector};
-use fieldkit_runtime::{Engine, LoadOptions};
 
-use super::precision_arg::PrecisionArg;
+use super::engine_args::RunArgs;
 
 use fieldkit_core::dataset::EvalData;
 
@@ -31,9 +30,6 @@ pub struct EvalArgs {
     /// Also write plots here (confusion matrix or PR curves).
     #[arg(long)]
     plots: Option<PathBuf>,
-    /// Inference threads.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
     /// Classifier: also evaluate on corrupted copies of the images and print a robustness
     /// table; comma-separated from blur, noise, dark, bright, jpeg.
     #[arg(long)]
@@ -42,16 +38,15 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0.3)]
     count_threshold: f64,
     #[command(flatten)]
-    precision: PrecisionArg,
+    run: RunArgs,
 }
 
 pub fn run(a: EvalArgs) -> Result<i32> {
-    let engine =
-        Engine::load_with(&a.model, &LoadOptions { precision: a.precision.checked(), ..LoadOptions::default() })?;
+    let engine = a.run.load(&a.model)?;
     let t = std::time::Instant::now();
     match EvalData::open(&a.data, a.split.as_deref(), engine.card())? {
         EvalData::Classes(ds) => {
-            let ev = eval_classifier(&engine, &ds, a.workers)?;
+            let ev = eval_classifier(&engine, &ds, a.run.workers)?;
             let r = &ev.report;
             println!(
                 "{} on {} ({} split, {} images, {:.1} s)\n",
@@ -72,7 +67,7 @@ pub fn run(a: EvalArgs) -> Result<i32> {
                 println!("  {:<10} {:<28} {:>7} {:>9} {:>8}", "name", "corruption", "top1", "macro_f1", "d_top1");
                 println!("  {:<10} {:<28} {:>7.4} {:>9.4} {:>8}", "clean", "none", r.top1, r.macro_f1, "");
                 for (name, p) in perturb::parse_list(list)? {
-                    let pr = eval_classifier_perturbed(&engine, &ds, a.workers, Some(p))?.report;
+                    let pr = eval_classifier_perturbed(&engine, &ds, a.run.workers, Some(p))?.report;
                     println!(
                         "  {:<10} {:<28} {:>7.4} {:>9.4} {:>+8.4}",
                         name,
@@ -111,7 +106,7 @@ pub fn run(a: EvalArgs) -> Result<i32> {
             }
         }
         EvalData::Boxes { data, split } => {
-            let ev = eval_detector(&engine, &data, &split, a.workers, a.count_threshold)?;
+            let ev = eval_detector(&engine, &data, &split, a.run.workers, a.count_threshold)?;
             println!(
                 "{} on {} ({split} split, {} images, {:.1} s)\n",
                 a.model.display(),

@@ -13,11 +13,19 @@ use fieldkit_core::dataset::{self, YoloDataset};
 use fieldkit_core::detect::{nms, Detection, NmsOptions};
 use fieldkit_core::{fsio, image_io, report};
 use fieldkit_runtime::parallel_map;
-use fieldkit_runtime::{Engine, LabeledDetection, Output, PredictOptions};
+use fieldkit_runtime::{LabeledDetection, Output, PredictOptions};
 use image::RgbImage;
 use serde::Serialize;
 
+use super::engine_args::{NmsArgs, RunArgs};
+
 #[derive(Args)]
+// The shared NMS flags, with what they mean when the boxes become a dataset's labels.
+#[command(mut_arg("conf", |a| a.default_value("0.4").help("Minimum teacher score for a box to become a label")))]
+#[command(mut_arg("agnostic", |a| a.help(
+    "One box per object across the kept classes (a cow that the teacher also calls a horse). Classes are kept (and \
+     merged) before NMS, so a dropped class never suppresses a kept one"
+)))]
 pub struct LabelArgs {
     /// Teacher detector (ONNX + card), e.g. the shared YOLOX-nano COCO model.
     #[arg(long)]
@@ -33,15 +41,8 @@ pub struct LabelArgs {
     /// Output dataset folder (must not exist or be empty).
     #[arg(long)]
     out: PathBuf,
-    /// Minimum teacher score for a box to become a label.
-    #[arg(long, default_value_t = 0.4)]
-    conf: f32,
-    #[arg(long, default_value_t = 0.45)]
-    iou: f32,
-    /// One box per object across the kept classes (a cow that the teacher also calls a horse).
-    /// Classes are kept (and merged) before NMS, so a dropped class never suppresses a kept one.
-    #[arg(long)]
-    agnostic: bool,
+    #[command(flatten)]
+    nms: NmsArgs,
     /// Boxes under this score (but above --conf) are marked for review on the sheets.
     #[arg(long, default_value_t = 0.6)]
     review_below: f32,
@@ -57,8 +58,8 @@ pub struct LabelArgs {
     /// Thumbnails per contact sheet.
     #[arg(long, default_value_t = 48)]
     sheet_size: usize,
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Serialize)]
@@ -194,15 +195,16 @@ fn write_sheets(
 }
 
 pub fn run(a: LabelArgs) -> Result<i32> {
-    let engine = Engine::load(&a.teacher)?;
+    let nms_opts = a.nms.options()?;
+    let engine = a.run.load(&a.teacher)?;
     let card = engine.card().clone();
     if card.task != Task::Detect {
         bail!("{}: the teacher must be a detector (its card says {:?})", a.teacher.display(), card.task);
     }
     let (keep, map) = class_map(a.classes.as_ref().unwrap_or(&card.classes), &card.classes)
         .with_context(|| format!("teacher {}", a.teacher.display()))?;
-    if !(0.0..1.0).contains(&a.val_fraction) || !(0.0..=1.0).contains(&a.conf) {
-        bail!("--val-fraction {} must be in [0, 1) and --conf {} in [0, 1]", a.val_fraction, a.conf);
+    if !(0.0..1.0).contains(&a.val_fraction) {
+        bail!("--val-fraction {} must be in [0, 1)", a.val_fraction);
     }
     if a.out.exists() && std::fs::read_dir(&a.out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{}: exists and is not empty; labelling never overwrites a dataset", a.out.display());
@@ -216,19 +218,17 @@ pub fn run(a: LabelArgs) -> Result<i32> {
     let opts = PredictOptions {
         top_k: 1,
         nms: NmsOptions {
-            score_threshold: a.conf,
+            score_threshold: nms_opts.score_threshold,
             iou_threshold: 1.0,
             class_agnostic: false,
             max_detections: usize::MAX,
         },
     };
-    let nms_opts =
-        NmsOptions { score_threshold: a.conf, iou_threshold: a.iou, class_agnostic: a.agnostic, max_detections: 300 };
     // Split folders are honoured only when every image sits in one, so that a stray file at
     // the top cannot silently land in train.
     let keep_splits = images.iter().all(|p| folder_split(&a.images, p).is_some());
     let t0 = std::time::Instant::now();
-    let results = parallel_map(&engine, images.len(), a.workers, |s, i| {
+    let results = parallel_map(&engine, images.len(), a.run.workers, |s, i| {
         let img = image_io::read_rgb(&images[i])?;
         let p = s.predict(&img, &opts)?;
         let dets = match p.output {
@@ -261,7 +261,7 @@ pub fn run(a: LabelArgs) -> Result<i32> {
         boxes: keep.iter().map(|k| (k.clone(), 0)).collect(),
         uncertain_boxes: 0,
         splits: BTreeMap::new(),
-        conf: a.conf,
+        conf: a.nms.conf,
         sheets: Vec::new(),
         data_yaml: a.out.join("data.yaml"),
     };
@@ -309,7 +309,7 @@ pub fn run(a: LabelArgs) -> Result<i32> {
         bail!(
             "the teacher found no {:?} at --conf {} in {} images; nothing to label (try a lower --conf)",
             keep,
-            a.conf,
+            a.nms.conf,
             images.len()
         );
     }

@@ -6,12 +6,12 @@ pub mod bridge;
 pub mod card;
 pub mod data;
 pub mod demo;
+pub mod engine_args;
 pub mod eval;
 #[cfg(feature = "train")]
 pub mod export;
 pub mod label;
 pub mod metrics;
-pub mod precision_arg;
 pub mod predict;
 pub mod serve;
 #[cfg(feature = "train")]

@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use fieldkit_core::detect::NmsOptions;
 use fieldkit_core::{dataset, fsio, image_io, report};
 use fieldkit_runtime::parallel_map;
-use fieldkit_runtime::{Engine, Layout, LoadOptions, Output, PredictOptions};
+use fieldkit_runtime::{Output, PredictOptions};
 
-use super::precision_arg::PrecisionArg;
+use super::engine_args::{NmsArgs, RunArgs};
 
 const VIDEO_EXTENSIONS: &[&str] = &["mp4", "avi", "mov", "mkv", "webm"];
 
@@ -29,36 +28,16 @@ pub struct PredictArgs {
     fps: Option<f64>,
     #[arg(long, default_value = "runs/predict")]
     out: PathBuf,
-    /// Detector: minimum score.
-    #[arg(long, default_value_t = 0.3)]
-    conf: f32,
-    /// Detector: NMS IoU threshold.
-    #[arg(long, default_value_t = 0.45)]
-    iou: f32,
-    /// Detector: NMS across classes (one box per object whatever its class).
-    #[arg(long)]
-    agnostic: bool,
-    #[arg(long, default_value_t = 300)]
-    max_det: usize,
+    #[command(flatten)]
+    nms: NmsArgs,
     /// Classifier: classes reported per image.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
     /// Write only the JSONL, no annotated images.
     #[arg(long)]
     no_images: bool,
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    /// Intra-op threads per inference (one video stream: --workers 1 --threads 2).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Keep the translated plan in this directory (NNEF) and load it from there next time.
-    #[arg(long, value_name = "DIR")]
-    nnef_cache: Option<PathBuf>,
-    /// Layout the convolutions run in: nhwc (faster on the measured CPUs) or nchw.
-    #[arg(long, default_value_t = Layout::default())]
-    layout: Layout,
     #[command(flatten)]
-    precision: PrecisionArg,
+    run: RunArgs,
 }
 
 /// One input: an image file, or a frame extracted from a video.
@@ -185,26 +164,13 @@ fn annotated_name(i: usize, image: &Path) -> String {
 }
 
 pub fn run(a: PredictArgs) -> Result<i32> {
-    fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
-    let load = LoadOptions { cache: a.nnef_cache.clone(), layout: a.layout, precision: a.precision.checked() };
-    let engine = Engine::load_with(&a.model, &load)?;
-    if let fieldkit_runtime::LoadSource::Uncached(why) = engine.load_source() {
-        eprintln!("note: NNEF cache not used: {why}");
-    }
+    let engine = a.run.load(&a.model)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let frames_dir = tempfile_dir(&a.out)?;
     let items = collect_sources(&a.sources, a.fps, &frames_dir)?;
-    let opts = PredictOptions {
-        top_k: a.top_k,
-        nms: NmsOptions {
-            score_threshold: a.conf,
-            iou_threshold: a.iou,
-            class_agnostic: a.agnostic,
-            max_detections: a.max_det,
-        },
-    };
+    let opts = PredictOptions { top_k: a.top_k, nms: a.nms.options()? };
     let t = std::time::Instant::now();
-    let results = parallel_map(&engine, items.len(), a.workers, |s, i| {
+    let results = parallel_map(&engine, items.len(), a.run.workers, |s, i| {
         let mut img = image_io::read_rgb(&items[i].path)?;
         let p = s.predict(&img, &opts)?;
         if !a.no_images {

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fieldkit_core::fsio;
-use fieldkit_runtime::{Layout, Precision};
+use fieldkit_runtime::Layout;
 use fieldkit_serve::loadtest::{self, LoadConfig};
 use fieldkit_serve::ServeConfig;
+
+use super::engine_args::EngineArgs;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -23,10 +25,6 @@ pub struct ServeArgs {
     /// Inference worker threads.
     #[arg(long)]
     workers: Option<usize>,
-    /// Intra-op threads per inference (lower latency per request, fewer requests in parallel:
-    /// e.g. --workers 1 --threads 2 for one camera on two cores).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
     /// Bearer token for every route but health (at least 16 characters).
     #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
@@ -43,16 +41,13 @@ pub struct ServeArgs {
     max_body_mb: Option<f64>,
     #[arg(long)]
     timeout_ms: Option<u64>,
-    /// Keep translated plans in this directory (NNEF) and load them from there after a
-    /// restart or SIGHUP, skipping the ONNX parse.
-    #[arg(long, value_name = "DIR")]
-    nnef_cache: Option<PathBuf>,
     /// Layout the convolutions run in: nhwc (default, faster on the measured CPUs) or nchw.
     #[arg(long)]
     layout: Option<Layout>,
-    /// Float precision fp32 models compute in: f32 (default) or f16 (boards with FEAT_FP16).
-    #[arg(long)]
-    precision: Option<Precision>,
+    /// Threads, NNEF cache and precision, as in predict; the cache and precision override
+    /// serve.toml's.
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 fn parse_model(s: &str) -> Result<(String, PathBuf), String> {
@@ -93,13 +88,13 @@ pub fn config(a: ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = a.timeout_ms {
         cfg.timeout_ms = v;
     }
-    if a.nnef_cache.is_some() {
-        cfg.nnef_cache = a.nnef_cache;
+    if a.engine.nnef_cache.is_some() {
+        cfg.nnef_cache = a.engine.nnef_cache;
     }
     if let Some(v) = a.layout {
         cfg.layout = v;
     }
-    if let Some(v) = a.precision {
+    if let Some(v) = a.engine.precision {
         cfg.precision = v;
     }
     cfg.resolve_token()?;
@@ -112,7 +107,7 @@ pub fn config(a: ServeArgs) -> Result<ServeConfig> {
 }
 
 pub fn run(a: ServeArgs) -> Result<i32> {
-    fieldkit_runtime::threads::set_intra_op_threads(a.threads)?;
+    a.engine.apply_threads()?;
     let cfg = config(a)?;
     cfg.validate()?;
     fieldkit_serve::init_logging();

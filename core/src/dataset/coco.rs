@@ -1,6 +1,6 @@
 //! COCO instances JSON (ground truth) and COCO results JSON (predictions): read, validate, write.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -146,13 +146,6 @@ impl CocoDataset {
         }
         Ok(())
     }
-
-    /// Category id -> position in `categories` sorted by id (the class index order).
-    pub fn category_index(&self) -> HashMap<u64, usize> {
-        let mut ids: Vec<u64> = self.categories.iter().map(|c| c.id).collect();
-        ids.sort_unstable();
-        ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect()
-    }
 }
 
 /// Reads a COCO results file: a JSON list of predictions (the pycocotools `loadRes` input).
@@ -165,10 +158,6 @@ pub fn read_predictions(path: &Path) -> Result<Vec<CocoPrediction>> {
         }
     }
     Ok(preds)
-}
-
-pub fn write_predictions(path: &Path, preds: &[CocoPrediction]) -> Result<()> {
-    fsio::write_json(path, preds)
 }
 
 #[cfg(test)]

@@ -12,7 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use super::AugmentPreset;
 use crate::error::{Result, TrainerError};
-use crate::train::detect::assign::GtBox;
+
+/// One ground-truth object in model-input pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GtBox {
+    pub class: usize,
+    /// `[x1, y1, x2, y2]`
+    pub bbox: [f32; 4],
+}
 
 /// Letterbox fill, as YOLOX and Ultralytics pad.
 pub const PAD: u8 = 114;

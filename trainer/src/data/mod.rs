@@ -13,6 +13,7 @@ use fieldkit_core::{image_io, parallel};
 use image::RgbImage;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
@@ -171,10 +172,21 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// How the loss weighs classes by their training counts (`--class-weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassWeights {
+    None,
+    /// sklearn "balanced": n / (k · n_c).
+    #[value(name = "auto", alias = "balanced")]
+    Balanced,
+    /// Square root of balanced.
+    Sqrt,
+}
+
 /// Per-class loss weights: `balanced` is sklearn's n / (k · n_c); `sqrt` its square root,
 /// gentler when a class is 60× rarer than another. Classes without samples get weight 1.
-pub fn class_weights(counts: &[usize], mode: crate::train::ClassWeights) -> Option<Vec<f32>> {
-    use crate::train::ClassWeights;
+pub fn class_weights(counts: &[usize], mode: ClassWeights) -> Option<Vec<f32>> {
     let n: usize = counts.iter().sum();
     let k = counts.iter().filter(|c| **c > 0).count().max(1);
     let balanced = |c: usize| if c == 0 { 1.0 } else { n as f64 / (k as f64 * c as f64) };
@@ -201,7 +213,6 @@ mod tests {
 
     #[test]
     fn weights_follow_sklearn_balanced() {
-        use crate::train::ClassWeights;
         let w = class_weights(&[60, 3450, 0], ClassWeights::Balanced).unwrap();
         // sklearn: n_samples / (n_classes * count) over the classes present.
         assert!((w[0] - 3510.0 / (2.0 * 60.0)).abs() < 1e-4);

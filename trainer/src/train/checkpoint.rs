@@ -76,6 +76,15 @@ struct Pointer {
     dir: String,
 }
 
+/// Which checkpoint of a run to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    /// The best epoch by the run's monitored metric.
+    Best,
+    /// The latest checkpoint (possibly mid-epoch).
+    Last,
+}
+
 pub struct Checkpoints {
     root: PathBuf,
 }
@@ -174,10 +183,10 @@ impl Checkpoints {
     }
 
     /// The model file of the best or the last checkpoint, and words for it.
-    pub fn pick(&self, which: super::Which) -> Result<(PathBuf, String)> {
+    pub fn pick(&self, which: Which) -> Result<(PathBuf, String)> {
         Ok(match which {
-            super::Which::Best => (self.best_model(), "best".to_string()),
-            super::Which::Last => {
+            Which::Best => (self.best_model(), "best".to_string()),
+            Which::Last => {
                 let dir = self.last_dir()?;
                 let what = format!("last ({})", dir.file_name().unwrap_or_default().to_string_lossy());
                 (dir.join("model.bpk"), what)

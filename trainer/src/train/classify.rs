@@ -5,27 +5,31 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
+use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 
 use fieldkit_core::dataset::ImageFolder;
+use fieldkit_core::fsio;
 use fieldkit_core::metrics::ClassificationReport;
 use fieldkit_core::preprocess::Preprocess;
-use fieldkit_core::{fsio, CoreError};
 
-use super::checkpoint::{Checkpoints, EpochMetrics};
-use super::config::{ClassifyConfig, OptimizerKind, Strategy};
+use fieldkit_core::card::{Decode, ModelCard, Task as CardTask};
+use fieldkit_runtime::eval::{eval_classifier, ClassifierEval};
+use fieldkit_runtime::Engine;
+
+use super::checkpoint::{EpochMetrics, Which};
+use super::config::{ClassifyConfig, Strategy};
 use super::features::{cache_key, features, FeatureSet};
 use super::looping::{run_epochs, EpochTrain, LoopOutcome, Task};
+use super::outputs::{export_checkpoint, square_input, write_card, Deliver, Scored};
 use super::progress::Progress;
-use super::schedule::{Schedule, ScheduleSettings};
+use super::schedule::Schedule;
 use super::step::{plain_cross_entropy, Input, Stepper};
 use crate::data::loader::{batch_ranges, build_batch};
 use crate::data::{class_weights, decode_eval_split, decode_split, epoch_order, shrink_to, EpochLoader, ImageSet};
 use crate::error::{Result, TrainerError};
+use crate::export::export_classifier;
+use crate::export::onnx::OUTPUT;
 use crate::model::mobilenetv2::MobileNetV2;
 use crate::model::to_host;
 use crate::weights::load_backbone;
@@ -138,31 +142,13 @@ pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
     })
 }
 
+/// The run's optimizer (kept here for the benches and tests that build one).
 pub fn optimizer(cfg: &ClassifyConfig) -> ModuleOptimizer {
-    optimizer_for(cfg.optimizer, cfg.weight_decay, cfg.momentum, cfg.clip_grad)
+    cfg.train.optimizer()
 }
 
-/// Per-tensor norm clipping for `--clip-grad`: a limit of 0 (or below) means none. burn's
-/// `Norm(0.0)` would scale every gradient to zero, a run that trains nothing and says nothing
-/// (what `train classify --clip-grad 0` did while `train detect` read 0 as "off").
-pub fn clipping(clip_grad: Option<f32>) -> Option<GradientClippingConfig> {
-    super::settings::clip_limit(clip_grad).map(GradientClippingConfig::Norm)
-}
-
-/// AdamW (decoupled weight decay) or SGD with momentum, with optional per-tensor clipping.
-pub fn optimizer_for(kind: OptimizerKind, weight_decay: f64, momentum: f64, clip_grad: Option<f32>) -> ModuleOptimizer {
-    let clip = clipping(clip_grad);
-    match kind {
-        OptimizerKind::AdamW => {
-            AdamWConfig::new().with_weight_decay(weight_decay as f32).with_grad_clipping(clip).init()
-        }
-        OptimizerKind::Sgd => SgdConfig::new()
-            .with_momentum(Some(MomentumConfig::new().with_momentum(momentum).with_dampening(0.0)))
-            .with_weight_decay((weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)))
-            .with_gradient_clipping(clip)
-            .init(),
-    }
-}
+pub use super::config::describe_strategy;
+pub use super::settings::{clipping, optimizer_for};
 
 /// Batches per epoch.
 pub fn steps_per_epoch(p: &Prepared) -> usize {
@@ -170,17 +156,7 @@ pub fn steps_per_epoch(p: &Prepared) -> usize {
 }
 
 pub fn schedule(cfg: &ClassifyConfig, steps_per_epoch: usize) -> Schedule {
-    let settings = ScheduleSettings {
-        kind: cfg.schedule,
-        lr: cfg.lr,
-        epochs: cfg.epochs,
-        warmup_epochs: cfg.warmup_epochs,
-        step_epochs: cfg.step_epochs,
-        gamma: cfg.gamma,
-        plateau_patience: cfg.plateau_patience,
-        final_frac: 0.01,
-    };
-    Schedule::new(settings, steps_per_epoch)
+    cfg.train.schedule(steps_per_epoch, 0.01)
 }
 
 /// (batch index, the batch's inputs and labels), one epoch's worth.
@@ -374,68 +350,67 @@ pub fn run_loop(p: &Prepared, out: &Path, resume: bool, progress: &Progress) -> 
     run_epochs(&mut task, p.model.clone(), optimizer(&p.cfg), out, resume, progress)
 }
 
-/// Refuses to overwrite a previous run unless resuming. A directory holding only the
-/// config.json of a run that failed before its first checkpoint is reused.
-pub fn check_out_dir(out: &Path, resume: bool) -> Result<()> {
-    let ckpts = Checkpoints::new(out);
-    if resume {
-        if !ckpts.exists() {
-            return Err(TrainerError::Config(format!(
-                "--resume: {} holds no checkpoint (checkpoints/last.json)",
-                out.display()
-            )));
-        }
-        return Ok(());
-    }
-    if ckpts.exists() || out.join("model.onnx").exists() {
-        return Err(TrainerError::Config(format!(
-            "{} already holds a training run: pass --resume to continue it, or choose another --out",
-            out.display()
-        )));
-    }
-    Ok(())
+/// Writes `model` as ONNX at `path` with its card (classes, input, preprocessing, decoding).
+pub fn export_with_card(
+    model: &MobileNetV2,
+    cfg: &ClassifyConfig,
+    classes: &[String],
+    data_fingerprint: &str,
+    source: String,
+    path: &Path,
+) -> Result<ModelCard> {
+    export_classifier(&model.valid(), cfg.size, path)?;
+    let card = ModelCard::new(
+        CardTask::Classify,
+        classes.to_vec(),
+        square_input(cfg.size),
+        cfg.preprocess(),
+        Decode::Softmax { output: OUTPUT.into() },
+    );
+    write_card(card, source, data_fingerprint, path)
 }
 
-/// Writes the run's settings once its data has been opened successfully.
-pub fn write_config<C: serde::Serialize>(out: &Path, cfg: &C) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| CoreError::io(out, e))?;
-    fsio::write_json(&out.join("config.json"), cfg)?;
-    Ok(())
+/// `fieldkit export` of a classification run's checkpoint.
+pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
+    let cfg: ClassifyConfig = fsio::read_json(&run.join("config.json"))?;
+    let train = ImageFolder::open(&cfg.data, &cfg.train_split)?;
+    let model = cfg.init_model(train.classes.len(), &cfg.device.device()?);
+    export_checkpoint(run, which, model, |m, source| {
+        export_with_card(m, &cfg, &train.classes, &train.fingerprint(), source, path)
+    })
 }
 
-/// One line saying which layers train and at what rates, for the report and the card.
-pub fn describe_strategy(cfg: &ClassifyConfig) -> String {
-    match cfg.strategy {
-        Strategy::Head => "head (linear probe on cached features)".into(),
-        Strategy::Full => "full fine-tune".into(),
-        Strategy::Partial => format!("partial: features.{}.. and head train", cfg.unfreeze_from),
-        Strategy::Gradual => format!(
-            "gradual: head, then one stage more every {} epoch(s) down to features.{}",
-            cfg.gradual_epochs, cfg.unfreeze_from
-        ),
+/// A classification run's ending: MobileNetV2 + softmax card, scored by top-1 in tract.
+impl Deliver for Prepared {
+    type Model = MobileNetV2;
+    type Metrics = EpochMetrics;
+    type Eval = ClassifierEval;
+
+    fn blank_model(&self) -> MobileNetV2 {
+        self.cfg.init_model(self.classes.len(), &self.device)
     }
-    .replace("features.19..", "head only")
-        + if cfg.lr_mult > 1.0 && cfg.strategy != Strategy::Head {
-            if cfg.lr_ramp {
-                ", backbone lr ramped geometrically"
-            } else {
-                ", backbone lr / lr_mult"
-            }
-        } else {
-            ""
-        }
-}
 
-#[cfg(test)]
-mod clipping_tests {
-    use super::clipping;
-    use burn::grad_clipping::GradientClippingConfig;
+    fn source(&self) -> String {
+        format!("fieldkit train classify ({})", describe_strategy(&self.cfg))
+    }
 
-    #[test]
-    fn clip_grad_zero_turns_clipping_off() {
-        assert!(clipping(Some(0.0)).is_none());
-        assert!(clipping(Some(-1.0)).is_none());
-        assert!(clipping(None).is_none());
-        assert!(matches!(clipping(Some(10.0)), Some(GradientClippingConfig::Norm(v)) if v == 10.0));
+    fn export(&self, model: &MobileNetV2, source: String, path: &Path) -> Result<ModelCard> {
+        export_with_card(model, &self.cfg, &self.classes, &self.data_fingerprint, source, path)
+    }
+
+    fn score(&self, engine: &Engine) -> Result<Scored<ClassifierEval>> {
+        let valid = ImageFolder::open_with_classes(&self.cfg.data, &self.cfg.valid_split, &self.classes)?;
+        let eval = eval_classifier(engine, &valid, self.cfg.workers.max(1))?;
+        let r = &eval.report;
+        let card_metrics = vec![("valid_top1", r.top1), ("valid_macro_f1", r.macro_f1)];
+        Ok(Scored { headline: r.top1, card_metrics, eval })
+    }
+
+    fn headline(&self, row: &EpochMetrics) -> (&'static str, f64) {
+        ("top1", row.top1)
+    }
+
+    fn plot_curves(&self, out: &Path, history: &[EpochMetrics]) -> Result<()> {
+        super::report::plot_curves(out, history)
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::schedule::ScheduleKind;
 pub use super::settings::{LoopSettings, OptimizerKind};
 use crate::data::Augment;
+pub use crate::data::ClassWeights;
 use crate::device::DeviceKind;
 use crate::error::{Result, TrainerError};
 use crate::model::mobilenetv2::FEATURE_LAYERS;
@@ -24,17 +25,6 @@ pub enum Strategy {
     /// fastai `freeze_to`: head first, then one torchvision stage more every
     /// `gradual_epochs`, down to `unfreeze_from`.
     Gradual,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum ClassWeights {
-    None,
-    /// sklearn "balanced": n / (k · n_c).
-    #[value(name = "auto", alias = "balanced")]
-    Balanced,
-    /// Square root of balanced.
-    Sqrt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -204,6 +194,29 @@ impl ClassifyConfig {
             1.0 / self.lr_mult
         }
     }
+}
+
+/// One line saying which layers train and at what rates, for the report and the card.
+pub fn describe_strategy(cfg: &ClassifyConfig) -> String {
+    match cfg.strategy {
+        Strategy::Head => "head (linear probe on cached features)".into(),
+        Strategy::Full => "full fine-tune".into(),
+        Strategy::Partial => format!("partial: features.{}.. and head train", cfg.unfreeze_from),
+        Strategy::Gradual => format!(
+            "gradual: head, then one stage more every {} epoch(s) down to features.{}",
+            cfg.gradual_epochs, cfg.unfreeze_from
+        ),
+    }
+    .replace("features.19..", "head only")
+        + if cfg.lr_mult > 1.0 && cfg.strategy != Strategy::Head {
+            if cfg.lr_ramp {
+                ", backbone lr ramped geometrically"
+            } else {
+                ", backbone lr / lr_mult"
+            }
+        } else {
+            ""
+        }
 }
 
 #[cfg(test)]

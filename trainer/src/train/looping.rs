@@ -23,7 +23,7 @@ pub trait Task<'a> {
     type Model: Module + ModuleSnapshot;
     type Batch;
     /// One row of the run's history (`metrics.csv`).
-    type Metrics: Clone + Serialize + DeserializeOwned + super::report::EpochRow;
+    type Metrics: Clone + Serialize + DeserializeOwned + super::history::EpochRow;
 
     fn epochs(&self) -> usize;
     fn steps_per_epoch(&self) -> usize;
@@ -173,7 +173,7 @@ pub fn run_epochs<'a, T: Task<'a>>(
         state.elapsed_s = elapsed_before + run_start.elapsed().as_secs_f64();
         ckpts.save(&model, &optim, &state)?;
         // Rewritten every epoch so a long or quiet run can be followed (and plotted) as it goes.
-        super::report::write_metrics_csv(&out.join("metrics.csv"), &state.history)?;
+        super::history::write_metrics_csv(&out.join("metrics.csv"), &state.history)?;
         last_save = Instant::now();
     }
     Ok(LoopOutcome { state, best_model: ckpts.best_model() })

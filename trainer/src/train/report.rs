@@ -6,21 +6,12 @@ use std::path::Path;
 
 use fieldkit_core::fsio;
 use fieldkit_core::metrics::ClassificationReport;
-use fieldkit_core::report::{plot_confusion, plot_lines, write_csv};
+use fieldkit_core::report::plot_confusion;
 
 use super::checkpoint::EpochMetrics;
-use super::classify::describe_strategy;
-use super::config::ClassifyConfig;
+use super::config::{describe_strategy, ClassifyConfig};
+pub use super::history::{plot_history, write_metrics_csv, EpochRow, Series};
 use crate::error::Result;
-
-/// A per-epoch history row: the columns of `metrics.csv` and the values the curves plot.
-pub trait EpochRow {
-    const HEADER: &'static [&'static str];
-    fn epoch(&self) -> usize;
-    fn cells(&self) -> Vec<String>;
-    fn train_loss(&self) -> f64;
-    fn valid_loss(&self) -> f64;
-}
 
 impl EpochRow for EpochMetrics {
     const HEADER: &'static [&'static str] =
@@ -51,38 +42,6 @@ impl EpochRow for EpochMetrics {
     fn valid_loss(&self) -> f64 {
         self.valid_loss
     }
-}
-
-pub fn write_metrics_csv<M: EpochRow>(path: &Path, history: &[M]) -> Result<()> {
-    let rows: Vec<Vec<String>> = history.iter().map(|m| m.cells()).collect();
-    write_csv(path, M::HEADER, &rows)?;
-    Ok(())
-}
-
-/// A named validation series of a history: its label and how to read it from an epoch's row.
-pub type Series<'a, M> = (&'a str, fn(&M) -> f64);
-
-/// `loss.png` (train and valid loss per epoch, `loss_desc` on the y axis) and `metric_png`
-/// with the given validation series.
-pub fn plot_history<M: EpochRow>(
-    out: &Path,
-    history: &[M],
-    loss_desc: &str,
-    metric_png: &str,
-    metric_title: &str,
-    series: &[Series<M>],
-) -> Result<()> {
-    let pts = |f: &dyn Fn(&M) -> f64| history.iter().map(|m| (m.epoch() as f64, f(m))).collect::<Vec<_>>();
-    plot_lines(
-        &out.join("loss.png"),
-        "loss",
-        "epoch",
-        loss_desc,
-        &[("train".into(), pts(&|m| m.train_loss())), ("valid".into(), pts(&|m| m.valid_loss()))],
-    )?;
-    let lines: Vec<(String, Vec<(f64, f64)>)> = series.iter().map(|(name, f)| (name.to_string(), pts(f))).collect();
-    plot_lines(&out.join(metric_png), metric_title, "epoch", "score", &lines)?;
-    Ok(())
 }
 
 pub fn plot_curves(out: &Path, history: &[EpochMetrics]) -> Result<()> {

@@ -2,9 +2,13 @@
 //! flattened into each task's config so `config.json` keeps its flat keys and the runs written
 //! before the fold still `--resume`.
 
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use serde::{Deserialize, Serialize};
 
-use super::schedule::ScheduleKind;
+use super::schedule::{Schedule, ScheduleKind, ScheduleSettings};
 use crate::device::DeviceKind;
 use crate::error::{Result, TrainerError};
 
@@ -65,6 +69,49 @@ impl LoopSettings {
         }
         Ok(())
     }
+
+    /// The optimizer these settings ask for.
+    pub fn optimizer(&self) -> ModuleOptimizer {
+        optimizer_for(self.optimizer, self.weight_decay, self.momentum, self.clip_grad)
+    }
+
+    /// The learning-rate schedule over `steps_per_epoch` batches an epoch, decaying to
+    /// `final_frac` of the peak (a task's choice: a head trained from scratch keeps a floor).
+    pub fn schedule(&self, steps_per_epoch: usize, final_frac: f64) -> Schedule {
+        let settings = ScheduleSettings {
+            kind: self.schedule,
+            lr: self.lr,
+            epochs: self.epochs,
+            warmup_epochs: self.warmup_epochs,
+            step_epochs: self.step_epochs,
+            gamma: self.gamma,
+            plateau_patience: self.plateau_patience,
+            final_frac,
+        };
+        Schedule::new(settings, steps_per_epoch)
+    }
+}
+
+/// Per-tensor norm clipping for `--clip-grad`: a limit of 0 (or below) means none. burn's
+/// `Norm(0.0)` would scale every gradient to zero, a run that trains nothing and says nothing
+/// (what `train classify --clip-grad 0` did while `train detect` read 0 as "off").
+pub fn clipping(clip_grad: Option<f32>) -> Option<GradientClippingConfig> {
+    clip_limit(clip_grad).map(GradientClippingConfig::Norm)
+}
+
+/// AdamW (decoupled weight decay) or SGD with momentum, with optional per-tensor clipping.
+pub fn optimizer_for(kind: OptimizerKind, weight_decay: f64, momentum: f64, clip_grad: Option<f32>) -> ModuleOptimizer {
+    let clip = clipping(clip_grad);
+    match kind {
+        OptimizerKind::AdamW => {
+            AdamWConfig::new().with_weight_decay(weight_decay as f32).with_grad_clipping(clip).init()
+        }
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_momentum(Some(MomentumConfig::new().with_momentum(momentum).with_dampening(0.0)))
+            .with_weight_decay((weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)))
+            .with_gradient_clipping(clip)
+            .init(),
+    }
 }
 
 /// Lets a task config read its loop settings as its own fields (`cfg.lr`, as before the
@@ -89,8 +136,19 @@ macro_rules! loop_settings_fields {
 
 #[cfg(test)]
 mod tests {
+    use burn::grad_clipping::GradientClippingConfig;
+
     use super::super::detect::DetectConfig;
     use super::super::ClassifyConfig;
+    use super::clipping;
+
+    #[test]
+    fn clip_grad_zero_turns_clipping_off() {
+        assert!(clipping(Some(0.0)).is_none());
+        assert!(clipping(Some(-1.0)).is_none());
+        assert!(clipping(None).is_none());
+        assert!(matches!(clipping(Some(10.0)), Some(GradientClippingConfig::Norm(v)) if v == 10.0));
+    }
 
     /// The fold must not change config.json: the loop keys stay at the top level (no "train"
     /// object) and a file written before the fold still loads.

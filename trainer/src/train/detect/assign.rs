@@ -6,13 +6,7 @@
 
 use fieldkit_core::metrics::boxes::iou;
 
-/// One ground-truth object in model-input pixels.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GtBox {
-    pub class: usize,
-    /// `[x1, y1, x2, y2]`
-    pub bbox: [f32; 4],
-}
+pub use crate::data::boxes::GtBox;
 
 /// Anchor points of a square input: grid cell and stride of each, in the head's order
 /// (strides in turn, each grid row-major).

@@ -15,28 +15,30 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use fieldkit_core::card::{Decode, InputSpec, ModelCard, Task as CardTask};
+use fieldkit_core::card::{Decode, ModelCard, Task as CardTask};
 use fieldkit_core::dataset::coco::{CocoDataset, CocoPrediction};
 use fieldkit_core::dataset::YoloDataset;
 use fieldkit_core::detect::{decode_yolox, nms, NmsOptions};
 use fieldkit_core::metrics::{CocoEval, CountReport};
 use fieldkit_core::preprocess::{Geometry, Preprocess};
-use fieldkit_runtime::eval::eval_detector;
+use fieldkit_runtime::eval::{eval_detector, DetectorEval};
 use fieldkit_runtime::Engine;
 
 use self::assign::{Anchors, GtBox};
 use self::loss::yolox_loss;
-use super::checkpoint::{self, Checkpoints};
-use super::classify::{check_out_dir, optimizer_for, write_config};
+use super::checkpoint::Which;
 use super::looping::{run_epochs, EpochTrain, Task};
+use super::outputs::{
+    check_out_dir, deliver, export_checkpoint, square_input, write_card, write_config, Deliver, Scored,
+};
 use super::progress::Progress;
-use super::schedule::{Schedule, ScheduleSettings};
+use super::schedule::Schedule;
 use crate::data::boxes::{decode_eval_boxes, BoxSet, DetAugment, EvalBoxSet};
 use crate::data::loader::{batch_ranges, BuildBatch, EpochLoader};
 use crate::data::{epoch_order, sample_rng};
 use crate::error::{Result, TrainerError};
 use crate::export::export_detector;
-use crate::export::onnx::{DET_OUTPUT, INPUT};
+use crate::export::onnx::DET_OUTPUT;
 use crate::model::to_host;
 use crate::model::yolox::{Detector, STRIDES};
 use crate::weights::load_backbone;
@@ -221,18 +223,8 @@ pub fn steps_per_epoch(p: &DetPrepared) -> usize {
 }
 
 pub fn schedule(cfg: &DetectConfig, steps_per_epoch: usize) -> Schedule {
-    let settings = ScheduleSettings {
-        kind: cfg.schedule,
-        lr: cfg.lr,
-        epochs: cfg.epochs,
-        warmup_epochs: cfg.warmup_epochs,
-        step_epochs: cfg.step_epochs,
-        gamma: cfg.gamma,
-        plateau_patience: cfg.plateau_patience,
-        // The head trains from scratch: a floor of 5 % keeps the last epochs learning.
-        final_frac: 0.05,
-    };
-    Schedule::new(settings, steps_per_epoch)
+    // The head trains from scratch: a floor of 5 % keeps the last epochs learning.
+    cfg.train.schedule(steps_per_epoch, 0.05)
 }
 
 /// Raw head outputs of the validation images (eval mode), one `[anchors·(5+classes)]`
@@ -420,34 +412,12 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
         write_config(out, cfg)?;
     }
     let mut task = DetectTask { p: &p, frozen: None };
-    let optim = optimizer_for(cfg.optimizer, cfg.weight_decay, cfg.momentum, cfg.clip_grad);
     // The frozen boundary never moves: set it once (freezing survives `train()` and loading).
     let model = p.model.clone().with_trainable_from(cfg.trainable_from());
-    let outcome = run_epochs(&mut task, model, optim, out, resume, progress)?;
+    let outcome = run_epochs(&mut task, model, cfg.train.optimizer(), out, resume, progress)?;
+    let done = deliver(&p, &outcome, out, progress)?;
     let state = outcome.state;
-    super::report::write_metrics_csv(&out.join("metrics.csv"), &state.history)?;
-    report::plot_curves(out, &state.history)?;
-
-    let mut best = cfg.init_model(p.classes.len(), &p.device);
-    checkpoint::load_module(&mut best, &outcome.best_model)?;
-    let model_path = out.join("model.onnx");
-    let source = format!("fieldkit train detect (YOLOX-style head on MobileNetV2), best epoch {:?}", state.best_epoch);
-    let mut card = export_with_card(&best, cfg, &p.classes, &p.data_fingerprint, source, &model_path)?;
-    let engine = Engine::load(&model_path)?;
-    let data = YoloDataset::from_yaml(&cfg.data)?;
-    let eval = eval_detector(&engine, &data, &cfg.valid_split, cfg.workers.max(1), 0.3)?;
-    card.metrics.insert("valid_map50".into(), eval.coco.map50);
-    card.metrics.insert("valid_map50_95".into(), eval.coco.map50_95);
-    card.metrics.insert("valid_count_mae".into(), eval.counts.count_mae);
-    card.write_for(&model_path)?;
-    if let Some(b) = state.best_epoch.and_then(|e| state.history.iter().find(|m| m.epoch == e)) {
-        if (b.map50_95 - eval.coco.map50_95).abs() > 0.01 {
-            progress.message(&format!(
-                "warning: burn measured mAP50-95 {:.4} at the best epoch, the exported model gives {:.4} in tract",
-                b.map50_95, eval.coco.map50_95
-            ));
-        }
-    }
+    let eval = done.eval;
     report::write_report(
         out,
         &report::DetReportInputs {
@@ -465,7 +435,7 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
     )?;
     Ok(DetectSummary {
         out: out.to_path_buf(),
-        model: model_path,
+        model: done.model,
         best_epoch: state.best_epoch,
         history: state.history,
         map50: eval.coco.map50,
@@ -485,29 +455,62 @@ pub fn export_with_card(
     path: &Path,
 ) -> Result<ModelCard> {
     export_detector(&model.valid(), cfg.size, path)?;
-    let s = cfg.size as i64;
-    let mut card = ModelCard::new(
+    let card = ModelCard::new(
         CardTask::Detect,
         classes.to_vec(),
-        InputSpec { name: INPUT.into(), shape: vec![-1, 3, s, s] },
+        square_input(cfg.size),
         cfg.preprocess(),
         Decode::Yolox { output: DET_OUTPUT.into(), strides: STRIDES.to_vec(), logits: false },
     );
-    card.source = Some(source);
-    card.data_fingerprint = Some(data_fingerprint.to_string());
-    card.write_for(path)?;
-    Ok(card)
+    write_card(card, source, data_fingerprint, path)
 }
 
 /// `fieldkit export` of a detection run's checkpoint.
-pub fn export_run(run: &Path, which: super::Which, path: &Path) -> Result<ModelCard> {
+pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     let cfg: DetectConfig = fieldkit_core::fsio::read_json(&run.join("config.json"))?;
     let data = YoloDataset::from_yaml(&cfg.data)?;
     let samples = data.load_split(&cfg.train_split)?;
-    let device = cfg.device.device()?;
-    let mut model = cfg.init_model(data.names.len(), &device);
-    let (file, what) = Checkpoints::new(run).pick(which)?;
-    checkpoint::load_module(&mut model, &file)?;
-    let source = format!("fieldkit export of {} checkpoint {what}", run.display());
-    export_with_card(&model, &cfg, &data.names, &data.fingerprint(&samples), source, path)
+    let model = cfg.init_model(data.names.len(), &cfg.device.device()?);
+    export_checkpoint(run, which, model, |m, source| {
+        export_with_card(m, &cfg, &data.names, &data.fingerprint(&samples), source, path)
+    })
+}
+
+/// A detection run's ending: the YOLOX-style detector + letterbox card, scored by mAP50-95
+/// in tract (counts and mAP50 into the card too).
+impl Deliver for DetPrepared {
+    type Model = Detector;
+    type Metrics = DetEpochMetrics;
+    type Eval = DetectorEval;
+
+    fn blank_model(&self) -> Detector {
+        self.cfg.init_model(self.classes.len(), &self.device)
+    }
+
+    fn source(&self) -> String {
+        "fieldkit train detect (YOLOX-style head on MobileNetV2)".into()
+    }
+
+    fn export(&self, model: &Detector, source: String, path: &Path) -> Result<ModelCard> {
+        export_with_card(model, &self.cfg, &self.classes, &self.data_fingerprint, source, path)
+    }
+
+    fn score(&self, engine: &Engine) -> Result<Scored<DetectorEval>> {
+        let data = YoloDataset::from_yaml(&self.cfg.data)?;
+        let eval = eval_detector(engine, &data, &self.cfg.valid_split, self.cfg.workers.max(1), 0.3)?;
+        let card_metrics = vec![
+            ("valid_map50", eval.coco.map50),
+            ("valid_map50_95", eval.coco.map50_95),
+            ("valid_count_mae", eval.counts.count_mae),
+        ];
+        Ok(Scored { headline: eval.coco.map50_95, card_metrics, eval })
+    }
+
+    fn headline(&self, row: &DetEpochMetrics) -> (&'static str, f64) {
+        ("mAP50-95", row.map50_95)
+    }
+
+    fn plot_curves(&self, out: &Path, history: &[DetEpochMetrics]) -> Result<()> {
+        report::plot_curves(out, history)
+    }
 }

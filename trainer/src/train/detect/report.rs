@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{DetEpochMetrics, DetectConfig};
 use crate::error::Result;
-use crate::train::report::{plot_history, EpochRow};
+use crate::train::history::{plot_history, EpochRow};
 use fieldkit_core::fsio;
 use fieldkit_core::metrics::{CocoEval, CountReport};
 
