@@ -23,7 +23,7 @@ use super::features::{cache_key, features, FeatureSet};
 use super::looping::{run_epochs, EpochTrain, LoopOutcome, Task};
 use super::outputs::{export_checkpoint, square_input, write_card, Deliver, Scored};
 use super::progress::Progress;
-use super::schedule::Schedule;
+use super::settings::LoopSettings;
 use super::step::{plain_cross_entropy, Input, Stepper};
 use crate::data::loader::{batch_ranges, build_batch};
 use crate::data::{class_weights, decode_eval_split, decode_split, epoch_order, shrink_to, EpochLoader, ImageSet};
@@ -155,9 +155,8 @@ pub fn steps_per_epoch(p: &Prepared) -> usize {
     batch_ranges(p.train.len(), p.cfg.batch, true).len()
 }
 
-pub fn schedule(cfg: &ClassifyConfig, steps_per_epoch: usize) -> Schedule {
-    cfg.train.schedule(steps_per_epoch, 0.01)
-}
+/// The schedule decays to 1 % of the peak lr.
+const FINAL_LR_FRACTION: f64 = 0.01;
 
 /// (batch index, the batch's inputs and labels), one epoch's worth.
 pub type EpochBatches<'a> = Box<dyn Iterator<Item = (usize, Result<(Input, Vec<i64>)>)> + 'a>;
@@ -255,24 +254,16 @@ impl<'a> Task<'a> for ClassifyTask<'a> {
     type Batch = (Input, Vec<i64>);
     type Metrics = EpochMetrics;
 
-    fn epochs(&self) -> usize {
-        self.p.cfg.epochs
+    fn settings(&self) -> &LoopSettings {
+        &self.p.cfg.train
     }
 
     fn steps_per_epoch(&self) -> usize {
         steps_per_epoch(self.p)
     }
 
-    fn schedule(&self) -> Schedule {
-        schedule(&self.p.cfg, steps_per_epoch(self.p))
-    }
-
-    fn checkpoint_minutes(&self) -> f64 {
-        self.p.cfg.checkpoint_minutes
-    }
-
-    fn patience(&self) -> Option<usize> {
-        self.p.cfg.patience
+    fn final_lr_fraction(&self) -> f64 {
+        FINAL_LR_FRACTION
     }
 
     fn monitor_name(&self) -> &'static str {

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::checkpoint::{save_module, Checkpoints, LoopState};
 use super::progress::Progress;
-use super::schedule::Schedule;
+use super::settings::LoopSettings;
 use crate::error::{Result, TrainerError};
 
 /// What one training task supplies to [`run_epochs`]. `'a` is the lifetime of the prepared
@@ -25,12 +25,12 @@ pub trait Task<'a> {
     /// One row of the run's history (`metrics.csv`).
     type Metrics: Clone + Serialize + DeserializeOwned + super::history::EpochRow;
 
-    fn epochs(&self) -> usize;
+    /// The run's loop settings (epochs, lr and schedule, patience, checkpoint interval).
+    fn settings(&self) -> &LoopSettings;
     fn steps_per_epoch(&self) -> usize;
-    fn schedule(&self) -> Schedule;
-    /// Mid-epoch checkpoint interval.
-    fn checkpoint_minutes(&self) -> f64;
-    fn patience(&self) -> Option<usize>;
+    /// The fraction of the peak lr the schedule decays to: a head trained from scratch keeps
+    /// a higher floor than a fine-tune.
+    fn final_lr_fraction(&self) -> f64;
     fn monitor_name(&self) -> &'static str;
     fn higher_is_better(&self) -> bool;
 
@@ -92,9 +92,9 @@ pub fn run_epochs<'a, T: Task<'a>>(
         progress.message(&format!("resumed at epoch {} batch {} (step {})", state.epoch + 1, state.batch, state.step));
     }
     let mut model = model.train();
-    let epochs = task.epochs();
+    let epochs = task.settings().epochs;
     let spe = task.steps_per_epoch();
-    let sched = task.schedule();
+    let sched = task.settings().schedule(task.steps_per_epoch(), task.final_lr_fraction());
     let mut last_save = Instant::now();
     let run_start = Instant::now();
     let elapsed_before = state.elapsed_s;
@@ -122,7 +122,7 @@ pub fn run_epochs<'a, T: Task<'a>>(
             state.step += 1;
             state.batch = b + 1;
             bar.set(b + 1, &format!("loss {:.4} lr {lr:.2e}", state.loss_sum / state.loss_count as f64));
-            if last_save.elapsed().as_secs_f64() > task.checkpoint_minutes() * 60.0 && state.batch < spe {
+            if last_save.elapsed().as_secs_f64() > task.settings().checkpoint_minutes * 60.0 && state.batch < spe {
                 state.elapsed_s = elapsed_before + run_start.elapsed().as_secs_f64();
                 ckpts.save(&model, &optim, &state)?;
                 last_save = Instant::now();
@@ -160,7 +160,7 @@ pub fn run_epochs<'a, T: Task<'a>>(
         }
         sched.observe(&mut state.plateau, value, task.higher_is_better());
         state.history.push(m);
-        if let Some(pat) = task.patience() {
+        if let Some(pat) = task.settings().patience {
             if state.bad_epochs >= pat {
                 state.stopped_early = true;
                 progress.message(&format!("early stop: {} did not improve for {pat} epochs", task.monitor_name()));

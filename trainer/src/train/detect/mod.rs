@@ -32,7 +32,7 @@ use super::outputs::{
     check_out_dir, deliver, export_checkpoint, square_input, write_card, write_config, Deliver, Scored,
 };
 use super::progress::Progress;
-use super::schedule::Schedule;
+use super::settings::LoopSettings;
 use crate::data::boxes::{decode_eval_boxes, BoxSet, DetAugment, EvalBoxSet};
 use crate::data::loader::{batch_ranges, BuildBatch, EpochLoader};
 use crate::data::{epoch_order, sample_rng};
@@ -222,10 +222,8 @@ pub fn steps_per_epoch(p: &DetPrepared) -> usize {
     batch_ranges(p.train.len(), p.cfg.batch, true).len()
 }
 
-pub fn schedule(cfg: &DetectConfig, steps_per_epoch: usize) -> Schedule {
-    // The head trains from scratch: a floor of 5 % keeps the last epochs learning.
-    cfg.train.schedule(steps_per_epoch, 0.05)
-}
+/// The head trains from scratch: a floor of 5 % of the peak lr keeps the last epochs learning.
+const FINAL_LR_FRACTION: f64 = 0.05;
 
 /// Raw head outputs of the validation images (eval mode), one `[anchors·(5+classes)]`
 /// vector per image, in batches of 16.
@@ -291,24 +289,16 @@ impl<'a> Task<'a> for DetectTask<'a> {
     type Batch = DetBatch;
     type Metrics = DetEpochMetrics;
 
-    fn epochs(&self) -> usize {
-        self.p.cfg.epochs
+    fn settings(&self) -> &LoopSettings {
+        &self.p.cfg.train
     }
 
     fn steps_per_epoch(&self) -> usize {
         steps_per_epoch(self.p)
     }
 
-    fn schedule(&self) -> Schedule {
-        schedule(&self.p.cfg, steps_per_epoch(self.p))
-    }
-
-    fn checkpoint_minutes(&self) -> f64 {
-        self.p.cfg.checkpoint_minutes
-    }
-
-    fn patience(&self) -> Option<usize> {
-        self.p.cfg.patience
+    fn final_lr_fraction(&self) -> f64 {
+        FINAL_LR_FRACTION
     }
 
     fn monitor_name(&self) -> &'static str {
