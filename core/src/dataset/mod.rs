@@ -17,6 +17,14 @@ pub use yolo::{DetSample, YoloBox, YoloDataset};
 /// File extensions the image decoder handles (lower case).
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
 
+/// The source photo a file was made from, where its name says so: Roboflow exports name each
+/// copy `<photo>_<ext>.rf.<hash>.<ext>`, so augmented copies of one photo share `<photo>_<ext>`.
+/// `None` for names without that mark.
+pub fn source_photo(path: &Path) -> Option<&str> {
+    let name = path.file_name()?.to_str()?;
+    name.find(".rf.").map(|i| &name[..i]).filter(|stem| !stem.is_empty())
+}
+
 pub fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
