@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use fieldkit_core::card::Task;
 use fieldkit_core::dataset::coco::{CocoDataset, CocoPrediction};
-use fieldkit_core::dataset::{EvalData, ImageFolder, YoloDataset};
+use fieldkit_core::dataset::{DetSample, EvalData, ImageFolder, YoloDataset};
 use fieldkit_core::detect::NmsOptions;
 use fieldkit_core::metrics::{BoxFitReport, ClassificationReport, CocoEval, CountReport};
 use fieldkit_core::perturb::Perturb;
@@ -100,6 +100,17 @@ pub fn eval_detector(
     workers: usize,
     count_threshold: f64,
 ) -> Result<DetectorEval> {
+    eval_detector_on(engine, data, &data.load_split(split)?, workers, count_threshold)
+}
+
+/// [`eval_detector`] on chosen samples of `data` (a held-out part of a split).
+pub fn eval_detector_on(
+    engine: &Engine,
+    data: &YoloDataset,
+    samples: &[DetSample],
+    workers: usize,
+    count_threshold: f64,
+) -> Result<DetectorEval> {
     let card = engine.card();
     if card.task != Task::Detect {
         return Err(RuntimeError::Mismatch {
@@ -108,7 +119,7 @@ pub fn eval_detector(
         });
     }
     let map = class_map(&card.classes, &data.names, &data.yaml)?;
-    let mut gt = data.to_coco(split)?;
+    let mut gt = data.samples_to_coco(samples)?;
     // Ground truth in the model's class ids (category id = model class + 1).
     for a in &mut gt.annotations {
         a.category_id = map[(a.category_id - 1) as usize] as u64 + 1;

@@ -183,13 +183,17 @@ pub struct TrainLoopArgs {
     device: Option<DeviceKind>,
     #[arg(long)]
     checkpoint_minutes: Option<f64>,
+    /// Hold this fraction of the train split out, by whole photos (copies of one photo stay
+    /// together), and score the exported model on it beside valid (default 0: none).
+    #[arg(long)]
+    holdout: Option<f64>,
 }
 
 impl TrainLoopArgs {
     /// The flags given, over a task's defaults. `--clip-grad 0` (or below) is no clipping.
     pub fn apply(&self, s: &mut LoopSettings) {
         set_given!(self => s; epochs, batch, optimizer, lr, lr_mult, momentum, weight_decay, schedule, warmup_epochs);
-        set_given!(self => s; step_epochs, gamma, seed, workers, device, checkpoint_minutes);
+        set_given!(self => s; step_epochs, gamma, seed, workers, device, checkpoint_minutes, holdout);
         if self.clip_grad.is_some() {
             s.clip_grad = train::settings::clip_limit(self.clip_grad);
         }
@@ -295,6 +299,12 @@ fn classify(a: ClassifyArgs) -> Result<i32> {
         s.best_epoch,
         s.train_seconds / 60.0
     );
+    if let Some(h) = &s.holdout {
+        println!(
+            "held out of train ({} images, whole photos): top1 {:.4}  macro_f1 {:.4}",
+            h.num_samples, h.top1, h.macro_f1
+        );
+    }
     println!("report {}", s.out.join("report.md").display());
     Ok(0)
 }
@@ -340,6 +350,9 @@ fn detect(a: DetectArgs) -> Result<i32> {
         s.best_epoch,
         s.train_seconds / 60.0
     );
+    if let Some((h, images)) = &s.holdout {
+        println!("held out of train ({images} images, whole photos): mAP50 {:.4}  mAP50-95 {:.4}", h.map50, h.map50_95);
+    }
     println!("report {}", s.out.join("report.md").display());
     Ok(0)
 }

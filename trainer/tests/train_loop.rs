@@ -209,3 +209,24 @@ fn clip_grad_zero_trains_unclipped() {
     assert!(last < 0.9 * first, "training loss did not fall with --clip-grad 0: {first} -> {last}");
     assert!(s.top1 > 0.9, "three colour classes should be learnable, top1 {}: {:#?}", s.top1, s.history);
 }
+
+/// `--holdout`: part of train is held out by whole photos, never trained on, and the exported
+/// model is scored on it at the end (summary, card, report) beside valid.
+#[test]
+fn holdout_is_left_out_of_training_and_scored_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(&dir.path().join("data"), &[("train", 16), ("valid", 6)]);
+    let mut cfg = tiny_config(&dir.path().join("data"));
+    cfg.epochs = 2;
+    cfg.holdout = 0.25;
+    let out = dir.path().join("run");
+    let s = train_classify(&cfg, &out, false, &Progress { quiet: true }).unwrap();
+    let h = s.holdout.expect("a held-out score");
+    assert!((4..=24).contains(&h.num_samples), "{} of 48 train images held out at 0.25", h.num_samples);
+    let card = ModelCard::load_verified(&out.join("model.onnx")).unwrap();
+    assert_eq!(card.metrics["holdout_top1"], h.top1);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("held-out part of train"), "{report}");
+    let cfg_json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg_json["holdout"], 0.25);
+}

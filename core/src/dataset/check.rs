@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::dataset::coco::CocoDataset;
 use crate::dataset::imagefolder::ImageFolder;
 use crate::dataset::is_image;
+use crate::dataset::photos::{look_hash, same_look, source_photo};
 use crate::dataset::yolo::{label_path_for, parse_label_text, YoloDataset};
 use crate::error::{CoreError, Result};
 use crate::image_io;
@@ -144,27 +145,6 @@ struct ScannedImage {
     look: Option<u64>,
 }
 
-/// A 64-bit difference hash of the picture (Krawetz's dHash: a 9x8 grey thumbnail, one bit per
-/// pair of neighbours) taken of the image and of its mirror, the smaller kept: re-encoded,
-/// resized and mirrored copies of one photo hash alike. Flat images (every bit equal) give
-/// `None`: they would match each other without being copies.
-fn look_hash(img: &image::RgbImage) -> Option<u64> {
-    let grey = image::imageops::grayscale(img);
-    let small = image::imageops::resize(&grey, 9, 8, image::imageops::FilterType::Triangle);
-    let bits = |mirror: bool| {
-        let mut h = 0u64;
-        for y in 0..8 {
-            for x in 0..8 {
-                let (a, b) = if mirror { (8 - x, 7 - x) } else { (x, x + 1) };
-                h = (h << 1) | u64::from(small.get_pixel(a, y)[0] < small.get_pixel(b, y)[0]);
-            }
-        }
-        h
-    };
-    let h = bits(false).min(bits(true));
-    (h != 0 && h != u64::MAX).then_some(h)
-}
-
 fn scan_images(paths: &[PathBuf]) -> Vec<ScannedImage> {
     use sha2::{Digest, Sha256};
     let next = AtomicUsize::new(0);
@@ -194,12 +174,6 @@ fn scan_images(paths: &[PathBuf]) -> Vec<ScannedImage> {
     });
     out.into_inner().unwrap().into_iter().map(|s| s.expect("every index scanned")).collect()
 }
-
-/// Picture hashes this many bits apart or fewer are one photo. Measured on the shared data:
-/// cattle-breed5's val holds 105 exact-hash copies of train photos (mirrored: the `_c` files),
-/// 124 at 2 bits, 126 at 4 and 6, 127 at 8; weed-cls9 (no copies by name) gives 0 up to 4
-/// bits and 7 at 8.
-const LOOK_BITS: u32 = 4;
 
 /// What earlier splits held, for the checks across splits: file bytes, pictures (mirror-blind)
 /// and Roboflow source photos, each with the split and file that had it first.
@@ -260,13 +234,12 @@ fn record_images(
             let hit = seen
                 .looks
                 .iter()
-                .find(|(o, other_split, _)| other_split != split && (o ^ h).count_ones() <= LOOK_BITS)
+                .find(|(o, other_split, _)| other_split != split && same_look(*o, h))
                 .map(|(_, other_split, other)| (other_split.clone(), other.clone()));
             seen.looks.push((h, split.to_string(), path.clone()));
             hit
         });
-        let source =
-            crate::dataset::source_photo(path).and_then(|p| Seen::cross(&mut seen.sources, p.to_string(), split, path));
+        let source = source_photo(path).and_then(|p| Seen::cross(&mut seen.sources, p.to_string(), split, path));
         let leak = if let Some((other_split, other)) = bytes {
             Some(format!("same bytes as {} in split '{other_split}'", other.display()))
         } else if let Some((other_split, other)) = look {
@@ -458,17 +431,8 @@ pub fn check_coco(json: &Path, image_dir: &Path) -> Result<DataReport> {
 
 #[cfg(test)]
 mod tests {
-    use image::{Rgb, RgbImage};
-
     use super::*;
-
-    /// A textured picture; `seed` makes another.
-    fn photo(seed: u32) -> RgbImage {
-        RgbImage::from_fn(96, 64, |x, y| {
-            let v = ((x * (3 + seed) + y * y * (seed + 1) / 7 + seed * 40) % 256) as u8;
-            Rgb([v, v.wrapping_mul(3), 255 - v])
-        })
-    }
+    use crate::dataset::photos::tests::photo;
 
     fn leaks(report: &DataReport) -> Vec<String> {
         let mut v: Vec<String> = report
@@ -501,13 +465,5 @@ mod tests {
         let r = check_imagefolder(d.path()).unwrap();
         assert_eq!(leaks(&r), ["a_mirrored.jpg same picture a", "field7_jpg.rf.4567.jpg a copy of the "], "{r:#?}");
         assert_eq!(r.warnings, 2, "{:#?}", r.problems);
-    }
-
-    #[test]
-    fn source_photo_from_roboflow_names() {
-        use crate::dataset::source_photo;
-        assert_eq!(source_photo(Path::new("x/Nutsedge_11_jpg.rf.3205.jpg")), Some("Nutsedge_11_jpg"));
-        assert_eq!(source_photo(Path::new("x/119l.jpg")), None);
-        assert_eq!(source_photo(Path::new(".rf.x.jpg")), None);
     }
 }

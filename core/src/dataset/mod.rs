@@ -5,6 +5,7 @@ pub mod check;
 pub mod coco;
 pub mod eval_data;
 pub mod imagefolder;
+pub mod photos;
 pub mod yolo;
 
 use std::path::{Path, PathBuf};
@@ -16,14 +17,6 @@ pub use yolo::{DetSample, YoloBox, YoloDataset};
 
 /// File extensions the image decoder handles (lower case).
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
-
-/// The source photo a file was made from, where its name says so: Roboflow exports name each
-/// copy `<photo>_<ext>.rf.<hash>.<ext>`, so augmented copies of one photo share `<photo>_<ext>`.
-/// `None` for names without that mark.
-pub fn source_photo(path: &Path) -> Option<&str> {
-    let name = path.file_name()?.to_str()?;
-    name.find(".rf.").map(|i| &name[..i]).filter(|stem| !stem.is_empty())
-}
 
 pub fn is_image(path: &Path) -> bool {
     path.extension()

@@ -184,8 +184,12 @@ impl YoloDataset {
     /// The split as COCO ground truth: ids from 1 in sorted image order, category ids =
     /// class index + 1, file names relative to the dataset root. Reads image headers for sizes.
     pub fn to_coco(&self, split: &str) -> Result<crate::dataset::coco::CocoDataset> {
+        self.samples_to_coco(&self.load_split(split)?)
+    }
+
+    /// [`YoloDataset::to_coco`] of a chosen set of this dataset's samples (a held-out part).
+    pub fn samples_to_coco(&self, samples: &[DetSample]) -> Result<crate::dataset::coco::CocoDataset> {
         use crate::dataset::coco::{CocoAnnotation, CocoCategory, CocoDataset, CocoImage};
-        let samples = self.load_split(split)?;
         let mut out = CocoDataset {
             categories: self
                 .names

@@ -172,6 +172,30 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// `folder` less a held-out split of about `fraction` of its images by whole photos
+/// ([`fieldkit_core::dataset::photos::holdout_mask`]), and that split (`None` at 0).
+pub fn split_holdout(
+    mut folder: ImageFolder,
+    fraction: f64,
+    seed: u64,
+    workers: usize,
+) -> Result<(ImageFolder, Option<ImageFolder>)> {
+    if fraction <= 0.0 {
+        return Ok((folder, None));
+    }
+    let paths: Vec<PathBuf> = folder.samples.iter().map(|s| s.path.clone()).collect();
+    let mask = fieldkit_core::dataset::photos::holdout_mask(&paths, fraction, seed, workers)?;
+    let (held, kept): (Vec<_>, Vec<_>) = folder.samples.into_iter().zip(mask).partition(|(_, m)| *m);
+    folder.samples = kept.into_iter().map(|(s, _)| s).collect();
+    let holdout = ImageFolder {
+        root: folder.root.clone(),
+        split: format!("{} (held out)", folder.split),
+        classes: folder.classes.clone(),
+        samples: held.into_iter().map(|(s, _)| s).collect(),
+    };
+    Ok((folder, Some(holdout)))
+}
+
 /// How the loss weighs classes by their training counts (`--class-weights`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

@@ -26,7 +26,9 @@ use super::progress::Progress;
 use super::settings::LoopSettings;
 use super::step::{plain_cross_entropy, Input, Stepper};
 use crate::data::loader::{batch_ranges, build_batch};
-use crate::data::{class_weights, decode_eval_split, decode_split, epoch_order, shrink_to, EpochLoader, ImageSet};
+use crate::data::{
+    class_weights, decode_eval_split, decode_split, epoch_order, shrink_to, split_holdout, EpochLoader, ImageSet,
+};
 use crate::error::{Result, TrainerError};
 use crate::export::export_classifier;
 use crate::export::onnx::OUTPUT;
@@ -40,6 +42,8 @@ pub struct Prepared {
     pub classes: Vec<String>,
     pub counts: Vec<usize>,
     pub data_fingerprint: String,
+    /// The train images held out by whole photos (`--holdout`), scored only at the end.
+    pub holdout: Option<ImageFolder>,
     pub preprocess: Preprocess,
     pub device: Device,
     pub model: MobileNetV2,
@@ -73,7 +77,9 @@ impl TrainInputs {
 /// features for the head strategy).
 pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<Prepared> {
     cfg.validate()?;
-    let train_folder = ImageFolder::open(&cfg.data, &cfg.train_split)?;
+    let workers = cfg.workers.max(1);
+    let (train_folder, holdout) =
+        split_holdout(ImageFolder::open(&cfg.data, &cfg.train_split)?, cfg.holdout, cfg.seed, workers)?;
     let classes = train_folder.classes.clone();
     if classes.len() < 2 {
         return Err(TrainerError::Config(format!(
@@ -95,9 +101,9 @@ pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
         }
         None => "scratch".into(),
     };
-    let workers = cfg.workers.max(1);
+    let held = holdout.as_ref().map_or(String::new(), |h| format!(" ({} more held out)", h.samples.len()));
     progress.message(&format!(
-        "data: {} train / {} valid images, {} classes; decoding on {workers} threads",
+        "data: {} train{held} / {} valid images, {} classes; decoding on {workers} threads",
         train_folder.samples.len(),
         valid_folder.samples.len(),
         classes.len()
@@ -134,6 +140,7 @@ pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
         classes,
         counts,
         data_fingerprint: train_folder.fingerprint(),
+        holdout,
         preprocess,
         device,
         model,
@@ -371,11 +378,17 @@ pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     })
 }
 
+/// The exported classifier in tract: on valid, and on the held-out part of train if any.
+pub struct ClassifyScores {
+    pub valid: ClassifierEval,
+    pub holdout: Option<ClassifierEval>,
+}
+
 /// A classification run's ending: MobileNetV2 + softmax card, scored by top-1 in tract.
 impl Deliver for Prepared {
     type Model = MobileNetV2;
     type Metrics = EpochMetrics;
-    type Eval = ClassifierEval;
+    type Eval = ClassifyScores;
 
     fn blank_model(&self) -> MobileNetV2 {
         self.cfg.init_model(self.classes.len(), &self.device)
@@ -389,12 +402,17 @@ impl Deliver for Prepared {
         export_with_card(model, &self.cfg, &self.classes, &self.data_fingerprint, source, path)
     }
 
-    fn score(&self, engine: &Engine) -> Result<Scored<ClassifierEval>> {
+    fn score(&self, engine: &Engine) -> Result<Scored<ClassifyScores>> {
+        let workers = self.cfg.workers.max(1);
         let valid = ImageFolder::open_with_classes(&self.cfg.data, &self.cfg.valid_split, &self.classes)?;
-        let eval = eval_classifier(engine, &valid, self.cfg.workers.max(1))?;
-        let r = &eval.report;
-        let card_metrics = vec![("valid_top1", r.top1), ("valid_macro_f1", r.macro_f1)];
-        Ok(Scored { headline: r.top1, card_metrics, eval })
+        let valid = eval_classifier(engine, &valid, workers)?;
+        let holdout = self.holdout.as_ref().map(|h| eval_classifier(engine, h, workers)).transpose()?;
+        let r = &valid.report;
+        let mut card_metrics = vec![("valid_top1", r.top1), ("valid_macro_f1", r.macro_f1)];
+        if let Some(h) = &holdout {
+            card_metrics.extend([("holdout_top1", h.report.top1), ("holdout_macro_f1", h.report.macro_f1)]);
+        }
+        Ok(Scored { headline: r.top1, card_metrics, eval: ClassifyScores { valid, holdout } })
     }
 
     fn headline(&self, row: &EpochMetrics) -> (&'static str, f64) {

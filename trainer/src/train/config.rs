@@ -115,6 +115,7 @@ impl ClassifyConfig {
                 workers: fieldkit_core::parallel::default_workers(),
                 device: DeviceKind::Flex,
                 checkpoint_minutes: 10.0,
+                holdout: 0.0,
             },
         }
     }

@@ -41,6 +41,8 @@ pub struct TrainSummary {
     /// The exported model's valid metrics through the runtime (tract).
     pub top1: f64,
     pub macro_f1: f64,
+    /// The exported model on the train images held out by whole photos (`--holdout`).
+    pub holdout: Option<fieldkit_core::metrics::ClassificationReport>,
     pub train_seconds: f64,
 }
 
@@ -55,7 +57,8 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
     let outcome = classify::run_loop(&prepared, out, resume, progress)?;
     let done = outputs::deliver(&prepared, &outcome, out, progress)?;
     let state = outcome.state;
-    let eval = done.eval.report;
+    let eval = done.eval.valid.report;
+    let holdout = done.eval.holdout.map(|h| h.report);
     report::write_report(
         out,
         &report::ReportInputs {
@@ -65,6 +68,7 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
             history: &state.history,
             best_epoch: state.best_epoch,
             final_eval: &eval,
+            holdout: holdout.as_ref(),
             train_seconds: state.elapsed_s,
             stopped_early: state.stopped_early,
         },
@@ -76,6 +80,7 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
         history: state.history,
         top1: eval.top1,
         macro_f1: eval.macro_f1,
+        holdout,
         train_seconds: state.elapsed_s,
     })
 }

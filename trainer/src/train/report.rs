@@ -62,6 +62,8 @@ pub struct ReportInputs<'a> {
     pub history: &'a [EpochMetrics],
     pub best_epoch: Option<usize>,
     pub final_eval: &'a ClassificationReport,
+    /// The exported model on the held-out part of train (`--holdout`).
+    pub holdout: Option<&'a ClassificationReport>,
     pub train_seconds: f64,
     pub stopped_early: bool,
 }
@@ -122,6 +124,18 @@ pub fn write_report(out: &Path, r: &ReportInputs) -> Result<()> {
         e.top1, e.macro_f1, e.weighted_f1, e.num_samples
     );
     let _ = writeln!(s, "```\n{}```\n", e.table());
+    if let Some(h) = r.holdout {
+        let _ = writeln!(
+            s,
+            "## Exported model on the held-out part of train (--holdout {}, whole photos, never trained on or \
+             selected by)\n\ntop-1 **{:.4}**, macro-F1 **{:.4}**, {} images (valid − held out: {:+.4} top-1)\n",
+            r.cfg.holdout,
+            h.top1,
+            h.macro_f1,
+            h.num_samples,
+            e.top1 - h.top1
+        );
+    }
     let _ = writeln!(s, "![loss](loss.png) ![accuracy](accuracy.png)\n\n![confusion](confusion.png)");
     fsio::write_atomic(&out.join("report.md"), s.as_bytes())?;
     Ok(())

@@ -47,6 +47,12 @@ pub struct LoopSettings {
     pub device: DeviceKind,
     /// Mid-epoch checkpoint interval (an epoch-end checkpoint is always written).
     pub checkpoint_minutes: f64,
+    /// Fraction of the train split held out by whole photos (`--holdout`; copies of one photo
+    /// stay together, see `fieldkit_core::dataset::photos`): never trained on and never used
+    /// to pick a checkpoint, it scores the exported model beside valid — an estimate valid
+    /// cannot give when its photos were tuned on or copied into train. 0: none.
+    #[serde(default)]
+    pub holdout: f64,
 }
 
 /// The gradient-norm limit a `clip_grad` setting asks for: none, or 0 or below (`--clip-grad 0`,
@@ -62,6 +68,9 @@ impl LoopSettings {
         let bad = |m: String| Err(TrainerError::Config(m));
         if self.epochs == 0 || self.batch < 2 {
             return bad(format!("--epochs {} must be >= 1 and --batch {} >= 2", self.epochs, self.batch));
+        }
+        if !(0.0..0.5).contains(&self.holdout) {
+            return bad(format!("--holdout {} must be in [0, 0.5)", self.holdout));
         }
         // Written so that a NaN fails both tests.
         if self.lr <= 0.0 || !self.lr.is_finite() || self.lr_mult.is_nan() || self.lr_mult < 1.0 {

@@ -75,6 +75,7 @@ impl DetectConfig {
                 workers: fieldkit_core::parallel::default_workers(),
                 device: DeviceKind::Flex,
                 checkpoint_minutes: 10.0,
+                holdout: 0.0,
             },
         }
     }

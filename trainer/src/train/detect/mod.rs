@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use fieldkit_core::card::{Decode, ModelCard, Task as CardTask};
 use fieldkit_core::dataset::coco::{CocoDataset, CocoPrediction};
-use fieldkit_core::dataset::YoloDataset;
+use fieldkit_core::dataset::{DetSample, YoloDataset};
 use fieldkit_core::detect::{decode_yolox, nms, NmsOptions};
 use fieldkit_core::metrics::{CocoEval, CountReport};
 use fieldkit_core::preprocess::{Geometry, Preprocess};
-use fieldkit_runtime::eval::{eval_detector, DetectorEval};
+use fieldkit_runtime::eval::{eval_detector, eval_detector_on, DetectorEval};
 use fieldkit_runtime::Engine;
 
 use self::assign::{Anchors, GtBox};
@@ -78,6 +78,8 @@ pub struct DetPrepared {
     /// Valid ground truth in source pixels (COCO), and per image in model-input pixels.
     pub valid_gt: CocoDataset,
     pub valid_boxes: Vec<Vec<GtBox>>,
+    /// The train images held out by whole photos (`--holdout`), scored only at the end.
+    pub holdout: Option<Vec<DetSample>>,
 }
 
 /// What `fieldkit train detect` returns.
@@ -91,6 +93,9 @@ pub struct DetectSummary {
     pub map50: f64,
     pub map50_95: f64,
     pub count_mae: f64,
+    /// The exported model on the train images held out by whole photos (`--holdout`), and
+    /// their number.
+    pub holdout: Option<(CocoEval, usize)>,
     pub train_seconds: f64,
 }
 
@@ -136,7 +141,17 @@ pub fn prepare(cfg: &DetectConfig, progress: &Progress) -> Result<DetPrepared> {
     }
     let workers = cfg.workers.max(1);
     let t0 = Instant::now();
-    let samples = data.load_split(&cfg.train_split)?;
+    let mut samples = data.load_split(&cfg.train_split)?;
+    let holdout = if cfg.holdout > 0.0 {
+        let paths: Vec<PathBuf> = samples.iter().map(|s| s.image.clone()).collect();
+        let mask = fieldkit_core::dataset::photos::holdout_mask(&paths, cfg.holdout, cfg.seed, workers)?;
+        let (held, kept): (Vec<_>, Vec<_>) = samples.into_iter().zip(mask).partition(|(_, m)| *m);
+        samples = kept.into_iter().map(|(s, _)| s).collect();
+        progress.message(&format!("{} train images held out (--holdout {}, whole photos)", held.len(), cfg.holdout));
+        Some(held.into_iter().map(|(s, _)| s).collect())
+    } else {
+        None
+    };
     let data_fingerprint = data.fingerprint(&samples);
     if samples.is_empty() {
         return Err(TrainerError::Config(format!(
@@ -187,6 +202,7 @@ pub fn prepare(cfg: &DetectConfig, progress: &Progress) -> Result<DetPrepared> {
         valid,
         valid_gt,
         valid_boxes,
+        holdout,
     })
 }
 
@@ -407,7 +423,7 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
     let outcome = run_epochs(&mut task, model, cfg.train.optimizer(), out, resume, progress)?;
     let done = deliver(&p, &outcome, out, progress)?;
     let state = outcome.state;
-    let eval = done.eval;
+    let DetectScores { valid: eval, holdout } = done.eval;
     report::write_report(
         out,
         &report::DetReportInputs {
@@ -419,6 +435,7 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
             best_epoch: state.best_epoch,
             final_eval: &eval.coco,
             final_counts: &eval.counts,
+            holdout: holdout.as_ref().map(|h| (&h.coco, h.ground_truth.images.len())),
             train_seconds: state.elapsed_s,
             stopped_early: state.stopped_early,
         },
@@ -431,6 +448,10 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
         map50: eval.coco.map50,
         map50_95: eval.coco.map50_95,
         count_mae: eval.counts.count_mae,
+        holdout: holdout.map(|h| {
+            let n = h.ground_truth.images.len();
+            (h.coco, n)
+        }),
         train_seconds: state.elapsed_s,
     })
 }
@@ -466,12 +487,18 @@ pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     })
 }
 
+/// The exported detector in tract: on valid, and on the held-out part of train if any.
+pub struct DetectScores {
+    pub valid: DetectorEval,
+    pub holdout: Option<DetectorEval>,
+}
+
 /// A detection run's ending: the YOLOX-style detector + letterbox card, scored by mAP50-95
 /// in tract (counts and mAP50 into the card too).
 impl Deliver for DetPrepared {
     type Model = Detector;
     type Metrics = DetEpochMetrics;
-    type Eval = DetectorEval;
+    type Eval = DetectScores;
 
     fn blank_model(&self) -> Detector {
         self.cfg.init_model(self.classes.len(), &self.device)
@@ -485,15 +512,20 @@ impl Deliver for DetPrepared {
         export_with_card(model, &self.cfg, &self.classes, &self.data_fingerprint, source, path)
     }
 
-    fn score(&self, engine: &Engine) -> Result<Scored<DetectorEval>> {
+    fn score(&self, engine: &Engine) -> Result<Scored<DetectScores>> {
         let data = YoloDataset::from_yaml(&self.cfg.data)?;
-        let eval = eval_detector(engine, &data, &self.cfg.valid_split, self.cfg.workers.max(1), 0.3)?;
-        let card_metrics = vec![
+        let workers = self.cfg.workers.max(1);
+        let eval = eval_detector(engine, &data, &self.cfg.valid_split, workers, 0.3)?;
+        let holdout = self.holdout.as_ref().map(|h| eval_detector_on(engine, &data, h, workers, 0.3)).transpose()?;
+        let mut card_metrics = vec![
             ("valid_map50", eval.coco.map50),
             ("valid_map50_95", eval.coco.map50_95),
             ("valid_count_mae", eval.counts.count_mae),
         ];
-        Ok(Scored { headline: eval.coco.map50_95, card_metrics, eval })
+        if let Some(h) = &holdout {
+            card_metrics.extend([("holdout_map50", h.coco.map50), ("holdout_map50_95", h.coco.map50_95)]);
+        }
+        Ok(Scored { headline: eval.coco.map50_95, card_metrics, eval: DetectScores { valid: eval, holdout } })
     }
 
     fn headline(&self, row: &DetEpochMetrics) -> (&'static str, f64) {

@@ -72,6 +72,8 @@ pub struct DetReportInputs<'a> {
     pub best_epoch: Option<usize>,
     pub final_eval: &'a CocoEval,
     pub final_counts: &'a CountReport,
+    /// The exported model on the held-out part of train (`--holdout`).
+    pub holdout: Option<(&'a CocoEval, usize)>,
     pub train_seconds: f64,
     pub stopped_early: bool,
 }
@@ -134,6 +136,19 @@ pub fn write_report(out: &Path, r: &DetReportInputs) -> Result<()> {
         e.map50, e.map50_95, r.final_counts.count_mae, r.final_counts.count_rmse, r.final_counts.score_threshold
     );
     let _ = writeln!(s, "```\n{}```\n", e.table());
+    if let Some((h, images)) = r.holdout {
+        let _ = writeln!(
+            s,
+            "## Exported model on the held-out part of train (--holdout {}, whole photos, never trained on or \
+             selected by)\n\nmAP50 **{:.4}**, mAP50-95 **{:.4}**, {} images (valid − held out: {:+.4} mAP50-95)\n\n```\n{}```\n",
+            c.holdout,
+            h.map50,
+            h.map50_95,
+            images,
+            e.map50_95 - h.map50_95,
+            h.table()
+        );
+    }
     let _ = writeln!(s, "![loss](loss.png) ![mAP](map.png)");
     fsio::write_atomic(&out.join("report.md"), s.as_bytes())?;
     Ok(())
