@@ -187,13 +187,17 @@ pub struct TrainLoopArgs {
     /// together), and score the exported model on it beside valid (default 0: none).
     #[arg(long)]
     holdout: Option<f64>,
+    /// Validate, keep and export a moving average of the weights spanning about this many
+    /// epochs (YOLOX, Ultralytics, timm); 0 turns it off.
+    #[arg(long)]
+    ema: Option<f64>,
 }
 
 impl TrainLoopArgs {
     /// The flags given, over a task's defaults. `--clip-grad 0` (or below) is no clipping.
     pub fn apply(&self, s: &mut LoopSettings) {
         set_given!(self => s; epochs, batch, optimizer, lr, lr_mult, momentum, weight_decay, schedule, warmup_epochs);
-        set_given!(self => s; step_epochs, gamma, seed, workers, device, checkpoint_minutes, holdout);
+        set_given!(self => s; step_epochs, gamma, seed, workers, device, checkpoint_minutes, holdout, ema);
         if self.clip_grad.is_some() {
             s.clip_grad = train::settings::clip_limit(self.clip_grad);
         }

@@ -230,3 +230,35 @@ fn holdout_is_left_out_of_training_and_scored_at_the_end() {
     let cfg_json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg_json["holdout"], 0.25);
 }
+
+/// `--ema`: the checkpoint carries the weight average and its update count, and `--resume`
+/// continues both (the count keeps pace with the optimiser steps).
+#[test]
+fn ema_is_checkpointed_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(&dir.path().join("data"), &[("train", 8), ("valid", 4)]);
+    let mut cfg = tiny_config(&dir.path().join("data"));
+    cfg.epochs = 1;
+    cfg.ema = 1.0;
+    let out = dir.path().join("run");
+    let state = |out: &Path| -> serde_json::Value {
+        let last: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("checkpoints/last.json")).unwrap()).unwrap();
+        let d = out.join("checkpoints").join(last["dir"].as_str().unwrap());
+        assert!(d.join("ema.bpk").is_file(), "{} holds no ema.bpk", d.display());
+        serde_json::from_slice(&std::fs::read(d.join("state.json")).unwrap()).unwrap()
+    };
+    train_classify(&cfg, &out, false, &Progress { quiet: true }).unwrap();
+    let s1 = state(&out);
+    assert!(s1["step"].as_u64().unwrap() > 0);
+    assert_eq!(s1["ema_updates"], s1["step"]);
+    // Two more epochs from the checkpoint: the average goes on from its saved count.
+    let mut longer = cfg.clone();
+    longer.epochs = 3;
+    std::fs::write(out.join("config.json"), serde_json::to_vec(&longer).unwrap()).unwrap();
+    let s = train_classify(&longer, &out, true, &Progress { quiet: true }).unwrap();
+    assert_eq!(s.history.len(), 3);
+    let s3 = state(&out);
+    assert_eq!(s3["ema_updates"], s3["step"]);
+    assert_eq!(s3["step"].as_u64().unwrap(), 3 * s1["step"].as_u64().unwrap());
+}

@@ -50,6 +50,9 @@ pub struct LoopState<M = EpochMetrics> {
     /// Training seconds spent before this checkpoint (across resumes).
     pub elapsed_s: f64,
     pub stopped_early: bool,
+    /// Updates the weight average has seen (`--ema`; 0 without one).
+    #[serde(default)]
+    pub ema_updates: u64,
 }
 
 impl<M> Default for LoopState<M> {
@@ -67,6 +70,7 @@ impl<M> Default for LoopState<M> {
             plateau: PlateauState::default(),
             elapsed_s: 0.0,
             stopped_early: false,
+            ema_updates: 0,
         }
     }
 }
@@ -150,9 +154,12 @@ impl Checkpoints {
         self.root.join("last.json").is_file()
     }
 
+    /// Writes a checkpoint: the model, the optimiser, the loop state and, with `--ema`, the
+    /// weight average (`ema.bpk`), all in one directory made visible by a rename.
     pub fn save<M: Module + ModuleSnapshot, R: Serialize>(
         &self,
         model: &M,
+        ema: Option<&M>,
         optim: &ModuleOptimizer,
         state: &LoopState<R>,
     ) -> Result<()> {
@@ -162,6 +169,9 @@ impl Checkpoints {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
         save_module(model, &tmp.join("model.bpk"))?;
+        if let Some(ema) = ema {
+            save_module(ema, &tmp.join("ema.bpk"))?;
+        }
         let optim_path = tmp.join("optim.bpk");
         optim.to_record().save(&optim_path).map_err(|e| store_err(&optim_path, format!("{e:?}")))?;
         sync_file(&optim_path)?;
@@ -198,6 +208,17 @@ impl Checkpoints {
     pub fn last_dir(&self) -> Result<PathBuf> {
         let pointer: Pointer = fsio::read_json(&self.root.join("last.json"))?;
         Ok(self.root.join(pointer.dir))
+    }
+
+    /// Loads the last checkpoint's weight average into `ema`; false when it holds none (a run
+    /// started without `--ema`).
+    pub fn load_ema<M: Module + ModuleSnapshot>(&self, ema: &mut M) -> Result<bool> {
+        let path = self.last_dir()?.join("ema.bpk");
+        if !path.is_file() {
+            return Ok(false);
+        }
+        load_module(ema, &path)?;
+        Ok(true)
     }
 
     /// Loads the last checkpoint into `model` and `optim`, returning the loop state.

@@ -116,6 +116,7 @@ impl ClassifyConfig {
                 device: DeviceKind::Flex,
                 checkpoint_minutes: 10.0,
                 holdout: 0.0,
+                ema: 0.0,
             },
         }
     }

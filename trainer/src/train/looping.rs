@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::checkpoint::{save_module, Checkpoints, LoopState};
+use super::ema::Ema;
 use super::progress::Progress;
 use super::settings::LoopSettings;
 use crate::error::{Result, TrainerError};
@@ -85,15 +86,24 @@ pub fn run_epochs<'a, T: Task<'a>>(
     let ckpts = Checkpoints::new(out);
     let mut model = model;
     let mut state = LoopState::<T::Metrics>::default();
+    let spe = task.steps_per_epoch();
+    let ema_epochs = task.settings().ema;
+    let mut ema = (ema_epochs > 0.0).then(|| Ema::new(&model, ema_epochs, spe));
     if resume {
         let (s, o) = ckpts.load(&mut model, optim)?;
         state = s;
         optim = o;
+        if let Some(e) = &mut ema {
+            // A run started without --ema begins its average at the resumed weights.
+            e.model = model.clone();
+            if ckpts.load_ema(&mut e.model)? {
+                e.updates = state.ema_updates;
+            }
+        }
         progress.message(&format!("resumed at epoch {} batch {} (step {})", state.epoch + 1, state.batch, state.step));
     }
     let mut model = model.train();
     let epochs = task.settings().epochs;
-    let spe = task.steps_per_epoch();
     let sched = task.settings().schedule(task.steps_per_epoch(), task.final_lr_fraction());
     let mut last_save = Instant::now();
     let run_start = Instant::now();
@@ -110,6 +120,10 @@ pub fn run_epochs<'a, T: Task<'a>>(
             let lr = sched.lr(state.step, &state.plateau);
             let (m, loss, n) = task.step(model, &mut optim, batch, lr, epoch)?;
             model = m;
+            if let Some(e) = &mut ema {
+                e.update(&model);
+                state.ema_updates = e.updates;
+            }
             images += n;
             if !loss.is_finite() {
                 return Err(TrainerError::Diverged(format!(
@@ -124,7 +138,7 @@ pub fn run_epochs<'a, T: Task<'a>>(
             bar.set(b + 1, &format!("loss {:.4} lr {lr:.2e}", state.loss_sum / state.loss_count as f64));
             if last_save.elapsed().as_secs_f64() > task.settings().checkpoint_minutes * 60.0 && state.batch < spe {
                 state.elapsed_s = elapsed_before + run_start.elapsed().as_secs_f64();
-                ckpts.save(&model, &optim, &state)?;
+                ckpts.save(&model, ema.as_ref().map(|e| &e.model), &optim, &state)?;
                 last_save = Instant::now();
             }
         }
@@ -137,7 +151,9 @@ pub fn run_epochs<'a, T: Task<'a>>(
             seconds: train_secs,
             images_per_s: images as f64 / train_secs.max(1e-9),
         };
-        let m = task.validate(&model, &train)?;
+        // With --ema the average is what is validated, kept as best and exported.
+        let kept = ema.as_ref().map_or(&model, |e| &e.model);
+        let m = task.validate(kept, &train)?;
         let value = task.monitor(&m);
         let improved = match state.best {
             None => true,
@@ -154,7 +170,7 @@ pub fn run_epochs<'a, T: Task<'a>>(
             state.best = Some(value);
             state.best_epoch = Some(epoch + 1);
             state.bad_epochs = 0;
-            save_module(&model.valid(), &ckpts.best_model())?;
+            save_module(&kept.valid(), &ckpts.best_model())?;
         } else {
             state.bad_epochs += 1;
         }
@@ -171,7 +187,7 @@ pub fn run_epochs<'a, T: Task<'a>>(
         state.loss_sum = 0.0;
         state.loss_count = 0;
         state.elapsed_s = elapsed_before + run_start.elapsed().as_secs_f64();
-        ckpts.save(&model, &optim, &state)?;
+        ckpts.save(&model, ema.as_ref().map(|e| &e.model), &optim, &state)?;
         // Rewritten every epoch so a long or quiet run can be followed (and plotted) as it goes.
         super::history::write_metrics_csv(&out.join("metrics.csv"), &state.history)?;
         last_save = Instant::now();

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod classify;
 pub mod config;
 pub mod detect;
+pub mod ema;
 pub mod features;
 pub mod history;
 pub mod looping;

@@ -53,6 +53,10 @@ pub struct LoopSettings {
     /// cannot give when its photos were tuned on or copied into train. 0: none.
     #[serde(default)]
     pub holdout: f64,
+    /// Validate, keep and export an exponential moving average of the weights spanning about
+    /// this many epochs (`--ema`; what YOLOX, Ultralytics and timm do). 0: the raw weights.
+    #[serde(default)]
+    pub ema: f64,
 }
 
 /// The gradient-norm limit a `clip_grad` setting asks for: none, or 0 or below (`--clip-grad 0`,
@@ -68,6 +72,9 @@ impl LoopSettings {
         let bad = |m: String| Err(TrainerError::Config(m));
         if self.epochs == 0 || self.batch < 2 {
             return bad(format!("--epochs {} must be >= 1 and --batch {} >= 2", self.epochs, self.batch));
+        }
+        if self.ema.is_nan() || self.ema < 0.0 || self.ema.is_infinite() {
+            return bad(format!("--ema {} must be 0 (off) or a number of epochs", self.ema));
         }
         if !(0.0..0.5).contains(&self.holdout) {
             return bad(format!("--holdout {} must be in [0, 0.5)", self.holdout));

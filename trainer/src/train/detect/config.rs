@@ -76,6 +76,7 @@ impl DetectConfig {
                 device: DeviceKind::Flex,
                 checkpoint_minutes: 10.0,
                 holdout: 0.0,
+                ema: 0.0,
             },
         }
     }
