@@ -78,7 +78,7 @@ mod tests {
     use super::*;
 
     fn weights(m: &Linear) -> Vec<f32> {
-        m.weight.val().into_data().to_vec().unwrap()
+        m.weight.val().into_data().try_to_vec::<f32>().unwrap()
     }
 
     /// The average equals the one computed by hand from the decays it reports.
