@@ -111,6 +111,20 @@ pub fn holdout_mask(paths: &[PathBuf], fraction: f64, seed: u64, workers: usize)
     Ok(groups.iter().map(|&g| pick(g)).collect())
 }
 
+/// `items` split into (kept, held out) by [`holdout_mask`] over each item's file.
+pub fn split_holdout<T>(
+    items: Vec<T>,
+    path: impl Fn(&T) -> &Path,
+    fraction: f64,
+    seed: u64,
+    workers: usize,
+) -> Result<(Vec<T>, Vec<T>)> {
+    let paths: Vec<PathBuf> = items.iter().map(|i| path(i).to_path_buf()).collect();
+    let mask = holdout_mask(&paths, fraction, seed, workers)?;
+    let (held, kept): (Vec<_>, Vec<_>) = items.into_iter().zip(mask).partition(|(_, m)| *m);
+    Ok((kept.into_iter().map(|(i, _)| i).collect(), held.into_iter().map(|(i, _)| i).collect()))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use image::Rgb;

@@ -7,7 +7,7 @@ pub mod loader;
 
 use std::path::PathBuf;
 
-use fieldkit_core::dataset::ImageFolder;
+use fieldkit_core::dataset::{photos, ImageFolder};
 use fieldkit_core::preprocess::{resize_rgb, Preprocess};
 use fieldkit_core::{image_io, parallel};
 use image::RgbImage;
@@ -183,15 +183,14 @@ pub fn split_holdout(
     if fraction <= 0.0 {
         return Ok((folder, None));
     }
-    let paths: Vec<PathBuf> = folder.samples.iter().map(|s| s.path.clone()).collect();
-    let mask = fieldkit_core::dataset::photos::holdout_mask(&paths, fraction, seed, workers)?;
-    let (held, kept): (Vec<_>, Vec<_>) = folder.samples.into_iter().zip(mask).partition(|(_, m)| *m);
-    folder.samples = kept.into_iter().map(|(s, _)| s).collect();
+    let samples = std::mem::take(&mut folder.samples);
+    let (kept, held) = photos::split_holdout(samples, |s| s.path.as_path(), fraction, seed, workers)?;
+    folder.samples = kept;
     let holdout = ImageFolder {
         root: folder.root.clone(),
         split: format!("{} (held out)", folder.split),
         classes: folder.classes.clone(),
-        samples: held.into_iter().map(|(s, _)| s).collect(),
+        samples: held,
     };
     Ok((folder, Some(holdout)))
 }

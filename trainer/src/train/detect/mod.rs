@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use fieldkit_core::card::{Decode, ModelCard, Task as CardTask};
 use fieldkit_core::dataset::coco::{CocoDataset, CocoPrediction};
+use fieldkit_core::dataset::photos::split_holdout;
 use fieldkit_core::dataset::{DetSample, YoloDataset};
 use fieldkit_core::detect::{decode_yolox, nms, NmsOptions};
 use fieldkit_core::metrics::{CocoEval, CountReport};
@@ -143,12 +144,10 @@ pub fn prepare(cfg: &DetectConfig, progress: &Progress) -> Result<DetPrepared> {
     let t0 = Instant::now();
     let mut samples = data.load_split(&cfg.train_split)?;
     let holdout = if cfg.holdout > 0.0 {
-        let paths: Vec<PathBuf> = samples.iter().map(|s| s.image.clone()).collect();
-        let mask = fieldkit_core::dataset::photos::holdout_mask(&paths, cfg.holdout, cfg.seed, workers)?;
-        let (held, kept): (Vec<_>, Vec<_>) = samples.into_iter().zip(mask).partition(|(_, m)| *m);
-        samples = kept.into_iter().map(|(s, _)| s).collect();
+        let (kept, held) = split_holdout(samples, |s| s.image.as_path(), cfg.holdout, cfg.seed, workers)?;
+        samples = kept;
         progress.message(&format!("{} train images held out (--holdout {}, whole photos)", held.len(), cfg.holdout));
-        Some(held.into_iter().map(|(s, _)| s).collect())
+        Some(held)
     } else {
         None
     };
