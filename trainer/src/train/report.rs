@@ -128,12 +128,13 @@ pub fn write_report(out: &Path, r: &ReportInputs) -> Result<()> {
         let _ = writeln!(
             s,
             "## Exported model on the held-out part of train (--holdout {}, whole photos, never trained on or \
-             selected by)\n\ntop-1 **{:.4}**, macro-F1 **{:.4}**, {} images (valid − held out: {:+.4} top-1)\n",
+             selected by)\n\ntop-1 **{:.4}**, macro-F1 **{:.4}**, {} images (valid − held out: {:+.4} top-1)\n\n```\n{}```\n",
             r.cfg.holdout,
             h.top1,
             h.macro_f1,
             h.num_samples,
-            e.top1 - h.top1
+            e.top1 - h.top1,
+            h.table()
         );
     }
     let _ = writeln!(s, "![loss](loss.png) ![accuracy](accuracy.png)\n\n![confusion](confusion.png)");
