@@ -227,6 +227,8 @@ fn holdout_is_left_out_of_training_and_scored_at_the_end() {
     assert_eq!(card.metrics["holdout_top1"], h.top1);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("held-out part of train"), "{report}");
+    let listed = std::fs::read_to_string(out.join("holdout.txt")).unwrap();
+    assert_eq!(listed.lines().count(), h.num_samples);
     let cfg_json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg_json["holdout"], 0.25);
 }

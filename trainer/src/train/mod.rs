@@ -55,6 +55,9 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
     if !resume {
         outputs::write_config(out, cfg)?;
     }
+    if let Some(h) = &prepared.holdout {
+        outputs::write_holdout_list(out, h.samples.iter().map(|s| s.path.as_path()))?;
+    }
     let outcome = classify::run_loop(&prepared, out, resume, progress)?;
     let done = outputs::deliver(&prepared, &outcome, out, progress)?;
     let state = outcome.state;

@@ -50,6 +50,18 @@ pub fn write_config<C: serde::Serialize>(out: &Path, cfg: &C) -> Result<()> {
     Ok(())
 }
 
+/// Lists the files held out of train (`--holdout`) in `out/holdout.txt`, one per line, so
+/// the split can be inspected and scored again.
+pub fn write_holdout_list<'a>(out: &Path, files: impl IntoIterator<Item = &'a Path>) -> Result<()> {
+    let mut text = String::new();
+    for f in files {
+        text.push_str(&f.to_string_lossy());
+        text.push('\n');
+    }
+    fsio::write_atomic(&out.join("holdout.txt"), text.as_bytes())?;
+    Ok(())
+}
+
 /// The input every exported network takes: `[N, 3, size, size]` under the exporter's name.
 pub fn square_input(size: u32) -> InputSpec {
     InputSpec { name: INPUT.into(), shape: vec![-1, 3, size as i64, size as i64] }

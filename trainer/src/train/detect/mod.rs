@@ -30,7 +30,8 @@ use self::loss::yolox_loss;
 use super::checkpoint::Which;
 use super::looping::{run_epochs, EpochTrain, Task};
 use super::outputs::{
-    check_out_dir, deliver, export_checkpoint, square_input, write_card, write_config, Deliver, Scored,
+    check_out_dir, deliver, export_checkpoint, square_input, write_card, write_config, write_holdout_list, Deliver,
+    Scored,
 };
 use super::progress::Progress;
 use super::settings::LoopSettings;
@@ -415,6 +416,9 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
     let p = prepare(cfg, progress)?;
     if !resume {
         write_config(out, cfg)?;
+    }
+    if let Some(h) = &p.holdout {
+        write_holdout_list(out, h.iter().map(|s| s.image.as_path()))?;
     }
     let mut task = DetectTask { p: &p, frozen: None };
     // The frozen boundary never moves: set it once (freezing survives `train()` and loading).
