@@ -132,6 +132,10 @@ pub struct ClassifyArgs {
     /// Random-resized-crop area range over the preset's, as MIN or MIN,MAX (fractions of the image).
     #[arg(long, value_delimiter = ',', num_args = 1..=2)]
     crop_scale: Option<Vec<f32>>,
+    /// Probability of one field corruption per training view (sensor noise, JPEG, blur, up to
+    /// the severities `eval --perturb` scores); default 0.
+    #[arg(long)]
+    corrupt: Option<f32>,
     #[command(flatten)]
     train: TrainLoopArgs,
     /// No progress output.
@@ -262,6 +266,9 @@ pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
     }
     if let Some(v) = &a.crop_scale {
         c.augment.crop_scale = [v[0], v.get(1).copied().unwrap_or(1.0)];
+    }
+    if let Some(p) = a.corrupt {
+        c.augment.corrupt = p;
     }
     if c.strategy == Strategy::Partial && a.unfreeze_from.is_none() && a.strategy.is_some() {
         // An explicit --strategy partial keeps the default boundary; say which.

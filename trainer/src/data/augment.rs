@@ -2,6 +2,7 @@
 //! algorithm), flips, quarter turns, small rotations, colour jitter. Every random draw comes
 //! from the caller's RNG, so a (seed, epoch, sample) triple always gives the same pixels.
 
+use fieldkit_core::perturb::Perturb;
 use fieldkit_core::preprocess::resize_crop_rgb;
 use image::{Rgb, RgbImage};
 use rand::Rng;
@@ -27,6 +28,11 @@ pub struct Augment {
     pub brightness: f32,
     pub contrast: f32,
     pub saturation: f32,
+    /// Probability that a training view also gets one field corruption (`--corrupt`): sensor
+    /// noise, JPEG re-encoding or blur at a random severity up to the ones `eval --perturb`
+    /// scores (noise std 0.08, quality 15, blur 2 px at 224). 0: none.
+    #[serde(default)]
+    pub corrupt: f32,
 }
 
 impl Augment {
@@ -41,6 +47,7 @@ impl Augment {
             brightness: 0.0,
             contrast: 0.0,
             saturation: 0.0,
+            corrupt: 0.0,
         }
     }
 
@@ -76,7 +83,13 @@ impl Augment {
     pub fn validate(&self) -> Result<()> {
         let [a, b] = self.crop_scale;
         let [r0, r1] = self.crop_ratio;
-        let ok = 0.0 < a && a <= b && b <= 1.0 && 0.0 < r0 && r0 <= r1 && self.rotate_deg.is_finite();
+        let ok = 0.0 < a
+            && a <= b
+            && b <= 1.0
+            && 0.0 < r0
+            && r0 <= r1
+            && self.rotate_deg.is_finite()
+            && (0.0..=1.0).contains(&self.corrupt);
         let jitter_ok = [self.brightness, self.contrast, self.saturation].iter().all(|s| (0.0..1.0).contains(s));
         if !ok || !jitter_ok {
             return Err(TrainerError::Config(format!("augmentation settings out of range: {self:?}")));
@@ -107,6 +120,9 @@ impl Augment {
             out = rotate_reflect(&out, deg.to_radians());
         }
         self.jitter(&mut out, rng);
+        if self.corrupt > 0.0 && rng.random::<f32>() < self.corrupt {
+            out = corruption(rng).apply(&out, rng.random())?;
+        }
         Ok(out)
     }
 
@@ -160,6 +176,16 @@ impl Augment {
             }
             p.0 = v.map(|x| x.round().clamp(0.0, 255.0) as u8);
         }
+    }
+}
+
+/// One field corruption at a random severity, up to `eval --perturb`'s: noise std up to 0.08,
+/// JPEG quality down to 15, blur up to 2 px at 224.
+fn corruption(rng: &mut impl Rng) -> Perturb {
+    match rng.random_range(0..3) {
+        0 => Perturb::Noise(rng.random_range(0.01..=0.08)),
+        1 => Perturb::Jpeg(rng.random_range(15..=75)),
+        _ => Perturb::Blur(rng.random_range(0.5..=2.0)),
     }
 }
 
@@ -249,6 +275,24 @@ mod tests {
         let back = rotate_reflect(&img, std::f32::consts::TAU);
         let diff = img.pixels().zip(back.pixels()).map(|(a, b)| (a.0[0] as i32 - b.0[0] as i32).abs()).max().unwrap();
         assert!(diff <= 1, "{diff}");
+    }
+
+    /// `--corrupt 1` corrupts every view, reproducibly per seed; 0 leaves the view alone.
+    #[test]
+    fn corruption_is_seeded_and_applied_at_its_rate() {
+        // 224 px: the blur's sigma is given at 224 px, so it moves pixels at its mildest.
+        let img = pattern(224, 224);
+        let plain = Augment::none();
+        let always = Augment { corrupt: 1.0, ..Augment::none() };
+        let base = plain.apply(&img, 224, &mut sample_rng(3, 0, 0)).unwrap();
+        let mut changed = 0;
+        for i in 0..12 {
+            let a = always.apply(&img, 224, &mut sample_rng(3, 0, i)).unwrap();
+            assert_eq!(a, always.apply(&img, 224, &mut sample_rng(3, 0, i)).unwrap());
+            changed += usize::from(a != base);
+        }
+        assert_eq!(changed, 12, "views corrupted at --corrupt 1");
+        assert!(Augment { corrupt: 1.5, ..Augment::none() }.validate().is_err());
     }
 
     #[test]
