@@ -229,6 +229,10 @@ fn holdout_is_left_out_of_training_and_scored_at_the_end() {
     assert!(report.contains("held-out part of train"), "{report}");
     let listed = std::fs::read_to_string(out.join("holdout.txt")).unwrap();
     assert_eq!(listed.lines().count(), h.num_samples);
+    // `fieldkit export` takes the same images out: the card names the same training data.
+    let again = dir.path().join("exported.onnx");
+    let exported = fieldkit_trainer::train::export_run(&out, fieldkit_trainer::train::Which::Best, &again).unwrap();
+    assert_eq!(exported.data_fingerprint, card.data_fingerprint);
     let cfg_json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg_json["holdout"], 0.25);
 }

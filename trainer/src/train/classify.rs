@@ -371,7 +371,10 @@ pub fn export_with_card(
 /// `fieldkit export` of a classification run's checkpoint.
 pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     let cfg: ClassifyConfig = fsio::read_json(&run.join("config.json"))?;
-    let train = ImageFolder::open(&cfg.data, &cfg.train_split)?;
+    // The same split as training (the held-out part taken out), so the card's fingerprint
+    // names the images the model learnt from.
+    let (train, _) =
+        split_holdout(ImageFolder::open(&cfg.data, &cfg.train_split)?, cfg.holdout, cfg.seed, cfg.workers.max(1))?;
     let model = cfg.init_model(train.classes.len(), &cfg.device.device()?);
     export_checkpoint(run, which, model, |m, source| {
         export_with_card(m, &cfg, &train.classes, &train.fingerprint(), source, path)

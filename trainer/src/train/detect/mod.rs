@@ -483,7 +483,15 @@ pub fn export_with_card(
 pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     let cfg: DetectConfig = fieldkit_core::fsio::read_json(&run.join("config.json"))?;
     let data = YoloDataset::from_yaml(&cfg.data)?;
-    let samples = data.load_split(&cfg.train_split)?;
+    // The same split as training (the held-out part taken out), so the card's fingerprint
+    // names the images the model learnt from.
+    let (samples, _) = split_holdout(
+        data.load_split(&cfg.train_split)?,
+        |s| s.image.as_path(),
+        cfg.holdout,
+        cfg.seed,
+        cfg.workers.max(1),
+    )?;
     let model = cfg.init_model(data.names.len(), &cfg.device.device()?);
     export_checkpoint(run, which, model, |m, source| {
         export_with_card(m, &cfg, &data.names, &data.fingerprint(&samples), source, path)
