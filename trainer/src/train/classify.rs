@@ -21,7 +21,7 @@ use super::checkpoint::{EpochMetrics, Which};
 use super::config::{ClassifyConfig, Strategy};
 use super::features::{cache_key, features, FeatureSet};
 use super::looping::{run_epochs, EpochTrain, LoopOutcome, Task};
-use super::outputs::{export_checkpoint, square_input, write_card, Deliver, Scored};
+use super::outputs::{export_checkpoint, square_input, write_card, Deliver, Scored, Scores};
 use super::progress::Progress;
 use super::settings::LoopSettings;
 use super::step::{plain_cross_entropy, Input, Stepper};
@@ -381,17 +381,11 @@ pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     })
 }
 
-/// The exported classifier in tract: on valid, and on the held-out part of train if any.
-pub struct ClassifyScores {
-    pub valid: ClassifierEval,
-    pub holdout: Option<ClassifierEval>,
-}
-
 /// A classification run's ending: MobileNetV2 + softmax card, scored by top-1 in tract.
 impl Deliver for Prepared {
     type Model = MobileNetV2;
     type Metrics = EpochMetrics;
-    type Eval = ClassifyScores;
+    type Eval = Scores<ClassifierEval>;
 
     fn blank_model(&self) -> MobileNetV2 {
         self.cfg.init_model(self.classes.len(), &self.device)
@@ -405,7 +399,7 @@ impl Deliver for Prepared {
         export_with_card(model, &self.cfg, &self.classes, &self.data_fingerprint, source, path)
     }
 
-    fn score(&self, engine: &Engine) -> Result<Scored<ClassifyScores>> {
+    fn score(&self, engine: &Engine) -> Result<Scored<Scores<ClassifierEval>>> {
         let workers = self.cfg.workers.max(1);
         let valid = ImageFolder::open_with_classes(&self.cfg.data, &self.cfg.valid_split, &self.classes)?;
         let valid = eval_classifier(engine, &valid, workers)?;
@@ -415,7 +409,7 @@ impl Deliver for Prepared {
         if let Some(h) = &holdout {
             card_metrics.extend([("holdout_top1", h.report.top1), ("holdout_macro_f1", h.report.macro_f1)]);
         }
-        Ok(Scored { headline: r.top1, card_metrics, eval: ClassifyScores { valid, holdout } })
+        Ok(Scored { headline: r.top1, card_metrics, eval: Scores { valid, holdout } })
     }
 
     fn headline(&self, row: &EpochMetrics) -> (&'static str, f64) {

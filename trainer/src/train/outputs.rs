@@ -122,6 +122,13 @@ pub struct Scored<E> {
     pub headline: f64,
 }
 
+/// A task's tract evaluation of the exported model: on valid, and on the held-out part of
+/// train (`--holdout`) if any.
+pub struct Scores<E> {
+    pub valid: E,
+    pub holdout: Option<E>,
+}
+
 /// What a run hands over.
 pub struct Delivered<E> {
     pub model: PathBuf,

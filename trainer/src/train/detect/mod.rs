@@ -31,7 +31,7 @@ use super::checkpoint::Which;
 use super::looping::{run_epochs, EpochTrain, Task};
 use super::outputs::{
     check_out_dir, deliver, export_checkpoint, square_input, write_card, write_config, write_holdout_list, Deliver,
-    Scored,
+    Scored, Scores,
 };
 use super::progress::Progress;
 use super::settings::LoopSettings;
@@ -426,7 +426,7 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
     let outcome = run_epochs(&mut task, model, cfg.train.optimizer(), out, resume, progress)?;
     let done = deliver(&p, &outcome, out, progress)?;
     let state = outcome.state;
-    let DetectScores { valid: eval, holdout } = done.eval;
+    let Scores { valid: eval, holdout } = done.eval;
     report::write_report(
         out,
         &report::DetReportInputs {
@@ -498,18 +498,12 @@ pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     })
 }
 
-/// The exported detector in tract: on valid, and on the held-out part of train if any.
-pub struct DetectScores {
-    pub valid: DetectorEval,
-    pub holdout: Option<DetectorEval>,
-}
-
 /// A detection run's ending: the YOLOX-style detector + letterbox card, scored by mAP50-95
 /// in tract (counts and mAP50 into the card too).
 impl Deliver for DetPrepared {
     type Model = Detector;
     type Metrics = DetEpochMetrics;
-    type Eval = DetectScores;
+    type Eval = Scores<DetectorEval>;
 
     fn blank_model(&self) -> Detector {
         self.cfg.init_model(self.classes.len(), &self.device)
@@ -523,7 +517,7 @@ impl Deliver for DetPrepared {
         export_with_card(model, &self.cfg, &self.classes, &self.data_fingerprint, source, path)
     }
 
-    fn score(&self, engine: &Engine) -> Result<Scored<DetectScores>> {
+    fn score(&self, engine: &Engine) -> Result<Scored<Scores<DetectorEval>>> {
         let data = YoloDataset::from_yaml(&self.cfg.data)?;
         let workers = self.cfg.workers.max(1);
         let eval = eval_detector(engine, &data, &self.cfg.valid_split, workers, 0.3)?;
@@ -536,7 +530,7 @@ impl Deliver for DetPrepared {
         if let Some(h) = &holdout {
             card_metrics.extend([("holdout_map50", h.coco.map50), ("holdout_map50_95", h.coco.map50_95)]);
         }
-        Ok(Scored { headline: eval.coco.map50_95, card_metrics, eval: DetectScores { valid: eval, holdout } })
+        Ok(Scored { headline: eval.coco.map50_95, card_metrics, eval: Scores { valid: eval, holdout } })
     }
 
     fn headline(&self, row: &DetEpochMetrics) -> (&'static str, f64) {
