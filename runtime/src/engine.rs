@@ -16,11 +16,6 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Result, RuntimeError};
-
-/// A tract error at `step` of loading `model` (`RuntimeError::Tract`).
-fn tract(model: &Path, step: impl Into<String>) -> impl FnOnce(TractError) -> RuntimeError {
-    RuntimeError::tract(model, step)
-}
 use crate::layout::Layout;
 use crate::nnef_cache::{self, LoadSource};
 use crate::precision::Precision;
@@ -163,8 +158,8 @@ impl Engine {
     /// input whose height or width the file leaves open is refused: it needs a card.
     pub fn load_bare(model: &Path, options: &LoadOptions) -> Result<Self> {
         let m = read_onnx(model)?;
-        let (inputs, outputs) = io_names(&m).map_err(tract(model, "reading its inputs and outputs"))?;
-        let fact = m.input_fact(0).map_err(tract(model, "reading its input"))?;
+        let (inputs, outputs) = io_names(&m).map_err(RuntimeError::tract(model, "reading its inputs and outputs"))?;
+        let fact = m.input_fact(0).map_err(RuntimeError::tract(model, "reading its input"))?;
         let dims: Vec<Option<i64>> = fact.shape.dims().map(|d| d.concretize().and_then(|d| d.to_i64().ok())).collect();
         let (Some(input), Some((_, output)), [_, Some(3), Some(h @ 1..), Some(w @ 1..)]) =
             (inputs.first(), outputs.first(), dims.as_slice())
@@ -229,21 +224,24 @@ impl Engine {
             }
         };
         // After the cache: entries stay the ONNX graph as translated, whatever runs.
-        let (typed, _) = crate::pool_chain::chain_max_pools(typed).map_err(tract(model, "chaining its max pools"))?;
-        let typed = layout.apply(typed).map_err(tract(model, format!("running it {layout}")))?;
+        let (typed, _) =
+            crate::pool_chain::chain_max_pools(typed).map_err(RuntimeError::tract(model, "chaining its max pools"))?;
+        let typed = layout.apply(typed).map_err(RuntimeError::tract(model, format!("running it {layout}")))?;
         let typed = precision.apply(typed).map_err(mismatch)?;
         // After the precision: f16 makes the input f16 too (the session casts to it).
-        let input_dt = typed.input_fact(0).map_err(tract(model, "reading its input"))?.datum_type;
-        let typed = typed.into_optimized().map_err(tract(model, format!("optimizing for a {width}x{height} input")))?;
+        let input_dt = typed.input_fact(0).map_err(RuntimeError::tract(model, "reading its input"))?.datum_type;
+        let typed = typed
+            .into_optimized()
+            .map_err(RuntimeError::tract(model, format!("optimizing for a {width}x{height} input")))?;
         let output_shape: Vec<usize> = typed
             .output_fact(0)
-            .map_err(tract(model, "reading its output"))?
+            .map_err(RuntimeError::tract(model, "reading its output"))?
             .shape
             .as_concrete()
             .ok_or_else(|| load_err("output shape is not fixed for a fixed input".into()))?
             .to_vec();
         check_output(&card, &output_shape, width, height).map_err(mismatch)?;
-        let plan = typed.into_runnable().map_err(tract(model, "making it runnable"))?;
+        let plan = typed.into_runnable().map_err(RuntimeError::tract(model, "making it runnable"))?;
         let mut preprocess = card.preprocess.clone();
         if preprocess.output_size().is_none() {
             // A card whose preprocess leaves the size open (short-side resize without a crop)
@@ -324,7 +322,7 @@ fn read_onnx(model: &Path) -> Result<InferenceModel> {
     tract_onnx::onnx()
         .with_ignore_value_info(true)
         .model_for_read(&mut bytes.as_slice())
-        .map_err(tract(model, "reading the ONNX file"))
+        .map_err(RuntimeError::tract(model, "reading the ONNX file"))
 }
 
 /// Runs `f` over `0..n` on `workers` threads, each with its own session; results in order.
@@ -342,7 +340,7 @@ pub fn parallel_map<T: Send>(
 fn translate(model: &Path, card: &ModelCard, width: u32, height: u32) -> Result<TypedModel> {
     let mismatch = |msg: String| RuntimeError::Mismatch { path: model.to_path_buf(), msg };
     let mut m = read_onnx(model)?;
-    let (input_names, outputs) = io_names(&m).map_err(tract(model, "reading its inputs and outputs"))?;
+    let (input_names, outputs) = io_names(&m).map_err(RuntimeError::tract(model, "reading its inputs and outputs"))?;
     if input_names.len() != 1 || input_names[0] != card.input.name {
         return Err(mismatch(format!(
             "the card expects one input '{}', the model has {:?}",
@@ -355,15 +353,15 @@ fn translate(model: &Path, card: &ModelCard, width: u32, height: u32) -> Result<
         .iter()
         .position(|n| *n == wanted)
         .ok_or_else(|| mismatch(format!("the card names output '{wanted}', the model has {names:?}")))?;
-    m.select_output_outlets(&[outputs[pos].0]).map_err(tract(model, "selecting its output"))?;
+    m.select_output_outlets(&[outputs[pos].0]).map_err(RuntimeError::tract(model, "selecting its output"))?;
     // f32 unless the model declares another input type (an FP16 model without f32 I/O).
     let input_dt = m.input_fact(0).ok().and_then(|f| f.datum_type.concretize()).unwrap_or(f32::datum_type());
     m = m
         .with_input_fact(0, input_dt.fact([1, 3, height as usize, width as usize]).into())
-        .map_err(tract(model, "fixing its input shape"))?;
+        .map_err(RuntimeError::tract(model, "fixing its input shape"))?;
     m.into_typed()
         .and_then(|t| t.into_decluttered())
-        .map_err(tract(model, format!("translating for a {width}x{height} input")))
+        .map_err(RuntimeError::tract(model, format!("translating for a {width}x{height} input")))
 }
 
 /// (input names, output outlets with their names), in graph order.
@@ -382,7 +380,7 @@ fn io_names(m: &InferenceModel) -> TractResult<IoNames> {
 /// Input and output names of an ONNX model, in graph order (for writing a card).
 pub fn model_io_names(model: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let m = read_onnx(model)?;
-    let (inputs, outputs) = io_names(&m).map_err(tract(model, "reading its inputs and outputs"))?;
+    let (inputs, outputs) = io_names(&m).map_err(RuntimeError::tract(model, "reading its inputs and outputs"))?;
     Ok((inputs, outputs.into_iter().map(|(_, n)| n).collect()))
 }
 

@@ -69,14 +69,6 @@ fn measure(a: &BenchArgs, model: &Path, layout: Layout) -> Result<BenchResult> {
     let cfg = BenchConfig { runs: a.runs.max(1), warmup: a.warmup, workers: a.workers.clone(), image, load };
     let (mut r, engine) = bench_model(model, &cfg)?;
     if let Some(val) = &a.val {
-        if !has_card(model) {
-            bail!(
-                "--val {}: {} has no model card, so its outputs cannot be scored (no classes, no decoding); write one \
-                 with `fieldkit card init`",
-                val.display(),
-                model.display()
-            );
-        }
         let workers = *a.workers.iter().max().unwrap_or(&1);
         let h = headline(&engine, val, a.split.as_deref(), workers)?;
         r.accuracy = Some(Accuracy {
@@ -156,7 +148,18 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     if in_process && !a.in_process {
         println!("  emulated: models measured in this process, one after another");
     }
-    // Refuse before measuring anything when this build cannot thread.
+    // Refuse before measuring anything when this build cannot thread, or when --val asks to
+    // score a model that has no card.
+    if let Some(val) = &a.val {
+        if let Some(m) = a.models.iter().find(|m| !has_card(m)) {
+            bail!(
+                "--val {}: {} has no model card, so its outputs cannot be scored (no classes, no decoding); write \
+                 one with `fieldkit card init`",
+                val.display(),
+                m.display()
+            );
+        }
+    }
     a.engine.apply_threads()?;
     if a.engine.threads > 1 {
         println!("  {} intra-op threads per inference", a.engine.threads);

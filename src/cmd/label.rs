@@ -80,11 +80,7 @@ struct Summary {
 
 /// Stable split choice from the file name (FNV-1a), so re-running puts images in the same split.
 fn is_val(name: &str, fraction: f64) -> bool {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % 10_000) as f64 / 10_000.0 < fraction
+    (dataset::photos::name_hash(name, 0) % 10_000) as f64 / 10_000.0 < fraction
 }
 
 /// The new dataset's class names and, per teacher class, its new id: `--classes` items are

@@ -110,6 +110,16 @@ pub fn photo_groups(paths: &[PathBuf], workers: usize) -> Result<Vec<usize>> {
     Ok((0..paths.len()).map(|i| root(&mut parent, i)).collect())
 }
 
+/// FNV-1a of `name`, its offset basis XORed with `seed`: a choice by file name that is the same
+/// on every run and machine (the held-out split here, `fieldkit label`'s val split).
+pub fn name_hash(name: &str, seed: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in name.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// Which of `paths` form a held-out split of about `fraction` of them, chosen by whole photos
 /// ([`photo_groups`]) from a hash of each photo's first file name and `seed`: the same files
 /// every run, on every machine.
@@ -120,11 +130,7 @@ pub fn holdout_mask(paths: &[PathBuf], fraction: f64, seed: u64, workers: usize)
     let groups = photo_groups(paths, workers)?;
     let pick = |first: usize| {
         let name = paths[first].file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-        for b in name.bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-        (h % 1_000_000) as f64 / 1_000_000.0 < fraction
+        (name_hash(&name, seed) % 1_000_000) as f64 / 1_000_000.0 < fraction
     };
     Ok(groups.iter().map(|&g| pick(g)).collect())
 }
