@@ -55,6 +55,8 @@ enum Command {
     /// Drive the robot's microcontroller (spray nozzles) from detections; `simulate-mcu` runs
     /// a simulated one.
     Bridge(cmd::bridge::BridgeArgs),
+    /// Follow objects across frames (ByteTrack): MOTChallenge detections in, tracks out.
+    Track(cmd::track::TrackArgs),
     /// Run every stage built so far on the vendored sample data.
     Demo(cmd::demo::DemoArgs),
 }
@@ -69,6 +71,7 @@ fn main() {
         Command::Predict(args) => cmd::predict::run(args),
         Command::Label(args) => cmd::label::run(args),
         Command::Bridge(args) => cmd::bridge::run(args),
+        Command::Track(args) => cmd::track::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Loadtest(args) => cmd::serve::loadtest(args),
         Command::Bench(args) => cmd::bench::run(args),

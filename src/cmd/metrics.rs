@@ -26,6 +26,22 @@ pub enum MetricsCommand {
         #[arg(long, default_value_t = 0.3)]
         count_threshold: f64,
     },
+    /// Multi-object tracking scores of one sequence (TrackEval's HOTA, CLEAR MOT and
+    /// Identity; equal to TrackEval and py-motmetrics on the golden cases): HOTA, DetA, AssA,
+    /// MOTA, MOTP, IDF1, ID switches, fragmentations.
+    Mot {
+        /// Ground truth, MOTChallenge gt.txt (`frame,id,x,y,w,h,conf,class,visibility`; rows
+        /// with conf 0 are ignored).
+        #[arg(long)]
+        gt: PathBuf,
+        /// Tracker output, MOTChallenge result format (`frame,id,x,y,w,h,conf,-1,-1,-1`).
+        #[arg(long)]
+        pred: PathBuf,
+        /// Write every figure as JSON (keys `mota`, `motp`, `idf1`, `hota`, `deta`, `assa`,
+        /// `id_switches`, `fragmentations`, and the per-metric counts).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 pub fn run(cmd: MetricsCommand) -> Result<i32> {
@@ -53,6 +69,18 @@ pub fn run(cmd: MetricsCommand) -> Result<i32> {
                     ev.per_class.iter().zip(&ev.pr50).map(|(c, p)| (c.name.clone(), p.clone())).collect();
                 report::plot_pr_curves(&path, "precision-recall @ IoU 0.5", &curves)?;
                 println!("PR curves written to {}", path.display());
+            }
+            Ok(0)
+        }
+        MetricsCommand::Mot { gt, pred, json } => {
+            use fieldkit_track::{metrics, mot, Sequence};
+            let gt_seq = Sequence::ground_truth(mot::read(&gt)?);
+            let pred_seq = Sequence::new(mot::read(&pred)?);
+            let scores = metrics::evaluate(&gt_seq, &pred_seq)?;
+            print!("{}", scores.table());
+            if let Some(path) = json {
+                report::write_json(&path, &scores)?;
+                println!("metrics written to {}", path.display());
             }
             Ok(0)
         }

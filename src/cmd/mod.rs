@@ -14,5 +14,6 @@ pub mod label;
 pub mod metrics;
 pub mod predict;
 pub mod serve;
+pub mod track;
 #[cfg(feature = "train")]
 pub mod train;

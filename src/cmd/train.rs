@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fieldkit_core::fsio;
 use fieldkit_trainer::data::boxes::DetAugment;
-use fieldkit_trainer::data::{Augment, AugmentPreset};
+use fieldkit_trainer::data::{Augment, AugmentPreset, MixKind, MixSettings};
 use fieldkit_trainer::train::detect::{BoxLoss, DetectConfig};
 use fieldkit_trainer::train::{
     self, ClassWeights, ClassifyConfig, LoopSettings, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy,
@@ -136,6 +136,16 @@ pub struct ClassifyArgs {
     /// the severities `eval --perturb` scores); default 0.
     #[arg(long)]
     corrupt: Option<f32>,
+    /// Batch mixing: mixup (pixel blend) or cutmix (pasted rectangle) between the images of a
+    /// batch, scored against both labels by the mixing weight; default off.
+    #[arg(long, value_enum)]
+    mix: Option<MixKind>,
+    /// Beta(α, α) of the mixing weight (default: mixup 0.4, cutmix 1.0).
+    #[arg(long, requires = "mix")]
+    mix_alpha: Option<f32>,
+    /// Probability that a batch is mixed (default 1).
+    #[arg(long, requires = "mix")]
+    mix_prob: Option<f32>,
     #[command(flatten)]
     train: TrainLoopArgs,
     /// No progress output.
@@ -269,6 +279,9 @@ pub fn config_from_args(a: &ClassifyArgs) -> Result<ClassifyConfig> {
     }
     if let Some(p) = a.corrupt {
         c.augment.corrupt = p;
+    }
+    if let Some(kind) = a.mix {
+        c.augment.mix = Some(MixSettings::new(kind, a.mix_alpha, a.mix_prob));
     }
     if c.strategy == Strategy::Partial && a.unfreeze_from.is_none() && a.strategy.is_some() {
         // An explicit --strategy partial keeps the default boundary; say which.

@@ -8,6 +8,7 @@ use image::{Rgb, RgbImage};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::mix::MixSettings;
 use super::AugmentPreset;
 use crate::error::{Result, TrainerError};
 
@@ -33,6 +34,10 @@ pub struct Augment {
     /// scores (noise std 0.08, quality 15, blur 2 px at 224). 0: none.
     #[serde(default)]
     pub corrupt: f32,
+    /// Batch mixing (`--mix`): mixup or cutmix between the views of a batch, applied after
+    /// each view's own augmentation. `None`: off.
+    #[serde(default)]
+    pub mix: Option<MixSettings>,
 }
 
 impl Augment {
@@ -48,6 +53,7 @@ impl Augment {
             contrast: 0.0,
             saturation: 0.0,
             corrupt: 0.0,
+            mix: None,
         }
     }
 
@@ -94,7 +100,7 @@ impl Augment {
         if !ok || !jitter_ok {
             return Err(TrainerError::Config(format!("augmentation settings out of range: {self:?}")));
         }
-        Ok(())
+        self.mix.as_ref().map_or(Ok(()), MixSettings::validate)
     }
 
     /// One augmented `size`×`size` view of `img`.

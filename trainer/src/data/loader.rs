@@ -6,6 +6,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 
 use fieldkit_core::preprocess::Preprocess;
 
+use super::mix::Mixed;
 use super::{sample_rng, Augment, ImageSet};
 use crate::error::{Result, TrainerError};
 
@@ -15,6 +16,8 @@ pub struct Batch {
     pub pixels: Vec<f32>,
     pub labels: Vec<i64>,
     pub n: usize,
+    /// Set when `--mix` mixed this batch: the partners' labels and the weight of the own.
+    pub mix: Option<Mixed>,
 }
 
 /// Batch boundaries over `order`: full batches, plus the remainder unless it is a single
@@ -32,6 +35,9 @@ pub fn batch_ranges(len: usize, batch: usize, training: bool) -> Vec<std::ops::R
     }
     out
 }
+
+/// Keys the batch-mixing random stream apart from the per-view augmentation streams.
+const MIX_SALT: u64 = 0x6d69_785f_6261_7463;
 
 /// Builds one batch: augmented views (when `augment` is given) of `indices`, normalised
 /// with the card's spec.
@@ -62,7 +68,14 @@ pub fn build_batch(
         preprocess.normalize_into(&img, &mut pixels[k * plane..(k + 1) * plane])?;
         labels.push(set.labels[i] as i64);
     }
-    Ok(Batch { pixels, labels, n: indices.len() })
+    // One draw per batch, from a stream no view uses (keyed by the batch's first sample).
+    let mix = match (augment.and_then(|a| a.mix), indices.first()) {
+        (Some(m), Some(&first)) => {
+            m.apply(&mut pixels, &labels, size as usize, &mut sample_rng(seed ^ MIX_SALT, epoch, first))
+        }
+        _ => None,
+    };
+    Ok(Batch { pixels, labels, n: indices.len(), mix })
 }
 
 /// Produces the batches of one training epoch on `workers` threads, at most two batches

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod boxes;
 pub mod loader;
+pub mod mix;
 
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ use crate::error::Result;
 
 pub use augment::Augment;
 pub use loader::{Batch, EpochLoader};
+pub use mix::{MixKind, MixSettings, Mixed};
 
 /// A decoded split: one RGB image and label per sample, in the folder's order.
 #[derive(Debug, Clone)]

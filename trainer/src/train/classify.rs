@@ -24,7 +24,7 @@ use super::looping::{run_epochs, EpochTrain, LoopOutcome, Task};
 use super::outputs::{export_checkpoint, square_input, write_card, Deliver, Scored, Scores};
 use super::progress::Progress;
 use super::settings::LoopSettings;
-use super::step::{plain_cross_entropy, Input, Stepper};
+use super::step::{plain_cross_entropy, Input, Stepper, Targets};
 use crate::data::loader::{batch_ranges, build_batch};
 use crate::data::{
     class_weights, decode_eval_split, decode_split, epoch_order, shrink_to, split_holdout, EpochLoader, ImageSet,
@@ -166,7 +166,7 @@ pub fn steps_per_epoch(p: &Prepared) -> usize {
 const FINAL_LR_FRACTION: f64 = 0.01;
 
 /// (batch index, the batch's inputs and labels), one epoch's worth.
-pub type EpochBatches<'a> = Box<dyn Iterator<Item = (usize, Result<(Input, Vec<i64>)>)> + 'a>;
+pub type EpochBatches<'a> = Box<dyn Iterator<Item = (usize, Result<(Input, Targets)>)> + 'a>;
 
 /// Batch iterator over one epoch of training inputs, starting at batch `skip`.
 pub fn epoch_batches<'a>(p: &'a Prepared, epoch: usize, skip: usize) -> EpochBatches<'a> {
@@ -187,17 +187,21 @@ pub fn epoch_batches<'a>(p: &'a Prepared, epoch: usize, skip: usize) -> EpochBat
                 skip,
             );
             let size = cfg.size as usize;
-            Box::new(
-                loader.map(move |(b, r)| {
-                    (b, r.map(|batch| (Input::Images { pixels: batch.pixels, size }, batch.labels)))
-                }),
-            )
+            Box::new(loader.map(move |(b, r)| {
+                (
+                    b,
+                    r.map(|batch| {
+                        let targets = Targets { labels: batch.labels, mix: batch.mix };
+                        (Input::Images { pixels: batch.pixels, size }, targets)
+                    }),
+                )
+            }))
         }
         TrainInputs::Features(f) => {
             let ranges = batch_ranges(order.len(), cfg.batch, true);
             Box::new(ranges.into_iter().enumerate().skip(skip).map(move |(b, r)| {
                 let (values, labels) = f.gather(&order[r]);
-                (b, Ok((Input::Features { values, dim: f.dim }, labels)))
+                (b, Ok((Input::Features { values, dim: f.dim }, labels.into())))
             }))
         }
     }
@@ -258,7 +262,7 @@ struct ClassifyTask<'a> {
 
 impl<'a> Task<'a> for ClassifyTask<'a> {
     type Model = MobileNetV2;
-    type Batch = (Input, Vec<i64>);
+    type Batch = (Input, Targets);
     type Metrics = EpochMetrics;
 
     fn settings(&self) -> &LoopSettings {
@@ -306,10 +310,10 @@ impl<'a> Task<'a> for ClassifyTask<'a> {
         lr: f64,
         epoch: usize,
     ) -> Result<(MobileNetV2, f64, usize)> {
-        let (input, labels) = batch;
-        let n = labels.len();
+        let (input, targets) = batch;
+        let n = targets.len();
         let from = self.p.cfg.trainable_from(epoch);
-        let (m, loss) = self.stepper.step(model, optim, &self.p.cfg, input, labels, lr, from);
+        let (m, loss) = self.stepper.step(model, optim, &self.p.cfg, input, targets, lr, from);
         Ok((m, loss, n))
     }
 

@@ -151,6 +151,11 @@ impl ClassifyConfig {
                 self.width
             ));
         }
+        if self.strategy == Strategy::Head && (self.augment.mix.is_some() || self.augment.corrupt > 0.0) {
+            return bad("--strategy head trains on features computed once from unaugmented images: \
+                        --mix and --corrupt would do nothing there (pick partial, full or gradual)"
+                .into());
+        }
         self.augment.validate()
     }
 

@@ -7,7 +7,31 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 use super::config::ClassifyConfig;
+use crate::data::Mixed;
 use crate::model::mobilenetv2::{MobileNetV2, FEATURE_LAYERS};
+
+/// What a batch is scored against: its labels, and when `--mix` mixed it, the partners'
+/// labels with the mixing weight.
+pub struct Targets {
+    pub labels: Vec<i64>,
+    pub mix: Option<Mixed>,
+}
+
+impl From<Vec<i64>> for Targets {
+    fn from(labels: Vec<i64>) -> Self {
+        Targets { labels, mix: None }
+    }
+}
+
+impl Targets {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
 
 /// What a batch holds: images `[n, 3, s, s]`, or cached pooled features `[n, dim]`.
 pub enum Input {
@@ -72,14 +96,22 @@ impl Stepper {
         optim: &mut ModuleOptimizer,
         cfg: &ClassifyConfig,
         input: Input,
-        labels: Vec<i64>,
+        targets: impl Into<Targets>,
         lr: f64,
         trainable_from: usize,
     ) -> (MobileNetV2, f64) {
+        let Targets { labels, mix } = targets.into();
         let n = labels.len();
         let logits = self.forward(&model, input, n, trainable_from);
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &self.ad);
-        let loss = self.loss.forward(logits, targets);
+        let ids = |l: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(l, [n]), &self.ad);
+        let loss = match mix {
+            None => self.loss.forward(logits, ids(labels)),
+            // Mixed images: λ·CE(own labels) + (1 − λ)·CE(partners' labels).
+            Some(Mixed { partner, lam }) => {
+                let own = self.loss.forward(logits.clone(), ids(labels));
+                own.mul_scalar(lam) + self.loss.forward(logits, ids(partner)).mul_scalar(1.0 - lam)
+            }
+        };
         let loss_value = loss.clone().into_scalar::<f64>();
         let mut grads = loss.backward();
         let mut model = model;

@@ -1,0 +1,24 @@
+//! fieldkit-track: stable identities for detections across frames, and the scores that say
+//! how stable they are.
+//!
+//! - [`mot`]: MOTChallenge text files (`frame,id,x,y,w,h,conf,…`), the format trackers are
+//!   benchmarked in, read with line-numbered errors and written atomically.
+//! - [`tracker`]: ByteTrack (Zhang et al. 2022) — a constant-velocity Kalman filter per track
+//!   ([`kalman`]), high-score detections matched first, low-score ones second, births and
+//!   deaths with hysteresis.
+//! - [`metrics`]: CLEAR MOT (MOTA, MOTP, ID switches, fragmentations), Identity (IDF1) and
+//!   HOTA (DetA, AssA, LocA), equal to TrackEval and py-motmetrics on the golden cases in
+//!   `tests/data/mot`.
+//! - [`assign`]: the optimal assignment both use (scipy's solver, with a cost limit).
+
+pub mod assign;
+pub mod error;
+pub mod kalman;
+pub mod metrics;
+pub mod mot;
+pub mod tracker;
+
+pub use error::{Result, TrackError};
+pub use metrics::{evaluate, MotScores};
+pub use mot::{MotRow, Sequence};
+pub use tracker::{ByteTrack, ByteTrackConfig, TrackedBox};
