@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fieldkit_core::detect::Detection;
 use fieldkit_core::fsio;
-use fieldkit_track::{mot, ByteTrack, ByteTrackConfig, MotRow, Sequence};
+use fieldkit_track::{
+    mot, ByteTrack, ByteTrackConfig, CountSettings, CountSummary, Counter, Line, MotRow, Sequence, Zone,
+};
 use serde::Serialize;
 
 /// The tracker's settings, defined once for every command that tracks.
@@ -68,6 +70,36 @@ pub struct TrackArgs {
     json: Option<PathBuf>,
     #[command(flatten)]
     tracker: TrackerArgs,
+    #[command(flatten)]
+    counting: CountingArgs,
+}
+
+/// Lines and zones to count in, defined once for every command that tracks.
+#[derive(Args, Clone, Debug, Default)]
+pub struct CountingArgs {
+    /// A counting line, NAME:x1,y1,x2,y2 in source pixels (repeatable). Crossings from its
+    /// left to its right (looking from the first point to the second) count as `in`.
+    #[arg(long = "line", value_name = "NAME:x1,y1,x2,y2")]
+    pub lines: Vec<String>,
+    /// A polygon zone, NAME:x1,y1,x2,y2,x3,y3,... (repeatable): entries, occupancy, dwell.
+    #[arg(long = "zone", value_name = "NAME:x1,y1,...")]
+    pub zones: Vec<String>,
+    /// Write crossings and zone entries / exits as JSON lines.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Class names for events and summaries, in class-id order (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<String>,
+}
+
+impl CountingArgs {
+    /// The counter for a stream at `fps`, forgetting tracks after `gone_after` frames.
+    pub fn counter(&self, fps: f64, gone_after: u32) -> Result<Counter> {
+        let lines = self.lines.iter().map(|l| Line::parse(l)).collect::<fieldkit_track::Result<Vec<_>>>()?;
+        let zones = self.zones.iter().map(|z| Zone::parse(z)).collect::<fieldkit_track::Result<Vec<_>>>()?;
+        let settings = CountSettings { fps, gone_after, ..CountSettings::default() };
+        Ok(Counter::new(settings, lines, zones, self.classes.clone()))
+    }
 }
 
 #[derive(Serialize)]
@@ -80,11 +112,16 @@ struct Summary {
     mean_track_length: f64,
     ms_per_frame: f64,
     settings: ByteTrackConfig,
+    /// Line counts, zone statistics and per-track summaries.
+    counts: CountSummary,
 }
 
 pub fn run(a: TrackArgs) -> Result<i32> {
     let dets = Sequence::new(mot::read(&a.detections)?);
     let mut tracker = ByteTrack::new(a.tracker.config()).context("tracker settings")?;
+    let cfg = tracker.config().clone();
+    let mut counter = a.counting.counter(cfg.frame_rate as f64, cfg.max_time_lost() as u32)?;
+    let mut events = Vec::new();
     let mut rows = Vec::new();
     let t0 = Instant::now();
     for f in 1..=dets.last_frame() {
@@ -97,7 +134,9 @@ pub fn run(a: TrackArgs) -> Result<i32> {
                 score: r.conf as f32,
             })
             .collect();
-        for t in tracker.update(&frame)? {
+        let tracks = tracker.update(&frame)?;
+        events.extend(counter.update(f, &tracks));
+        for t in tracks {
             let [x1, y1, x2, y2] = t.bbox.map(f64::from);
             rows.push(MotRow {
                 frame: f,
@@ -109,6 +148,7 @@ pub fn run(a: TrackArgs) -> Result<i32> {
             });
         }
     }
+    events.extend(counter.finish());
     let secs = t0.elapsed().as_secs_f64();
     mot::write(&a.out, &rows).with_context(|| format!("writing {}", a.out.display()))?;
     let tracks = rows.iter().map(|r| r.id).collect::<std::collections::HashSet<_>>().len() as u64;
@@ -119,7 +159,8 @@ pub fn run(a: TrackArgs) -> Result<i32> {
         tracks,
         mean_track_length: rows.len() as f64 / tracks.max(1) as f64,
         ms_per_frame: secs * 1e3 / dets.last_frame().max(1) as f64,
-        settings: tracker.config().clone(),
+        settings: cfg,
+        counts: counter.summary(),
     };
     println!(
         "{} frames, {} detections -> {} tracked boxes in {} tracks ({:.1} frames each), {:.3} ms/frame; tracks written to {}",
@@ -131,6 +172,24 @@ pub fn run(a: TrackArgs) -> Result<i32> {
         summary.ms_per_frame,
         a.out.display()
     );
+    for l in &summary.counts.lines {
+        println!("line {}: {} in, {} out", l.name, l.in_, l.out);
+    }
+    for z in &summary.counts.zones {
+        println!(
+            "zone {}: {} entries, occupancy max {} mean {:.2}, mean visit {:.1} s",
+            z.name, z.entries, z.occupancy_max, z.occupancy_mean, z.dwell_mean_s
+        );
+    }
+    if let Some(path) = &a.counting.events {
+        let mut text = String::new();
+        for e in &events {
+            text.push_str(&serde_json::to_string(e)?);
+            text.push('\n');
+        }
+        fsio::write_atomic(path, text.as_bytes())?;
+        println!("{} events written to {}", events.len(), path.display());
+    }
     if let Some(path) = a.json {
         fsio::write_json(&path, &summary)?;
     }

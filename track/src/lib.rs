@@ -9,16 +9,22 @@
 //! - [`metrics`]: CLEAR MOT (MOTA, MOTP, ID switches, fragmentations), Identity (IDF1) and
 //!   HOTA (DetA, AssA, LocA), equal to TrackEval and py-motmetrics on the golden cases in
 //!   `tests/data/mot`.
+//! - [`zones`], [`counting`]: counting lines and polygon zones; crossings per direction and
+//!   class, entries, occupancy, dwell times, distance moved and time standing still.
 //! - [`assign`]: the optimal assignment both use (scipy's solver, with a cost limit).
 
 pub mod assign;
+pub mod counting;
 pub mod error;
 pub mod kalman;
 pub mod metrics;
 pub mod mot;
 pub mod tracker;
+pub mod zones;
 
+pub use counting::{CountSettings, CountSummary, Counter, Event};
 pub use error::{Result, TrackError};
 pub use metrics::{evaluate, MotScores};
 pub use mot::{MotRow, Sequence};
 pub use tracker::{ByteTrack, ByteTrackConfig, TrackedBox};
+pub use zones::{Line, Zone};
