@@ -106,10 +106,7 @@ fn train_detect_bad_input_is_named() {
 
 /// The tiny detector fixture (classes crop, weed) as a teacher on the sesame images.
 fn teacher(dir: &std::path::Path) -> std::path::PathBuf {
-    let m = dir.join("teacher.onnx");
-    std::fs::copy(repo().join("runtime/tests/golden/tiny_detector.onnx"), &m).unwrap();
-    std::fs::copy(repo().join("runtime/tests/fixtures/tiny_detector.card.json"), dir.join("teacher.json")).unwrap();
-    m
+    tiny_detector(dir, "teacher")
 }
 
 #[test]
@@ -221,10 +218,6 @@ fn label_refuses_unknown_classes_and_classifiers() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("must be a detector"), "{}", stderr(&o));
-}
-
-fn have_ffmpeg() -> bool {
-    std::process::Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 #[test]

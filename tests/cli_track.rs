@@ -118,3 +118,86 @@ fn bad_rows_and_settings_are_named() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("low threshold 0.7 must be under the track threshold 0.5"), "{}", stderr(&o));
 }
+
+/// A clip panning across a vendored sesame photo, tracked through the tiny detector: the
+/// annotated video has every frame, the summary its frame rate, the tracks file parses. Without
+/// ffmpeg the command says it needs it.
+#[test]
+fn tracks_a_video_through_a_detector() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_detector(dir.path(), "det");
+    let clip = dir.path().join("pan.mp4");
+    let (ann, tracks, summary) = (dir.path().join("ann.mp4"), dir.path().join("t.txt"), dir.path().join("s.json"));
+    let args = |src: &str| {
+        vec![
+            "track".to_string(),
+            "--source".into(),
+            src.into(),
+            "--model".into(),
+            m.to_str().unwrap().into(),
+            "--out".into(),
+            ann.to_str().unwrap().into(),
+            "--mot".into(),
+            tracks.to_str().unwrap().into(),
+            "--json".into(),
+            summary.to_str().unwrap().into(),
+            "--line".into(),
+            "mid:80,0,80,160".into(),
+        ]
+    };
+    let run = |a: Vec<String>| fieldkit(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    if !have_ffmpeg() {
+        std::fs::write(&clip, b"not a video").unwrap();
+        let o = run(args(clip.to_str().unwrap()));
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("ffprobe"), "{}", stderr(&o));
+        return;
+    }
+    let photo =
+        std::fs::read_dir(assets().join("data/sesame-mini/images/valid")).unwrap().next().unwrap().unwrap().path();
+    let o = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-loop", "1", "-i"])
+        .arg(&photo)
+        .args(["-vf", "crop=160:160:'t*40':0", "-t", "2", "-r", "8", "-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(args(clip.to_str().unwrap()));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["frames"], 16, "{s}");
+    assert_eq!(s["fps"], 8.0, "the tracker runs at the video's rate: {s}");
+    assert_eq!(s["settings"]["frame_rate"], 8.0);
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&ann)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "16", "annotated video frames");
+    for l in std::fs::read_to_string(&tracks).unwrap().lines() {
+        assert_eq!(l.split(',').count(), 10, "{l}");
+    }
+    // --max-frames stops early; a missing source is named.
+    let mut a = args(clip.to_str().unwrap());
+    a.extend(["--max-frames".into(), "5".into()]);
+    let o = run(a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["frames"], 5);
+    let o = run(args(dir.path().join("nope.mp4").to_str().unwrap()));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nope.mp4"), "{}", stderr(&o));
+    let o = fieldkit(&["track", "--source", clip.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "--source needs --model");
+}

@@ -13,6 +13,7 @@ pub mod parallel;
 pub mod perturb;
 pub mod preprocess;
 pub mod report;
+pub mod video;
 
 pub use card::{Decode, InputSpec, ModelCard, Task};
 pub use error::{CoreError, Result};

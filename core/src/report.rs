@@ -152,6 +152,40 @@ pub fn annotate(img: &mut image::RgbImage, boxes: &[([f32; 4], String, usize)]) 
     Ok(())
 }
 
+/// A named polyline to draw over a frame: a counting line (open) or a zone (`closed`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outline {
+    pub points: Vec<(i32, i32)>,
+    pub closed: bool,
+    pub label: String,
+}
+
+/// Draws outlines onto an image in place, in white with a dark border, so they read on grass
+/// and on soil.
+pub fn draw_paths(img: &mut image::RgbImage, paths: &[Outline]) -> Result<()> {
+    ensure_font();
+    let (w, h) = img.dimensions();
+    let thick = ((w.min(h) as f32 / 300.0).round() as u32).max(1);
+    let font_px = ((w.min(h) as f32 / 32.0) as u32).clamp(11, 26);
+    let root = BitMapBackend::with_buffer(img.as_mut(), (w, h)).into_drawing_area();
+    let draw_err = |e: &dyn std::fmt::Display| CoreError::Argument(format!("draw_paths: {e}"));
+    for Outline { points, closed, label } in paths {
+        let mut pts = points.clone();
+        if *closed && pts.len() > 2 {
+            pts.push(pts[0]);
+        }
+        for (color, width) in [(BLACK, thick + 2), (WHITE, thick)] {
+            root.draw(&PathElement::new(pts.clone(), color.stroke_width(width))).map_err(|e| draw_err(&e))?;
+        }
+        if let Some(&(x, y)) = points.first() {
+            let style = ("sans-serif", font_px).into_font().color(&WHITE);
+            root.draw(&Text::new(label.clone(), (x + 4, y + 4), style)).map_err(|e| draw_err(&e))?;
+        }
+    }
+    root.present().map_err(|e| draw_err(&e))?;
+    Ok(())
+}
+
 /// One line per series; `points` are (x, y).
 pub fn plot_lines(
     path: &Path,

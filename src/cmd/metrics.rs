@@ -26,6 +26,7 @@ pub enum MetricsCommand {
         #[arg(long, default_value_t = 0.3)]
         count_threshold: f64,
     },
+    #[cfg(feature = "mot-metrics")]
     /// Multi-object tracking scores of one sequence (TrackEval's HOTA, CLEAR MOT and
     /// Identity; equal to TrackEval and py-motmetrics on the golden cases): HOTA, DetA, AssA,
     /// MOTA, MOTP, IDF1, ID switches, fragmentations.
@@ -72,6 +73,7 @@ pub fn run(cmd: MetricsCommand) -> Result<i32> {
             }
             Ok(0)
         }
+        #[cfg(feature = "mot-metrics")]
         MetricsCommand::Mot { gt, pred, json } => {
             use fieldkit_track::{metrics, mot, Sequence};
             let gt_seq = Sequence::ground_truth(mot::read(&gt)?);

@@ -1,6 +1,7 @@
-//! `fieldkit track`: stable ids for detections across frames (ByteTrack), from a
-//! MOTChallenge detection file to a MOTChallenge result file — the form in which trackers are
-//! benchmarked (`fieldkit metrics mot` scores it).
+//! `fieldkit track`: stable ids for detections across frames (ByteTrack), with counting
+//! lines and zones. Two inputs: a MOTChallenge detection file (the form in which trackers are
+//! benchmarked; `fieldkit metrics mot` scores the result), or a video / stream / camera run
+//! through a detector frame by frame (decoded by ffmpeg as a stream).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,11 +9,17 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use fieldkit_core::detect::Detection;
-use fieldkit_core::fsio;
+use fieldkit_core::detect::NmsOptions;
+use fieldkit_core::report::Outline;
+use fieldkit_core::video::{ReadOptions, VideoReader, VideoWriter};
+use fieldkit_core::{fsio, report};
+use fieldkit_runtime::{Engine, Layout, Output, PredictOptions};
 use fieldkit_track::{
     mot, ByteTrack, ByteTrackConfig, CountSettings, CountSummary, Counter, Line, MotRow, Sequence, Zone,
 };
 use serde::Serialize;
+
+use super::engine_args::EngineArgs;
 
 /// The tracker's settings, defined once for every command that tracks.
 #[derive(Args, Clone, Debug)]
@@ -33,23 +40,26 @@ pub struct TrackerArgs {
     /// Frames (at 30 fps) a lost track waits to be found again.
     #[arg(long, default_value_t = ByteTrackConfig::default().track_buffer)]
     pub track_buffer: u32,
-    /// Frame rate of the stream; scales --track-buffer.
-    #[arg(long, default_value_t = ByteTrackConfig::default().frame_rate)]
-    pub frame_rate: f32,
+    /// Frame rate of the stream; scales --track-buffer (default: the video's; 30 for a
+    /// detection file).
+    #[arg(long)]
+    pub frame_rate: Option<f32>,
     /// Match boxes only to tracks of the same class.
     #[arg(long)]
     pub class_aware: bool,
 }
 
 impl TrackerArgs {
-    pub fn config(&self) -> ByteTrackConfig {
+    /// The tracker's settings for a stream whose own rate is `stream_fps` (when known).
+    pub fn config(&self, stream_fps: Option<f64>) -> ByteTrackConfig {
+        let default = ByteTrackConfig::default().frame_rate;
         ByteTrackConfig {
             track_thresh: self.track_thresh,
             low_thresh: self.low_thresh,
             new_track_thresh: self.new_track_thresh,
             match_thresh: self.match_thresh,
             track_buffer: self.track_buffer,
-            frame_rate: self.frame_rate,
+            frame_rate: self.frame_rate.or(stream_fps.map(|f| f as f32)).unwrap_or(default),
             class_aware: self.class_aware,
             ..ByteTrackConfig::default()
         }
@@ -60,11 +70,35 @@ impl TrackerArgs {
 pub struct TrackArgs {
     /// Detections, MOTChallenge det.txt (`frame,-1,x,y,w,h,score[,class]`; a class of -1 or
     /// none is class 0).
+    #[arg(long, required_unless_present = "source", conflicts_with_all = ["source", "model"], requires = "out")]
+    detections: Option<PathBuf>,
+    /// A video file, an rtsp:// or http:// stream, or a V4L2 camera (/dev/videoN), decoded
+    /// by ffmpeg frame by frame.
+    #[arg(long, requires = "model")]
+    source: Option<String>,
+    /// Detector (ONNX with its card) run on every frame of --source; boxes scoring at least
+    /// --low-thresh reach the tracker.
     #[arg(long)]
-    detections: PathBuf,
-    /// Tracks, MOTChallenge result format (`frame,id,x,y,w,h,score,-1,-1,-1`).
+    model: Option<PathBuf>,
+    /// With --detections: the tracks, MOTChallenge result format
+    /// (`frame,id,x,y,w,h,score,-1,-1,-1`). With --source: an annotated H.264 video (boxes
+    /// with track ids, lines, zones).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// With --source: also write the tracks in MOTChallenge result format.
+    #[arg(long)]
+    mot: Option<PathBuf>,
+    /// With --source: resample the video to this frame rate.
+    #[arg(long)]
+    fps: Option<f64>,
+    /// With --source: deliver a video file at its own frame rate, as a camera would.
+    #[arg(long)]
+    realtime: bool,
+    /// With --source: stop after this many frames.
+    #[arg(long)]
+    max_frames: Option<u64>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Write a summary (frames, tracks, boxes, time per frame, settings) as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -100,11 +134,28 @@ impl CountingArgs {
         let settings = CountSettings { fps, gone_after, ..CountSettings::default() };
         Ok(Counter::new(settings, lines, zones, self.classes.clone()))
     }
+
+    /// The lines and zones as paths to draw on annotated frames.
+    pub fn overlay(&self) -> Result<Vec<Outline>> {
+        let px = |p: [f64; 2]| (p[0].round() as i32, p[1].round() as i32);
+        let mut out = Vec::new();
+        for l in &self.lines {
+            let l = Line::parse(l)?;
+            out.push(Outline { points: vec![px(l.a), px(l.b)], closed: false, label: l.name });
+        }
+        for z in &self.zones {
+            let z = Zone::parse(z)?;
+            out.push(Outline { points: z.polygon.iter().map(|&p| px(p)).collect(), closed: true, label: z.name });
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Serialize)]
 struct Summary {
+    source: String,
     frames: u32,
+    fps: f64,
     detections: usize,
     boxes: usize,
     tracks: u64,
@@ -116,26 +167,103 @@ struct Summary {
     counts: CountSummary,
 }
 
+/// One frame's input to the tracker.
+struct FrameIn {
+    dets: Vec<Detection>,
+    /// The decoded frame, for the annotated video.
+    image: Option<image::RgbImage>,
+}
+
+/// Yields the next frame's detections (and picture), `None` at the end.
+type NextFrame<'a> = Box<dyn FnMut() -> Result<Option<FrameIn>> + 'a>;
+
 pub fn run(a: TrackArgs) -> Result<i32> {
-    let dets = Sequence::new(mot::read(&a.detections)?);
-    let mut tracker = ByteTrack::new(a.tracker.config()).context("tracker settings")?;
-    let cfg = tracker.config().clone();
-    let mut counter = a.counting.counter(cfg.frame_rate as f64, cfg.max_time_lost() as u32)?;
+    // Frames come from a detection file or a detector on a video; everything after is shared.
+    let (label, fps, names, mut next_frame): (String, Option<f64>, Vec<String>, NextFrame<'_>) =
+        match (&a.detections, &a.source, &a.model) {
+            (Some(path), _, _) => {
+                let dets = Sequence::new(mot::read(path)?);
+                let last = dets.last_frame();
+                let mut f = 0u32;
+                let next = move || -> Result<Option<FrameIn>> {
+                    f += 1;
+                    if f > last {
+                        return Ok(None);
+                    }
+                    let dets = dets
+                        .get(f)
+                        .iter()
+                        .map(|r| Detection {
+                            bbox: r.xyxy().map(|v| v as f32),
+                            class: r.class.max(0) as usize,
+                            score: r.conf as f32,
+                        })
+                        .collect();
+                    Ok(Some(FrameIn { dets, image: None }))
+                };
+                (path.display().to_string(), None, Vec::new(), Box::new(next))
+            }
+            (None, Some(source), Some(model)) => {
+                a.engine.apply_threads()?;
+                a.engine.warn_if_emulated();
+                let engine = Engine::load_with(model, &a.engine.load_options(Layout::default()))?;
+                let names = engine.card().classes.clone();
+                let mut session = engine.session()?;
+                let opts = PredictOptions {
+                    top_k: 1,
+                    nms: NmsOptions { score_threshold: a.tracker.low_thresh, ..NmsOptions::default() },
+                };
+                let mut reader = VideoReader::open(source, &ReadOptions { fps: a.fps, realtime: a.realtime })?;
+                let fps = reader.info().fps;
+                let (max, keep) = (a.max_frames.unwrap_or(u64::MAX), a.out.is_some());
+                let next = move || -> Result<Option<FrameIn>> {
+                    let Some(frame) = reader.next_frame()? else { return Ok(None) };
+                    if frame.index >= max {
+                        return Ok(None);
+                    }
+                    let p = session.predict(&frame.image, &opts)?;
+                    let Output::Detections(d) = p.output else {
+                        anyhow::bail!("{}: not a detector (its card's decode gives no boxes)", model.display())
+                    };
+                    let dets = d.iter().map(|d| Detection { bbox: d.bbox, class: d.class, score: d.score }).collect();
+                    Ok(Some(FrameIn { dets, image: keep.then_some(frame.image) }))
+                };
+                (source.clone(), Some(fps), names, Box::new(next))
+            }
+            _ => anyhow::bail!("give --detections FILE, or --source SRC with --model M.onnx"),
+        };
+    let cfg = a.tracker.config(fps);
+    let mut tracker = ByteTrack::new(cfg.clone()).context("tracker settings")?;
+    let mut counting = a.counting.clone();
+    if counting.classes.is_empty() {
+        counting.classes = names;
+    }
+    let mut counter = counting.counter(cfg.frame_rate as f64, cfg.max_time_lost() as u32)?;
+    let overlay = counting.overlay()?;
+    let video_out = if a.source.is_some() { a.out.clone() } else { None };
+    let mut writer: Option<VideoWriter> = None;
     let mut events = Vec::new();
     let mut rows = Vec::new();
+    let mut detections = 0;
     let t0 = Instant::now();
-    for f in 1..=dets.last_frame() {
-        let frame: Vec<Detection> = dets
-            .get(f)
-            .iter()
-            .map(|r| Detection {
-                bbox: r.xyxy().map(|v| v as f32),
-                class: r.class.max(0) as usize,
-                score: r.conf as f32,
-            })
-            .collect();
-        let tracks = tracker.update(&frame)?;
+    let mut f = 0u32;
+    while let Some(input) = next_frame()? {
+        f += 1;
+        detections += input.dets.len();
+        let tracks = tracker.update(&input.dets)?;
         events.extend(counter.update(f, &tracks));
+        if let (Some(path), Some(mut img)) = (&video_out, input.image) {
+            let boxes: Vec<_> = tracks
+                .iter()
+                .map(|t| (t.bbox, format!("#{} {}", t.id, counter_class(&counting.classes, t.class)), t.id as usize))
+                .collect();
+            report::draw_paths(&mut img, &overlay)?;
+            report::annotate(&mut img, &boxes)?;
+            if writer.is_none() {
+                writer = Some(VideoWriter::create(path, img.width(), img.height(), cfg.frame_rate as f64)?);
+            }
+            writer.as_mut().expect("created above").write(&img)?;
+        }
         for t in tracks {
             let [x1, y1, x2, y2] = t.bbox.map(f64::from);
             rows.push(MotRow {
@@ -150,28 +278,40 @@ pub fn run(a: TrackArgs) -> Result<i32> {
     }
     events.extend(counter.finish());
     let secs = t0.elapsed().as_secs_f64();
-    mot::write(&a.out, &rows).with_context(|| format!("writing {}", a.out.display()))?;
+    let mot_out = if a.source.is_some() { a.mot.clone() } else { a.out.clone() };
+    if let Some(path) = &mot_out {
+        mot::write(path, &rows).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(w) = writer {
+        w.finish()?;
+    }
     let tracks = rows.iter().map(|r| r.id).collect::<std::collections::HashSet<_>>().len() as u64;
     let summary = Summary {
-        frames: dets.last_frame(),
-        detections: dets.boxes(),
+        source: label,
+        frames: f,
+        fps: cfg.frame_rate as f64,
+        detections,
         boxes: rows.len(),
         tracks,
         mean_track_length: rows.len() as f64 / tracks.max(1) as f64,
-        ms_per_frame: secs * 1e3 / dets.last_frame().max(1) as f64,
+        ms_per_frame: secs * 1e3 / f.max(1) as f64,
         settings: cfg,
         counts: counter.summary(),
     };
     println!(
-        "{} frames, {} detections -> {} tracked boxes in {} tracks ({:.1} frames each), {:.3} ms/frame; tracks written to {}",
+        "{} frames, {} detections -> {} tracked boxes in {} tracks ({:.1} frames each), {:.3} ms/frame",
         summary.frames,
         summary.detections,
         summary.boxes,
         summary.tracks,
         summary.mean_track_length,
         summary.ms_per_frame,
-        a.out.display()
     );
+    for (what, path) in [("tracks", &mot_out), ("annotated video", &video_out)] {
+        if let Some(p) = path {
+            println!("{what} written to {}", p.display());
+        }
+    }
     for l in &summary.counts.lines {
         println!("line {}: {} in, {} out", l.name, l.in_, l.out);
     }
@@ -181,7 +321,7 @@ pub fn run(a: TrackArgs) -> Result<i32> {
             z.name, z.entries, z.occupancy_max, z.occupancy_mean, z.dwell_mean_s
         );
     }
-    if let Some(path) = &a.counting.events {
+    if let Some(path) = &counting.events {
         let mut text = String::new();
         for e in &events {
             text.push_str(&serde_json::to_string(e)?);
@@ -194,4 +334,8 @@ pub fn run(a: TrackArgs) -> Result<i32> {
         fsio::write_json(&path, &summary)?;
     }
     Ok(0)
+}
+
+fn counter_class(names: &[String], class: usize) -> String {
+    names.get(class).cloned().unwrap_or_else(|| class.to_string())
 }

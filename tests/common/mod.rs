@@ -54,3 +54,17 @@ pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// The tiny detector fixture (classes crop, weed) with its card, copied into `dir` as
+/// `<name>.onnx`.
+pub fn tiny_detector(dir: &Path, name: &str) -> PathBuf {
+    let m = dir.join(format!("{name}.onnx"));
+    std::fs::copy(repo().join("runtime/tests/golden/tiny_detector.onnx"), &m).unwrap();
+    std::fs::copy(repo().join("runtime/tests/fixtures/tiny_detector.card.json"), dir.join(format!("{name}.json")))
+        .unwrap();
+    m
+}
+
+pub fn have_ffmpeg() -> bool {
+    Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false)
+}

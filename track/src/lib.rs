@@ -17,6 +17,7 @@ pub mod assign;
 pub mod counting;
 pub mod error;
 pub mod kalman;
+#[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod mot;
 pub mod tracker;
@@ -24,6 +25,7 @@ pub mod zones;
 
 pub use counting::{CountSettings, CountSummary, Counter, Event};
 pub use error::{Result, TrackError};
+#[cfg(feature = "metrics")]
 pub use metrics::{evaluate, MotScores};
 pub use mot::{MotRow, Sequence};
 pub use tracker::{ByteTrack, ByteTrackConfig, TrackedBox};
