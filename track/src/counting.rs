@@ -169,10 +169,6 @@ impl Counter {
         self.classes.get(c).cloned().unwrap_or_else(|| c.to_string())
     }
 
-    fn time(&self, frame: u32) -> f64 {
-        frame as f64 / self.settings.fps
-    }
-
     /// One frame's confirmed tracks (frames numbered from 1, increasing); returns its events.
     pub fn update(&mut self, frame: u32, tracks: &[TrackedBox]) -> Vec<Event> {
         self.frames += 1;
@@ -255,18 +251,8 @@ impl Counter {
                             class: class.clone(),
                         });
                     } else {
-                        let dwell = (frame - st.entered[i]) as f64 / self.settings.fps;
-                        self.zone_stats[i].dwell_sum += dwell;
-                        self.zone_stats[i].visits_ended += 1;
-                        events.push(Event::Leave {
-                            frame,
-                            t: t_now,
-                            zone: zone.name.clone(),
-                            track: t.id,
-                            class: class.clone(),
-                            dwell_s: dwell,
-                            lost: false,
-                        });
+                        let visit = Visit { track: t.id, class: class.clone(), entered: st.entered[i], left: frame };
+                        events.push(end_visit(&mut self.zone_stats[i], visit, self.settings.fps, false));
                     }
                 }
                 if st.inside[i] {
@@ -295,20 +281,11 @@ impl Counter {
     fn close(&mut self, id: u64) -> Vec<Event> {
         let Some(st) = self.active.remove(&id) else { return Vec::new() };
         let mut events = Vec::new();
-        for (i, zone) in self.zones.iter().enumerate() {
+        for i in 0..self.zones.len() {
             if st.inside[i] {
-                let dwell = (st.last_frame - st.entered[i]) as f64 / self.settings.fps;
-                self.zone_stats[i].dwell_sum += dwell;
-                self.zone_stats[i].visits_ended += 1;
-                events.push(Event::Leave {
-                    frame: st.last_frame,
-                    t: self.time(st.last_frame),
-                    zone: zone.name.clone(),
-                    track: id,
-                    class: self.class_name(st.class),
-                    dwell_s: dwell,
-                    lost: true,
-                });
+                let visit =
+                    Visit { track: id, class: self.class_name(st.class), entered: st.entered[i], left: st.last_frame };
+                events.push(end_visit(&mut self.zone_stats[i], visit, self.settings.fps, true));
             }
         }
         self.done.push((id, st));
@@ -355,6 +332,31 @@ impl Counter {
             })
             .collect();
         CountSummary { frames: self.frames, lines: self.line_counts.clone(), zones, tracks }
+    }
+}
+
+/// One track's stay in a zone, from the frame it entered to the one it left.
+struct Visit {
+    track: u64,
+    class: String,
+    entered: u32,
+    left: u32,
+}
+
+/// Closes a visit: its dwell time joins the zone's statistics; `lost`: the track vanished
+/// inside rather than walking out.
+fn end_visit(stats: &mut ZoneStats, v: Visit, fps: f64, lost: bool) -> Event {
+    let dwell = (v.left - v.entered) as f64 / fps;
+    stats.dwell_sum += dwell;
+    stats.visits_ended += 1;
+    Event::Leave {
+        frame: v.left,
+        t: v.left as f64 / fps,
+        zone: stats.name.clone(),
+        track: v.track,
+        class: v.class,
+        dwell_s: dwell,
+        lost,
     }
 }
 
