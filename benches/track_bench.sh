@@ -32,6 +32,9 @@ trackers="${TRACKERS:-trackers-bytetrack trackers-ocsort boxmot-bytetrack boxmot
 [ "$trackers" = none ] && trackers=""
 variants=()
 if [ -n "${FK_VARIANTS:-}" ]; then IFS='|' read -ra variants <<< "$FK_VARIANTS"; fi
+for v in "${variants[@]}"; do
+  case "${v%%:*}" in ''|*/*|gt|det|fieldkit) echo "FK_VARIANTS: bad name '${v%%:*}'" >&2; exit 2;; esac
+done
 data="${FIELDKIT_SHARED:-$repo/../shared}/assets/tracks/verschoor-cows"
 work="${1:-runs/track_bench}"
 if [ "$quick" = 1 ]; then result="${RESULT:-$work/track_bench.json}"; else result="${RESULT:-benches/results/track_bench.json}"; fi

@@ -6,7 +6,8 @@
 # boxes <= 0.01 px). Timings under qemu are emulation, not performance numbers.
 #   bash scripts/edge-check.sh            (needs ../shared or FIELDKIT_SHARED)
 # EDGE_X86_BIN=PATH compares against that x86 binary (CI: its release build, same code) instead
-# of building the x86 edge binary. The aarch64 binary must stay within EDGE_MAX_MB (15).
+# of building the x86 edge binary. The aarch64 binary must stay within EDGE_MAX_MB (16; 15 until tracking and streaming video
+# joined the slim build, +0.2 MB).
 # EDGE_INT8_MODEL=PATH (an INT8 QDQ classifier with its card, e.g. `fieldkit demo`'s
 # model.int8.onnx; CI sets it) adds the quantized path: x86 and the aarch64 binary on three
 # emulated cores (Cortex-A76: SDOT, Cortex-A72: plain NEON, qemu's max: SVE) classify eight
@@ -89,7 +90,7 @@ if [ -n "${EDGE_F16_MODEL:-}" ]; then
     on_core f16 "$cpu" "$work/f32.onnx" --precision f16
   done
 fi
-python3 - "$out" "$x86" "$arm" "${EDGE_MAX_MB:-15}" <<'PY'
+python3 - "$out" "$x86" "$arm" "${EDGE_MAX_MB:-16}" <<'PY'
 import json, os, sys
 out, x86, arm, max_mb = sys.argv[1:5]
 def load(p):

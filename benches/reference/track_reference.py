@@ -9,7 +9,8 @@ rate passed where the tracker takes one:
 
   trackers-bytetrack  `trackers` 2.6.1 ByteTrackTracker(frame_rate=F): high_conf_det_threshold
                       0.6, track_activation_threshold 0.7, minimum_iou_threshold 0.1 (IoU, no score
-                      fusion, both rounds), minimum_consecutive_frames 2, lost_track_buffer 30 (at
+                      fusion, both rounds; the second round takes every box under 0.6, with no
+                      lower bound), minimum_consecutive_frames 2, lost_track_buffer 30 (at
                       30 fps; ceil(F/30*30) frames), XYXY Kalman state. Outputs detection boxes.
   trackers-ocsort     `trackers` 2.6.1 OCSORTTracker(frame_rate=F): high_conf_det_threshold 0.6
                       (lower boxes are ignored), minimum_iou_threshold 0.3,

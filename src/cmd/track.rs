@@ -37,6 +37,9 @@ pub struct TrackerArgs {
     /// Largest cost (1 − IoU × score) of a first-round match.
     #[arg(long, default_value_t = ByteTrackConfig::default().match_thresh)]
     pub match_thresh: f32,
+    /// Largest cost (1 − IoU) of a second-round match, of a low-score box.
+    #[arg(long, default_value_t = ByteTrackConfig::default().low_match_thresh)]
+    pub low_match_thresh: f32,
     /// Frames (at 30 fps) a lost track waits to be found again.
     #[arg(long, default_value_t = ByteTrackConfig::default().track_buffer)]
     pub track_buffer: u32,
@@ -47,6 +50,11 @@ pub struct TrackerArgs {
     /// Match boxes only to tracks of the same class.
     #[arg(long)]
     pub class_aware: bool,
+    /// Estimate the camera's motion from the detections (the shift most tracks agree on) and
+    /// move every track by it before matching: for a drone or a robot that pans. `false`
+    /// turns it off.
+    #[arg(long, default_value_t = ByteTrackConfig::default().motion_compensation, action = clap::ArgAction::Set)]
+    pub motion_compensation: bool,
 }
 
 impl TrackerArgs {
@@ -58,9 +66,11 @@ impl TrackerArgs {
             low_thresh: self.low_thresh,
             new_track_thresh: self.new_track_thresh,
             match_thresh: self.match_thresh,
+            low_match_thresh: self.low_match_thresh,
             track_buffer: self.track_buffer,
             frame_rate: self.frame_rate.or(stream_fps.map(|f| f as f32)).unwrap_or(default),
             class_aware: self.class_aware,
+            motion_compensation: self.motion_compensation,
             ..ByteTrackConfig::default()
         }
     }
