@@ -201,3 +201,93 @@ fn tracks_a_video_through_a_detector() {
     let o = fieldkit(&["track", "--source", clip.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "--source needs --model");
 }
+
+/// Counts exact on ground-truth boxes: for each shared cow sequence, a line across the middle
+/// of the frame each way; the ground-truth trajectories' own crossings (centre changing side,
+/// counted once it is 0.1 box side clear of the line, between sightings at most 0.5 s apart)
+/// equal `fieldkit track`'s counts on the same boxes given as detections.
+#[test]
+#[ignore = "needs ../shared"]
+fn counts_on_ground_truth_boxes_are_exact() {
+    use std::collections::BTreeMap;
+    let root = shared().join("assets/tracks/verschoor-cows");
+    let dir = tempfile::tempdir().unwrap();
+    for seq in ["COW809_1", "COW809_2", "COW809_4", "COW810_1"] {
+        let gt = std::fs::read_to_string(root.join(seq).join("gt/gt.txt")).unwrap();
+        // (frame, id, x, y, w, h)
+        let rows: Vec<(u32, u32, [f64; 4])> = gt
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let f: Vec<f64> = l.split(',').map(|v| v.trim().parse().unwrap()).collect();
+                (f[0] as u32, f[1] as u32, [f[2], f[3], f[4], f[5]])
+            })
+            .collect();
+        let w = rows.iter().map(|r| r.2[0] + r.2[2]).fold(0.0, f64::max);
+        let h = rows.iter().map(|r| r.2[1] + r.2[3]).fold(0.0, f64::max);
+        let det = dir.path().join(format!("{seq}.det.txt"));
+        let text: String =
+            rows.iter().map(|(f, _, b)| format!("{f},-1,{},{},{},{},0.9,-1,-1,-1\n", b[0], b[1], b[2], b[3])).collect();
+        std::fs::write(&det, text).unwrap();
+        let summary = dir.path().join(format!("{seq}.json"));
+        let (vl, hl) = (
+            format!("v:{},-10,{},{}", w / 2.0, w / 2.0, h + 10.0),
+            format!("h:-10,{},{},{}", h / 2.0, w + 10.0, h / 2.0),
+        );
+        let o = fieldkit(&[
+            "track",
+            "--detections",
+            det.to_str().unwrap(),
+            "--out",
+            dir.path().join(format!("{seq}.txt")).to_str().unwrap(),
+            "--frame-rate",
+            "60",
+            "--line",
+            &vl,
+            "--line",
+            &hl,
+            "--json",
+            summary.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        let mut by_id: BTreeMap<u32, Vec<(u32, [f64; 4])>> = BTreeMap::new();
+        for (f, id, b) in &rows {
+            by_id.entry(*id).or_default().push((*f, *b));
+        }
+        for (k, name) in [(0usize, "v"), (1, "h")] {
+            let mid = if k == 0 { w / 2.0 } else { h / 2.0 };
+            let (mut plus, mut minus) = (0u64, 0u64);
+            for track in by_id.values_mut() {
+                track.sort_by_key(|t| t.0);
+                let (mut side, mut last) = (None, None);
+                for (f, b) in track.iter() {
+                    if last.is_some_and(|l| f - l > 30) {
+                        side = None;
+                    }
+                    last = Some(*f);
+                    let d = b[k] + b[k + 2] / 2.0 - mid;
+                    if d.abs() < 0.1 * b[2].min(b[3]) {
+                        continue;
+                    }
+                    if side.is_some_and(|s| s != (d > 0.0)) {
+                        if d > 0.0 {
+                            plus += 1;
+                        } else {
+                            minus += 1;
+                        }
+                    }
+                    side = Some(d > 0.0);
+                }
+            }
+            // The vertical line runs top to bottom: its right-hand side ("in") is smaller x.
+            let (want_in, want_out) = if k == 0 { (minus, plus) } else { (plus, minus) };
+            let got = s["counts"]["lines"].as_array().unwrap().iter().find(|l| l["name"] == name).unwrap();
+            assert_eq!(
+                (got["in"].as_u64().unwrap(), got["out"].as_u64().unwrap()),
+                (want_in, want_out),
+                "{seq} line {name}"
+            );
+        }
+    }
+}

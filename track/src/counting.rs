@@ -193,6 +193,17 @@ impl Counter {
                 entered: vec![0; nz],
                 zone_frames: vec![0; nz],
             });
+            if let (0, Some(b)) = (st.seen, t.born) {
+                // A track reported a frame after its birth: its sides start where it was born.
+                let q = anchor(&b);
+                let c = self.settings.hysteresis * ((b[2] - b[0]) as f64).min((b[3] - b[1]) as f64).max(0.0);
+                for (i, line) in self.lines.iter().enumerate() {
+                    let (d, _) = line.locate(q);
+                    if d.abs() >= c.max(f64::EPSILON) {
+                        st.side[i] = Some(d > 0.0);
+                    }
+                }
+            }
             if st.seen > 0 {
                 let dt = (frame - st.last_frame) as f64 / self.settings.fps;
                 let step = ((p[0] - st.anchor[0]).powi(2) + (p[1] - st.anchor[1]).powi(2)).sqrt();
@@ -365,7 +376,7 @@ mod tests {
     use super::*;
 
     fn tb(id: u64, cx: f32, cy: f32) -> TrackedBox {
-        TrackedBox { id, bbox: [cx - 20.0, cy - 10.0, cx + 20.0, cy + 10.0], score: 0.9, class: 0 }
+        TrackedBox { id, bbox: [cx - 20.0, cy - 10.0, cx + 20.0, cy + 10.0], score: 0.9, class: 0, born: None }
     }
 
     fn counter() -> Counter {
@@ -392,6 +403,18 @@ mod tests {
         let s = c.summary();
         assert_eq!((s.lines[0].in_, s.lines[0].out), (1, 0));
         assert_eq!(s.lines[0].by_class["cow"], [1, 0]);
+    }
+
+    /// A track confirmed a frame after its birth crossed the line in between: its birth box
+    /// says which side it came from.
+    #[test]
+    fn a_crossing_while_tentative_counts() {
+        let mut c = counter();
+        let born = tb(1, 50.0, 90.0).bbox;
+        let events = c.update(2, &[TrackedBox { born: Some(born), ..tb(1, 50.0, 110.0) }]);
+        assert!(matches!(events[..], [Event::Cross { direction: "in", frame: 2, .. }]), "{events:?}");
+        let mut plain = counter();
+        assert!(plain.update(2, &[tb(1, 50.0, 110.0)]).is_empty());
     }
 
     #[test]

@@ -109,6 +109,10 @@ pub struct TrackedBox {
     /// Score of the detection that updated it.
     pub score: f32,
     pub class: usize,
+    /// On the first frame a track is reported, the detection it was born from in an earlier
+    /// frame (a tentative track is confirmed a frame after its birth): counting sees where the
+    /// animal came from, so a line crossed in those frames still counts.
+    pub born: Option<[f32; 4]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +134,8 @@ struct Track {
     start_frame: u64,
     /// Last frame a detection updated it.
     end_frame: u64,
+    /// The detection it was born from, until it is first reported.
+    born: Option<[f32; 4]>,
 }
 
 impl Track {
@@ -258,6 +264,7 @@ impl ByteTrack {
                 class: det.class,
                 start_frame: f,
                 end_frame: f,
+                born: (f > 1).then_some(det.bbox),
             });
             self.next_id += 1;
         }
@@ -281,9 +288,15 @@ impl ByteTrack {
 
         let mut out: Vec<TrackedBox> = self
             .tracked
-            .iter()
+            .iter_mut()
             .filter(|t| t.activated && t.end_frame == f)
-            .map(|t| TrackedBox { id: t.id, bbox: t.bbox().map(|v| v as f32), score: t.score, class: t.class })
+            .map(|t| TrackedBox {
+                id: t.id,
+                bbox: t.bbox().map(|v| v as f32),
+                score: t.score,
+                class: t.class,
+                born: t.born.take(),
+            })
             .collect();
         out.sort_by_key(|t| t.id);
         Ok(out)
