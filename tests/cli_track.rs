@@ -291,3 +291,55 @@ fn counts_on_ground_truth_boxes_are_exact() {
         }
     }
 }
+
+/// `predict --track` on a video: every frame's detections carry the ids of the tracks that
+/// took them, the same id on consecutive frames of one box, and the annotated video is written
+/// even with a relative --out (ffmpeg resolved its frame list against the list's folder).
+#[test]
+fn predict_track_gives_detections_track_ids() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_detector(dir.path(), "det");
+    let clip = dir.path().join("pan.mp4");
+    let photo =
+        std::fs::read_dir(assets().join("data/sesame-mini/images/valid")).unwrap().next().unwrap().unwrap().path();
+    let o = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-loop", "1", "-i"])
+        .arg(&photo)
+        .args(["-vf", "crop=160:160:'t*40':0", "-t", "2", "-r", "8", "-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    // The tiny detector's scores sit around 0.3: thresholds under them.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_fieldkit"))
+        .current_dir(dir.path())
+        .args(["predict", "--model", "det.onnx", "pan.mp4", "--out", "out", "--track"])
+        .args(["--track-thresh", "0.2", "--low-thresh", "0.05", "--new-track-thresh", "0.2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(dir.path().join("out/pan.annotated.mp4").is_file(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("out/predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 16);
+    let ids: Vec<Vec<u64>> = lines
+        .iter()
+        .map(|l| l["detections"].as_array().unwrap().iter().filter_map(|d| d["track_id"].as_u64()).collect())
+        .collect();
+    assert!(ids.iter().filter(|f| !f.is_empty()).count() >= 8, "{ids:?}");
+    // No id twice in one frame; ids recur across frames (tracks, not per-frame numbering).
+    for f in &ids {
+        let mut u = f.clone();
+        u.sort();
+        u.dedup();
+        assert_eq!(u.len(), f.len(), "{ids:?}");
+    }
+    let recurring = ids.windows(2).filter(|w| w[0].iter().any(|id| w[1].contains(id))).count();
+    assert!(recurring >= 8, "{ids:?}");
+}

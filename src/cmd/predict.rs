@@ -8,11 +8,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use fieldkit_core::detect::Detection;
 use fieldkit_core::{dataset, fsio, image_io, report};
 use fieldkit_runtime::parallel_map;
 use fieldkit_runtime::{Output, PredictOptions};
+use fieldkit_track::ByteTrack;
 
 use super::engine_args::{NmsArgs, RunArgs};
+use super::track::TrackerArgs;
 
 const VIDEO_EXTENSIONS: &[&str] = &["mp4", "avi", "mov", "mkv", "webm"];
 
@@ -36,6 +39,12 @@ pub struct PredictArgs {
     /// Write only the JSONL, no annotated images.
     #[arg(long)]
     no_images: bool,
+    /// Video: follow the detections across each video's frames (ByteTrack) and give each a
+    /// `track_id`; boxes down to --low-thresh reach the tracker.
+    #[arg(long)]
+    track: bool,
+    #[command(flatten)]
+    tracker: TrackerArgs,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -140,7 +149,12 @@ fn collect_sources(sources: &[PathBuf], fps: Option<f64>, frames_dir: &Path) -> 
 /// Encodes the annotated frames of one video as `out/<stem>.annotated.mp4` (H.264).
 fn encode_video(frames: &[PathBuf], rate: f64, out: &Path) -> Result<()> {
     let list = out.with_extension("frames.txt");
-    let body: String = frames.iter().map(|f| format!("file '{}'\nduration {}\n", f.display(), 1.0 / rate)).collect();
+    // ffmpeg resolves relative names against the list's folder: give it absolute ones.
+    let mut body = String::new();
+    for f in frames {
+        let abs = std::path::absolute(f).with_context(|| format!("resolving {}", f.display()))?;
+        body.push_str(&format!("file '{}'\nduration {}\n", abs.display(), 1.0 / rate));
+    }
     fsio::write_atomic(&list, body.as_bytes())?;
     let o = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i"])
@@ -168,12 +182,17 @@ pub fn run(a: PredictArgs) -> Result<i32> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let frames_dir = tempfile_dir(&a.out)?;
     let items = collect_sources(&a.sources, a.fps, &frames_dir)?;
-    let opts = PredictOptions { top_k: a.top_k, nms: a.nms.options()? };
+    let mut opts = PredictOptions { top_k: a.top_k, nms: a.nms.options()? };
+    if a.track {
+        // The tracker's second round wants the low-score boxes too.
+        opts.nms.score_threshold = opts.nms.score_threshold.min(a.tracker.low_thresh);
+    }
     let t = std::time::Instant::now();
     let results = parallel_map(&engine, items.len(), a.run.workers, |s, i| {
         let mut img = image_io::read_rgb(&items[i].path)?;
         let p = s.predict(&img, &opts)?;
-        if !a.no_images {
+        // Tracked frames are drawn once their ids are known, below.
+        if !a.no_images && !(a.track && items[i].video.is_some()) {
             if let Output::Detections(d) = &p.output {
                 let boxes: Vec<_> = d.iter().map(|d| (d.bbox, format!("{} {:.2}", d.name, d.score), d.class)).collect();
                 report::annotate(&mut img, &boxes)?;
@@ -182,6 +201,7 @@ pub fn run(a: PredictArgs) -> Result<i32> {
         }
         Ok(p)
     })?;
+    let track_ids = if a.track { track_videos(&a, &items, &results)? } else { vec![None; items.len()] };
     let mut jsonl = Vec::new();
     for (i, (item, p)) in items.iter().zip(&results).enumerate() {
         let summary = match &p.output {
@@ -209,7 +229,16 @@ pub fn run(a: PredictArgs) -> Result<i32> {
             None => println!("{}: {summary} ({:.1} ms)", item.path.display(), p.timing.inference_ms),
         }
         match &p.output {
-            Output::Detections(d) => line["detections"] = serde_json::to_value(d)?,
+            Output::Detections(d) => {
+                line["detections"] = serde_json::to_value(d)?;
+                if let Some(ids) = &track_ids[i] {
+                    for (k, id) in ids.iter().enumerate() {
+                        if let Some(id) = id {
+                            line["detections"][k]["track_id"] = serde_json::json!(id);
+                        }
+                    }
+                }
+            }
             Output::Classes(c) => line["classes"] = serde_json::to_value(c)?,
             Output::Features(f) => line["features"] = serde_json::to_value(f)?,
         }
@@ -241,6 +270,48 @@ pub fn run(a: PredictArgs) -> Result<i32> {
     let _ = std::fs::remove_dir_all(&frames_dir);
     println!("{} images in {:.1} s; predictions in {}", items.len(), t.elapsed().as_secs_f64(), path.display());
     Ok(0)
+}
+
+/// `--track`: each video's frames in order through a tracker of its own, at the video's frame
+/// rate. Per item, the track id of each detection (`None` for images and untracked boxes). With
+/// annotated images, the frames are drawn here with their ids.
+fn track_videos(
+    a: &PredictArgs,
+    items: &[Item],
+    results: &[fieldkit_runtime::Prediction],
+) -> Result<Vec<Option<Vec<Option<u64>>>>> {
+    let mut out = vec![None; items.len()];
+    let mut current: Option<(&Path, ByteTrack)> = None;
+    for (i, (item, p)) in items.iter().zip(results).enumerate() {
+        let (Some(f), Output::Detections(d)) = (&item.video, &p.output) else { continue };
+        if current.as_ref().map(|(v, _)| *v) != Some(f.video.as_path()) {
+            let tracker = ByteTrack::new(a.tracker.config(Some(f.rate))).context("tracker settings")?;
+            current = Some((f.video.as_path(), tracker));
+        }
+        let tracker = &mut current.as_mut().expect("set above").1;
+        let dets: Vec<Detection> =
+            d.iter().map(|d| Detection { bbox: d.bbox, class: d.class, score: d.score }).collect();
+        let mut ids = vec![None; d.len()];
+        for t in tracker.update(&dets)? {
+            ids[t.detection] = Some(t.id);
+        }
+        if !a.no_images {
+            let mut img = image_io::read_rgb(&item.path)?;
+            // Tracked boxes with their ids; untracked ones only if they pass --conf.
+            let boxes: Vec<_> = d
+                .iter()
+                .zip(&ids)
+                .filter_map(|(d, id)| match id {
+                    Some(id) => Some((d.bbox, format!("#{id} {} {:.2}", d.name, d.score), *id as usize)),
+                    None => (d.score >= a.nms.conf).then(|| (d.bbox, format!("{} {:.2}", d.name, d.score), d.class)),
+                })
+                .collect();
+            report::annotate(&mut img, &boxes)?;
+            image_io::save_png(&a.out.join(annotated_name(i, &item.path)), &img)?;
+        }
+        out[i] = Some(ids);
+    }
+    Ok(out)
 }
 
 /// A scratch folder for extracted video frames inside the output folder (same disk, removed

@@ -376,7 +376,14 @@ mod tests {
     use super::*;
 
     fn tb(id: u64, cx: f32, cy: f32) -> TrackedBox {
-        TrackedBox { id, bbox: [cx - 20.0, cy - 10.0, cx + 20.0, cy + 10.0], score: 0.9, class: 0, born: None }
+        TrackedBox {
+            id,
+            bbox: [cx - 20.0, cy - 10.0, cx + 20.0, cy + 10.0],
+            score: 0.9,
+            class: 0,
+            born: None,
+            detection: 0,
+        }
     }
 
     fn counter() -> Counter {

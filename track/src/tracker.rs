@@ -109,6 +109,8 @@ pub struct TrackedBox {
     /// Score of the detection that updated it.
     pub score: f32,
     pub class: usize,
+    /// Index, in this frame's input, of the detection that updated it.
+    pub detection: usize,
     /// On the first frame a track is reported, the detection it was born from in an earlier
     /// frame (a tentative track is confirmed a frame after its birth): counting sees where the
     /// animal came from, so a line crossed in those frames still counts.
@@ -136,6 +138,8 @@ struct Track {
     end_frame: u64,
     /// The detection it was born from, until it is first reported.
     born: Option<[f32; 4]>,
+    /// Index of the detection that last updated it, in that frame's input.
+    detection: usize,
 }
 
 impl Track {
@@ -143,8 +147,9 @@ impl Track {
         kalman::xyxy(&self.mean)
     }
 
-    /// A detection matched it (`update`, or `re_activate` for a lost track).
-    fn take(&mut self, d: &Detection, frame: u64) {
+    /// Detection `index` matched it (`update`, or `re_activate` for a lost track).
+    fn take(&mut self, d: &Detection, index: usize, frame: u64) {
+        self.detection = index;
         kalman::update(&mut self.mean, &mut self.cov, kalman::xyah(d.bbox.map(f64::from)));
         self.state = State::Tracked;
         self.activated = true;
@@ -189,9 +194,12 @@ impl ByteTrack {
         self.frame += 1;
         let f = self.frame;
         let cfg = self.cfg.clone();
-        let high: Vec<&Detection> = dets.iter().filter(|d| d.score >= cfg.track_thresh).collect();
-        let low: Vec<&Detection> =
-            dets.iter().filter(|d| d.score > cfg.low_thresh && d.score < cfg.track_thresh).collect();
+        // Indices into `dets` of the high and the low boxes.
+        let high_at: Vec<usize> = (0..dets.len()).filter(|&i| dets[i].score >= cfg.track_thresh).collect();
+        let low_at: Vec<usize> =
+            (0..dets.len()).filter(|&i| dets[i].score > cfg.low_thresh && dets[i].score < cfg.track_thresh).collect();
+        let high: Vec<&Detection> = high_at.iter().map(|&i| &dets[i]).collect();
+        let low: Vec<&Detection> = low_at.iter().map(|&i| &dets[i]).collect();
 
         let (mut pool, mut unconfirmed): (Vec<Track>, Vec<Track>) =
             std::mem::take(&mut self.tracked).into_iter().partition(|t| t.activated);
@@ -217,7 +225,7 @@ impl ByteTrack {
         let mut track_used = vec![false; pool.len()];
         let mut high_used = vec![false; high.len()];
         for &(t, d) in &m1 {
-            pool[t].take(high[d], f);
+            pool[t].take(high[d], high_at[d], f);
             track_used[t] = true;
             high_used[d] = true;
         }
@@ -227,7 +235,7 @@ impl ByteTrack {
             (0..pool.len()).filter(|&t| !track_used[t] && pool[t].state == State::Tracked).collect();
         let second_tracks: Vec<Track> = second.iter().map(|&t| pool[t].clone()).collect();
         for (k, d) in self.associate(&second_tracks, &low, false, cfg.low_match_thresh)? {
-            pool[second[k]].take(low[d], f);
+            pool[second[k]].take(low[d], low_at[d], f);
             track_used[second[k]] = true;
         }
         for &t in &second {
@@ -237,12 +245,13 @@ impl ByteTrack {
         }
 
         // 3. Tentative tracks × the high detections left.
-        let rest: Vec<&Detection> = (0..high.len()).filter(|&d| !high_used[d]).map(|d| high[d]).collect();
+        let rest_at: Vec<usize> = (0..high.len()).filter(|&d| !high_used[d]).map(|d| high_at[d]).collect();
+        let rest: Vec<&Detection> = rest_at.iter().map(|&i| &dets[i]).collect();
         let m3 = self.associate(&unconfirmed, &rest, cfg.fuse_score, 0.7)?;
         let mut rest_used = vec![false; rest.len()];
         let mut kept_unconfirmed = vec![false; unconfirmed.len()];
         for &(t, d) in &m3 {
-            unconfirmed[t].take(rest[d], f);
+            unconfirmed[t].take(rest[d], rest_at[d], f);
             kept_unconfirmed[t] = true;
             rest_used[d] = true;
         }
@@ -265,6 +274,7 @@ impl ByteTrack {
                 start_frame: f,
                 end_frame: f,
                 born: (f > 1).then_some(det.bbox),
+                detection: rest_at[d],
             });
             self.next_id += 1;
         }
@@ -296,6 +306,7 @@ impl ByteTrack {
                 score: t.score,
                 class: t.class,
                 born: t.born.take(),
+                detection: t.detection,
             })
             .collect();
         out.sort_by_key(|t| t.id);
@@ -502,6 +513,22 @@ mod tests {
             let same =
                 before.iter().all(|(id, x)| after.iter().any(|t| t.id == *id && (t.bbox[0] - x - 30.0).abs() < 3.0));
             assert_eq!(same, want_same, "motion compensation {cmc}: {before:?} -> {after:?}");
+        }
+    }
+
+    /// Each reported track names the detection that updated it, whichever round matched it.
+    #[test]
+    fn tracks_name_their_detection() {
+        let mut bt = ByteTrack::new(ByteTrackConfig::default()).unwrap();
+        for k in 0..4 {
+            // Order shuffled each frame; the third box is low-score (second round).
+            let mut dets =
+                vec![det(0.0, 0.0, 0.9), det(200.0, 0.0, 0.8), det(400.0, 0.0, if k == 0 { 0.9 } else { 0.3 })];
+            dets.rotate_left(k % 3);
+            for t in bt.update(&dets).unwrap() {
+                let d = &dets[t.detection];
+                assert!((t.bbox[0] - d.bbox[0]).abs() < 5.0, "frame {k}: track {} on {:?}", t.id, d);
+            }
         }
     }
 
