@@ -301,7 +301,7 @@ fn predict_track_gives_detections_track_ids() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let m = tiny_detector(dir.path(), "det");
+    tiny_detector(dir.path(), "det");
     let clip = dir.path().join("pan.mp4");
     let photo =
         std::fs::read_dir(assets().join("data/sesame-mini/images/valid")).unwrap().next().unwrap().unwrap().path();

@@ -192,7 +192,8 @@ pub fn run(a: PredictArgs) -> Result<i32> {
         let mut img = image_io::read_rgb(&items[i].path)?;
         let p = s.predict(&img, &opts)?;
         // Tracked frames are drawn once their ids are known, below.
-        if !a.no_images && !(a.track && items[i].video.is_some()) {
+        let tracked_frame = a.track && items[i].video.is_some();
+        if !a.no_images && !tracked_frame {
             if let Output::Detections(d) = &p.output {
                 let boxes: Vec<_> = d.iter().map(|d| (d.bbox, format!("{} {:.2}", d.name, d.score), d.class)).collect();
                 report::annotate(&mut img, &boxes)?;
