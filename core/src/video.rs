@@ -67,7 +67,7 @@ fn parse_rate(r: &str) -> Option<f64> {
 
 fn ffmpeg_missing(tool: &str, source: &str, e: std::io::Error) -> CoreError {
     CoreError::Argument(format!(
-        "{source}: video needs {tool} on PATH (apt install ffmpeg), or give a folder of images: {e}"
+        "{source}: video input needs ffmpeg on PATH (apt install ffmpeg; running {tool}: {e}), or give a folder of images"
     ))
 }
 
