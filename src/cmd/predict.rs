@@ -217,7 +217,7 @@ fn predict_video(
         if frames.is_empty() {
             break;
         }
-        let preds = parallel_map(engine, frames.len(), a.run.workers, |s, i| Ok(s.predict(&frames[i].image, opts)?))?;
+        let preds = parallel_map(engine, frames.len(), a.run.workers, |s, i| s.predict(&frames[i].image, opts))?;
         for (frame, p) in frames.into_iter().zip(preds) {
             let ids: Option<Vec<Option<u64>>> = match (&mut tracker, &p.output) {
                 (Some(t), Output::Detections(d)) => {
