@@ -119,6 +119,20 @@ fn bad_rows_and_settings_are_named() {
     assert!(stderr(&o).contains("low threshold 0.7 must be under the track threshold 0.5"), "{}", stderr(&o));
 }
 
+/// A 2 s, 8 fps, 160 px clip panning 40 px/s across a vendored sesame photo (needs ffmpeg).
+fn panning_clip(clip: &std::path::Path) {
+    let photo =
+        std::fs::read_dir(assets().join("data/sesame-mini/images/valid")).unwrap().next().unwrap().unwrap().path();
+    let o = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-loop", "1", "-i"])
+        .arg(&photo)
+        .args(["-vf", "crop=160:160:'t*40':0", "-t", "2", "-r", "8", "-pix_fmt", "yuv420p"])
+        .arg(clip)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// A clip panning across a vendored sesame photo, tracked through the tiny detector: the
 /// annotated video has every frame, the summary its frame rate, the tracks file parses. Without
 /// ffmpeg the command says it needs it.
@@ -153,16 +167,7 @@ fn tracks_a_video_through_a_detector() {
         assert!(stderr(&o).contains("ffprobe"), "{}", stderr(&o));
         return;
     }
-    let photo =
-        std::fs::read_dir(assets().join("data/sesame-mini/images/valid")).unwrap().next().unwrap().unwrap().path();
-    let o = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-loop", "1", "-i"])
-        .arg(&photo)
-        .args(["-vf", "crop=160:160:'t*40':0", "-t", "2", "-r", "8", "-pix_fmt", "yuv420p"])
-        .arg(&clip)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    panning_clip(&clip);
     let o = run(args(clip.to_str().unwrap()));
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
@@ -303,16 +308,7 @@ fn predict_track_gives_detections_track_ids() {
     let dir = tempfile::tempdir().unwrap();
     tiny_detector(dir.path(), "det");
     let clip = dir.path().join("pan.mp4");
-    let photo =
-        std::fs::read_dir(assets().join("data/sesame-mini/images/valid")).unwrap().next().unwrap().unwrap().path();
-    let o = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-loop", "1", "-i"])
-        .arg(&photo)
-        .args(["-vf", "crop=160:160:'t*40':0", "-t", "2", "-r", "8", "-pix_fmt", "yuv420p"])
-        .arg(&clip)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    panning_clip(&clip);
     // The tiny detector's scores sit around 0.3: thresholds under them.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_fieldkit"))
         .current_dir(dir.path())

@@ -26,7 +26,8 @@ np.asfarray = lambda a, dtype=np.float64: np.asarray(a, dtype=dtype)  # noqa: E7
 
 import motmetrics as mm  # noqa: E402
 import trackeval  # noqa: E402
-from trackeval.datasets._base_dataset import _BaseDataset  # noqa: E402
+
+from mot_score import build_data, read_mot as read_mot_array  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 MOT_DIR = os.path.join(REPO, 'tests', 'data', 'mot')
@@ -198,36 +199,10 @@ def run_motmetrics(case_dir):
 
 def build_trackeval_data(case_dir):
     """The per-sequence dict TrackEval's metrics take, built as its MOT dataset does, without the
-    MOT17-specific preprocessing (no class/distractor filtering, no zero-marked gt removal)."""
-    gt_rows = read_mot(os.path.join(case_dir, 'gt.txt'))
-    pr_rows = read_mot(os.path.join(case_dir, 'pred.txt'))
-    n_t = max([r[0] for r in gt_rows] + [r[0] for r in pr_rows])
-    gt_by_t = [[] for _ in range(n_t)]
-    pr_by_t = [[] for _ in range(n_t)]
-    for r in gt_rows:
-        gt_by_t[r[0] - 1].append(r)
-    for r in pr_rows:
-        pr_by_t[r[0] - 1].append(r)
-    gt_uids = sorted({r[1] for r in gt_rows})
-    pr_uids = sorted({r[1] for r in pr_rows})
-    gmap = {u: i for i, u in enumerate(gt_uids)}
-    pmap = {u: i for i, u in enumerate(pr_uids)}
-    data = {'gt_ids': [], 'tracker_ids': [], 'similarity_scores': [], 'gt_dets': [], 'tracker_dets': []}
-    for t in range(n_t):
-        g = gt_by_t[t]
-        p = pr_by_t[t]
-        gd = np.array([r[2:6] for r in g], dtype=float).reshape(-1, 4)
-        pd_ = np.array([r[2:6] for r in p], dtype=float).reshape(-1, 4)
-        data['gt_ids'].append(np.array([gmap[r[1]] for r in g], dtype=int))
-        data['tracker_ids'].append(np.array([pmap[r[1]] for r in p], dtype=int))
-        data['gt_dets'].append(gd)
-        data['tracker_dets'].append(pd_)
-        data['similarity_scores'].append(_BaseDataset._calculate_box_ious(gd, pd_, box_format='xywh'))
-    data['num_timesteps'] = n_t
-    data['num_gt_dets'] = len(gt_rows)
-    data['num_tracker_dets'] = len(pr_rows)
-    data['num_gt_ids'] = len(gt_uids)
-    data['num_tracker_ids'] = len(pr_uids)
+    MOT17-specific preprocessing (no class/distractor filtering, no zero-marked gt removal):
+    mot_score.build_data, the benchmark's builder."""
+    data = build_data(read_mot_array(os.path.join(case_dir, 'gt.txt'), gt=True),
+                      read_mot_array(os.path.join(case_dir, 'pred.txt')))
     data['seq'] = os.path.basename(case_dir)
     return data
 
