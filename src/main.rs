@@ -57,6 +57,9 @@ enum Command {
     Bridge(cmd::bridge::BridgeArgs),
     /// Follow objects across frames (ByteTrack): MOTChallenge detections in, tracks out.
     Track(cmd::track::TrackArgs),
+    /// The field loop: a camera, stream or video through a detector (and tracker) on threads,
+    /// newest frame first, every stage's latency measured.
+    Run(cmd::run::RunLoopArgs),
     /// Run every stage built so far on the vendored sample data.
     Demo(cmd::demo::DemoArgs),
 }
@@ -72,6 +75,7 @@ fn main() {
         Command::Label(args) => cmd::label::run(args),
         Command::Bridge(args) => cmd::bridge::run(args),
         Command::Track(args) => cmd::track::run(args),
+        Command::Run(args) => cmd::run::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Loadtest(args) => cmd::serve::loadtest(args),
         Command::Bench(args) => cmd::bench::run(args),

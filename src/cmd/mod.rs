@@ -13,6 +13,7 @@ pub mod export;
 pub mod label;
 pub mod metrics;
 pub mod predict;
+pub mod run;
 pub mod serve;
 pub mod track;
 #[cfg(feature = "train")]

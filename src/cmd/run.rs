@@ -1,0 +1,376 @@
+//! `fieldkit run`: the field loop — a camera, stream or video in, detections (and tracks) out,
+//! in one process, with every stage's latency measured. Stages run on threads: a capture
+//! thread decodes frames (ffmpeg, `core::video`), K inference workers each hold a session of
+//! the one plan, and the main thread puts results back in capture order for the tracker and the
+//! counters. From a live source (a camera, a stream, or a file with `--realtime`) the newest
+//! frame wins: a frame nobody picked up before the next one arrived is dropped and counted, so
+//! a slow model runs late by at most one frame instead of falling ever further behind. A file
+//! read without `--realtime` is processed frame by frame, none dropped.
+//!
+//! This is the detection and tracking half of the loop; the spray half (`--port`, the bridge)
+//! is still `fieldkit bridge --live` fed by this loop's output.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fieldkit_core::detect::Detection;
+use fieldkit_core::fsio;
+use fieldkit_core::video::{is_live, ReadOptions, VideoFrame, VideoReader};
+use fieldkit_runtime::bench::LatencyStats;
+use fieldkit_runtime::{Output, PredictOptions, Prediction};
+use fieldkit_track::{ByteTrack, CountSummary};
+use serde::Serialize;
+
+use super::engine_args::{NmsArgs, RunArgs};
+use super::track::{CountingArgs, TrackerArgs};
+
+#[derive(Args)]
+pub struct RunLoopArgs {
+    /// A V4L2 camera (/dev/videoN), an rtsp:// or http:// stream, or a video file.
+    #[arg(long)]
+    source: String,
+    /// Detector (ONNX with its card).
+    #[arg(long)]
+    model: PathBuf,
+    /// Resample the source to this frame rate.
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Deliver a video file at its own frame rate, as a camera would (frames then drop when
+    /// inference is slower).
+    #[arg(long)]
+    realtime: bool,
+    /// Stop after this many captured frames.
+    #[arg(long)]
+    max_frames: Option<u64>,
+    /// Write the run's summary as JSON: `frames`, `dropped`, `fps`, `latency_ms` (`p50` /
+    /// `p99` per stage and `total`, capture to result), `sprays`, `link`, and with --track the
+    /// tracks and counts.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Follow the detections across frames (ByteTrack) and count in --line / --zone.
+    #[arg(long)]
+    track: bool,
+    #[command(flatten)]
+    nms: NmsArgs,
+    #[command(flatten)]
+    tracker: TrackerArgs,
+    #[command(flatten)]
+    counting: CountingArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// A one-frame mailbox between capture and inference: `put` replaces a frame nobody took (and
+/// counts it dropped) or, in blocking mode, waits until it was taken.
+pub struct LatestSlot<T> {
+    state: Mutex<SlotState<T>>,
+    changed: Condvar,
+    blocking: bool,
+}
+
+struct SlotState<T> {
+    item: Option<(u64, T)>,
+    /// Sequence numbers in the order workers took them.
+    taken: VecDeque<u64>,
+    dropped: u64,
+    closed: bool,
+}
+
+impl<T> LatestSlot<T> {
+    pub fn new(blocking: bool) -> Self {
+        LatestSlot {
+            state: Mutex::new(SlotState { item: None, taken: VecDeque::new(), dropped: 0, closed: false }),
+            changed: Condvar::new(),
+            blocking,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Offers an item; `false` once the slot was closed (the consumers stopped).
+    pub fn put(&self, seq: u64, item: T) -> bool {
+        let mut s = self.lock();
+        while self.blocking && s.item.is_some() && !s.closed {
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        if s.closed {
+            return false;
+        }
+        if s.item.replace((seq, item)).is_some() {
+            s.dropped += 1;
+        }
+        self.changed.notify_all();
+        true
+    }
+
+    /// The next item, or `None` once the slot is closed and empty.
+    pub fn take(&self) -> Option<(u64, T)> {
+        let mut s = self.lock();
+        loop {
+            if let Some((seq, item)) = s.item.take() {
+                s.taken.push_back(seq);
+                self.changed.notify_all();
+                return Some((seq, item));
+            }
+            if s.closed {
+                return None;
+            }
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    /// The oldest taken sequence number not yet handed back by `pop_taken`.
+    fn front_taken(&self) -> Option<u64> {
+        self.lock().taken.front().copied()
+    }
+
+    fn pop_taken(&self) {
+        self.lock().taken.pop_front();
+    }
+}
+
+/// One frame's result from a worker.
+struct Done {
+    seq: u64,
+    captured: Instant,
+    picked: Instant,
+    result: fieldkit_runtime::Result<Prediction>,
+}
+
+#[derive(Serialize, Default)]
+struct StageLatency {
+    p50: f64,
+    p99: f64,
+}
+
+impl StageLatency {
+    fn of(samples: &[f64]) -> Self {
+        if samples.is_empty() {
+            return StageLatency::default();
+        }
+        let s = LatencyStats::from_samples(samples);
+        StageLatency { p50: s.p50_ms, p99: s.p99_ms }
+    }
+}
+
+#[derive(Serialize)]
+struct RunSummary {
+    source: String,
+    /// Frames processed (captured and not dropped).
+    frames: u64,
+    dropped: u64,
+    /// Frames processed per second of wall time.
+    fps: f64,
+    /// Per stage: `queue` (waiting for a worker), `preprocess`, `inference`, `postprocess`,
+    /// `track` (tracker and counters), `total` (capture to result).
+    latency_ms: BTreeMap<&'static str, StageLatency>,
+    detections: u64,
+    /// Nozzle commands and link statistics: none without a spray link (`null`).
+    sprays: Option<u64>,
+    link: Option<()>,
+    tracks: Option<u64>,
+    counts: Option<CountSummary>,
+}
+
+pub fn run(a: RunLoopArgs) -> Result<i32> {
+    let engine = a.run.load(&a.model)?;
+    let mut opts = PredictOptions { top_k: 1, nms: a.nms.options()? };
+    if a.track {
+        // The tracker's second round wants the low-score boxes too.
+        opts.nms.score_threshold = opts.nms.score_threshold.min(a.tracker.low_thresh);
+    }
+    let mut reader = VideoReader::open(&a.source, &ReadOptions { fps: a.fps, realtime: a.realtime })?;
+    let fps = reader.info().fps;
+    let live = is_live(&a.source) || a.realtime;
+    let slot: Arc<LatestSlot<VideoFrame>> = Arc::new(LatestSlot::new(!live));
+    let mut tracker =
+        if a.track { Some(ByteTrack::new(a.tracker.config(Some(fps))).context("tracker settings")?) } else { None };
+    let cfg = a.tracker.config(Some(fps));
+    let mut counting = a.counting.clone();
+    if counting.classes.is_empty() {
+        counting.classes = engine.card().classes.clone();
+    }
+    let mut counter = counting.counter(fps, cfg.max_time_lost() as u32)?;
+    let mut events = Vec::new();
+    let max_frames = a.max_frames.unwrap_or(u64::MAX);
+    let t0 = Instant::now();
+
+    let (tx, rx) = mpsc::channel::<Done>();
+    let (capture_result, worker_results) = std::thread::scope(|scope| -> Result<_> {
+        let capture_slot = slot.clone();
+        let capture = scope.spawn(move || -> fieldkit_core::Result<u64> {
+            let mut n = 0;
+            let result = (|| {
+                while n < max_frames {
+                    let Some(frame) = reader.next_frame()? else { break };
+                    if !capture_slot.put(n, frame) {
+                        break;
+                    }
+                    n += 1;
+                }
+                Ok(n)
+            })();
+            capture_slot.close();
+            result
+        });
+        let mut workers = Vec::new();
+        for _ in 0..a.run.workers.max(1) {
+            let (slot, tx, engine, opts) = (slot.clone(), tx.clone(), &engine, &opts);
+            workers.push(scope.spawn(move || -> fieldkit_runtime::Result<()> {
+                let mut session = engine.session()?;
+                while let Some((seq, frame)) = slot.take() {
+                    let picked = Instant::now();
+                    let result = session.predict(&frame.image, opts);
+                    if tx.send(Done { seq, captured: frame.captured, picked, result }).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            }));
+        }
+        drop(tx);
+
+        // Results back in capture order: the tracker needs frames in sequence.
+        let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+        let mut stages: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+        let (mut frames, mut detections) = (0u64, 0u64);
+        let mut handle = |d: Done| -> Result<()> {
+            let p = d.result.with_context(|| format!("{}: frame {}", a.source, d.seq))?;
+            let t = Instant::now();
+            let Output::Detections(dets) = &p.output else {
+                anyhow::bail!("{}: not a detector (its card's decode gives no boxes)", a.model.display())
+            };
+            detections += dets.len() as u64;
+            if let Some(tr) = &mut tracker {
+                let boxes: Vec<Detection> =
+                    dets.iter().map(|d| Detection { bbox: d.bbox, class: d.class, score: d.score }).collect();
+                let tracks = tr.update(&boxes)?;
+                // Source frame numbers: event times stay right when frames were dropped.
+                events.extend(counter.update(d.seq as u32 + 1, &tracks));
+            }
+            let done = Instant::now();
+            let ms = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64() * 1e3;
+            for (k, v) in [
+                ("queue", ms(d.captured, d.picked)),
+                ("preprocess", p.timing.preprocess_ms),
+                ("inference", p.timing.inference_ms),
+                ("postprocess", p.timing.postprocess_ms),
+                ("track", ms(t, done)),
+                ("total", ms(d.captured, done)),
+            ] {
+                stages.entry(k).or_default().push(v);
+            }
+            frames += 1;
+            Ok(())
+        };
+        let consumed = (|| -> Result<()> {
+            for d in &rx {
+                pending.insert(d.seq, d);
+                while let Some(front) = slot.front_taken() {
+                    let Some(d) = pending.remove(&front) else { break };
+                    slot.pop_taken();
+                    handle(d)?;
+                }
+            }
+            Ok(())
+        })();
+        // On an error the workers and the capture must stop too: closing the slot frees a
+        // capture waiting to hand over a frame and ends the workers' loop.
+        slot.close();
+        drop(rx);
+        let captured = capture.join().map_err(|_| anyhow::anyhow!("the capture thread panicked"))?;
+        let workers: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+        consumed?;
+        Ok((captured.map(|_| (frames, detections, stages)), workers))
+    })?;
+    for w in worker_results {
+        w.map_err(|_| anyhow::anyhow!("an inference worker panicked"))??;
+    }
+    let (frames, detections, stages) = capture_result?;
+    if a.track {
+        events.extend(counter.finish());
+    }
+    if let Some(path) = &counting.events {
+        let text: String =
+            events.iter().map(|e| serde_json::to_string(e).map(|l| l + "\n")).collect::<Result<_, _>>()?;
+        fsio::write_atomic(path, text.as_bytes())?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let summary = RunSummary {
+        source: a.source.clone(),
+        frames,
+        dropped: slot.dropped(),
+        fps: frames as f64 / secs.max(1e-9),
+        latency_ms: stages.iter().map(|(k, v)| (*k, StageLatency::of(v))).collect(),
+        detections,
+        sprays: None,
+        link: None,
+        tracks: a.track.then(|| counter.summary().tracks.len() as u64),
+        counts: a.track.then(|| counter.summary()),
+    };
+    let total = summary.latency_ms.get("total").map_or((f64::NAN, f64::NAN), |l| (l.p50, l.p99));
+    println!(
+        "{}: {} frames ({} dropped) at {:.1} fps, {} detections; capture to result p50 {:.1} ms, p99 {:.1} ms",
+        summary.source, summary.frames, summary.dropped, summary.fps, summary.detections, total.0, total.1
+    );
+    if let Some(path) = &a.json {
+        fsio::write_json(path, &summary)?;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_frame_wins_and_drops_are_counted() {
+        let slot = LatestSlot::new(false);
+        slot.put(0, "a");
+        slot.put(1, "b");
+        assert_eq!(slot.take(), Some((1, "b")));
+        assert_eq!(slot.dropped(), 1);
+        slot.close();
+        assert_eq!(slot.take(), None);
+        assert_eq!(slot.front_taken(), Some(1));
+        // A closed slot refuses frames: the capture stops when the consumers have.
+        assert!(!slot.put(2, "c"));
+        let blocking = LatestSlot::new(true);
+        assert!(blocking.put(0, "a"));
+        blocking.close();
+        assert!(!blocking.put(1, "b"), "a full blocking slot, once closed, does not wait");
+    }
+
+    #[test]
+    fn a_blocking_slot_waits_for_its_reader() {
+        let slot = Arc::new(LatestSlot::new(true));
+        let writer = {
+            let slot = slot.clone();
+            std::thread::spawn(move || {
+                for k in 0..50u64 {
+                    slot.put(k, k);
+                }
+                slot.close();
+            })
+        };
+        let got: Vec<u64> = std::iter::from_fn(|| slot.take().map(|(_, v)| v)).collect();
+        writer.join().unwrap();
+        assert_eq!(got, (0..50).collect::<Vec<_>>());
+        assert_eq!(slot.dropped(), 0);
+    }
+}
