@@ -88,6 +88,13 @@ pub struct LabeledDetection {
     pub score: f32,
 }
 
+impl LabeledDetection {
+    /// The box without its class name, as NMS and the tracker take it.
+    pub fn detection(&self) -> detect::Detection {
+        detect::Detection { bbox: self.bbox, class: self.class, score: self.score }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", content = "items", rename_all = "snake_case")]
 pub enum Output {

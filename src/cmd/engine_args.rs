@@ -57,6 +57,18 @@ impl EngineArgs {
     pub fn load_options(&self, layout: Layout) -> LoadOptions {
         LoadOptions { cache: self.nnef_cache.clone(), layout, precision: self.precision() }
     }
+
+    /// Sets the threads and loads `model` in `layout` with these flags, saying on stderr why
+    /// an NNEF cache that was asked for was not used.
+    pub fn load(&self, model: &Path, layout: Layout) -> Result<Engine> {
+        self.apply_threads()?;
+        self.warn_if_emulated();
+        let engine = Engine::load_with(model, &self.load_options(layout))?;
+        if let LoadSource::Uncached(why) = engine.load_source() {
+            eprintln!("note: NNEF cache not used: {why}");
+        }
+        Ok(engine)
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -72,16 +84,9 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Sets the threads and loads `model` with these flags, saying on stderr why an NNEF cache
-    /// that was asked for was not used.
+    /// [`EngineArgs::load`] in this `--layout`.
     pub fn load(&self, model: &Path) -> Result<Engine> {
-        self.engine.apply_threads()?;
-        self.engine.warn_if_emulated();
-        let engine = Engine::load_with(model, &self.engine.load_options(self.layout))?;
-        if let LoadSource::Uncached(why) = engine.load_source() {
-            eprintln!("note: NNEF cache not used: {why}");
-        }
-        Ok(engine)
+        self.engine.load(model, self.layout)
     }
 }
 

@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use fieldkit_core::detect::Detection;
 use fieldkit_core::video::{ReadOptions, VideoReader, VideoWriter};
 use fieldkit_core::{dataset, fsio, image_io, report};
 use fieldkit_runtime::parallel_map;
-use fieldkit_runtime::{Engine, Output, PredictOptions, Prediction};
+use fieldkit_runtime::{Engine, LabeledDetection, Output, PredictOptions, Prediction};
 use fieldkit_track::ByteTrack;
 
 use super::engine_args::{NmsArgs, RunArgs};
@@ -150,11 +149,8 @@ pub fn run(a: PredictArgs) -> Result<i32> {
     let engine = a.run.load(&a.model)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let sources = collect_sources(&a.sources)?;
-    let mut opts = PredictOptions { top_k: a.top_k, nms: a.nms.options()? };
-    if a.track {
-        // The tracker's second round wants the low-score boxes too.
-        opts.nms.score_threshold = opts.nms.score_threshold.min(a.tracker.low_thresh);
-    }
+    let nms = a.nms.options()?;
+    let opts = PredictOptions { top_k: a.top_k, nms: if a.track { a.tracker.nms(nms) } else { nms } };
     let t = std::time::Instant::now();
     let mut jsonl = Vec::new();
     let mut index = 0;
@@ -221,8 +217,7 @@ fn predict_video(
         for (frame, p) in frames.into_iter().zip(preds) {
             let ids: Option<Vec<Option<u64>>> = match (&mut tracker, &p.output) {
                 (Some(t), Output::Detections(d)) => {
-                    let dets: Vec<Detection> =
-                        d.iter().map(|d| Detection { bbox: d.bbox, class: d.class, score: d.score }).collect();
+                    let dets: Vec<_> = d.iter().map(LabeledDetection::detection).collect();
                     let mut ids = vec![None; d.len()];
                     for tb in t.update(&dets)? {
                         ids[tb.detection] = Some(tb.id);

@@ -17,16 +17,15 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fieldkit_core::detect::Detection;
 use fieldkit_core::fsio;
-use fieldkit_core::video::{is_live, ReadOptions, VideoFrame, VideoReader};
+use fieldkit_core::video::{is_live, VideoFrame};
 use fieldkit_runtime::bench::LatencyStats;
-use fieldkit_runtime::{Output, PredictOptions, Prediction};
+use fieldkit_runtime::{LabeledDetection, Output, PredictOptions, Prediction};
 use fieldkit_track::{ByteTrack, CountSummary};
 use serde::Serialize;
 
 use super::engine_args::{NmsArgs, RunArgs};
-use super::track::{CountingArgs, TrackerArgs};
+use super::track::{CountingArgs, StreamArgs, TrackerArgs};
 
 #[derive(Args)]
 pub struct RunLoopArgs {
@@ -36,16 +35,9 @@ pub struct RunLoopArgs {
     /// Detector (ONNX with its card).
     #[arg(long)]
     model: PathBuf,
-    /// Resample the source to this frame rate.
-    #[arg(long)]
-    fps: Option<f64>,
-    /// Deliver a video file at its own frame rate, as a camera would (frames then drop when
-    /// inference is slower).
-    #[arg(long)]
-    realtime: bool,
-    /// Stop after this many captured frames.
-    #[arg(long)]
-    max_frames: Option<u64>,
+    // With --realtime, frames drop when inference is slower.
+    #[command(flatten)]
+    stream: StreamArgs,
     /// Write the run's summary as JSON: `frames`, `dropped`, `fps`, `latency_ms` (`p50` /
     /// `p99` per stage and `total`, capture to result), `sprays`, `link`, and with --track the
     /// tracks and counts.
@@ -189,25 +181,17 @@ struct RunSummary {
 
 pub fn run(a: RunLoopArgs) -> Result<i32> {
     let engine = a.run.load(&a.model)?;
-    let mut opts = PredictOptions { top_k: 1, nms: a.nms.options()? };
-    if a.track {
-        // The tracker's second round wants the low-score boxes too.
-        opts.nms.score_threshold = opts.nms.score_threshold.min(a.tracker.low_thresh);
-    }
-    let mut reader = VideoReader::open(&a.source, &ReadOptions { fps: a.fps, realtime: a.realtime })?;
+    let nms = a.nms.options()?;
+    let opts = PredictOptions { top_k: 1, nms: if a.track { a.tracker.nms(nms) } else { nms } };
+    let mut reader = a.stream.open(&a.source)?;
     let fps = reader.info().fps;
-    let live = is_live(&a.source) || a.realtime;
+    let live = is_live(&a.source) || a.stream.realtime;
     let slot: Arc<LatestSlot<VideoFrame>> = Arc::new(LatestSlot::new(!live));
-    let mut tracker =
-        if a.track { Some(ByteTrack::new(a.tracker.config(Some(fps))).context("tracker settings")?) } else { None };
     let cfg = a.tracker.config(Some(fps));
-    let mut counting = a.counting.clone();
-    if counting.classes.is_empty() {
-        counting.classes = engine.card().classes.clone();
-    }
-    let mut counter = counting.counter(fps, cfg.max_time_lost() as u32)?;
+    let mut tracker = if a.track { Some(ByteTrack::new(cfg.clone()).context("tracker settings")?) } else { None };
+    let mut counter = a.counting.counter(fps, cfg.max_time_lost() as u32, &engine.card().classes)?;
     let mut events = Vec::new();
-    let max_frames = a.max_frames.unwrap_or(u64::MAX);
+    let max_frames = a.stream.max_frames();
     let t0 = Instant::now();
 
     let (tx, rx) = mpsc::channel::<Done>();
@@ -257,8 +241,7 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
             };
             detections += dets.len() as u64;
             if let Some(tr) = &mut tracker {
-                let boxes: Vec<Detection> =
-                    dets.iter().map(|d| Detection { bbox: d.bbox, class: d.class, score: d.score }).collect();
+                let boxes: Vec<_> = dets.iter().map(LabeledDetection::detection).collect();
                 let tracks = tr.update(&boxes)?;
                 // Source frame numbers: event times stay right when frames were dropped.
                 events.extend(counter.update(d.seq as u32 + 1, &tracks));
@@ -305,12 +288,9 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
     if a.track {
         events.extend(counter.finish());
     }
-    if let Some(path) = &counting.events {
-        let text: String =
-            events.iter().map(|e| serde_json::to_string(e).map(|l| l + "\n")).collect::<Result<_, _>>()?;
-        fsio::write_atomic(path, text.as_bytes())?;
-    }
+    a.counting.write_events(&events)?;
     let secs = t0.elapsed().as_secs_f64();
+    let counts = a.track.then(|| counter.summary());
     let summary = RunSummary {
         source: a.source.clone(),
         frames,
@@ -320,8 +300,8 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         detections,
         sprays: None,
         link: None,
-        tracks: a.track.then(|| counter.summary().tracks.len() as u64),
-        counts: a.track.then(|| counter.summary()),
+        tracks: counts.as_ref().map(|c| c.tracks.len() as u64),
+        counts,
     };
     let total = summary.latency_ms.get("total").map_or((f64::NAN, f64::NAN), |l| (l.p50, l.p99));
     println!(

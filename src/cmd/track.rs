@@ -8,14 +8,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fieldkit_core::detect::Detection;
-use fieldkit_core::detect::NmsOptions;
+use fieldkit_core::detect::{Detection, NmsOptions};
 use fieldkit_core::report::Outline;
 use fieldkit_core::video::{ReadOptions, VideoReader, VideoWriter};
 use fieldkit_core::{fsio, report};
-use fieldkit_runtime::{Engine, Layout, Output, PredictOptions};
+use fieldkit_runtime::{LabeledDetection, Layout, Output, PredictOptions};
 use fieldkit_track::{
-    mot, ByteTrack, ByteTrackConfig, CountSettings, CountSummary, Counter, Line, MotRow, Sequence, Zone,
+    mot, ByteTrack, ByteTrackConfig, CountSettings, CountSummary, Counter, Event, Line, MotRow, Sequence, Zone,
 };
 use serde::Serialize;
 
@@ -58,6 +57,12 @@ pub struct TrackerArgs {
 }
 
 impl TrackerArgs {
+    /// NMS options for a detector feeding this tracker: boxes down to --low-thresh kept, for
+    /// the tracker's second round.
+    pub fn nms(&self, nms: NmsOptions) -> NmsOptions {
+        NmsOptions { score_threshold: nms.score_threshold.min(self.low_thresh), ..nms }
+    }
+
     /// The tracker's settings for a stream whose own rate is `stream_fps` (when known).
     pub fn config(&self, stream_fps: Option<f64>) -> ByteTrackConfig {
         let default = ByteTrackConfig::default().frame_rate;
@@ -98,15 +103,8 @@ pub struct TrackArgs {
     /// With --source: also write the tracks in MOTChallenge result format.
     #[arg(long)]
     mot: Option<PathBuf>,
-    /// With --source: resample the video to this frame rate.
-    #[arg(long)]
-    fps: Option<f64>,
-    /// With --source: deliver a video file at its own frame rate, as a camera would.
-    #[arg(long)]
-    realtime: bool,
-    /// With --source: stop after this many frames.
-    #[arg(long)]
-    max_frames: Option<u64>,
+    #[command(flatten)]
+    stream: StreamArgs,
     #[command(flatten)]
     engine: EngineArgs,
     /// Write a summary (frames, tracks, boxes, time per frame, settings) as JSON.
@@ -116,6 +114,30 @@ pub struct TrackArgs {
     tracker: TrackerArgs,
     #[command(flatten)]
     counting: CountingArgs,
+}
+
+/// How a video source is read, for every command that reads one frame by frame.
+#[derive(Args, Clone, Debug, Default)]
+pub struct StreamArgs {
+    /// Resample the video to this frame rate.
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Deliver a video file at its own frame rate, as a camera would.
+    #[arg(long)]
+    pub realtime: bool,
+    /// Stop after this many frames.
+    #[arg(long)]
+    pub max_frames: Option<u64>,
+}
+
+impl StreamArgs {
+    pub fn open(&self, source: &str) -> Result<VideoReader> {
+        Ok(VideoReader::open(source, &ReadOptions { fps: self.fps, realtime: self.realtime })?)
+    }
+
+    pub fn max_frames(&self) -> u64 {
+        self.max_frames.unwrap_or(u64::MAX)
+    }
 }
 
 /// Lines and zones to count in, defined once for every command that tracks.
@@ -137,12 +159,27 @@ pub struct CountingArgs {
 }
 
 impl CountingArgs {
-    /// The counter for a stream at `fps`, forgetting tracks after `gone_after` frames.
-    pub fn counter(&self, fps: f64, gone_after: u32) -> Result<Counter> {
+    /// The counter for a stream at `fps`, forgetting tracks after `gone_after` frames; class
+    /// names from --classes, else `card_classes` (the model's).
+    pub fn counter(&self, fps: f64, gone_after: u32, card_classes: &[String]) -> Result<Counter> {
         let lines = self.lines.iter().map(|l| Line::parse(l)).collect::<fieldkit_track::Result<Vec<_>>>()?;
         let zones = self.zones.iter().map(|z| Zone::parse(z)).collect::<fieldkit_track::Result<Vec<_>>>()?;
         let settings = CountSettings { fps, gone_after, ..CountSettings::default() };
-        Ok(Counter::new(settings, lines, zones, self.classes.clone()))
+        let classes = if self.classes.is_empty() { card_classes.to_vec() } else { self.classes.clone() };
+        Ok(Counter::new(settings, lines, zones, classes))
+    }
+
+    /// Writes the events as JSON lines to --events, when given.
+    pub fn write_events(&self, events: &[Event]) -> Result<()> {
+        let Some(path) = &self.events else { return Ok(()) };
+        let mut text = String::new();
+        for e in events {
+            text.push_str(&serde_json::to_string(e)?);
+            text.push('\n');
+        }
+        fsio::write_atomic(path, text.as_bytes())?;
+        println!("{} events written to {}", events.len(), path.display());
+        Ok(())
     }
 
     /// The lines and zones as paths to draw on annotated frames.
@@ -214,18 +251,16 @@ pub fn run(a: TrackArgs) -> Result<i32> {
                 (path.display().to_string(), None, Vec::new(), Box::new(next))
             }
             (None, Some(source), Some(model)) => {
-                a.engine.apply_threads()?;
-                a.engine.warn_if_emulated();
-                let engine = Engine::load_with(model, &a.engine.load_options(Layout::default()))?;
+                let engine = a.engine.load(model, Layout::default())?;
                 let names = engine.card().classes.clone();
                 let mut session = engine.session()?;
                 let opts = PredictOptions {
                     top_k: 1,
                     nms: NmsOptions { score_threshold: a.tracker.low_thresh, ..NmsOptions::default() },
                 };
-                let mut reader = VideoReader::open(source, &ReadOptions { fps: a.fps, realtime: a.realtime })?;
+                let mut reader = a.stream.open(source)?;
                 let fps = reader.info().fps;
-                let (max, keep) = (a.max_frames.unwrap_or(u64::MAX), a.out.is_some());
+                let (max, keep) = (a.stream.max_frames(), a.out.is_some());
                 let next = move || -> Result<Option<FrameIn>> {
                     let Some(frame) = reader.next_frame()? else { return Ok(None) };
                     if frame.index >= max {
@@ -235,7 +270,7 @@ pub fn run(a: TrackArgs) -> Result<i32> {
                     let Output::Detections(d) = p.output else {
                         anyhow::bail!("{}: not a detector (its card's decode gives no boxes)", model.display())
                     };
-                    let dets = d.iter().map(|d| Detection { bbox: d.bbox, class: d.class, score: d.score }).collect();
+                    let dets = d.iter().map(LabeledDetection::detection).collect();
                     Ok(Some(FrameIn { dets, image: keep.then_some(frame.image) }))
                 };
                 (source.clone(), Some(fps), names, Box::new(next))
@@ -244,12 +279,8 @@ pub fn run(a: TrackArgs) -> Result<i32> {
         };
     let cfg = a.tracker.config(fps);
     let mut tracker = ByteTrack::new(cfg.clone()).context("tracker settings")?;
-    let mut counting = a.counting.clone();
-    if counting.classes.is_empty() {
-        counting.classes = names;
-    }
-    let mut counter = counting.counter(cfg.frame_rate as f64, cfg.max_time_lost() as u32)?;
-    let overlay = counting.overlay()?;
+    let mut counter = a.counting.counter(cfg.frame_rate as f64, cfg.max_time_lost() as u32, &names)?;
+    let overlay = a.counting.overlay()?;
     let video_out = if a.source.is_some() { a.out.clone() } else { None };
     let mut writer: Option<VideoWriter> = None;
     let mut events = Vec::new();
@@ -265,7 +296,7 @@ pub fn run(a: TrackArgs) -> Result<i32> {
         if let (Some(path), Some(mut img)) = (&video_out, input.image) {
             let boxes: Vec<_> = tracks
                 .iter()
-                .map(|t| (t.bbox, format!("#{} {}", t.id, counter_class(&counting.classes, t.class)), t.id as usize))
+                .map(|t| (t.bbox, format!("#{} {}", t.id, counter.class_name(t.class)), t.id as usize))
                 .collect();
             report::draw_paths(&mut img, &overlay)?;
             report::annotate(&mut img, &boxes)?;
@@ -331,21 +362,9 @@ pub fn run(a: TrackArgs) -> Result<i32> {
             z.name, z.entries, z.occupancy_max, z.occupancy_mean, z.dwell_mean_s
         );
     }
-    if let Some(path) = &counting.events {
-        let mut text = String::new();
-        for e in &events {
-            text.push_str(&serde_json::to_string(e)?);
-            text.push('\n');
-        }
-        fsio::write_atomic(path, text.as_bytes())?;
-        println!("{} events written to {}", events.len(), path.display());
-    }
+    a.counting.write_events(&events)?;
     if let Some(path) = a.json {
         fsio::write_json(&path, &summary)?;
     }
     Ok(0)
-}
-
-fn counter_class(names: &[String], class: usize) -> String {
-    names.get(class).cloned().unwrap_or_else(|| class.to_string())
 }

@@ -139,6 +139,12 @@ pub struct Counter {
     last_frame: u32,
 }
 
+/// How far a box's anchor must be from a line or zone border for its side to count:
+/// `hysteresis` × the box's shorter side.
+fn clearance(hysteresis: f64, b: &[f32; 4]) -> f64 {
+    hysteresis * ((b[2] - b[0]) as f64).min((b[3] - b[1]) as f64).max(0.0)
+}
+
 /// The point of a box that counts: its centre (top-down views; a side view would want the
 /// feet, its bottom centre).
 fn anchor(b: &[f32; 4]) -> Point {
@@ -165,7 +171,8 @@ impl Counter {
         }
     }
 
-    fn class_name(&self, c: usize) -> String {
+    /// The name of class `c` in events and summaries (its number when it has none).
+    pub fn class_name(&self, c: usize) -> String {
         self.classes.get(c).cloned().unwrap_or_else(|| c.to_string())
     }
 
@@ -177,8 +184,9 @@ impl Counter {
         let mut occupancy = vec![0u64; self.zones.len()];
         for t in tracks {
             let p = anchor(&t.bbox);
-            let (w, h) = ((t.bbox[2] - t.bbox[0]) as f64, (t.bbox[3] - t.bbox[1]) as f64);
-            let clear = self.settings.hysteresis * w.min(h).max(0.0);
+            let h = (t.bbox[3] - t.bbox[1]) as f64;
+            let clear = clearance(self.settings.hysteresis, &t.bbox);
+            let class = self.class_name(t.class);
             let (nl, nz) = (self.lines.len(), self.zones.len());
             let st = self.active.entry(t.id).or_insert_with(|| TrackState {
                 class: t.class,
@@ -196,7 +204,7 @@ impl Counter {
             if let (0, Some(b)) = (st.seen, t.born) {
                 // A track reported a frame after its birth: its sides start where it was born.
                 let q = anchor(&b);
-                let c = self.settings.hysteresis * ((b[2] - b[0]) as f64).min((b[3] - b[1]) as f64).max(0.0);
+                let c = clearance(self.settings.hysteresis, &b);
                 for (i, line) in self.lines.iter().enumerate() {
                     let (d, _) = line.locate(q);
                     if d.abs() >= c.max(f64::EPSILON) {
@@ -216,7 +224,6 @@ impl Counter {
             st.last_frame = frame;
             st.anchor = p;
             st.class = t.class;
-            let class = self.classes.get(t.class).cloned().unwrap_or_else(|| t.class.to_string());
             for (i, line) in self.lines.iter().enumerate() {
                 let (d, along) = line.locate(p);
                 if d.abs() < clear.max(f64::EPSILON) {
