@@ -10,6 +10,15 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 if ! command -v ffmpeg >/dev/null; then
   if [ "$(id -u)" = 0 ]; then need_apt+=(ffmpeg); else echo "note: ffmpeg not found: video input to fieldkit predict is untested" >&2; fi
 fi
+# `fieldkit run`'s stream tests serve a clip from GStreamer's RTSP server (Debian's Python
+# bindings, tests/support/rtsp_server.py) and cut it mid-run.
+if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    need_apt+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
+  else
+    echo "note: GStreamer's RTSP server not found: fieldkit run's stream-loss test is skipped" >&2
+  fi
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" > /dev/null

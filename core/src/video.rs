@@ -45,13 +45,19 @@ pub fn is_live(source: &str) -> bool {
     source.starts_with("/dev/video") || source.contains("://")
 }
 
+/// How long a network source may stay silent before ffmpeg gives up on it (microseconds).
+const IO_TIMEOUT_US: &str = "5000000";
+
 fn input_args(source: &str) -> Vec<String> {
     let mut args = Vec::new();
     if source.starts_with("/dev/video") {
         args.extend(["-f", "v4l2"].map(String::from));
     } else if source.starts_with("rtsp://") {
-        // TCP: no smeared frames from lost UDP packets on a farm's Wi-Fi.
-        args.extend(["-rtsp_transport", "tcp"].map(String::from));
+        // TCP: no smeared frames from lost UDP packets on a farm's Wi-Fi. A socket silent for
+        // IO_TIMEOUT ends ffmpeg, so a dead camera is noticed (and retried) instead of waited on.
+        args.extend(["-rtsp_transport", "tcp", "-timeout", IO_TIMEOUT_US].map(String::from));
+    } else if source.contains("://") {
+        args.extend(["-rw_timeout", IO_TIMEOUT_US].map(String::from));
     }
     args.push("-i".into());
     args.push(source.into());
@@ -160,6 +166,10 @@ impl VideoReader {
             info.fps = f;
         }
         cmd.args(["-an", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]);
+        // Its own process group: a Ctrl-C at the terminal reaches fieldkit, which stops the
+        // loop and finishes its outputs, not ffmpeg mid-stream (dropping the reader ends it).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

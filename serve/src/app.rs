@@ -411,7 +411,7 @@ async fn infer(
 
 async fn metrics(State(s): State<Shared>) -> Response {
     let text = s.metrics.render(&s.models, &s.pool);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    ([(header::CONTENT_TYPE, crate::exporter::CONTENT_TYPE)], text).into_response()
 }
 
 async fn list_models(State(s): State<Shared>) -> Json<ModelList> {

@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod exporter;
 pub mod loadtest;
 pub mod metrics;
 pub mod pool;
@@ -122,7 +123,8 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-/// A daemon on its own thread and runtime (tests, the demo); stopped and drained on drop.
+/// A server on its own thread and runtime (the daemon for tests and the demo, the metrics
+/// endpoint of `fieldkit run`); stopped and drained on drop.
 pub struct Running {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -130,24 +132,42 @@ pub struct Running {
 }
 
 impl Running {
+    /// The daemon.
     pub fn start(cfg: ServeConfig) -> Result<Self, ServeError> {
+        Self::spawn("serve", 2, move |stopped, bound| {
+            serve(
+                cfg,
+                async {
+                    let _ = stopped.await;
+                },
+                Some(bound),
+            )
+        })
+    }
+
+    /// A Prometheus endpoint alone: `GET /metrics` answers `render()` (see [`exporter`]).
+    pub fn metrics_endpoint(bind: SocketAddr, render: exporter::Render) -> Result<Self, ServeError> {
+        Self::spawn("metrics", 1, move |stopped, bound| exporter::serve_metrics(bind, render, stopped, bound))
+    }
+
+    /// Runs `server` on a thread of its own with a `threads`-worker runtime, and waits until it
+    /// has bound (or failed).
+    fn spawn<F, Fut>(name: &str, threads: usize, server: F) -> Result<Self, ServeError>
+    where
+        F: FnOnce(oneshot::Receiver<()>, oneshot::Sender<SocketAddr>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), ServeError>>,
+    {
         let (stop, stopped) = oneshot::channel::<()>();
         let (bound_tx, bound_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
-            .name("serve".into())
+            .name(name.into())
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
+                    .worker_threads(threads)
                     .enable_all()
                     .build()
                     .map_err(|e| ServeError::Internal(e.to_string()))?;
-                rt.block_on(serve(
-                    cfg,
-                    async {
-                        let _ = stopped.await;
-                    },
-                    Some(bound_tx),
-                ))
+                rt.block_on(server(stopped, bound_tx))
             })
             .map_err(|e| ServeError::Internal(e.to_string()))?;
         match bound_rx.blocking_recv() {

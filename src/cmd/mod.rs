@@ -14,6 +14,7 @@ pub mod label;
 pub mod metrics;
 pub mod predict;
 pub mod run;
+pub mod run_metrics;
 pub mod serve;
 pub mod track;
 #[cfg(feature = "train")]

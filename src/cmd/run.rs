@@ -7,24 +7,31 @@
 //! a slow model runs late by at most one frame instead of falling ever further behind. A file
 //! read without `--realtime` is processed frame by frame, none dropped.
 //!
+//! A live source that fails or ends after it delivered frames is reopened with backoff
+//! (0.5 s doubling to 8 s) until it returns: the loop goes blind, says so, and goes on. Ctrl-C
+//! or SIGTERM ends the loop cleanly (the summary and events are written); a second one kills.
+//!
 //! This is the detection and tracking half of the loop; the spray half (`--port`, the bridge)
 //! is still `fieldkit bridge --live` fed by this loop's output.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use fieldkit_core::fsio;
-use fieldkit_core::video::{is_live, VideoFrame};
+use fieldkit_core::video::{is_live, VideoFrame, VideoReader};
 use fieldkit_runtime::bench::LatencyStats;
 use fieldkit_runtime::{LabeledDetection, Output, PredictOptions, Prediction};
 use fieldkit_track::{ByteTrack, CountSummary};
 use serde::Serialize;
 
 use super::engine_args::{NmsArgs, RunArgs};
+use super::run_metrics::LoopMetrics;
 use super::track::{CountingArgs, StreamArgs, TrackerArgs};
 
 #[derive(Args)]
@@ -46,6 +53,11 @@ pub struct RunLoopArgs {
     /// Follow the detections across frames (ByteTrack) and count in --line / --zone.
     #[arg(long)]
     track: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the loop runs (frames, drops,
+    /// per-stage latency, detections per class, tracks, line crossings, zone entries, exits
+    /// and occupancy, source up / reconnects). No token: read-only, like node_exporter.
+    #[arg(long, value_name = "ADDR")]
+    metrics_bind: Option<SocketAddr>,
     #[command(flatten)]
     nms: NmsArgs,
     #[command(flatten)]
@@ -126,6 +138,10 @@ impl<T> LatestSlot<T> {
         self.lock().dropped
     }
 
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// The oldest taken sequence number not yet handed back by `pop_taken`.
     fn front_taken(&self) -> Option<u64> {
         self.lock().taken.front().copied()
@@ -172,6 +188,9 @@ struct RunSummary {
     /// `track` (tracker and counters), `total` (capture to result).
     latency_ms: BTreeMap<&'static str, StageLatency>,
     detections: u64,
+    /// Times a lost live source was reopened, and the seconds it delivered nothing.
+    reconnects: u64,
+    blind_s: f64,
     /// Nozzle commands and link statistics: none without a spray link (`null`).
     sprays: Option<u64>,
     link: Option<()>,
@@ -179,11 +198,126 @@ struct RunSummary {
     counts: Option<CountSummary>,
 }
 
+/// Reopens a lost live source: waits 0.5 s, doubling to 8 s, between tries.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(8);
+
+    fn new() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn wait(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+}
+
+/// What the capture thread did: frames handed over, reopenings, seconds without frames.
+struct Captured {
+    frames: u64,
+    reconnects: u64,
+    blind_s: f64,
+}
+
+/// Sets `stop` on Ctrl-C / SIGTERM; a second signal ends the process (exit status 1).
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone()).context("signal handler")?;
+        signal_hook::flag::register(sig, stop.clone()).context("signal handler")?;
+    }
+    Ok(stop)
+}
+
+/// The capture thread: frames from `reader` into `slot` until the source ends (a file), `stop`
+/// is set, the consumers closed the slot or `max_frames` were taken; a live source that fails
+/// or ends is reopened with backoff, the failure reported (log, metrics) and timed.
+fn capture(
+    reader: VideoReader,
+    reopen: impl Fn() -> Result<VideoReader>,
+    retry: bool,
+    slot: &LatestSlot<VideoFrame>,
+    stop: &AtomicBool,
+    max_frames: u64,
+    metrics: Option<&LoopMetrics>,
+) -> Result<Captured> {
+    let mut c = Captured { frames: 0, reconnects: 0, blind_s: 0.0 };
+    let mut reader = Some(reader);
+    let stopping = || stop.load(Ordering::Relaxed) || slot.is_closed();
+    while c.frames < max_frames && !stopping() {
+        let lost = match reader.as_mut().map(VideoReader::next_frame) {
+            Some(Ok(Some(frame))) => {
+                if !slot.put(c.frames, frame) {
+                    break;
+                }
+                c.frames += 1;
+                continue;
+            }
+            Some(Ok(None)) if !retry => break,
+            Some(Err(e)) if !retry => return Err(e.into()),
+            Some(Ok(None)) => "the stream ended".to_string(),
+            Some(Err(e)) => e.to_string(),
+            None => unreachable!("a reader is open between losses"),
+        };
+        if stopping() {
+            break;
+        }
+        reader = None;
+        let since = Instant::now();
+        if let Some(m) = metrics {
+            m.source(false);
+        }
+        let mut backoff = Backoff::new();
+        eprintln!("source lost ({lost}) after {} frames; reopening", c.frames);
+        while reader.is_none() && !stopping() {
+            let wait = backoff.wait();
+            let until = Instant::now() + wait;
+            while Instant::now() < until && !stopping() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if stopping() {
+                break;
+            }
+            match reopen() {
+                Ok(r) => reader = Some(r),
+                Err(e) => eprintln!(
+                    "reopening failed ({e:#}); blind {:.1} s, next try in {:.1} s",
+                    since.elapsed().as_secs_f64(),
+                    backoff.next.as_secs_f64()
+                ),
+            }
+        }
+        if let Some(r) = &reader {
+            c.reconnects += 1;
+            c.blind_s += since.elapsed().as_secs_f64();
+            eprintln!(
+                "source back after {:.1} s ({}x{} at {} fps)",
+                since.elapsed().as_secs_f64(),
+                r.info().width,
+                r.info().height,
+                r.info().fps
+            );
+            if let Some(m) = metrics {
+                m.reconnected();
+                m.source(true);
+            }
+        }
+    }
+    Ok(c)
+}
+
 pub fn run(a: RunLoopArgs) -> Result<i32> {
     let engine = a.run.load(&a.model)?;
     let nms = a.nms.options()?;
     let opts = PredictOptions { top_k: 1, nms: if a.track { a.tracker.nms(nms) } else { nms } };
-    let mut reader = a.stream.open(&a.source)?;
+    let reader = a.stream.open(&a.source)?;
     let fps = reader.info().fps;
     let live = is_live(&a.source) || a.stream.realtime;
     let slot: Arc<LatestSlot<VideoFrame>> = Arc::new(LatestSlot::new(!live));
@@ -192,23 +326,26 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
     let mut counter = a.counting.counter(fps, cfg.max_time_lost() as u32, &engine.card().classes)?;
     let mut events = Vec::new();
     let max_frames = a.stream.max_frames();
+    let stop = stop_on_signals()?;
+    let metrics = a.metrics_bind.map(|_| Arc::new(LoopMetrics::new()));
+    let _endpoint = match (a.metrics_bind, &metrics) {
+        (Some(bind), Some(m)) => {
+            let m = m.clone();
+            let ep = fieldkit_serve::Running::metrics_endpoint(bind, Arc::new(move || m.render()))?;
+            println!("metrics on http://{}/metrics", ep.addr);
+            Some(ep)
+        }
+        _ => None,
+    };
     let t0 = Instant::now();
 
     let (tx, rx) = mpsc::channel::<Done>();
     let (capture_result, worker_results) = std::thread::scope(|scope| -> Result<_> {
-        let capture_slot = slot.clone();
-        let capture = scope.spawn(move || -> fieldkit_core::Result<u64> {
-            let mut n = 0;
-            let result = (|| {
-                while n < max_frames {
-                    let Some(frame) = reader.next_frame()? else { break };
-                    if !capture_slot.put(n, frame) {
-                        break;
-                    }
-                    n += 1;
-                }
-                Ok(n)
-            })();
+        let (capture_slot, stop, metrics) = (slot.clone(), &stop, metrics.as_deref());
+        let (source, stream) = (&a.source, &a.stream);
+        let capture = scope.spawn(move || {
+            let reopen = || stream.open(source);
+            let result = capture(reader, reopen, is_live(source), &capture_slot, stop, max_frames, metrics);
             capture_slot.close();
             result
         });
@@ -240,25 +377,35 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
                 anyhow::bail!("{}: not a detector (its card's decode gives no boxes)", a.model.display())
             };
             detections += dets.len() as u64;
+            let mut frame_events = Vec::new();
+            let mut tracked = None;
             if let Some(tr) = &mut tracker {
                 let boxes: Vec<_> = dets.iter().map(LabeledDetection::detection).collect();
                 let tracks = tr.update(&boxes)?;
                 // Source frame numbers: event times stay right when frames were dropped.
-                events.extend(counter.update(d.seq as u32 + 1, &tracks));
+                frame_events = counter.update(d.seq as u32 + 1, &tracks);
+                tracked = Some((tracks.len(), counter.tracks_seen()));
             }
             let done = Instant::now();
             let ms = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64() * 1e3;
-            for (k, v) in [
+            let frame_stages = [
                 ("queue", ms(d.captured, d.picked)),
                 ("preprocess", p.timing.preprocess_ms),
                 ("inference", p.timing.inference_ms),
                 ("postprocess", p.timing.postprocess_ms),
                 ("track", ms(t, done)),
                 ("total", ms(d.captured, done)),
-            ] {
+            ];
+            for (k, v) in frame_stages {
                 stages.entry(k).or_default().push(v);
             }
             frames += 1;
+            if let Some(m) = metrics {
+                m.frame(&frame_stages, dets.iter().map(|d| d.name.as_str()), tracked, &frame_events);
+                m.dropped(slot.dropped());
+                m.fps(frames as f64 / t0.elapsed().as_secs_f64().max(1e-9));
+            }
+            events.extend(frame_events);
             Ok(())
         };
         let consumed = (|| -> Result<()> {
@@ -279,14 +426,21 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         let captured = capture.join().map_err(|_| anyhow::anyhow!("the capture thread panicked"))?;
         let workers: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
         consumed?;
-        Ok((captured.map(|_| (frames, detections, stages)), workers))
+        Ok((captured.map(|c| (c, frames, detections, stages)), workers))
     })?;
     for w in worker_results {
         w.map_err(|_| anyhow::anyhow!("an inference worker panicked"))??;
     }
-    let (frames, detections, stages) = capture_result?;
+    let (captured, frames, detections, stages) = capture_result?;
+    if stop.load(Ordering::Relaxed) {
+        println!("stopped by a signal after {frames} frames; writing the outputs");
+    }
     if a.track {
-        events.extend(counter.finish());
+        let last = counter.finish();
+        if let Some(m) = &metrics {
+            m.events(&last);
+        }
+        events.extend(last);
     }
     a.counting.write_events(&events)?;
     let secs = t0.elapsed().as_secs_f64();
@@ -298,6 +452,8 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         fps: frames as f64 / secs.max(1e-9),
         latency_ms: stages.iter().map(|(k, v)| (*k, StageLatency::of(v))).collect(),
         detections,
+        reconnects: captured.reconnects,
+        blind_s: captured.blind_s,
         sprays: None,
         link: None,
         tracks: counts.as_ref().map(|c| c.tracks.len() as u64),
@@ -305,8 +461,24 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
     };
     let total = summary.latency_ms.get("total").map_or((f64::NAN, f64::NAN), |l| (l.p50, l.p99));
     println!(
-        "{}: {} frames ({} dropped) at {:.1} fps, {} detections; capture to result p50 {:.1} ms, p99 {:.1} ms",
-        summary.source, summary.frames, summary.dropped, summary.fps, summary.detections, total.0, total.1
+        "{}: {} frames ({} dropped) at {:.1} fps, {} detections; capture to result p50 {:.1} ms, p99 {:.1} ms{}",
+        summary.source,
+        summary.frames,
+        summary.dropped,
+        summary.fps,
+        summary.detections,
+        total.0,
+        total.1,
+        if captured.reconnects > 0 {
+            let n = captured.reconnects;
+            format!(
+                "; source lost and reopened {n} time{}, blind {:.1} s",
+                if n == 1 { "" } else { "s" },
+                captured.blind_s
+            )
+        } else {
+            String::new()
+        }
     );
     if let Some(path) = &a.json {
         fsio::write_json(path, &summary)?;

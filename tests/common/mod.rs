@@ -65,6 +65,45 @@ pub fn tiny_detector(dir: &Path, name: &str) -> PathBuf {
     m
 }
 
+/// Whether a test's external tool is here; with FIELDKIT_REQUIRE_STREAMS set (CI, after
+/// scripts/setup.sh installed them) a missing one fails the test instead of skipping it.
+fn have(what: &str, found: bool) -> bool {
+    if !found {
+        assert!(
+            std::env::var_os("FIELDKIT_REQUIRE_STREAMS").is_none(),
+            "{what} is missing (scripts/setup.sh installs it)"
+        );
+        eprintln!("skipped: {what} is missing (scripts/setup.sh installs it)");
+    }
+    found
+}
+
 pub fn have_ffmpeg() -> bool {
-    Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false)
+    have("ffmpeg", Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false))
+}
+
+/// Debian's Python with GStreamer's RTSP server bindings (tests/support/rtsp_server.py).
+pub fn have_rtsp_server() -> bool {
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import gi; gi.require_version('GstRtspServer', '1.0')"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    have("GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)", ok)
+}
+
+/// A `secs` s clip at `fps` of 160 px panning 40 px/s across a vendored sesame photo (H.264;
+/// needs ffmpeg).
+pub fn panning_clip(clip: &Path, secs: u32, fps: u32) {
+    let photo =
+        std::fs::read_dir(assets().join("data/sesame-mini/images/valid")).unwrap().next().unwrap().unwrap().path();
+    let o = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-loop", "1", "-i"])
+        .arg(&photo)
+        .args(["-vf", "crop=160:160:'mod(t*40,iw-160)':0", "-t", &secs.to_string(), "-r", &fps.to_string()])
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(clip)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

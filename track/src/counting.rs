@@ -176,6 +176,11 @@ impl Counter {
         self.classes.get(c).cloned().unwrap_or_else(|| c.to_string())
     }
 
+    /// Tracks seen so far (each id once).
+    pub fn tracks_seen(&self) -> u64 {
+        (self.active.len() + self.done.len()) as u64
+    }
+
     /// One frame's confirmed tracks (frames numbered from 1, increasing); returns its events.
     pub fn update(&mut self, frame: u32, tracks: &[TrackedBox]) -> Vec<Event> {
         self.frames += 1;

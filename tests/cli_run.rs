@@ -1,0 +1,170 @@
+//! `fieldkit run`, the field loop, end to end: a file processed frame by frame with each
+//! stage's latency; an RTSP camera (GStreamer's RTSP server) cut and restarted mid-run, with
+//! the loop reopening it and Prometheus showing the loss and the reconnection.
+
+mod common;
+use common::*;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// `fieldkit run` on a file: every frame processed in order (none dropped without
+/// --realtime), each stage's p50 / p99 in the JSON, tracks and counts with --track; a
+/// classifier is refused by name.
+#[test]
+fn run_loop_reports_frames_drops_and_stage_latency() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_detector(dir.path(), "det");
+    let clip = dir.path().join("pan.mp4");
+    panning_clip(&clip, 2, 8);
+    let json = dir.path().join("run.json");
+    let base =
+        ["run", "--source", clip.to_str().unwrap(), "--model", m.to_str().unwrap(), "--json", json.to_str().unwrap()];
+    let o = fieldkit(
+        &[&base[..], &["--track", "--track-thresh", "0.2", "--low-thresh", "0.05", "--new-track-thresh", "0.2"]]
+            .concat(),
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!((s["frames"].as_u64(), s["dropped"].as_u64()), (Some(16), Some(0)), "{s}");
+    assert!(s["fps"].as_f64().unwrap() > 0.0);
+    for stage in ["queue", "preprocess", "inference", "postprocess", "track", "total"] {
+        let l = &s["latency_ms"][stage];
+        assert!(l["p50"].as_f64().unwrap() <= l["p99"].as_f64().unwrap(), "{stage}: {s}");
+    }
+    assert!(s["latency_ms"]["total"]["p50"].as_f64().unwrap() >= s["latency_ms"]["inference"]["p50"].as_f64().unwrap());
+    assert!(s["sprays"].is_null() && s["link"].is_null());
+    assert!(s["tracks"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["counts"]["frames"], 16);
+    let o = fieldkit(&[&base[..], &["--max-frames", "5"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(s["frames"], 5);
+    assert!(s["tracks"].is_null(), "no --track: {s}");
+    let c = dir.path().join("cls.onnx");
+    std::fs::copy(repo().join("runtime/tests/golden/tiny_classifier.onnx"), &c).unwrap();
+    std::fs::copy(repo().join("runtime/tests/fixtures/tiny_classifier.card.json"), dir.path().join("cls.json"))
+        .unwrap();
+    let o = fieldkit(&["run", "--source", clip.to_str().unwrap(), "--model", c.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cls.onnx: not a detector"), "{}", stderr(&o));
+}
+
+/// GStreamer's RTSP server streaming `clip` on `port`, once it listens.
+fn rtsp_server(port: u16, clip: &std::path::Path) -> Child {
+    let mut c = Command::new("/usr/bin/python3")
+        .arg(repo().join("tests/support/rtsp_server.py"))
+        .arg(port.to_string())
+        .arg(clip)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the RTSP server did not start");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `url` until its text satisfies `ok` (30 s at most); returns the text.
+fn scrape_until(url: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = ureq::get(url).call().ok().and_then(|r| r.into_string().ok()).unwrap_or_default();
+        if ok(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "waited 30 s for {what}; /metrics said:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The camera goes away mid-run and comes back: the loop says it lost the source, Prometheus
+/// shows it down (`source_up 0`), the loop reopens it with backoff, counts the reconnection
+/// and the time it was blind, and goes on; Ctrl-C (SIGINT) then ends it with its outputs
+/// written.
+#[test]
+fn run_survives_a_lost_rtsp_stream() {
+    if !have_ffmpeg() || !have_rtsp_server() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_detector(dir.path(), "det");
+    let clip = dir.path().join("field.mp4");
+    panning_clip(&clip, 12, 10);
+    let port = free_port();
+    let mut server = rtsp_server(port, &clip);
+    let json = dir.path().join("run.json");
+    let source = format!("rtsp://127.0.0.1:{port}/field");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_fieldkit"))
+        .args(["run", "--source", &source, "--model", m.to_str().unwrap()])
+        .args(["--json", json.to_str().unwrap(), "--metrics-bind", "127.0.0.1:0", "--track"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = run.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let url = loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("run printed its metrics address");
+        if let Some(rest) = line.strip_prefix("metrics on ") {
+            break rest.to_string();
+        }
+    };
+    scrape_until(&url, "10 frames", |t| metric(t, "fieldkit_run_frames_total").is_some_and(|n| n >= 10.0));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    scrape_until(&url, "the source down", |t| metric(t, "fieldkit_run_source_up") == Some(0.0));
+    std::thread::sleep(Duration::from_millis(700));
+    let mut server = rtsp_server(port, &clip);
+    let text = scrape_until(&url, "a reconnection", |t| metric(t, "fieldkit_run_source_reconnects_total") == Some(1.0));
+    assert!(text.contains("fieldkit_run_stage_seconds_count{stage=\"inference\"}"), "{text}");
+    let before = metric(&text, "fieldkit_run_frames_total").unwrap();
+    scrape_until(&url, "frames after the reconnection", |t| {
+        metric(t, "fieldkit_run_frames_total").is_some_and(|n| n >= before + 10.0)
+    });
+    let sigint = Command::new("kill").args(["-INT", &run.id().to_string()]).status().unwrap();
+    assert!(sigint.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            run.kill().unwrap();
+            panic!("run did not stop within 30 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    server.kill().unwrap();
+    let _ = server.wait();
+    reader.join().unwrap();
+    let said: Vec<String> = rx.try_iter().collect();
+    assert!(said.iter().any(|l| l.starts_with("stopped by a signal")), "{said:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("source lost") && err.contains("source back after"), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(s["reconnects"], 1, "{s}");
+    assert!(s["blind_s"].as_f64().unwrap() >= 0.5, "blind at least the first backoff: {s}");
+    assert!(s["frames"].as_u64().unwrap() >= before as u64 + 10, "{s}");
+    assert!(s["counts"]["frames"].as_u64().unwrap() >= before as u64 + 10, "--track's summary too: {s}");
+}
