@@ -1,6 +1,8 @@
 //! `fieldkit run`, the field loop, end to end: a file processed frame by frame with each
-//! stage's latency; an RTSP camera (GStreamer's RTSP server) cut and restarted mid-run, with
-//! the loop reopening it and Prometheus showing the loss and the reconnection.
+//! stage's latency; detections driving the simulated spray MCU over a faulty serial line; an
+//! RTSP camera (GStreamer's RTSP server) cut and restarted mid-run, with the loop reopening
+//! it, the device E-stopped while the loop is blind, and Prometheus showing the loss and the
+//! reconnection.
 
 mod common;
 use common::*;
@@ -55,6 +57,126 @@ fn run_loop_reports_frames_drops_and_stage_latency() {
     assert!(stderr(&o).contains("cls.onnx: not a detector"), "{}", stderr(&o));
 }
 
+/// `fieldkit bridge simulate-mcu` on a pty at `dir/mcu` with 1 % byte corruption, lost bytes
+/// and duplicated frames, logging to `dir/mcu.jsonl`, once its port exists.
+fn simulated_mcu(dir: &std::path::Path) -> Child {
+    let port = dir.join("mcu");
+    let sim = Command::new(env!("CARGO_BIN_EXE_fieldkit"))
+        .args(["bridge", "simulate-mcu", "--port"])
+        .arg(&port)
+        .arg("--log")
+        .arg(dir.join("mcu.jsonl"))
+        .args(["--corrupt", "0.01", "--drop", "0.002", "--duplicate", "0.02", "--seed", "5", "--run-for-s", "120"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !port.exists() {
+        assert!(Instant::now() < deadline, "the simulated MCU did not appear");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sim
+}
+
+/// The sample bridge.toml spraying every class of the tiny detector from score 0.1, with a
+/// vision timeout of `vision_ms`.
+fn spray_config(dir: &std::path::Path, vision_ms: u32) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join("firmware-bridge/bridge.toml")).unwrap();
+    let text = text
+        .replace("weed = 0.35", "\"*\" = 0.1")
+        .replace("vision_timeout_ms = 1000", &format!("vision_timeout_ms = {vision_ms}"));
+    let p = dir.join("bridge.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Nozzle openings in the simulator's log that lie outside every planned spray on their
+/// nozzle (40 ms tolerance): what the device did that the plan did not say.
+fn unplanned_openings(log: &str, report: &serde_json::Value) -> Vec<String> {
+    let acts = report["actuations"].as_array().unwrap();
+    let mut open = std::collections::BTreeMap::new();
+    let mut bad = Vec::new();
+    for l in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let (Some(n), Some(t)) = (v["nozzle"].as_u64(), v["t_us"].as_u64()) else { continue };
+        match v["event"].as_str() {
+            Some("open") => {
+                open.insert(n, t);
+            }
+            Some("close") => {
+                let o = open.remove(&n).unwrap_or(t);
+                let ok = acts.iter().any(|a| {
+                    a["nozzle"].as_u64() == Some(n)
+                        && o + 40_000 >= a["open_us"].as_u64().unwrap()
+                        && t <= a["close_us"].as_u64().unwrap() + 40_000
+                });
+                if !ok {
+                    bad.push(format!("nozzle {n} open {o}..{t}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    bad
+}
+
+/// Detections from a clip paced at its frame rate drive the simulated MCU through a faulty
+/// line: every planned spray is done, the device opened nothing the plan did not say, and
+/// the glass-to-nozzle latency (capture to the device's acknowledgement) is reported.
+#[test]
+fn run_drives_the_simulated_mcu() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = tiny_detector(d, "det");
+    let clip = d.join("pan.mp4");
+    panning_clip(&clip, 3, 10);
+    let mut sim = simulated_mcu(d);
+    let config = spray_config(d, 1000);
+    let (json, report) = (d.join("run.json"), d.join("spray.json"));
+    let o = fieldkit(&[
+        "run",
+        "--source",
+        clip.to_str().unwrap(),
+        "--realtime",
+        "--model",
+        m.to_str().unwrap(),
+        "--port",
+        d.join("mcu").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--spray-report",
+        report.to_str().unwrap(),
+    ]);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("capture to nozzle command acknowledged"), "{}", stdout(&o));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let planned = s["sprays"]["planned"].as_u64().unwrap();
+    assert!(planned >= 1, "{s}");
+    assert_eq!(s["sprays"]["done"].as_u64(), Some(planned), "{s}");
+    assert_eq!(s["sprays"]["estops"], 0, "{s}");
+    assert!(s["link"]["frames_sent"].as_u64().unwrap() > 0 && s["link"]["connects"] == 1, "{s}");
+    let ack = &s["latency_ms"]["ack"];
+    assert!(ack["p50"].as_f64().unwrap() > 0.0 && ack["p50"].as_f64() <= ack["p99"].as_f64(), "{s}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["actuations"].as_array().unwrap().len() as u64, planned);
+    let log = std::fs::read_to_string(d.join("mcu.jsonl")).unwrap();
+    assert!(log.contains("\"open\""), "{log}");
+    let bad = unplanned_openings(&log, &r);
+    assert!(bad.is_empty(), "{bad:?}");
+    // --port without --config is refused by name.
+    let o = fieldkit(&["run", "--source", "x.mp4", "--model", "m.onnx", "--port", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--config"), "{}", stderr(&o));
+}
+
 /// GStreamer's RTSP server streaming `clip` on `port`, once it listens.
 fn rtsp_server(port: u16, clip: &std::path::Path) -> Child {
     let mut c = Command::new("/usr/bin/python3")
@@ -92,8 +214,9 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 }
 
 /// The camera goes away mid-run and comes back: the loop says it lost the source, Prometheus
-/// shows it down (`source_up 0`), the loop reopens it with backoff, counts the reconnection
-/// and the time it was blind, and goes on; Ctrl-C (SIGINT) then ends it with its outputs
+/// shows it down (`source_up 0`), the bridge E-stops the spray MCU when no frames come, the
+/// loop reopens the stream with backoff, counts the reconnection and the time it was blind,
+/// and spraying resumes in a new session; Ctrl-C (SIGINT) then ends it with its outputs
 /// written.
 #[test]
 fn run_survives_a_lost_rtsp_stream() {
@@ -106,11 +229,14 @@ fn run_survives_a_lost_rtsp_stream() {
     panning_clip(&clip, 12, 10);
     let port = free_port();
     let mut server = rtsp_server(port, &clip);
+    let mut sim = simulated_mcu(dir.path());
+    let config = spray_config(dir.path(), 400);
     let json = dir.path().join("run.json");
     let source = format!("rtsp://127.0.0.1:{port}/field");
     let mut run = Command::new(env!("CARGO_BIN_EXE_fieldkit"))
         .args(["run", "--source", &source, "--model", m.to_str().unwrap()])
         .args(["--json", json.to_str().unwrap(), "--metrics-bind", "127.0.0.1:0", "--track"])
+        .args(["--port", dir.path().join("mcu").to_str().unwrap(), "--config", config.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -132,7 +258,9 @@ fn run_survives_a_lost_rtsp_stream() {
     server.kill().unwrap();
     server.wait().unwrap();
     scrape_until(&url, "the source down", |t| metric(t, "fieldkit_run_source_up") == Some(0.0));
-    std::thread::sleep(Duration::from_millis(700));
+    // Blind for over a second: past the 400 ms vision timeout, whichever backoff step
+    // reconnects.
+    std::thread::sleep(Duration::from_millis(1000));
     let mut server = rtsp_server(port, &clip);
     let text = scrape_until(&url, "a reconnection", |t| metric(t, "fieldkit_run_source_reconnects_total") == Some(1.0));
     assert!(text.contains("fieldkit_run_stage_seconds_count{stage=\"inference\"}"), "{text}");
@@ -155,6 +283,8 @@ fn run_survives_a_lost_rtsp_stream() {
     };
     server.kill().unwrap();
     let _ = server.wait();
+    sim.kill().unwrap();
+    let _ = sim.wait();
     reader.join().unwrap();
     let said: Vec<String> = rx.try_iter().collect();
     assert!(said.iter().any(|l| l.starts_with("stopped by a signal")), "{said:?}");
@@ -162,8 +292,10 @@ fn run_survives_a_lost_rtsp_stream() {
     std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{err}");
     assert!(err.contains("source lost") && err.contains("source back after"), "{err}");
+    assert!(err.contains("E-stop") && err.contains("new session"), "{err}");
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(s["reconnects"], 1, "{s}");
+    assert!(s["sprays"]["estops"].as_u64().unwrap() >= 1, "{s}");
     assert!(s["blind_s"].as_f64().unwrap() >= 0.5, "blind at least the first backoff: {s}");
     assert!(s["frames"].as_u64().unwrap() >= before as u64 + 10, "{s}");
     assert!(s["counts"]["frames"].as_u64().unwrap() >= before as u64 + 10, "--track's summary too: {s}");

@@ -83,7 +83,9 @@ pub struct DetectionLine {
     pub capture_ms: Option<f64>,
 }
 
-enum Input {
+/// What drives the bridge, line by line: a frame's detections with its capture time (host
+/// CLOCK_MONOTONIC µs, [`monotonic_us`]), a line that could not be read, or the end.
+pub enum BridgeInput {
     Line { line: DetectionLine, capture_us: u64 },
     Bad(String),
     End,
@@ -97,7 +99,7 @@ fn spawn_reader(
     latency_us: u64,
     start_us: u64,
     source: String,
-) -> Receiver<Input> {
+) -> Receiver<BridgeInput> {
     let (tx, rx) = mpsc::sync_channel(64);
     std::thread::spawn(move || {
         for (i, line) in reader.lines().enumerate() {
@@ -105,7 +107,7 @@ fn spawn_reader(
             let line = match line {
                 Ok(l) => l,
                 Err(e) => {
-                    let _ = tx.send(Input::Bad(format!("{source}:{n}: {e}")));
+                    let _ = tx.send(BridgeInput::Bad(format!("{source}:{n}: {e}")));
                     break;
                 }
             };
@@ -115,12 +117,12 @@ fn spawn_reader(
             let parsed: DetectionLine = match serde_json::from_str(&line) {
                 Ok(p) => p,
                 Err(e) => {
-                    let _ = tx.send(Input::Bad(format!("{source}:{n}: not a detection line ({e})")));
+                    let _ = tx.send(BridgeInput::Bad(format!("{source}:{n}: not a detection line ({e})")));
                     continue;
                 }
             };
             if !(parsed.width > 0.0 && parsed.height > 0.0) {
-                let _ = tx.send(Input::Bad(format!(
+                let _ = tx.send(BridgeInput::Bad(format!(
                     "{source}:{n}: width/height must be positive, got {}x{}",
                     parsed.width, parsed.height
                 )));
@@ -129,7 +131,7 @@ fn spawn_reader(
             let offset_us = match (timing, parsed.capture_ms) {
                 (_, Some(ms)) if ms.is_finite() && ms >= 0.0 => Some((ms * 1e3) as u64),
                 (Timing::Recorded, _) => {
-                    let _ = tx.send(Input::Bad(format!("{source}:{n}: no capture_ms (needed without --fps)")));
+                    let _ = tx.send(BridgeInput::Bad(format!("{source}:{n}: no capture_ms (needed without --fps)")));
                     continue;
                 }
                 (Timing::Fps(fps), _) => Some((i as f64 / fps * 1e6) as u64),
@@ -148,11 +150,11 @@ fn spawn_reader(
                 }
                 None => monotonic_us().saturating_sub(latency_us),
             };
-            if tx.send(Input::Line { line: parsed, capture_us }).is_err() {
+            if tx.send(BridgeInput::Line { line: parsed, capture_us }).is_err() {
                 return;
             }
         }
-        let _ = tx.send(Input::End);
+        let _ = tx.send(BridgeInput::End);
     });
     rx
 }
@@ -180,6 +182,8 @@ pub struct Actuation {
     pub open_us: u64,
     pub close_us: u64,
     pub class: String,
+    /// Capture time of the frame that planned it (host µs).
+    pub capture_us: u64,
     #[serde(flatten)]
     pub status: ActStatus,
     /// The device has acknowledged some version of it (so it may already be spraying).
@@ -211,6 +215,9 @@ pub struct BridgeReport {
     pub link: LinkStats,
     /// Host → device → host acknowledgement time of first sends; one way ≈ half.
     pub ack_rtt: Latency,
+    /// Glass to nozzle command: from the capture of the frame that planned a spray to the
+    /// device's acknowledgement of its first command.
+    pub capture_to_ack: Latency,
     pub device: Option<Telemetry>,
 }
 
@@ -219,6 +226,19 @@ pub struct BridgeOptions {
     pub config: BridgeConfig,
     pub timing: Timing,
     pub quiet: bool,
+}
+
+impl Latency {
+    /// From samples in µs.
+    fn of(mut us: Vec<u64>) -> Self {
+        us.sort_unstable();
+        Latency {
+            samples: us.len(),
+            p50_ms: percentile(&us, 0.5),
+            p99_ms: percentile(&us, 0.99),
+            max_ms: percentile(&us, 1.0),
+        }
+    }
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -247,6 +267,7 @@ pub struct Bridge {
     class_ids: BTreeMap<String, u8>,
     first_line_us: Option<u64>,
     last_line_us: u64,
+    capture_to_ack_us: Vec<u64>,
 }
 
 impl Bridge {
@@ -269,6 +290,7 @@ impl Bridge {
             class_ids: BTreeMap::new(),
             first_line_us: None,
             last_line_us: 0,
+            capture_to_ack_us: Vec::new(),
         }
     }
 
@@ -280,6 +302,23 @@ impl Bridge {
 
     /// Runs until the input ends and every actuation is accounted for.
     pub fn run(&mut self, input: Box<dyn BufRead + Send>, source: &str) -> Result<BridgeReport, BridgeError> {
+        self.connect()?;
+        let start_us = monotonic_us() + 20_000;
+        let latency_us = (self.opts.config.plan.motion.latency_ms * 1e3) as u64;
+        let rx = spawn_reader(input, self.opts.timing, latency_us, start_us, source.to_string());
+        self.drive(rx, start_us)
+    }
+
+    /// Runs on lines that carry their own capture times (`fieldkit run`: the frames' own),
+    /// until `End` or the sender is dropped and every actuation is accounted for. With
+    /// [`Timing::Live`] a pause in the lines E-stops the device (`safety.vision_timeout_ms`).
+    pub fn run_from(&mut self, rx: Receiver<BridgeInput>) -> Result<BridgeReport, BridgeError> {
+        self.connect()?;
+        self.drive(rx, monotonic_us())
+    }
+
+    /// Waits for the device (`safety.connect_timeout_ms`); at once when it is up.
+    pub fn connect(&mut self) -> Result<(), BridgeError> {
         let deadline = monotonic_us() + self.opts.config.safety.connect_timeout_ms * 1000;
         while !self.link.is_up() {
             let now = monotonic_us();
@@ -296,20 +335,21 @@ impl Bridge {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        let start_us = monotonic_us() + 20_000;
-        let latency_us = (self.opts.config.plan.motion.latency_ms * 1e3) as u64;
-        let rx = spawn_reader(input, self.opts.timing, latency_us, start_us, source.to_string());
+        Ok(())
+    }
+
+    fn drive(&mut self, rx: Receiver<BridgeInput>, start_us: u64) -> Result<BridgeReport, BridgeError> {
         let mut ended = false;
         let mut end_deadline = u64::MAX;
         self.last_input_us = monotonic_us();
         loop {
             match rx.recv_timeout(Duration::from_millis(1)) {
-                Ok(Input::Line { line, capture_us }) => self.on_line(line, capture_us),
-                Ok(Input::Bad(msg)) => {
+                Ok(BridgeInput::Line { line, capture_us }) => self.on_line(line, capture_us),
+                Ok(BridgeInput::Bad(msg)) => {
                     self.bad_lines += 1;
                     self.say(format!("skipped {msg}"));
                 }
-                Ok(Input::End) | Err(RecvTimeoutError::Disconnected) if !ended => {
+                Ok(BridgeInput::End) | Err(RecvTimeoutError::Disconnected) if !ended => {
                     ended = true;
                     let last_close = self.acts.values().map(|a| a.close_us).max().unwrap_or(0);
                     end_deadline = last_close.max(monotonic_us()) + self.opts.config.safety.report_timeout_ms * 1000;
@@ -401,6 +441,7 @@ impl Bridge {
                                 open_us,
                                 close_us,
                                 class: t.class.clone(),
+                                capture_us,
                                 status: ActStatus::Pending,
                                 acked_once: false,
                             },
@@ -472,6 +513,9 @@ impl Bridge {
             LinkEvent::Telemetry(t) => self.telemetry = Some(t),
             LinkEvent::Acked { msg: Message::Actuate(m), .. } => {
                 if let Some(a) = self.acts.get_mut(&m.id) {
+                    if !a.acked_once {
+                        self.capture_to_ack_us.push(now.saturating_sub(a.capture_us));
+                    }
                     a.acked_once = true;
                     let current = m.open_at_us == a.open_us && m.open_at_us + m.duration_us as u64 == a.close_us;
                     if a.status == ActStatus::Sent && current {
@@ -534,8 +578,7 @@ impl Bridge {
     }
 
     fn report(&self, start_us: u64) -> BridgeReport {
-        let mut rtt = self.link.stats.rtt_us.clone();
-        rtt.sort_unstable();
+        let glass = self.capture_to_ack_us.clone();
         let acts: Vec<Actuation> = self.acts.values().cloned().collect();
         BridgeReport {
             stream_start_us: start_us,
@@ -548,12 +591,8 @@ impl Bridge {
             actuations: acts,
             estops: self.estops,
             link: self.link.stats.clone(),
-            ack_rtt: Latency {
-                samples: rtt.len(),
-                p50_ms: percentile(&rtt, 0.5),
-                p99_ms: percentile(&rtt, 0.99),
-                max_ms: percentile(&rtt, 1.0),
-            },
+            ack_rtt: Latency::of(self.link.stats.rtt_us.clone()),
+            capture_to_ack: Latency::of(glass),
             device: self.telemetry,
         }
     }

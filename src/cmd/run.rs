@@ -11,8 +11,12 @@
 //! (0.5 s doubling to 8 s) until it returns: the loop goes blind, says so, and goes on. Ctrl-C
 //! or SIGTERM ends the loop cleanly (the summary and events are written); a second one kills.
 //!
-//! This is the detection and tracking half of the loop; the spray half (`--port`, the bridge)
-//! is still `fieldkit bridge --live` fed by this loop's output.
+//! With `--port` and `--config` each frame's detections, with the frame's capture time, go
+//! to the spray bridge (`fieldkit_bridge::Bridge`, the planner and serial link of `fieldkit
+//! bridge`) on a thread of its own; the nozzle commands' acknowledgements close the
+//! glass-to-nozzle latency (`latency_ms.ack`). When frames stop (a lost camera) the bridge
+//! E-stops the device after `safety.vision_timeout_ms` and starts a new session when they
+//! return.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -23,6 +27,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use fieldkit_bridge::bridge::{
+    Bridge, BridgeConfig, BridgeInput, BridgeOptions, BridgeReport, DetectionLine, Latency, Timing,
+};
+use fieldkit_bridge::link::{monotonic_us, LinkStats};
+use fieldkit_bridge::planner;
 use fieldkit_core::fsio;
 use fieldkit_core::video::{is_live, VideoFrame, VideoReader};
 use fieldkit_runtime::bench::LatencyStats;
@@ -50,6 +59,19 @@ pub struct RunLoopArgs {
     /// tracks and counts.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Serial device of the spray microcontroller (e.g. /dev/ttyACM0, or `fieldkit bridge
+    /// simulate-mcu --port`): the detections drive its nozzles. Needs --config.
+    #[arg(long, requires = "config")]
+    port: Option<PathBuf>,
+    /// bridge.toml: camera footprint, boom, speed, what to spray, link and safety settings.
+    #[arg(long, requires = "port")]
+    config: Option<PathBuf>,
+    /// Serial baud rate (overrides link.baud).
+    #[arg(long, requires = "port")]
+    baud: Option<u32>,
+    /// Write the spray bridge's report (every spray with its outcome, link statistics) as JSON.
+    #[arg(long, requires = "port")]
+    spray_report: Option<PathBuf>,
     /// Follow the detections across frames (ByteTrack) and count in --line / --zone.
     #[arg(long)]
     track: bool,
@@ -155,6 +177,8 @@ impl<T> LatestSlot<T> {
 /// One frame's result from a worker.
 struct Done {
     seq: u64,
+    width: u32,
+    height: u32,
     captured: Instant,
     picked: Instant,
     result: fieldkit_runtime::Result<Prediction>,
@@ -191,11 +215,50 @@ struct RunSummary {
     /// Times a lost live source was reopened, and the seconds it delivered nothing.
     reconnects: u64,
     blind_s: f64,
-    /// Nozzle commands and link statistics: none without a spray link (`null`).
-    sprays: Option<u64>,
-    link: Option<()>,
+    /// Sprays planned, done and failed, and link statistics: `null` without --port.
+    sprays: Option<Sprays>,
+    link: Option<LinkSummary>,
     tracks: Option<u64>,
     counts: Option<CountSummary>,
+}
+
+#[derive(Serialize)]
+struct Sprays {
+    planned: usize,
+    done: usize,
+    failed: usize,
+    /// Box-to-nozzle triggers before merging into sprays.
+    triggers: u64,
+    estops: u64,
+}
+
+#[derive(Serialize)]
+struct LinkSummary {
+    #[serde(flatten)]
+    stats: LinkStats,
+    ack_rtt: Latency,
+}
+
+/// The spray link: the bridge connected to its device, before the camera starts.
+fn connect_bridge(a: &RunLoopArgs) -> Result<Option<Bridge>> {
+    let (Some(port), Some(config)) = (&a.port, &a.config) else { return Ok(None) };
+    let mut config = BridgeConfig::load(config)?;
+    if let Some(b) = a.baud {
+        config.link.baud = b;
+    }
+    let mut bridge = Bridge::new(BridgeOptions { port: port.clone(), config, timing: Timing::Live, quiet: false });
+    bridge.connect()?;
+    Ok(Some(bridge))
+}
+
+/// One frame's detections for the bridge, with its capture time on the bridge's clock.
+fn bridge_line(width: u32, height: u32, dets: &[LabeledDetection], captured: Instant) -> BridgeInput {
+    let detections = dets
+        .iter()
+        .map(|d| planner::Detection { bbox: d.bbox, class: d.class, name: d.name.clone(), score: d.score })
+        .collect();
+    let line = DetectionLine { width: width as f64, height: height as f64, detections, capture_ms: None };
+    BridgeInput::Line { line, capture_us: monotonic_us().saturating_sub(captured.elapsed().as_micros() as u64) }
 }
 
 /// Reopens a lost live source: waits 0.5 s, doubling to 8 s, between tries.
@@ -326,6 +389,7 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
     let mut counter = a.counting.counter(fps, cfg.max_time_lost() as u32, &engine.card().classes)?;
     let mut events = Vec::new();
     let max_frames = a.stream.max_frames();
+    let bridge = connect_bridge(&a)?;
     let stop = stop_on_signals()?;
     let metrics = a.metrics_bind.map(|_| Arc::new(LoopMetrics::new()));
     let _endpoint = match (a.metrics_bind, &metrics) {
@@ -340,7 +404,10 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
     let t0 = Instant::now();
 
     let (tx, rx) = mpsc::channel::<Done>();
-    let (capture_result, worker_results) = std::thread::scope(|scope| -> Result<_> {
+    let (capture_result, worker_results, spray) = std::thread::scope(|scope| -> Result<_> {
+        let (spray_tx, spray_rx) = mpsc::channel::<BridgeInput>();
+        let spray = bridge.map(|mut b| scope.spawn(move || b.run_from(spray_rx)));
+        let spray_tx = spray.is_some().then_some(spray_tx);
         let (capture_slot, stop, metrics) = (slot.clone(), &stop, metrics.as_deref());
         let (source, stream) = (&a.source, &a.stream);
         let capture = scope.spawn(move || {
@@ -357,7 +424,8 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
                 while let Some((seq, frame)) = slot.take() {
                     let picked = Instant::now();
                     let result = session.predict(&frame.image, opts);
-                    if tx.send(Done { seq, captured: frame.captured, picked, result }).is_err() {
+                    let (width, height) = frame.image.dimensions();
+                    if tx.send(Done { seq, width, height, captured: frame.captured, picked, result }).is_err() {
                         break;
                     }
                 }
@@ -377,6 +445,10 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
                 anyhow::bail!("{}: not a detector (its card's decode gives no boxes)", a.model.display())
             };
             detections += dets.len() as u64;
+            if let Some(tx) = &spray_tx {
+                // A closed channel: the bridge stopped on an error, which its join reports.
+                let _ = tx.send(bridge_line(d.width, d.height, dets, d.captured));
+            }
             let mut frame_events = Vec::new();
             let mut tracked = None;
             if let Some(tr) = &mut tracker {
@@ -419,19 +491,25 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
             }
             Ok(())
         })();
+        // Frames per second of the loop, not of the bridge finishing its last sprays.
+        let secs = t0.elapsed().as_secs_f64();
         // On an error the workers and the capture must stop too: closing the slot frees a
         // capture waiting to hand over a frame and ends the workers' loop.
         slot.close();
         drop(rx);
+        drop(spray_tx);
         let captured = capture.join().map_err(|_| anyhow::anyhow!("the capture thread panicked"))?;
         let workers: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
+        // The bridge sees the end, finishes the sprays in flight and leaves the device safe.
+        let spray = spray.map(|s| s.join().map_err(|_| anyhow::anyhow!("the spray bridge panicked"))).transpose()?;
         consumed?;
-        Ok((captured.map(|c| (c, frames, detections, stages)), workers))
+        Ok((captured.map(|c| (c, frames, detections, stages, secs)), workers, spray))
     })?;
     for w in worker_results {
         w.map_err(|_| anyhow::anyhow!("an inference worker panicked"))??;
     }
-    let (captured, frames, detections, stages) = capture_result?;
+    let (captured, frames, detections, stages, secs) = capture_result?;
+    let spray: Option<BridgeReport> = spray.transpose().context("the spray link")?;
     if stop.load(Ordering::Relaxed) {
         println!("stopped by a signal after {frames} frames; writing the outputs");
     }
@@ -443,19 +521,29 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         events.extend(last);
     }
     a.counting.write_events(&events)?;
-    let secs = t0.elapsed().as_secs_f64();
     let counts = a.track.then(|| counter.summary());
+    let mut latency_ms: BTreeMap<&'static str, StageLatency> =
+        stages.iter().map(|(k, v)| (*k, StageLatency::of(v))).collect();
+    if let Some(r) = &spray {
+        latency_ms.insert("ack", StageLatency { p50: r.capture_to_ack.p50_ms, p99: r.capture_to_ack.p99_ms });
+    }
     let summary = RunSummary {
         source: a.source.clone(),
         frames,
         dropped: slot.dropped(),
         fps: frames as f64 / secs.max(1e-9),
-        latency_ms: stages.iter().map(|(k, v)| (*k, StageLatency::of(v))).collect(),
+        latency_ms,
         detections,
         reconnects: captured.reconnects,
         blind_s: captured.blind_s,
-        sprays: None,
-        link: None,
+        sprays: spray.as_ref().map(|r| Sprays {
+            planned: r.actuations.len(),
+            done: r.done,
+            failed: r.failed,
+            triggers: r.triggers,
+            estops: r.estops,
+        }),
+        link: spray.as_ref().map(|r| LinkSummary { stats: r.link.clone(), ack_rtt: r.ack_rtt.clone() }),
         tracks: counts.as_ref().map(|c| c.tracks.len() as u64),
         counts,
     };
@@ -480,6 +568,16 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
             String::new()
         }
     );
+    if let Some(r) = &spray {
+        super::bridge::print_report(r, a.spray_report.as_deref(), None);
+        println!(
+            "capture to nozzle command acknowledged: p50 {:.1} ms, p99 {:.1} ms (n={})",
+            r.capture_to_ack.p50_ms, r.capture_to_ack.p99_ms, r.capture_to_ack.samples
+        );
+        if let Some(p) = &a.spray_report {
+            fsio::write_json(p, r)?;
+        }
+    }
     if let Some(path) = &a.json {
         fsio::write_json(path, &summary)?;
     }
