@@ -17,6 +17,8 @@ pub mod bridge;
 #[cfg(feature = "std")]
 pub mod error;
 #[cfg(feature = "std")]
+pub mod field;
+#[cfg(feature = "std")]
 pub mod link;
 #[cfg(feature = "std")]
 pub mod planner;

@@ -112,6 +112,11 @@ impl PlanConfig {
         Ok(())
     }
 
+    /// Whether `class` is ever sprayed (listed in `targets`, or covered by `"*"`).
+    pub fn is_target(&self, class: &str) -> bool {
+        self.threshold(class).is_some()
+    }
+
     fn threshold(&self, class: &str) -> Option<f32> {
         self.targets.get(class).or_else(|| self.targets.get("*")).copied()
     }

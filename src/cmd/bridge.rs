@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fieldkit_bridge::bridge::{ActStatus, Bridge, BridgeConfig, BridgeOptions, BridgeReport, Timing};
 use fieldkit_bridge::device::DeviceConfig;
+use fieldkit_bridge::field::{self, ClipSettings};
 use fieldkit_bridge::sim::{self, FaultConfig, SimOptions};
 use fieldkit_core::fsio;
 
@@ -28,6 +29,36 @@ enum BridgeCommand {
     /// A simulated microcontroller (the firmware's logic) on a pseudo-terminal at --port,
     /// logging every nozzle opening and closing as JSON lines.
     SimulateMcu(SimArgs),
+    /// A drive over the field: a YOLO dataset's photos laid end to end as a strip of ground,
+    /// panned under the camera of bridge.toml at its speed, into an H.264 clip, with the true
+    /// time each labelled plant passes under each nozzle (--truth, for `fieldkit run --truth`).
+    FieldClip(FieldClipArgs),
+}
+
+#[derive(Args)]
+struct FieldClipArgs {
+    /// Ultralytics data.yaml.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "val")]
+    split: String,
+    /// bridge.toml: camera footprint, boom, speed.
+    #[arg(long)]
+    config: PathBuf,
+    /// The clip (.mp4).
+    #[arg(long)]
+    out: PathBuf,
+    /// The truth JSON (default: the clip's name + .truth.json).
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Frame width in pixels; the height follows from the camera's footprint.
+    #[arg(long, default_value_t = 320)]
+    width: u32,
+    #[arg(long, default_value_t = 10.0)]
+    fps: f64,
+    /// Photos laid end to end, in the split's sorted order.
+    #[arg(long, default_value_t = 20)]
+    images: usize,
 }
 
 #[derive(Args)]
@@ -106,8 +137,37 @@ fn probability(name: &str, p: f64) -> Result<f64> {
 pub fn run(args: BridgeArgs) -> Result<i32> {
     match args.command {
         Some(BridgeCommand::SimulateMcu(s)) => simulate(s),
+        Some(BridgeCommand::FieldClip(c)) => field_clip(c),
         None => drive(args.run),
     }
+}
+
+/// Where `fieldkit bridge field-clip` writes the truth of `clip` by default.
+pub fn truth_path(clip: &Path) -> PathBuf {
+    clip.with_extension("truth.json")
+}
+
+fn field_clip(a: FieldClipArgs) -> Result<i32> {
+    let config = BridgeConfig::load(&a.config)?;
+    let settings = ClipSettings { width: a.width, fps: a.fps, images: a.images };
+    let truth = field::build_clip(&a.data, &a.split, &config.plan, &settings, &a.out)?;
+    let path = a.truth.unwrap_or_else(|| truth_path(&a.out));
+    fsio::write_json(&path, &truth)?;
+    let targets = truth.objects.iter().filter(|o| config.plan.is_target(&o.name) && !o.nozzles.is_empty()).count();
+    println!(
+        "{}: {} frames of {}x{} at {} fps ({:.1} s at {} m/s), {} labelled plants, {} targets under the boom; truth: {}",
+        a.out.display(),
+        truth.frames,
+        truth.width,
+        truth.height,
+        truth.fps,
+        truth.frames as f64 / truth.fps,
+        truth.speed_mps,
+        truth.objects.len(),
+        targets,
+        path.display()
+    );
+    Ok(0)
 }
 
 fn simulate(a: SimArgs) -> Result<i32> {

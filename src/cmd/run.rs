@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use fieldkit_bridge::bridge::{
-    Bridge, BridgeConfig, BridgeInput, BridgeOptions, BridgeReport, DetectionLine, Latency, Timing,
+    ActStatus, Bridge, BridgeConfig, BridgeInput, BridgeOptions, BridgeReport, DetectionLine, Latency, Timing,
 };
+use fieldkit_bridge::field::{self, FieldScore, FieldTruth, Spray};
 use fieldkit_bridge::link::{monotonic_us, LinkStats};
 use fieldkit_bridge::planner;
 use fieldkit_core::fsio;
@@ -72,6 +73,10 @@ pub struct RunLoopArgs {
     /// Write the spray bridge's report (every spray with its outcome, link statistics) as JSON.
     #[arg(long, requires = "port")]
     spray_report: Option<PathBuf>,
+    /// Score the sprays against a clip's truth (`fieldkit bridge field-clip`): hit rate on
+    /// targets, timing error, spray on the other classes. Needs a file played with --realtime.
+    #[arg(long, requires = "port")]
+    truth: Option<PathBuf>,
     /// Follow the detections across frames (ByteTrack) and count in --line / --zone.
     #[arg(long)]
     track: bool,
@@ -177,6 +182,8 @@ impl<T> LatestSlot<T> {
 /// One frame's result from a worker.
 struct Done {
     seq: u64,
+    /// The frame's time in its stream (s).
+    time_s: f64,
     width: u32,
     height: u32,
     captured: Instant,
@@ -218,6 +225,8 @@ struct RunSummary {
     /// Sprays planned, done and failed, and link statistics: `null` without --port.
     sprays: Option<Sprays>,
     link: Option<LinkSummary>,
+    /// With --truth: the sprays scored against the clip's truth.
+    field: Option<FieldScore>,
     tracks: Option<u64>,
     counts: Option<CountSummary>,
 }
@@ -389,6 +398,13 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
     let mut counter = a.counting.counter(fps, cfg.max_time_lost() as u32, &engine.card().classes)?;
     let mut events = Vec::new();
     let max_frames = a.stream.max_frames();
+    let truth = match &a.truth {
+        Some(p) if is_live(&a.source) || !a.stream.realtime => {
+            anyhow::bail!("--truth {}: the clip must be a file played at its own pace (--realtime)", p.display())
+        }
+        Some(p) => Some(FieldTruth::load(p)?),
+        None => None,
+    };
     let bridge = connect_bridge(&a)?;
     let stop = stop_on_signals()?;
     let metrics = a.metrics_bind.map(|_| Arc::new(LoopMetrics::new()));
@@ -425,7 +441,9 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
                     let picked = Instant::now();
                     let result = session.predict(&frame.image, opts);
                     let (width, height) = frame.image.dimensions();
-                    if tx.send(Done { seq, width, height, captured: frame.captured, picked, result }).is_err() {
+                    let done =
+                        Done { seq, time_s: frame.time_s, width, height, captured: frame.captured, picked, result };
+                    if tx.send(done).is_err() {
                         break;
                     }
                 }
@@ -437,6 +455,9 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         // Results back in capture order: the tracker needs frames in sequence.
         let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
         let mut stages: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+        // Per frame: host µs of stream time 0 (capture minus the frame's time); the median
+        // puts a clip's truth on the device's clock.
+        let mut clip_origin: Vec<f64> = Vec::new();
         let (mut frames, mut detections) = (0u64, 0u64);
         let mut handle = |d: Done| -> Result<()> {
             let p = d.result.with_context(|| format!("{}: frame {}", a.source, d.seq))?;
@@ -446,8 +467,12 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
             };
             detections += dets.len() as u64;
             if let Some(tx) = &spray_tx {
+                let line = bridge_line(d.width, d.height, dets, d.captured);
+                if let BridgeInput::Line { capture_us, .. } = &line {
+                    clip_origin.push(*capture_us as f64 - d.time_s * 1e6);
+                }
                 // A closed channel: the bridge stopped on an error, which its join reports.
-                let _ = tx.send(bridge_line(d.width, d.height, dets, d.captured));
+                let _ = tx.send(line);
             }
             let mut frame_events = Vec::new();
             let mut tracked = None;
@@ -503,12 +528,12 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         // The bridge sees the end, finishes the sprays in flight and leaves the device safe.
         let spray = spray.map(|s| s.join().map_err(|_| anyhow::anyhow!("the spray bridge panicked"))).transpose()?;
         consumed?;
-        Ok((captured.map(|c| (c, frames, detections, stages, secs)), workers, spray))
+        Ok((captured.map(|c| (c, frames, detections, stages, secs, clip_origin)), workers, spray))
     })?;
     for w in worker_results {
         w.map_err(|_| anyhow::anyhow!("an inference worker panicked"))??;
     }
-    let (captured, frames, detections, stages, secs) = capture_result?;
+    let (captured, frames, detections, stages, secs, mut clip_origin) = capture_result?;
     let spray: Option<BridgeReport> = spray.transpose().context("the spray link")?;
     if stop.load(Ordering::Relaxed) {
         println!("stopped by a signal after {frames} frames; writing the outputs");
@@ -527,6 +552,27 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
     if let Some(r) = &spray {
         latency_ms.insert("ack", StageLatency { p50: r.capture_to_ack.p50_ms, p99: r.capture_to_ack.p99_ms });
     }
+    let field = match (&truth, &spray) {
+        (Some(t), Some(r)) if !clip_origin.is_empty() => {
+            clip_origin.sort_by(f64::total_cmp);
+            let origin = clip_origin[clip_origin.len() / 2];
+            let sprays: Vec<Spray> = r
+                .actuations
+                .iter()
+                .filter_map(|x| match x.status {
+                    ActStatus::Done { opened_us, closed_us } => Some(Spray {
+                        nozzle: x.nozzle,
+                        open_s: (opened_us as f64 - origin) / 1e6,
+                        close_s: (closed_us as f64 - origin) / 1e6,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let config = BridgeConfig::load(a.config.as_ref().expect("--truth requires --port, --port --config"))?;
+            Some(field::score(t, &config.plan, &sprays))
+        }
+        _ => None,
+    };
     let summary = RunSummary {
         source: a.source.clone(),
         frames,
@@ -544,6 +590,7 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
             estops: r.estops,
         }),
         link: spray.as_ref().map(|r| LinkSummary { stats: r.link.clone(), ack_rtt: r.ack_rtt.clone() }),
+        field,
         tracks: counts.as_ref().map(|c| c.tracks.len() as u64),
         counts,
     };
@@ -577,6 +624,26 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         if let Some(p) = &a.spray_report {
             fsio::write_json(p, r)?;
         }
+    }
+    if let Some(f) = &summary.field {
+        println!(
+            "field: {} of {} target passes under a nozzle sprayed (hit rate {:.3}, {}/{} targets fully), coverage {:.3}; \
+             opening {:+.0} ms (p50, p90 {:+.0}), closing {:+.0} ms (p50, p90 {:+.0}) against the plant's edges; \
+             other classes: {} of {} passes sprayed, coverage {:.3}",
+            f.passes_hit,
+            f.passes,
+            f.hit_rate,
+            f.targets_hit,
+            f.targets,
+            f.coverage_mean,
+            f.open_error_ms[0],
+            f.open_error_ms[1],
+            f.close_error_ms[0],
+            f.close_error_ms[1],
+            f.other_sprayed,
+            f.other_passes,
+            f.other_coverage_mean
+        );
     }
     if let Some(path) = &a.json {
         fsio::write_json(path, &summary)?;
