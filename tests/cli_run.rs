@@ -43,11 +43,33 @@ fn run_loop_reports_frames_drops_and_stage_latency() {
     assert!(s["sprays"].is_null() && s["link"].is_null());
     assert!(s["tracks"].as_u64().unwrap() >= 1, "{s}");
     assert_eq!(s["counts"]["frames"], 16);
-    let o = fieldkit(&[&base[..], &["--max-frames", "5"]].concat());
+    // --out: the annotated video has every frame; --record keeps the uncertain ones (all of
+    // them under a threshold of 1, none skipped with no spacing) with their index.
+    let (ann, rec) = (dir.path().join("ann.mp4"), dir.path().join("rec"));
+    let o = fieldkit(
+        &[
+            &base[..],
+            &["--max-frames", "5", "--out", ann.to_str().unwrap(), "--record", rec.to_str().unwrap()],
+            &["--record-below", "1", "--record-every-s", "0", "--conf", "0.05"],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(s["frames"], 5);
     assert!(s["tracks"].is_null(), "no --track: {s}");
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&ann)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "5");
+    assert_eq!(s["record"]["kept"], 5, "{s}");
+    let index = std::fs::read_to_string(rec.join("record.jsonl")).unwrap();
+    assert_eq!(index.lines().count(), 5);
+    let jpgs =
+        std::fs::read_dir(&rec).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jpg"));
+    assert_eq!(jpgs.count(), 5);
     let c = dir.path().join("cls.onnx");
     std::fs::copy(repo().join("runtime/tests/golden/tiny_classifier.onnx"), &c).unwrap();
     std::fs::copy(repo().join("runtime/tests/fixtures/tiny_classifier.card.json"), dir.path().join("cls.json"))

@@ -311,6 +311,40 @@ impl VideoWriter {
     }
 }
 
+/// A video whose size is its first frame's: the writer starts on the first `write`. For
+/// annotated outputs of streams, where the frame size is known only once frames arrive.
+pub struct VideoOut {
+    path: PathBuf,
+    fps: f64,
+    writer: Option<VideoWriter>,
+}
+
+impl VideoOut {
+    pub fn new(path: &Path, fps: f64) -> Self {
+        VideoOut { path: path.into(), fps, writer: None }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&mut self, frame: &RgbImage) -> Result<()> {
+        let w = match &mut self.writer {
+            Some(w) => w,
+            None => self.writer.insert(VideoWriter::create(&self.path, frame.width(), frame.height(), self.fps)?),
+        };
+        w.write(frame)
+    }
+
+    /// Finishes the file; `false` when no frame was written (no file).
+    pub fn finish(self) -> Result<bool> {
+        match self.writer {
+            Some(w) => w.finish().map(|_| true),
+            None => Ok(false),
+        }
+    }
+}
+
 impl Drop for VideoWriter {
     fn drop(&mut self) {
         if self.stdin.is_some() {

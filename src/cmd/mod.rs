@@ -13,6 +13,7 @@ pub mod export;
 pub mod label;
 pub mod metrics;
 pub mod predict;
+pub mod record;
 pub mod run;
 pub mod run_metrics;
 pub mod serve;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use fieldkit_core::video::{ReadOptions, VideoReader, VideoWriter};
+use fieldkit_core::video::{ReadOptions, VideoOut, VideoReader};
 use fieldkit_core::{dataset, fsio, image_io, report};
 use fieldkit_runtime::parallel_map;
 use fieldkit_runtime::{Engine, LabeledDetection, Output, PredictOptions, Prediction};
@@ -134,7 +134,7 @@ fn emit(jsonl: &mut Vec<u8>, index: usize, origin: Origin, p: &Prediction, ids: 
 
 /// Boxes to draw: detections with their class and score, `#id` first when tracked; untracked
 /// boxes under --conf (kept only for the tracker) are not drawn.
-fn boxes_to_draw(p: &Prediction, ids: Option<&[Option<u64>]>, conf: f32) -> Vec<([f32; 4], String, usize)> {
+pub(crate) fn boxes_to_draw(p: &Prediction, ids: Option<&[Option<u64>]>, conf: f32) -> Vec<([f32; 4], String, usize)> {
     let Output::Detections(d) = &p.output else { return Vec::new() };
     d.iter()
         .enumerate()
@@ -197,9 +197,9 @@ fn predict_video(
         if a.track { Some(ByteTrack::new(a.tracker.config(Some(rate))).context("tracker settings")?) } else { None };
     let stem = video.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "video".into());
     let mp4 = a.out.join(format!("{stem}.annotated.mp4"));
-    let mut writer: Option<VideoWriter> = None;
-    // An encoding failure costs the annotated video, not the predictions.
-    let mut encode_failed = false;
+    let mut writer = Some(VideoOut::new(&mp4, rate));
+    // An encoding failure costs the annotated video (the writer is dropped), not the
+    // predictions.
     let chunk = (4 * a.run.workers).max(4);
     let mut n = 0;
     loop {
@@ -226,20 +226,11 @@ fn predict_video(
                 }
                 _ => None,
             };
-            if !a.no_images && !encode_failed {
+            if let (false, Some(w)) = (a.no_images, &mut writer) {
                 let mut img = frame.image;
                 report::annotate(&mut img, &boxes_to_draw(&p, ids.as_deref(), a.nms.conf))?;
-                let wrote = match &mut writer {
-                    Some(w) => w.write(&img),
-                    None => VideoWriter::create(&mp4, img.width(), img.height(), rate).and_then(|mut w| {
-                        let r = w.write(&img);
-                        writer = Some(w);
-                        r
-                    }),
-                };
-                if let Err(e) = wrote {
+                if let Err(e) = w.write(&img) {
                     eprintln!("warning: {e}");
-                    encode_failed = true;
                     writer = None;
                 }
             }
@@ -251,11 +242,10 @@ fn predict_video(
     if n == 0 {
         bail!("{}: ffmpeg decoded no frames", video.display());
     }
-    if let Some(w) = writer {
-        match w.finish() {
-            Ok(()) => println!("annotated video {}", mp4.display()),
-            Err(e) => eprintln!("warning: {e}"),
-        }
+    match writer.map(VideoOut::finish) {
+        Some(Ok(true)) => println!("annotated video {}", mp4.display()),
+        Some(Err(e)) => eprintln!("warning: {e}"),
+        _ => {}
     }
     Ok(n)
 }

@@ -34,13 +34,17 @@ use fieldkit_bridge::field::{self, FieldScore, FieldTruth, Spray};
 use fieldkit_bridge::link::{monotonic_us, LinkStats};
 use fieldkit_bridge::planner;
 use fieldkit_core::fsio;
-use fieldkit_core::video::{is_live, VideoFrame, VideoReader};
+use fieldkit_core::report;
+use fieldkit_core::video::{is_live, VideoFrame, VideoOut, VideoReader};
 use fieldkit_runtime::bench::LatencyStats;
 use fieldkit_runtime::{LabeledDetection, Output, PredictOptions, Prediction};
 use fieldkit_track::{ByteTrack, CountSummary};
+use image::RgbImage;
 use serde::Serialize;
 
 use super::engine_args::{NmsArgs, RunArgs};
+use super::predict::boxes_to_draw;
+use super::record::{RecordArgs, RecordStats};
 use super::run_metrics::LoopMetrics;
 use super::track::{CountingArgs, StreamArgs, TrackerArgs};
 
@@ -77,6 +81,12 @@ pub struct RunLoopArgs {
     /// targets, timing error, spray on the other classes. Needs a file played with --realtime.
     #[arg(long, requires = "port")]
     truth: Option<PathBuf>,
+    /// Write the annotated video (boxes with their scores, track ids with --track, lines and
+    /// zones) as H.264.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    record: RecordArgs,
     /// Follow the detections across frames (ByteTrack) and count in --line / --zone.
     #[arg(long)]
     track: bool,
@@ -186,6 +196,8 @@ struct Done {
     time_s: f64,
     width: u32,
     height: u32,
+    /// Kept for --out and --record.
+    image: Option<RgbImage>,
     captured: Instant,
     picked: Instant,
     result: fieldkit_runtime::Result<Prediction>,
@@ -227,6 +239,8 @@ struct RunSummary {
     link: Option<LinkSummary>,
     /// With --truth: the sprays scored against the clip's truth.
     field: Option<FieldScore>,
+    /// With --record: uncertain frames seen, kept, over the budget, bytes written.
+    record: Option<RecordStats>,
     tracks: Option<u64>,
     counts: Option<CountSummary>,
 }
@@ -405,6 +419,10 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         Some(p) => Some(FieldTruth::load(p)?),
         None => None,
     };
+    let mut recorder = a.record.recorder(&a.source)?;
+    let overlay = a.counting.overlay()?;
+    let mut video_out = a.out.as_deref().map(|p| VideoOut::new(p, fps));
+    let keep_images = a.out.is_some() || a.record.wanted();
     let bridge = connect_bridge(&a)?;
     let stop = stop_on_signals()?;
     let metrics = a.metrics_bind.map(|_| Arc::new(LoopMetrics::new()));
@@ -441,8 +459,17 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
                     let picked = Instant::now();
                     let result = session.predict(&frame.image, opts);
                     let (width, height) = frame.image.dimensions();
-                    let done =
-                        Done { seq, time_s: frame.time_s, width, height, captured: frame.captured, picked, result };
+                    let image = keep_images.then_some(frame.image);
+                    let done = Done {
+                        seq,
+                        time_s: frame.time_s,
+                        width,
+                        height,
+                        image,
+                        captured: frame.captured,
+                        picked,
+                        result,
+                    };
                     if tx.send(done).is_err() {
                         break;
                     }
@@ -476,14 +503,31 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
             }
             let mut frame_events = Vec::new();
             let mut tracked = None;
+            let mut ids = None;
             if let Some(tr) = &mut tracker {
                 let boxes: Vec<_> = dets.iter().map(LabeledDetection::detection).collect();
                 let tracks = tr.update(&boxes)?;
                 // Source frame numbers: event times stay right when frames were dropped.
                 frame_events = counter.update(d.seq as u32 + 1, &tracks);
                 tracked = Some((tracks.len(), counter.tracks_seen()));
+                let mut by_detection = vec![None; dets.len()];
+                for t in &tracks {
+                    by_detection[t.detection] = Some(t.id);
+                }
+                ids = Some(by_detection);
             }
             let done = Instant::now();
+            // Outputs for people (video, recorded frames) after everything the robot acts on.
+            if let Some(mut img) = d.image {
+                if let Some(r) = &mut recorder {
+                    r.offer(d.seq, d.time_s, &img, dets)?;
+                }
+                if let Some(out) = &mut video_out {
+                    report::draw_paths(&mut img, &overlay)?;
+                    report::annotate(&mut img, &boxes_to_draw(&p, ids.as_deref(), a.nms.conf))?;
+                    out.write(&img)?;
+                }
+            }
             let ms = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64() * 1e3;
             let frame_stages = [
                 ("queue", ms(d.captured, d.picked)),
@@ -546,6 +590,27 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         events.extend(last);
     }
     a.counting.write_events(&events)?;
+    if let Some(out) = video_out {
+        let path = out.path().to_path_buf();
+        if out.finish()? {
+            println!("annotated video {}", path.display());
+        }
+    }
+    if let Some(r) = &recorder {
+        let dir = a.record.dir().expect("a recorder has its folder");
+        println!(
+            "recorded {} of {} uncertain frames ({:.1} MB) in {}{}",
+            r.stats.kept,
+            r.stats.uncertain,
+            r.stats.bytes as f64 / 1e6,
+            dir.display(),
+            if r.stats.over_budget > 0 {
+                format!("; {} left out over the budget", r.stats.over_budget)
+            } else {
+                String::new()
+            }
+        );
+    }
     let counts = a.track.then(|| counter.summary());
     let mut latency_ms: BTreeMap<&'static str, StageLatency> =
         stages.iter().map(|(k, v)| (*k, StageLatency::of(v))).collect();
@@ -591,6 +656,7 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         }),
         link: spray.as_ref().map(|r| LinkSummary { stats: r.link.clone(), ack_rtt: r.ack_rtt.clone() }),
         field,
+        record: recorder.map(|r| r.stats),
         tracks: counts.as_ref().map(|c| c.tracks.len() as u64),
         counts,
     };

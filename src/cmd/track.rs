@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fieldkit_core::detect::{Detection, NmsOptions};
 use fieldkit_core::report::Outline;
-use fieldkit_core::video::{ReadOptions, VideoReader, VideoWriter};
+use fieldkit_core::video::{ReadOptions, VideoOut, VideoReader};
 use fieldkit_core::{fsio, report};
 use fieldkit_runtime::{LabeledDetection, Layout, Output, PredictOptions};
 use fieldkit_track::{
@@ -281,8 +281,8 @@ pub fn run(a: TrackArgs) -> Result<i32> {
     let mut tracker = ByteTrack::new(cfg.clone()).context("tracker settings")?;
     let mut counter = a.counting.counter(cfg.frame_rate as f64, cfg.max_time_lost() as u32, &names)?;
     let overlay = a.counting.overlay()?;
-    let video_out = if a.source.is_some() { a.out.clone() } else { None };
-    let mut writer: Option<VideoWriter> = None;
+    let mut video_out =
+        if a.source.is_some() { a.out.as_deref().map(|p| VideoOut::new(p, cfg.frame_rate as f64)) } else { None };
     let mut events = Vec::new();
     let mut rows = Vec::new();
     let mut detections = 0;
@@ -293,17 +293,14 @@ pub fn run(a: TrackArgs) -> Result<i32> {
         detections += input.dets.len();
         let tracks = tracker.update(&input.dets)?;
         events.extend(counter.update(f, &tracks));
-        if let (Some(path), Some(mut img)) = (&video_out, input.image) {
+        if let (Some(out), Some(mut img)) = (&mut video_out, input.image) {
             let boxes: Vec<_> = tracks
                 .iter()
                 .map(|t| (t.bbox, format!("#{} {}", t.id, counter.class_name(t.class)), t.id as usize))
                 .collect();
             report::draw_paths(&mut img, &overlay)?;
             report::annotate(&mut img, &boxes)?;
-            if writer.is_none() {
-                writer = Some(VideoWriter::create(path, img.width(), img.height(), cfg.frame_rate as f64)?);
-            }
-            writer.as_mut().expect("created above").write(&img)?;
+            out.write(&img)?;
         }
         for t in tracks {
             let [x1, y1, x2, y2] = t.bbox.map(f64::from);
@@ -323,9 +320,13 @@ pub fn run(a: TrackArgs) -> Result<i32> {
     if let Some(path) = &mot_out {
         mot::write(path, &rows).with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(w) = writer {
-        w.finish()?;
-    }
+    let video_written = match video_out {
+        Some(out) => {
+            let path = out.path().to_path_buf();
+            out.finish()?.then_some(path)
+        }
+        None => None,
+    };
     let tracks = rows.iter().map(|r| r.id).collect::<std::collections::HashSet<_>>().len() as u64;
     let summary = Summary {
         source: label,
@@ -348,7 +349,7 @@ pub fn run(a: TrackArgs) -> Result<i32> {
         summary.mean_track_length,
         summary.ms_per_frame,
     );
-    for (what, path) in [("tracks", &mot_out), ("annotated video", &video_out)] {
+    for (what, path) in [("tracks", &mot_out), ("annotated video", &video_written)] {
         if let Some(p) = path {
             println!("{what} written to {}", p.display());
         }
