@@ -41,3 +41,34 @@ du -sh "$root/assets/data"/*
 mkdir -p "$root/assets/models/mobilenetv2-imagenet"
 cp "$shared/../models/mobilenetv2-imagenet/mobilenetv2_features.safetensors" "$root/assets/models/mobilenetv2-imagenet/"
 chmod u+w "$root/assets/models/mobilenetv2-imagenet/"*
+
+# The demo's field-loop detector and the photos it never saw (`fieldkit demo` stage 10), from a
+# `fieldkit train detect --holdout` run on sesame-weed-det given as SESAME_DET_RUN (its command
+# is in the run's config.json and assets/README.md). The model is quantized to INT8 for tract
+# (calibrated on 300 train photos); its card and training record are copied beside it. The
+# photos are 8 evenly spaced picks of the run's holdout.txt, one per source photo (Roboflow's
+# augmented copies of a photo were held out together): never trained on, never used to pick a
+# checkpoint.
+if [ -n "${SESAME_DET_RUN:-}" ]; then
+  fk="${FIELDKIT:-$root/target/release/fieldkit}"
+  det="$root/assets/models/sesame-det"
+  rm -rf "$det"
+  mkdir -p "$det/training"
+  "$fk" quantize --model "$SESAME_DET_RUN/model.onnx" --out "$det/model.int8.onnx" --int8 \
+    --calib "$shared/sesame-weed-det/images/train" --calib-limit 300
+  rm -f "$det"/model.int8.report.*
+  for f in config.json metrics.csv report.md holdout.txt model.json; do cp "$SESAME_DET_RUN/$f" "$det/training/"; done
+  out="$root/assets/data/sesame-field"
+  rm -rf "$out"
+  mkdir -p "$out/images/valid" "$out/labels/valid"
+  # One file per source photo (the name before Roboflow's ".rf." hash), then evenly spaced.
+  mapfile -t held < <(awk -F'.rf.' '!seen[$1]++' "$SESAME_DET_RUN/holdout.txt" | sort)
+  for ((i = 0; i < 8; i++)); do
+    img="${held[$((i * ${#held[@]} / 8))]}"
+    cp "$img" "$out/images/valid/"
+    lbl="${img/\/images\//\/labels\/}"
+    cp "${lbl%.*}.txt" "$out/labels/valid/"
+  done
+  printf 'path: .\ntrain: images/valid\nval: images/valid\nnames:\n  0: crop\n  1: weed\n' > "$out/data.yaml"
+  du -sh "$det" "$out"
+fi

@@ -19,6 +19,7 @@ fn demo_runs_every_stage() {
         "7. serve the model over HTTP",
         "8. train a crop/weed detector",
         "9. detections drive the spray nozzles",
+        "10. the field loop",
     ] {
         assert!(out.contains(stage), "missing stage {stage}:\n{out}");
     }
@@ -55,6 +56,18 @@ fn demo_runs_every_stage() {
     );
     assert!(out.contains(", 0 outside the plan;"), "{out}");
     assert!(dir.path().join("bridge/status.png").is_file());
+    // The field loop: real detections of the vendored detector on unseen photos drive the
+    // simulated MCU; the sprays are scored against the clip's truth (skipped without ffmpeg).
+    if have_ffmpeg() {
+        let run = fieldkit_core_card(&dir.path().join("field/run.json"));
+        let f = &run["field"];
+        assert!(f["passes"].as_u64().unwrap() >= 5, "{run}");
+        // A detector that sees the weeds sprays most of them; a broken loop (late sprays, a
+        // clock mismatch, nothing detected) sprays none.
+        assert!(f["hit_rate"].as_f64().unwrap() >= 0.5, "{run}");
+        assert!(run["latency_ms"]["ack"]["p50"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(out.contains("weeds under a nozzle sprayed: "), "{out}");
+    }
 }
 
 fn fieldkit_core_card(p: &std::path::Path) -> serde_json::Value {

@@ -40,6 +40,11 @@ pub struct ReadOptions {
     pub realtime: bool,
 }
 
+/// Whether ffmpeg is on PATH (video input and output need it).
+pub fn ffmpeg_available() -> bool {
+    Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false)
+}
+
 /// Live sources: a camera or a network stream (their time is the wall clock).
 pub fn is_live(source: &str) -> bool {
     source.starts_with("/dev/video") || source.contains("://")
@@ -360,10 +365,6 @@ impl Drop for VideoWriter {
 mod tests {
     use super::*;
 
-    fn have_ffmpeg() -> bool {
-        Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false)
-    }
-
     #[test]
     fn rates_and_live_sources() {
         assert_eq!(parse_rate("30000/1001").map(|r| (r * 100.0).round()), Some(2997.0));
@@ -376,7 +377,7 @@ mod tests {
     /// (within H.264's loss), their count and the frame rate; a missing file is named.
     #[test]
     fn round_trip_through_ffmpeg() {
-        if !have_ffmpeg() {
+        if !ffmpeg_available() {
             eprintln!("ffmpeg not on PATH: skipped (scripts/setup.sh installs it)");
             return;
         }

@@ -134,6 +134,7 @@ pub fn run(args: DemoArgs) -> Result<i32> {
     }
 
     bridge_stage(&assets, &out)?;
+    field_stage(&assets, &out)?;
 
     println!("\ndemo finished in {:.1} s; outputs in {}", t0.elapsed().as_secs_f64(), out.display());
     Ok(0)
@@ -398,12 +399,8 @@ margin_m = 0.02
 /// score 1) stand in for detections: the demo's 8-image detector is too weak to steer a
 /// sprayer, and the check needs a known plan.
 fn bridge_stage(assets: &Path, out: &Path) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
     use fieldkit_bridge::bridge::{Bridge, BridgeConfig, BridgeOptions, Timing};
-    use fieldkit_bridge::device::DeviceConfig;
-    use fieldkit_bridge::sim::{self, FaultConfig, SimOptions};
+    use fieldkit_bridge::sim;
 
     stage("9. detections drive the spray nozzles (simulated MCU, 1 % of line bytes corrupted)");
     let dir = out.join("bridge");
@@ -430,25 +427,14 @@ fn bridge_stage(assets: &Path, out: &Path) -> Result<()> {
     fsio::write_atomic(&cfg_path, DEMO_BRIDGE_TOML.as_bytes())?;
     let config = BridgeConfig::load(&cfg_path)?;
 
-    let port = dir.join("mcu");
-    let log = dir.join("mcu.jsonl");
-    let opts = SimOptions {
-        port: port.clone(),
-        log: Some(log.clone()),
-        device: DeviceConfig { nozzles: 8, ..Default::default() },
-        faults: FaultConfig { corrupt: 0.01, drop: 0.0, duplicate: 0.01, seed: 1 },
-        unplug: vec![],
-        run_for: Some(std::time::Duration::from_secs(120)),
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let sim_thread = std::thread::spawn(move || sim::run(&opts, flag));
-    let mut bridge = Bridge::new(BridgeOptions { port, config, timing: Timing::Recorded, quiet: true });
+    let rig = SimRig::start(&dir);
+    let mut bridge =
+        Bridge::new(BridgeOptions { port: rig.port.clone(), config, timing: Timing::Recorded, quiet: true });
     let t = Instant::now();
     let report =
         bridge.run(Box::new(std::io::BufReader::new(std::fs::File::open(&det_path)?)), &det_path.display().to_string());
-    stop.store(true, Ordering::Relaxed);
-    let summary = sim_thread.join().map_err(|_| anyhow::anyhow!("the simulated MCU panicked"))??;
+    let log = rig.log.clone();
+    let summary = rig.stop()?;
     let report = report?;
     let png = dir.join("status.png");
     bridge.save_status_png(&png)?;
@@ -472,6 +458,123 @@ fn bridge_stage(assets: &Path, out: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The simulated MCU of the demo's spray stages on a thread: 8 nozzles, 1 % of the line's
+/// bytes corrupted and 1 % of its frames duplicated, logging to `dir/mcu.jsonl`.
+struct SimRig {
+    port: PathBuf,
+    log: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<fieldkit_bridge::sim::SimSummary, fieldkit_bridge::BridgeError>>,
+}
+
+impl SimRig {
+    fn start(dir: &Path) -> Self {
+        use fieldkit_bridge::device::DeviceConfig;
+        use fieldkit_bridge::sim::{FaultConfig, SimOptions};
+        let (port, log) = (dir.join("mcu"), dir.join("mcu.jsonl"));
+        let opts = SimOptions {
+            port: port.clone(),
+            log: Some(log.clone()),
+            device: DeviceConfig { nozzles: 8, ..Default::default() },
+            faults: FaultConfig { corrupt: 0.01, drop: 0.0, duplicate: 0.01, seed: 1 },
+            unplug: vec![],
+            run_for: Some(std::time::Duration::from_secs(300)),
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || fieldkit_bridge::sim::run(&opts, flag));
+        SimRig { port, log, stop, thread }
+    }
+
+    fn stop(self) -> Result<fieldkit_bridge::sim::SimSummary> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.thread.join().map_err(|_| anyhow::anyhow!("the simulated MCU panicked"))??)
+    }
+}
+
+/// `fieldkit run` as typed on the command line.
+#[derive(clap::Parser)]
+struct RunCommand {
+    #[command(flatten)]
+    args: super::run::RunLoopArgs,
+}
+
+/// The field loop end to end: a drive over sesame photos the vendored detector never saw
+/// (`assets/data/sesame-field`, held out of its training run), built by `bridge field-clip`
+/// and played at its frame rate through that detector (fine-tuned by fieldkit, INT8) into the
+/// simulated MCU over a faulty line; the device's sprays scored against the clip's truth.
+fn field_stage(assets: &Path, out: &Path) -> Result<()> {
+    use clap::Parser;
+    use fieldkit_bridge::bridge::BridgeConfig;
+    use fieldkit_bridge::field::{self, ClipSettings};
+
+    stage("10. the field loop: camera to nozzles on a drive over unseen sesame photos (fieldkit run)");
+    if !fieldkit_core::video::ffmpeg_available() {
+        println!("skipped: ffmpeg is not installed (scripts/setup.sh installs it); the clip needs it");
+        return Ok(());
+    }
+    let dir = out.join("field");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cfg_path = dir.join("bridge.toml");
+    fsio::write_atomic(&cfg_path, FIELD_BRIDGE_TOML.as_bytes())?;
+    let config = BridgeConfig::load(&cfg_path)?;
+    let clip = dir.join("field.mp4");
+    let settings = ClipSettings { width: 320, fps: 10.0, images: 8 };
+    let truth = field::build_clip(&assets.join("data/sesame-field/data.yaml"), "val", &config.plan, &settings, &clip)?;
+    let truth_path = super::bridge::truth_path(&clip);
+    fsio::write_json(&truth_path, &truth)?;
+    let model = assets.join("models/sesame-det/model.int8.onnx");
+    println!(
+        "clip {}: {} frames at {} fps of 8 photos at {} m/s; detector {} (its training record beside it)",
+        clip.display(),
+        truth.frames,
+        truth.fps,
+        truth.speed_mps,
+        model.display()
+    );
+    let rig = SimRig::start(&dir);
+    let json = dir.join("run.json");
+    let p = |p: &Path| p.display().to_string();
+    let cli = RunCommand::try_parse_from([
+        "run".to_string(),
+        "--source".into(),
+        p(&clip),
+        "--realtime".into(),
+        "--model".into(),
+        p(&model),
+        "--port".into(),
+        p(&rig.port),
+        "--config".into(),
+        p(&cfg_path),
+        "--truth".into(),
+        p(&truth_path),
+        "--json".into(),
+        p(&json),
+        "--out".into(),
+        p(&dir.join("annotated.mp4")),
+    ])?;
+    let ran = super::run::run(cli.args);
+    rig.stop()?;
+    ran?;
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+    let f = &r["field"];
+    println!(
+        "weeds under a nozzle sprayed: {} of {} passes (hit rate {:.2}); crop passes sprayed: {} of {}; glass to nozzle command acknowledged p50 {:.1} ms, p99 {:.1} ms",
+        f["passes_hit"],
+        f["passes"],
+        f["hit_rate"].as_f64().unwrap_or(f64::NAN),
+        f["other_sprayed"],
+        f["other_passes"],
+        r["latency_ms"]["ack"]["p50"].as_f64().unwrap_or(f64::NAN),
+        r["latency_ms"]["ack"]["p99"].as_f64().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+/// The field stage's rig: the sample bridge.toml (1.0 × 0.75 m footprint, 8 nozzles, 0.5 m/s,
+/// weeds from 0.35).
+const FIELD_BRIDGE_TOML: &str = include_str!("../../firmware-bridge/bridge.toml");
 
 fn round(b: [f32; 4]) -> [f32; 4] {
     b.map(|v| (v * 10.0).round() / 10.0)

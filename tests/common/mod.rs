@@ -79,7 +79,7 @@ fn have(what: &str, found: bool) -> bool {
 }
 
 pub fn have_ffmpeg() -> bool {
-    have("ffmpeg", Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false))
+    have("ffmpeg", fieldkit_core::video::ffmpeg_available())
 }
 
 /// Debian's Python with GStreamer's RTSP server bindings (tests/support/rtsp_server.py).
