@@ -156,7 +156,7 @@ pub struct ClassifyArgs {
 /// The loop flags both tasks take, defined once (defaults differ per task: see each config).
 #[derive(Args)]
 pub struct TrainLoopArgs {
-    /// Epochs (default: classify 12, detect 10).
+    /// Epochs (default: classify 12, detect 14).
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -202,7 +202,7 @@ pub struct TrainLoopArgs {
     #[arg(long)]
     holdout: Option<f64>,
     /// Validate, keep and export a moving average of the weights spanning about this many
-    /// epochs (YOLOX, Ultralytics, timm); 0 turns it off.
+    /// epochs (YOLOX, Ultralytics, timm); 0 turns it off. Default: detect 1, classify 0.
     #[arg(long)]
     ema: Option<f64>,
 }
