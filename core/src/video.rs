@@ -1,6 +1,7 @@
 //! Video in and out through an `ffmpeg` child process and raw RGB pipes: frames stream one at
 //! a time (no temporary image files, constant memory), from files, `rtsp://` / `http://`
 //! streams and V4L2 cameras (`/dev/videoN`), and annotated frames stream into an H.264 file.
+//! A folder of images is a source too ([`FrameSource`]), read in name order.
 //! The binary itself carries no codecs; ffmpeg (Debian's `ffmpeg` package) is found on PATH.
 
 use std::io::{Read, Write};
@@ -313,6 +314,90 @@ impl VideoWriter {
     fn failure(&self, what: &str) -> CoreError {
         let tail = self.stderr.lock().map(|t| t.trim().to_string()).unwrap_or_default();
         CoreError::Argument(format!("{}: {what}: {}", self.path.display(), tail.lines().last().unwrap_or("no message")))
+    }
+}
+
+/// Frames from a folder of images in name order (`fieldkit run --source DIR`), at `fps`
+/// (`--fps`, default 10): media time `index / fps`, paced to it with `realtime`.
+pub struct ImageSequence {
+    dir: PathBuf,
+    paths: Vec<PathBuf>,
+    info: VideoInfo,
+    realtime: bool,
+    opened: Instant,
+    index: u64,
+}
+
+impl ImageSequence {
+    pub const DEFAULT_FPS: f64 = 10.0;
+
+    pub fn open(dir: &Path, opts: &ReadOptions) -> Result<ImageSequence> {
+        let fps = opts.fps.unwrap_or(Self::DEFAULT_FPS);
+        if !(fps > 0.0 && fps.is_finite()) {
+            return Err(CoreError::Argument(format!("--fps {fps} must be > 0")));
+        }
+        let paths = crate::dataset::list_images(dir)?;
+        let first = paths.first().ok_or_else(|| {
+            CoreError::Argument(format!("{}: no images (.jpg, .png, ...) in this folder", dir.display()))
+        })?;
+        let (width, height) = crate::image_io::file_dimensions(first)?;
+        Ok(ImageSequence {
+            dir: dir.into(),
+            paths,
+            info: VideoInfo { width, height, fps },
+            realtime: opts.realtime,
+            opened: Instant::now(),
+            index: 0,
+        })
+    }
+
+    pub fn next_frame(&mut self) -> Result<Option<VideoFrame>> {
+        let Some(path) = self.paths.get(self.index as usize) else { return Ok(None) };
+        let time_s = self.index as f64 / self.info.fps;
+        if self.realtime {
+            let due = self.opened + std::time::Duration::from_secs_f64(time_s);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let image = crate::image_io::read_rgb(path)?;
+        let frame = VideoFrame { image, index: self.index, time_s, captured: Instant::now() };
+        self.index += 1;
+        Ok(Some(frame))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A stream of frames: a video file, network stream or camera through ffmpeg, or a folder of
+/// images.
+pub enum FrameSource {
+    Video(VideoReader),
+    Images(ImageSequence),
+}
+
+impl FrameSource {
+    /// A folder is read as images; anything else goes to ffmpeg.
+    pub fn open(source: &str, opts: &ReadOptions) -> Result<FrameSource> {
+        if Path::new(source).is_dir() {
+            Ok(FrameSource::Images(ImageSequence::open(Path::new(source), opts)?))
+        } else {
+            Ok(FrameSource::Video(VideoReader::open(source, opts)?))
+        }
+    }
+
+    pub fn info(&self) -> VideoInfo {
+        match self {
+            FrameSource::Video(v) => v.info(),
+            FrameSource::Images(f) => f.info,
+        }
+    }
+
+    pub fn next_frame(&mut self) -> Result<Option<VideoFrame>> {
+        match self {
+            FrameSource::Video(v) => v.next_frame(),
+            FrameSource::Images(f) => f.next_frame(),
+        }
     }
 }
 

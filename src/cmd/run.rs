@@ -35,7 +35,7 @@ use fieldkit_bridge::link::{monotonic_us, LinkStats};
 use fieldkit_bridge::planner;
 use fieldkit_core::fsio;
 use fieldkit_core::report;
-use fieldkit_core::video::{is_live, VideoFrame, VideoOut, VideoReader};
+use fieldkit_core::video::{is_live, FrameSource, VideoFrame, VideoOut};
 use fieldkit_runtime::bench::LatencyStats;
 use fieldkit_runtime::{LabeledDetection, Output, PredictOptions, Prediction};
 use fieldkit_track::{ByteTrack, CountSummary};
@@ -50,7 +50,8 @@ use super::track::{CountingArgs, StreamArgs, TrackerArgs};
 
 #[derive(Args)]
 pub struct RunLoopArgs {
-    /// A V4L2 camera (/dev/videoN), an rtsp:// or http:// stream, or a video file.
+    /// A V4L2 camera (/dev/videoN), an rtsp:// or http:// stream, a video file, or a folder
+    /// of images (name order, at --fps, default 10).
     #[arg(long)]
     source: String,
     /// Detector (ONNX with its card).
@@ -326,8 +327,8 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 /// is set, the consumers closed the slot or `max_frames` were taken; a live source that fails
 /// or ends is reopened with backoff, the failure reported (log, metrics) and timed.
 fn capture(
-    reader: VideoReader,
-    reopen: impl Fn() -> Result<VideoReader>,
+    reader: FrameSource,
+    reopen: impl Fn() -> Result<FrameSource>,
     retry: bool,
     slot: &LatestSlot<VideoFrame>,
     stop: &AtomicBool,
@@ -338,7 +339,7 @@ fn capture(
     let mut reader = Some(reader);
     let stopping = || stop.load(Ordering::Relaxed) || slot.is_closed();
     while c.frames < max_frames && !stopping() {
-        let lost = match reader.as_mut().map(VideoReader::next_frame) {
+        let lost = match reader.as_mut().map(FrameSource::next_frame) {
             Some(Ok(Some(frame))) => {
                 if !slot.put(c.frames, frame) {
                     break;

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fieldkit_core::detect::{Detection, NmsOptions};
 use fieldkit_core::report::Outline;
-use fieldkit_core::video::{ReadOptions, VideoOut, VideoReader};
+use fieldkit_core::video::{FrameSource, ReadOptions, VideoOut};
 use fieldkit_core::{fsio, report};
 use fieldkit_runtime::{LabeledDetection, Layout, Output, PredictOptions};
 use fieldkit_track::{
@@ -119,10 +119,10 @@ pub struct TrackArgs {
 /// How a video source is read, for every command that reads one frame by frame.
 #[derive(Args, Clone, Debug, Default)]
 pub struct StreamArgs {
-    /// Resample the video to this frame rate.
+    /// Resample the video to this frame rate (a folder of images plays at it; default 10).
     #[arg(long)]
     pub fps: Option<f64>,
-    /// Deliver a video file at its own frame rate, as a camera would.
+    /// Deliver a video file (or image folder) at its own frame rate, as a camera would.
     #[arg(long)]
     pub realtime: bool,
     /// Stop after this many frames.
@@ -131,8 +131,9 @@ pub struct StreamArgs {
 }
 
 impl StreamArgs {
-    pub fn open(&self, source: &str) -> Result<VideoReader> {
-        Ok(VideoReader::open(source, &ReadOptions { fps: self.fps, realtime: self.realtime })?)
+    /// A video file, stream or camera (through ffmpeg), or a folder of images.
+    pub fn open(&self, source: &str) -> Result<FrameSource> {
+        Ok(FrameSource::open(source, &ReadOptions { fps: self.fps, realtime: self.realtime })?)
     }
 
     pub fn max_frames(&self) -> u64 {
