@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use common::*;
 use serde_json::Value;
 
@@ -29,22 +26,7 @@ fn bridge_drives_the_simulated_mcu_through_a_faulty_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let port = d.join("mcu");
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_fieldkit"))
-        .args(["bridge", "simulate-mcu", "--port"])
-        .arg(&port)
-        .arg("--log")
-        .arg(d.join("mcu.jsonl"))
-        .args(["--corrupt", "0.01", "--drop", "0.002", "--duplicate", "0.02", "--seed", "3", "--run-for-s", "30"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..500 {
-        if port.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut sim = simulated_mcu(d, 3, 30);
     detections(&d.join("det.jsonl"));
     let config = repo().join("firmware-bridge/bridge.toml");
     let out = fieldkit(&[

@@ -79,28 +79,6 @@ fn run_loop_reports_frames_drops_and_stage_latency() {
     assert!(stderr(&o).contains("cls.onnx: not a detector"), "{}", stderr(&o));
 }
 
-/// `fieldkit bridge simulate-mcu` on a pty at `dir/mcu` with 1 % byte corruption, lost bytes
-/// and duplicated frames, logging to `dir/mcu.jsonl`, once its port exists.
-fn simulated_mcu(dir: &std::path::Path) -> Child {
-    let port = dir.join("mcu");
-    let sim = Command::new(env!("CARGO_BIN_EXE_fieldkit"))
-        .args(["bridge", "simulate-mcu", "--port"])
-        .arg(&port)
-        .arg("--log")
-        .arg(dir.join("mcu.jsonl"))
-        .args(["--corrupt", "0.01", "--drop", "0.002", "--duplicate", "0.02", "--seed", "5", "--run-for-s", "120"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !port.exists() {
-        assert!(Instant::now() < deadline, "the simulated MCU did not appear");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    sim
-}
-
 /// The sample bridge.toml spraying every class of the tiny detector from score 0.1, with a
 /// vision timeout of `vision_ms`.
 fn spray_config(dir: &std::path::Path, vision_ms: u32) -> std::path::PathBuf {
@@ -175,7 +153,7 @@ fn run_drives_the_simulated_mcu() {
     assert_eq!((truth["width"].as_u64(), truth["height"].as_u64()), (Some(320), Some(240)), "{truth}");
     let objects = truth["objects"].as_array().unwrap();
     assert!(!objects.is_empty() && objects.iter().all(|o| o["exit_s"].as_f64() > o["enter_s"].as_f64()), "{truth}");
-    let mut sim = simulated_mcu(d);
+    let mut sim = simulated_mcu(d, 5, 120);
     let (json, report) = (d.join("run.json"), d.join("spray.json"));
     let o = fieldkit(&[
         "run",
@@ -294,7 +272,7 @@ fn run_survives_a_lost_rtsp_stream() {
     panning_clip(&clip, 12, 10);
     let port = free_port();
     let mut server = rtsp_server(port, &clip);
-    let mut sim = simulated_mcu(dir.path());
+    let mut sim = simulated_mcu(dir.path(), 5, 120);
     let config = spray_config(dir.path(), 400);
     let json = dir.path().join("run.json");
     let source = format!("rtsp://127.0.0.1:{port}/field");

@@ -107,3 +107,27 @@ pub fn panning_clip(clip: &Path, secs: u32, fps: u32) {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `fieldkit bridge simulate-mcu` on a pty at `dir/mcu` with 1 % byte corruption, lost bytes
+/// and duplicated frames (faults drawn from `seed`), logging to `dir/mcu.jsonl`, for at most
+/// `run_for_s`; returned once its port exists.
+pub fn simulated_mcu(dir: &Path, seed: u64, run_for_s: u64) -> std::process::Child {
+    let port = dir.join("mcu");
+    let sim = Command::new(env!("CARGO_BIN_EXE_fieldkit"))
+        .args(["bridge", "simulate-mcu", "--port"])
+        .arg(&port)
+        .arg("--log")
+        .arg(dir.join("mcu.jsonl"))
+        .args(["--corrupt", "0.01", "--drop", "0.002", "--duplicate", "0.02"])
+        .args(["--seed", &seed.to_string(), "--run-for-s", &run_for_s.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !port.exists() {
+        assert!(std::time::Instant::now() < deadline, "the simulated MCU did not appear");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    sim
+}
