@@ -307,6 +307,10 @@ fn run_survives_a_lost_rtsp_stream() {
     let mut server = rtsp_server(port, &clip);
     let text = scrape_until(&url, "a reconnection", |t| metric(t, "fieldkit_run_source_reconnects_total") == Some(1.0));
     assert!(text.contains("fieldkit_run_stage_seconds_count{stage=\"inference\"}"), "{text}");
+    // The spray link on Prometheus: the E-stop while blind, sprays, glass-to-nozzle samples.
+    assert!(metric(&text, "fieldkit_run_estops_total").is_some_and(|n| n >= 1.0), "{text}");
+    assert!(metric(&text, r#"fieldkit_run_sprays_total{status="planned"}"#).is_some(), "{text}");
+    assert!(text.contains("fieldkit_run_capture_to_ack_seconds_count"), "{text}");
     let before = metric(&text, "fieldkit_run_frames_total").unwrap();
     scrape_until(&url, "frames after the reconnection", |t| {
         metric(t, "fieldkit_run_frames_total").is_some_and(|n| n >= before + 10.0)

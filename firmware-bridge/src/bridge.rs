@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -221,6 +223,43 @@ pub struct BridgeReport {
     pub device: Option<Telemetry>,
 }
 
+/// Running totals another thread reads while the bridge runs (`fieldkit run
+/// --metrics-bind`): sprays planned, done and failed so far, E-stops, whether the link is up,
+/// and the glass-to-nozzle samples not yet taken (`take_acks`).
+#[derive(Debug, Default)]
+pub struct LiveCounts {
+    pub planned: AtomicU64,
+    pub done: AtomicU64,
+    pub failed: AtomicU64,
+    pub estops: AtomicU64,
+    pub link_up: AtomicBool,
+    acks_us: Mutex<Vec<u64>>,
+}
+
+impl LiveCounts {
+    /// Capture-to-acknowledgement times (µs) recorded since the last call.
+    pub fn take_acks(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.acks_us.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Sets an actuation's status, keeping the live done / failed totals right when a final
+/// status is taken back (a failed spray re-planned after a reconnect).
+fn set_status(live: &LiveCounts, a: &mut Actuation, new: ActStatus) {
+    let counter = |s: &ActStatus| match s {
+        ActStatus::Done { .. } => Some(&live.done),
+        ActStatus::Failed { .. } => Some(&live.failed),
+        _ => None,
+    };
+    if let Some(c) = counter(&a.status) {
+        c.fetch_sub(1, Ordering::Relaxed);
+    }
+    if let Some(c) = counter(&new) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    a.status = new;
+}
+
 pub struct BridgeOptions {
     pub port: PathBuf,
     pub config: BridgeConfig,
@@ -268,6 +307,7 @@ pub struct Bridge {
     first_line_us: Option<u64>,
     last_line_us: u64,
     capture_to_ack_us: Vec<u64>,
+    live: Arc<LiveCounts>,
 }
 
 impl Bridge {
@@ -291,7 +331,13 @@ impl Bridge {
             first_line_us: None,
             last_line_us: 0,
             capture_to_ack_us: Vec::new(),
+            live: Arc::new(LiveCounts::default()),
         }
+    }
+
+    /// The running totals, for a reader on another thread.
+    pub fn live(&self) -> Arc<LiveCounts> {
+        self.live.clone()
     }
 
     fn say(&self, msg: impl AsRef<str>) {
@@ -371,7 +417,7 @@ impl Bridge {
         let now = monotonic_us();
         for a in self.acts.values_mut() {
             if !a.is_final() {
-                a.status = ActStatus::Failed { reason: "no report from the device".into() };
+                set_status(&self.live, a, ActStatus::Failed { reason: "no report from the device".into() });
             }
         }
         // Leave the device safe: closed and refusing until a new session.
@@ -387,6 +433,7 @@ impl Bridge {
             self.say(format!("no detections for {} ms: E-stop", limit / 1000));
             self.estopped = true;
             self.estops += 1;
+            self.live.estops.fetch_add(1, Ordering::Relaxed);
             self.link.send(Message::Estop { reason: EstopReason::Vision }, now);
         }
     }
@@ -433,6 +480,7 @@ impl Bridge {
                 self.triggers += 1;
                 match self.merger.add(&t, now) {
                     Merge::New { id, nozzle, open_us, close_us } => {
+                        self.live.planned.fetch_add(1, Ordering::Relaxed);
                         self.acts.insert(
                             id,
                             Actuation {
@@ -452,7 +500,7 @@ impl Bridge {
                             a.open_us = open_us;
                             a.close_us = close_us;
                             if !matches!(a.status, ActStatus::Done { .. }) {
-                                a.status = ActStatus::Pending;
+                                set_status(&self.live, a, ActStatus::Pending);
                             }
                         }
                     }
@@ -474,7 +522,8 @@ impl Bridge {
             let in_time = if a.acked_once { a.close_us > now + lead } else { a.open_us >= now + lead };
             if !in_time {
                 let why = if self.link.is_up() { "planned too late to deliver" } else { "link down at its open time" };
-                a.status = if a.acked_once { ActStatus::Acked } else { ActStatus::Failed { reason: why.into() } };
+                let settled = if a.acked_once { ActStatus::Acked } else { ActStatus::Failed { reason: why.into() } };
+                set_status(&self.live, a, settled);
                 continue;
             }
             if !up {
@@ -487,7 +536,7 @@ impl Bridge {
                 duration_us: (a.close_us - a.open_us).min(u32::MAX as u64) as u32,
             });
             if self.link.send(msg, now) {
-                a.status = ActStatus::Sent;
+                set_status(&self.live, a, ActStatus::Sent);
             }
         }
     }
@@ -495,6 +544,7 @@ impl Bridge {
     fn on_link(&mut self, e: LinkEvent, now: u64) {
         match e {
             LinkEvent::Up { nozzles } => {
+                self.live.link_up.store(true, Ordering::Relaxed);
                 self.say(format!("device up on {} ({nozzles} nozzles)", self.opts.port.display()));
                 let n = self.opts.config.plan.boom.nozzles_m.len();
                 if (nozzles as usize) < n {
@@ -504,29 +554,34 @@ impl Bridge {
                 let lead = (self.opts.config.plan.plan.min_lead_ms * 1e3) as u64;
                 for a in self.acts.values_mut() {
                     if !matches!(a.status, ActStatus::Done { .. }) && a.open_us >= now + lead {
-                        a.status = ActStatus::Pending;
+                        set_status(&self.live, a, ActStatus::Pending);
                         a.acked_once = false;
                     }
                 }
             }
-            LinkEvent::Down { reason } => self.say(format!("link down: {reason}")),
+            LinkEvent::Down { reason } => {
+                self.live.link_up.store(false, Ordering::Relaxed);
+                self.say(format!("link down: {reason}"))
+            }
             LinkEvent::Telemetry(t) => self.telemetry = Some(t),
             LinkEvent::Acked { msg: Message::Actuate(m), .. } => {
                 if let Some(a) = self.acts.get_mut(&m.id) {
                     if !a.acked_once {
-                        self.capture_to_ack_us.push(now.saturating_sub(a.capture_us));
+                        let us = now.saturating_sub(a.capture_us);
+                        self.capture_to_ack_us.push(us);
+                        self.live.acks_us.lock().unwrap_or_else(|p| p.into_inner()).push(us);
                     }
                     a.acked_once = true;
                     let current = m.open_at_us == a.open_us && m.open_at_us + m.duration_us as u64 == a.close_us;
                     if a.status == ActStatus::Sent && current {
-                        a.status = ActStatus::Acked;
+                        set_status(&self.live, a, ActStatus::Acked);
                     }
                 }
             }
             LinkEvent::Nacked { msg: Message::Actuate(m), reason } => {
                 if let Some(a) = self.acts.get_mut(&m.id) {
                     if !matches!(a.status, ActStatus::Done { .. }) {
-                        a.status = ActStatus::Failed { reason: format!("device refused: {reason:?}") };
+                        set_status(&self.live, a, ActStatus::Failed { reason: format!("device refused: {reason:?}") });
                     }
                 }
             }
@@ -534,17 +589,19 @@ impl Bridge {
                 // Resent after a reconnect if still in time (send_pending decides).
                 if let Some(a) = self.acts.get_mut(&m.id) {
                     if a.status == ActStatus::Sent {
-                        a.status = ActStatus::Pending;
+                        set_status(&self.live, a, ActStatus::Pending);
                     }
                 }
             }
             LinkEvent::Report { id, outcome } => {
                 if let Some(a) = self.acts.get_mut(&id) {
                     match outcome {
-                        Outcome::Done { opened_us, closed_us } => a.status = ActStatus::Done { opened_us, closed_us },
+                        Outcome::Done { opened_us, closed_us } => {
+                            set_status(&self.live, a, ActStatus::Done { opened_us, closed_us })
+                        }
                         // A newer send of the same id (after a reconnect) may still run.
                         Outcome::Failed(r) if !matches!(a.status, ActStatus::Done { .. } | ActStatus::Pending) => {
-                            a.status = ActStatus::Failed { reason: fail_text(r).into() };
+                            set_status(&self.live, a, ActStatus::Failed { reason: fail_text(r).into() });
                         }
                         Outcome::Failed(_) => {}
                     }
@@ -640,6 +697,26 @@ fn fail_text(r: FailReason) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_totals_follow_a_spray_failed_then_replanned_and_done() {
+        let live = LiveCounts::default();
+        let mut a = Actuation {
+            id: 1,
+            nozzle: 0,
+            open_us: 0,
+            close_us: 1,
+            class: "weed".into(),
+            capture_us: 0,
+            status: ActStatus::Pending,
+            acked_once: false,
+        };
+        set_status(&live, &mut a, ActStatus::Failed { reason: "link down".into() });
+        assert_eq!((live.done.load(Ordering::Relaxed), live.failed.load(Ordering::Relaxed)), (0, 1));
+        set_status(&live, &mut a, ActStatus::Pending);
+        set_status(&live, &mut a, ActStatus::Done { opened_us: 0, closed_us: 1 });
+        assert_eq!((live.done.load(Ordering::Relaxed), live.failed.load(Ordering::Relaxed)), (1, 0));
+    }
 
     #[test]
     fn the_sample_config_loads() {

@@ -441,6 +441,9 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
     let (tx, rx) = mpsc::channel::<Done>();
     let (capture_result, worker_results, spray) = std::thread::scope(|scope| -> Result<_> {
         let (spray_tx, spray_rx) = mpsc::channel::<BridgeInput>();
+        if let (Some(b), Some(m)) = (&bridge, &metrics) {
+            m.attach_bridge(b.live());
+        }
         let spray = bridge.map(|mut b| scope.spawn(move || b.run_from(spray_rx)));
         let spray_tx = spray.is_some().then_some(spray_tx);
         let (capture_slot, stop, metrics) = (slot.clone(), &stop, metrics.as_deref());

@@ -1,9 +1,14 @@
 //! `fieldkit run --metrics-bind ADDR`: the field loop's counters for Prometheus — frames and
 //! drops, detections per class, per-stage latency histograms, tracks, line crossings and zone
-//! entries, exits and occupancy per class — served by `fieldkit_serve::exporter` on its own
-//! thread while the loop runs. Names start `fieldkit_run_`; counters end in `_total`.
+//! entries, exits and occupancy per class, and with a spray link the sprays, E-stops, the
+//! link's state and the glass-to-nozzle latency (read from the bridge's live totals at each
+//! scrape) — served by `fieldkit_serve::exporter` on its own thread while the loop runs. Names
+//! start `fieldkit_run_`; counters end in `_total`.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use fieldkit_bridge::bridge::LiveCounts;
 
 use fieldkit_track::Event;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -21,6 +26,11 @@ struct ClassLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabel {
     stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SprayLabel {
+    status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,6 +66,12 @@ pub struct LoopMetrics {
     source_up: Gauge,
     reconnects: Counter,
     fps: Gauge<f64, AtomicU64>,
+    sprays: Family<SprayLabel, Counter>,
+    estops: Counter,
+    link_up: Gauge,
+    capture_to_ack: Histogram,
+    /// The spray bridge's live totals, once it runs.
+    bridge: OnceLock<Arc<LiveCounts>>,
 }
 
 impl LoopMetrics {
@@ -76,6 +92,11 @@ impl LoopMetrics {
             source_up: Gauge::default(),
             reconnects: Counter::default(),
             fps: Gauge::default(),
+            sprays: Family::default(),
+            estops: Counter::default(),
+            link_up: Gauge::default(),
+            capture_to_ack: stage_histogram(),
+            bridge: OnceLock::new(),
         };
         registry.register("frames", "Frames processed", m.frames.clone());
         registry.register(
@@ -98,6 +119,14 @@ impl LoopMetrics {
         registry.register("source_up", "1 while the source delivers frames, 0 while it is lost", m.source_up.clone());
         registry.register("source_reconnects", "Times the source was reopened after it was lost", m.reconnects.clone());
         registry.register("fps", "Frames processed per second since the start", m.fps.clone());
+        registry.register("sprays", "Sprays by status: planned, done, failed (spray link)", m.sprays.clone());
+        registry.register("estops", "E-stops sent to the spray device", m.estops.clone());
+        registry.register("link_up", "1 while the spray device answers", m.link_up.clone());
+        registry.register(
+            "capture_to_ack_seconds",
+            "Glass to nozzle: a spray's frame captured to the device acknowledging its command",
+            m.capture_to_ack.clone(),
+        );
         LoopMetrics { registry, ..m }
     }
 
@@ -165,8 +194,27 @@ impl LoopMetrics {
         self.reconnects.inc();
     }
 
+    /// Reads the spray bridge's live totals at every scrape from now on.
+    pub fn attach_bridge(&self, live: Arc<LiveCounts>) {
+        let _ = self.bridge.set(live);
+    }
+
+    fn bridge_totals(&self) {
+        let Some(live) = self.bridge.get() else { return };
+        for (status, n) in [("planned", &live.planned), ("done", &live.done), ("failed", &live.failed)] {
+            let c = self.sprays.get_or_create(&SprayLabel { status: status.into() });
+            c.inc_by(n.load(Ordering::Relaxed).saturating_sub(c.get()));
+        }
+        self.estops.inc_by(live.estops.load(Ordering::Relaxed).saturating_sub(self.estops.get()));
+        self.link_up.set(i64::from(live.link_up.load(Ordering::Relaxed)));
+        for us in live.take_acks() {
+            self.capture_to_ack.observe(us as f64 / 1e6);
+        }
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
+        self.bridge_totals();
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
@@ -219,6 +267,7 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        assert!(!text.contains("fieldkit_run_sprays_total{"), "no spray link, no spray counts:\n{text}");
         let sum = text.lines().find(|l| l.starts_with(r#"fieldkit_run_stage_seconds_sum{stage="total"}"#)).unwrap();
         let v: f64 = sum.rsplit(' ').next().unwrap().parse().unwrap();
         assert!((v - 0.042).abs() < 1e-9, "{sum}");
