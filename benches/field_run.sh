@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The field loop against ground truth: a drive over sesame-weed-det photos (`fieldkit bridge
-# field-clip`: photos laid end to end, panned under bridge.toml's camera at its speed, 10 fps)
-# run through a detector by `fieldkit run --realtime` into the simulated spray MCU, once on a
+# field-clip`: photos laid end to end, panned under bridge.toml's camera at its speed, at FPS
+# frames a second, default 10) run through a detector by `fieldkit run --realtime` into the simulated spray MCU, once on a
 # clean serial line and once with line faults (1 % corrupt bytes, 0.2 % lost bytes, 2 %
 # duplicated frames). Prints and writes WORK_DIR/field_run.json: hit rate on weeds, coverage,
 # opening / closing error against the plants' edges, crop sprayed, glass-to-nozzle latency
 # (capture to the device's acknowledgement), frames dropped.
-#   MODEL=RUN/model.onnx [PHOTOS=RUN/holdout.txt] [IMAGES=30] bash benches/field_run.sh [WORK_DIR]
+#   MODEL=RUN/model.onnx [PHOTOS=RUN/holdout.txt] [IMAGES=30] [FPS=10] bash benches/field_run.sh [WORK_DIR]
 # PHOTOS: a list of photos (one path per line) instead of the valid split, e.g. the photos a
 # `train detect --holdout` run kept out: the valid split holds copies of train photos.
 set -euo pipefail
@@ -29,7 +29,7 @@ if [ -n "${PHOTOS:-}" ]; then
   data="$work/data.yaml"
 fi
 config="firmware-bridge/bridge.toml"
-"$fk" bridge field-clip --data "$data" --config "$config" --out "$work/field.mp4" --images "${IMAGES:-30}"
+"$fk" bridge field-clip --data "$data" --config "$config" --out "$work/field.mp4" --images "${IMAGES:-30}" --fps "${FPS:-10}"
 runs=()
 for faults in clean faulty; do
   rm -f "$work/mcu" "$work/mcu-$faults.jsonl"
@@ -52,7 +52,7 @@ for p in paths:
     r = json.load(open(p))
     f = r["field"]
     rows[p.rsplit("run-", 1)[1][:-5]] = {
-        "frames": r["frames"], "dropped": r["dropped"],
+        "frames": r["frames"], "dropped": r["dropped"], "fps": r["fps"],
         "weed_passes": f["passes"], "hit_rate": f["hit_rate"], "coverage": f["coverage_mean"],
         "weeds_fully_hit": f"{f['targets_hit']}/{f['targets']}",
         "open_error_ms_p50_p90": f["open_error_ms"], "close_error_ms_p50_p90": f["close_error_ms"],
@@ -61,8 +61,10 @@ for p in paths:
         "capture_to_result_ms": r["latency_ms"]["total"],
     }
 json.dump({"model": model, "runs": rows}, open(out, "w"), indent=1)
+# frames processed, their rate and the drops, besides the spray figures
 for k, v in rows.items():
-    print(f"{k}: hit rate {v['hit_rate']:.3f} ({v['weed_passes']} weed passes), coverage {v['coverage']:.3f}, "
-          f"crop {v['crop_passes_sprayed']} passes sprayed, glass-to-ack p50 {v['capture_to_ack_ms']['p50']:.1f} ms")
+    print(f"{k}: {v['frames']} frames at {v['fps']:.1f} fps, {v['dropped']} dropped; hit rate {v['hit_rate']:.3f} "
+          f"({v['weed_passes']} weed passes), coverage {v['coverage']:.3f}, crop {v['crop_passes_sprayed']} passes "
+          f"sprayed, glass-to-ack p50 {v['capture_to_ack_ms']['p50']:.1f} ms, p99 {v['capture_to_ack_ms']['p99']:.1f} ms")
 print(f"written {out}")
 PY
