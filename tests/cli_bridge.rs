@@ -26,7 +26,7 @@ fn bridge_drives_the_simulated_mcu_through_a_faulty_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let port = d.join("mcu");
-    let mut sim = simulated_mcu(d, 3, 30);
+    let mut sim = simulated_mcu(d, Some(3), 30);
     detections(&d.join("det.jsonl"));
     let config = repo().join("firmware-bridge/bridge.toml");
     let out = fieldkit(&[
@@ -94,4 +94,56 @@ fn bridge_errors_name_the_problem() {
     let out = fieldkit(&["bridge", "simulate-mcu", "--port", d.join("p").to_str().unwrap(), "--unplug", "10-20"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("AT_MS:FOR_MS"), "{}", stderr(&out));
+}
+
+/// The planner and timing on their own: a drive over the vendored sesame photos with its
+/// labels as detections (`field-clip --labels`), replayed into the simulated MCU on a clean
+/// line, sprays every labelled weed under the boom for its whole passage and no crop.
+#[test]
+fn labels_as_detections_spray_every_weed() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = repo().join("firmware-bridge/bridge.toml");
+    let data = assets().join("data/sesame-mini/data.yaml");
+    let (clip, labels) = (d.join("field.mp4"), d.join("labels.jsonl"));
+    let o = fieldkit(&[
+        "bridge",
+        "field-clip",
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        clip.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--images",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let mut sim = simulated_mcu(d, None, 120);
+    let o = fieldkit(&[
+        "bridge",
+        "--port",
+        d.join("mcu").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--detections",
+        labels.to_str().unwrap(),
+        "--truth",
+        d.join("field.truth.json").to_str().unwrap(),
+        "--quiet",
+    ]);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let field = out.lines().find(|l| l.starts_with("field: ")).expect("a field score");
+    assert!(field.contains("(hit rate 1.000,"), "{field}");
+    assert!(field.contains("other classes: 0 of "), "{field}");
 }

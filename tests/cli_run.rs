@@ -153,7 +153,7 @@ fn run_drives_the_simulated_mcu() {
     assert_eq!((truth["width"].as_u64(), truth["height"].as_u64()), (Some(320), Some(240)), "{truth}");
     let objects = truth["objects"].as_array().unwrap();
     assert!(!objects.is_empty() && objects.iter().all(|o| o["exit_s"].as_f64() > o["enter_s"].as_f64()), "{truth}");
-    let mut sim = simulated_mcu(d, 5, 120);
+    let mut sim = simulated_mcu(d, Some(5), 120);
     let (json, report) = (d.join("run.json"), d.join("spray.json"));
     let o = fieldkit(&[
         "run",
@@ -272,7 +272,7 @@ fn run_survives_a_lost_rtsp_stream() {
     panning_clip(&clip, 12, 10);
     let port = free_port();
     let mut server = rtsp_server(port, &clip);
-    let mut sim = simulated_mcu(dir.path(), 5, 120);
+    let mut sim = simulated_mcu(dir.path(), Some(5), 120);
     let config = spray_config(dir.path(), 400);
     let json = dir.path().join("run.json");
     let source = format!("rtsp://127.0.0.1:{port}/field");

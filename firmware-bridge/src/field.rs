@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+use crate::bridge::{ActStatus, BridgeReport};
 use crate::error::BridgeError;
 use crate::planner::PlanConfig;
 use fieldkit_core::dataset::yolo::YoloDataset;
@@ -162,6 +163,7 @@ pub fn build_clip(
     plan: &PlanConfig,
     s: &ClipSettings,
     out: &Path,
+    labels: Option<&Path>,
 ) -> Result<FieldTruth, BridgeError> {
     if s.width < 32 || !(s.fps > 0.0 && s.fps.is_finite()) || s.images == 0 {
         return Err(BridgeError::Config(format!(
@@ -173,8 +175,12 @@ pub fn build_clip(
     let g = Geometry::new(plan, s, strip.image.height() as f64);
     let mut video = VideoWriter::create(out, s.width, g.height, s.fps)?;
     let mut frame = RgbImage::new(s.width, g.height);
+    let mut lines = String::new();
     for k in 0..g.frames {
         let top = g.top(k as f64 / s.fps).round() as i64;
+        if labels.is_some() {
+            lines += &label_line(&strip.boxes, top as f64, s.width, g.height, k as f64 / s.fps);
+        }
         for p in frame.pixels_mut() {
             *p = image::Rgb([96, 96, 96]);
         }
@@ -183,6 +189,9 @@ pub fn build_clip(
         video.write(&frame)?;
     }
     video.finish()?;
+    if let Some(path) = labels {
+        fieldkit_core::fsio::write_atomic(path, lines.as_bytes())?;
+    }
     let objects = strip.boxes.into_iter().map(|(name, image, b)| g.object(plan, name, image, b)).collect();
     Ok(FieldTruth {
         clip: out.to_path_buf(),
@@ -194,6 +203,22 @@ pub fn build_clip(
         px_per_m: g.ppm,
         objects,
     })
+}
+
+/// One frame's labelled boxes as a detection line (score 1, cut to the frame) for `fieldkit
+/// bridge --detections`: the labels as a perfect detector would report them.
+fn label_line(boxes: &[(String, PathBuf, [f64; 4])], top: f64, width: u32, height: u32, t: f64) -> String {
+    let h = height as f64;
+    let dets: Vec<serde_json::Value> = boxes
+        .iter()
+        .filter(|(_, _, b)| b[3] - top > 0.0 && b[1] - top < h)
+        .map(|(name, _, b)| {
+            let bbox = [b[0], (b[1] - top).max(0.0), b[2], (b[3] - top).min(h)];
+            serde_json::json!({"bbox": bbox, "name": name, "score": 1.0})
+        })
+        .collect();
+    let line = serde_json::json!({"width": width, "height": height, "capture_ms": t * 1e3, "detections": dets});
+    format!("{line}\n")
 }
 
 /// What was sprayed against the truth.
@@ -241,6 +266,48 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Scores the sprays the device reported done in `report` against `truth`, the clip's time 0
+/// being host µs `origin_us`.
+pub fn score_report(truth: &FieldTruth, plan: &PlanConfig, report: &BridgeReport, origin_us: f64) -> FieldScore {
+    let sprays: Vec<Spray> = report
+        .actuations
+        .iter()
+        .filter_map(|x| match x.status {
+            ActStatus::Done { opened_us, closed_us } => Some(Spray {
+                nozzle: x.nozzle,
+                open_s: (opened_us as f64 - origin_us) / 1e6,
+                close_s: (closed_us as f64 - origin_us) / 1e6,
+            }),
+            _ => None,
+        })
+        .collect();
+    score(truth, plan, &sprays)
+}
+
+impl std::fmt::Display for FieldScore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} target passes under a nozzle sprayed (hit rate {:.3}, {}/{} targets fully), coverage {:.3}; \
+             opening {:+.0} ms (p50, p90 {:+.0}), closing {:+.0} ms (p50, p90 {:+.0}) against the plant's edges; \
+             other classes: {} of {} passes sprayed, coverage {:.3}",
+            self.passes_hit,
+            self.passes,
+            self.hit_rate,
+            self.targets_hit,
+            self.targets,
+            self.coverage_mean,
+            self.open_error_ms[0],
+            self.open_error_ms[1],
+            self.close_error_ms[0],
+            self.close_error_ms[1],
+            self.other_sprayed,
+            self.other_passes,
+            self.other_coverage_mean
+        )
+    }
 }
 
 /// Scores `sprays` (the device's openings, in clip time) against `truth`; targets are the

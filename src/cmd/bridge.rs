@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fieldkit_bridge::bridge::{ActStatus, Bridge, BridgeConfig, BridgeOptions, BridgeReport, Timing};
 use fieldkit_bridge::device::DeviceConfig;
-use fieldkit_bridge::field::{self, ClipSettings};
+use fieldkit_bridge::field::{self, ClipSettings, FieldTruth};
 use fieldkit_bridge::sim::{self, FaultConfig, SimOptions};
 use fieldkit_core::fsio;
 
@@ -51,6 +51,10 @@ struct FieldClipArgs {
     /// The truth JSON (default: the clip's name + .truth.json).
     #[arg(long)]
     truth: Option<PathBuf>,
+    /// Also write each frame's labelled boxes as detection JSONL (score 1, cut to the frame),
+    /// for `fieldkit bridge --detections L --truth T`: the planner and timing on their own.
+    #[arg(long)]
+    labels: Option<PathBuf>,
     /// Frame width in pixels; the height follows from the camera's footprint.
     #[arg(long, default_value_t = 320)]
     width: u32,
@@ -85,6 +89,10 @@ struct RunArgs {
     /// Write the run's report (every actuation with its outcome, link statistics) as JSON.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Score the sprays against a clip's truth (`bridge field-clip`): with recorded capture
+    /// times (--detections from `field-clip --labels`, or predict's JSONL of the clip).
+    #[arg(long, conflicts_with = "live")]
+    truth: Option<PathBuf>,
     /// Write the operator status screen at the end as a PNG.
     #[arg(long)]
     status_png: Option<PathBuf>,
@@ -150,7 +158,7 @@ pub fn truth_path(clip: &Path) -> PathBuf {
 fn field_clip(a: FieldClipArgs) -> Result<i32> {
     let config = BridgeConfig::load(&a.config)?;
     let settings = ClipSettings { width: a.width, fps: a.fps, images: a.images };
-    let truth = field::build_clip(&a.data, &a.split, &config.plan, &settings, &a.out)?;
+    let truth = field::build_clip(&a.data, &a.split, &config.plan, &settings, &a.out, a.labels.as_deref())?;
     let path = a.truth.unwrap_or_else(|| truth_path(&a.out));
     fsio::write_json(&path, &truth)?;
     let targets = truth.objects.iter().filter(|o| config.plan.is_target(&o.name) && !o.nozzles.is_empty()).count();
@@ -209,6 +217,7 @@ fn drive(a: RunArgs) -> Result<i32> {
         Box::new(std::io::BufReader::new(f))
     };
     let source = if detections == "-" { "stdin".to_string() } else { detections.clone() };
+    let plan = config.plan.clone();
     let mut bridge = Bridge::new(BridgeOptions { port, config, timing, quiet: a.quiet });
     let report = bridge.run(input, &source)?;
     if let Some(p) = &a.status_png {
@@ -218,6 +227,12 @@ fn drive(a: RunArgs) -> Result<i32> {
         fsio::write_json(p, &report)?;
     }
     print_report(&report, a.report.as_deref(), a.status_png.as_deref());
+    if let Some(t) = &a.truth {
+        let truth = FieldTruth::load(t)?;
+        // Recorded and fps timing put capture time 0 at the report's stream start.
+        let score = field::score_report(&truth, &plan, &report, report.stream_start_us as f64);
+        println!("field: {score}");
+    }
     Ok(0)
 }
 

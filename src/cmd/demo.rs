@@ -521,7 +521,8 @@ fn field_stage(assets: &Path, out: &Path) -> Result<()> {
     let config = BridgeConfig::load(&cfg_path)?;
     let clip = dir.join("field.mp4");
     let settings = ClipSettings { width: 320, fps: 10.0, images: 8 };
-    let truth = field::build_clip(&assets.join("data/sesame-field/data.yaml"), "val", &config.plan, &settings, &clip)?;
+    let truth =
+        field::build_clip(&assets.join("data/sesame-field/data.yaml"), "val", &config.plan, &settings, &clip, None)?;
     let truth_path = super::bridge::truth_path(&clip);
     fsio::write_json(&truth_path, &truth)?;
     let model = assets.join("models/sesame-det/model.int8.onnx");

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use fieldkit_bridge::bridge::{
-    ActStatus, Bridge, BridgeConfig, BridgeInput, BridgeOptions, BridgeReport, DetectionLine, Latency, Timing,
+    Bridge, BridgeConfig, BridgeInput, BridgeOptions, BridgeReport, DetectionLine, Latency, Timing,
 };
-use fieldkit_bridge::field::{self, FieldScore, FieldTruth, Spray};
+use fieldkit_bridge::field::{self, FieldScore, FieldTruth};
 use fieldkit_bridge::link::{monotonic_us, LinkStats};
 use fieldkit_bridge::planner;
 use fieldkit_core::fsio;
@@ -625,20 +625,8 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         (Some(t), Some(r)) if !clip_origin.is_empty() => {
             clip_origin.sort_by(f64::total_cmp);
             let origin = clip_origin[clip_origin.len() / 2];
-            let sprays: Vec<Spray> = r
-                .actuations
-                .iter()
-                .filter_map(|x| match x.status {
-                    ActStatus::Done { opened_us, closed_us } => Some(Spray {
-                        nozzle: x.nozzle,
-                        open_s: (opened_us as f64 - origin) / 1e6,
-                        close_s: (closed_us as f64 - origin) / 1e6,
-                    }),
-                    _ => None,
-                })
-                .collect();
             let config = BridgeConfig::load(a.config.as_ref().expect("--truth requires --port, --port --config"))?;
-            Some(field::score(t, &config.plan, &sprays))
+            Some(field::score_report(t, &config.plan, r, origin))
         }
         _ => None,
     };
@@ -696,24 +684,7 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         }
     }
     if let Some(f) = &summary.field {
-        println!(
-            "field: {} of {} target passes under a nozzle sprayed (hit rate {:.3}, {}/{} targets fully), coverage {:.3}; \
-             opening {:+.0} ms (p50, p90 {:+.0}), closing {:+.0} ms (p50, p90 {:+.0}) against the plant's edges; \
-             other classes: {} of {} passes sprayed, coverage {:.3}",
-            f.passes_hit,
-            f.passes,
-            f.hit_rate,
-            f.targets_hit,
-            f.targets,
-            f.coverage_mean,
-            f.open_error_ms[0],
-            f.open_error_ms[1],
-            f.close_error_ms[0],
-            f.close_error_ms[1],
-            f.other_sprayed,
-            f.other_passes,
-            f.other_coverage_mean
-        );
+        println!("field: {f}");
     }
     if let Some(path) = &a.json {
         fsio::write_json(path, &summary)?;

@@ -108,18 +108,30 @@ pub fn panning_clip(clip: &Path, secs: u32, fps: u32) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// `fieldkit bridge simulate-mcu` on a pty at `dir/mcu` with 1 % byte corruption, lost bytes
-/// and duplicated frames (faults drawn from `seed`), logging to `dir/mcu.jsonl`, for at most
-/// `run_for_s`; returned once its port exists.
-pub fn simulated_mcu(dir: &Path, seed: u64, run_for_s: u64) -> std::process::Child {
+/// `fieldkit bridge simulate-mcu` on a pty at `dir/mcu`, logging to `dir/mcu.jsonl`, for at
+/// most `run_for_s`; with `Some(seed)` the line corrupts 1 % of bytes, loses some and
+/// duplicates frames (drawn from the seed). Returned once its port exists.
+pub fn simulated_mcu(dir: &Path, faults: Option<u64>, run_for_s: u64) -> std::process::Child {
     let port = dir.join("mcu");
     let sim = Command::new(env!("CARGO_BIN_EXE_fieldkit"))
         .args(["bridge", "simulate-mcu", "--port"])
         .arg(&port)
         .arg("--log")
         .arg(dir.join("mcu.jsonl"))
-        .args(["--corrupt", "0.01", "--drop", "0.002", "--duplicate", "0.02"])
-        .args(["--seed", &seed.to_string(), "--run-for-s", &run_for_s.to_string()])
+        .args(match faults {
+            Some(seed) => vec![
+                "--corrupt".into(),
+                "0.01".into(),
+                "--drop".into(),
+                "0.002".into(),
+                "--duplicate".into(),
+                "0.02".into(),
+                "--seed".into(),
+                seed.to_string(),
+            ],
+            None => Vec::<String>::new(),
+        })
+        .args(["--run-for-s", &run_for_s.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
