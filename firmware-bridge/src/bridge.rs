@@ -220,6 +220,9 @@ pub struct BridgeReport {
     /// Glass to nozzle command: from the capture of the frame that planned a spray to the
     /// device's acknowledgement of its first command.
     pub capture_to_ack: Latency,
+    /// After each E-stop for lost vision: ms from the first detections again (the camera back)
+    /// to the device acknowledging the first nozzle command of the new session.
+    pub resume_ms: Vec<f64>,
     pub device: Option<Telemetry>,
 }
 
@@ -308,6 +311,9 @@ pub struct Bridge {
     last_line_us: u64,
     capture_to_ack_us: Vec<u64>,
     live: Arc<LiveCounts>,
+    /// When vision came back after an E-stop, until the new session's first acknowledged spray.
+    resumed_at: Option<u64>,
+    resume_ms: Vec<f64>,
 }
 
 impl Bridge {
@@ -332,6 +338,8 @@ impl Bridge {
             last_line_us: 0,
             capture_to_ack_us: Vec::new(),
             live: Arc::new(LiveCounts::default()),
+            resumed_at: None,
+            resume_ms: Vec::new(),
         }
     }
 
@@ -429,7 +437,9 @@ impl Bridge {
 
     fn vision_watchdog(&mut self, now: u64) {
         let limit = self.opts.config.safety.vision_timeout_ms * 1000;
-        if !self.estopped && self.link.is_up() && now.saturating_sub(self.last_input_us) > limit {
+        // Armed by the first detections: a camera still starting is not a lost one.
+        let armed = self.first_line_us.is_some();
+        if armed && !self.estopped && self.link.is_up() && now.saturating_sub(self.last_input_us) > limit {
             self.say(format!("no detections for {} ms: E-stop", limit / 1000));
             self.estopped = true;
             self.estops += 1;
@@ -444,6 +454,7 @@ impl Bridge {
         if self.estopped {
             self.say("detections again: new session");
             self.estopped = false;
+            self.resumed_at = Some(now);
             self.link.restart(now);
         }
         self.lines += 1;
@@ -566,6 +577,9 @@ impl Bridge {
             LinkEvent::Telemetry(t) => self.telemetry = Some(t),
             LinkEvent::Acked { msg: Message::Actuate(m), .. } => {
                 if let Some(a) = self.acts.get_mut(&m.id) {
+                    if let Some(t) = self.resumed_at.take() {
+                        self.resume_ms.push(now.saturating_sub(t) as f64 / 1e3);
+                    }
                     if !a.acked_once {
                         let us = now.saturating_sub(a.capture_us);
                         self.capture_to_ack_us.push(us);
@@ -650,6 +664,7 @@ impl Bridge {
             link: self.link.stats.clone(),
             ack_rtt: Latency::of(self.link.stats.rtt_us.clone()),
             capture_to_ack: Latency::of(glass),
+            resume_ms: self.resume_ms.clone(),
             device: self.telemetry,
         }
     }
