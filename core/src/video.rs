@@ -320,7 +320,6 @@ impl VideoWriter {
 /// Frames from a folder of images in name order (`fieldkit run --source DIR`), at `fps`
 /// (`--fps`, default 10): media time `index / fps`, paced to it with `realtime`.
 pub struct ImageSequence {
-    dir: PathBuf,
     paths: Vec<PathBuf>,
     info: VideoInfo,
     realtime: bool,
@@ -342,7 +341,6 @@ impl ImageSequence {
         })?;
         let (width, height) = crate::image_io::file_dimensions(first)?;
         Ok(ImageSequence {
-            dir: dir.into(),
             paths,
             info: VideoInfo { width, height, fps },
             realtime: opts.realtime,
@@ -362,10 +360,6 @@ impl ImageSequence {
         let frame = VideoFrame { image, index: self.index, time_s, captured: Instant::now() };
         self.index += 1;
         Ok(Some(frame))
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
@@ -414,10 +408,6 @@ impl VideoOut {
         VideoOut { path: path.into(), fps, writer: None }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn write(&mut self, frame: &RgbImage) -> Result<()> {
         let w = match &mut self.writer {
             Some(w) => w,
@@ -426,11 +416,11 @@ impl VideoOut {
         w.write(frame)
     }
 
-    /// Finishes the file; `false` when no frame was written (no file).
-    pub fn finish(self) -> Result<bool> {
+    /// Finishes the file and returns its path; `None` when no frame was written (no file).
+    pub fn finish(self) -> Result<Option<PathBuf>> {
         match self.writer {
-            Some(w) => w.finish().map(|_| true),
-            None => Ok(false),
+            Some(w) => w.finish().map(|_| Some(self.path)),
+            None => Ok(None),
         }
     }
 }

@@ -301,7 +301,6 @@ pub struct Bridge {
     bad_lines: u64,
     detections: u64,
     triggers: u64,
-    estops: u64,
     estopped: bool,
     last_input_us: u64,
     telemetry: Option<Telemetry>,
@@ -328,7 +327,6 @@ impl Bridge {
             bad_lines: 0,
             detections: 0,
             triggers: 0,
-            estops: 0,
             estopped: false,
             last_input_us: 0,
             telemetry: None,
@@ -346,6 +344,11 @@ impl Bridge {
     /// The running totals, for a reader on another thread.
     pub fn live(&self) -> Arc<LiveCounts> {
         self.live.clone()
+    }
+
+    /// The settings it runs with (bridge.toml, with any flag overrides).
+    pub fn config(&self) -> &BridgeConfig {
+        &self.opts.config
     }
 
     fn say(&self, msg: impl AsRef<str>) {
@@ -442,7 +445,6 @@ impl Bridge {
         if armed && !self.estopped && self.link.is_up() && now.saturating_sub(self.last_input_us) > limit {
             self.say(format!("no detections for {} ms: E-stop", limit / 1000));
             self.estopped = true;
-            self.estops += 1;
             self.live.estops.fetch_add(1, Ordering::Relaxed);
             self.link.send(Message::Estop { reason: EstopReason::Vision }, now);
         }
@@ -660,7 +662,7 @@ impl Bridge {
             done: acts.iter().filter(|a| matches!(a.status, ActStatus::Done { .. })).count(),
             failed: acts.iter().filter(|a| matches!(a.status, ActStatus::Failed { .. })).count(),
             actuations: acts,
-            estops: self.estops,
+            estops: self.live.estops.load(Ordering::Relaxed),
             link: self.link.stats.clone(),
             ack_rtt: Latency::of(self.link.stats.rtt_us.clone()),
             capture_to_ack: Latency::of(glass),

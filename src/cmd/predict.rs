@@ -12,7 +12,7 @@ use fieldkit_core::video::{ReadOptions, VideoOut, VideoReader};
 use fieldkit_core::{dataset, fsio, image_io, report};
 use fieldkit_runtime::parallel_map;
 use fieldkit_runtime::{Engine, LabeledDetection, Output, PredictOptions, Prediction};
-use fieldkit_track::ByteTrack;
+use fieldkit_track::{ids_by_detection, ByteTrack};
 
 use super::engine_args::{NmsArgs, RunArgs};
 use super::track::TrackerArgs;
@@ -218,11 +218,7 @@ fn predict_video(
             let ids: Option<Vec<Option<u64>>> = match (&mut tracker, &p.output) {
                 (Some(t), Output::Detections(d)) => {
                     let dets: Vec<_> = d.iter().map(LabeledDetection::detection).collect();
-                    let mut ids = vec![None; d.len()];
-                    for tb in t.update(&dets)? {
-                        ids[tb.detection] = Some(tb.id);
-                    }
-                    Some(ids)
+                    Some(ids_by_detection(&t.update(&dets)?, d.len()))
                 }
                 _ => None,
             };
@@ -243,7 +239,7 @@ fn predict_video(
         bail!("{}: ffmpeg decoded no frames", video.display());
     }
     match writer.map(VideoOut::finish) {
-        Some(Ok(true)) => println!("annotated video {}", mp4.display()),
+        Some(Ok(Some(path))) => println!("annotated video {}", path.display()),
         Some(Err(e)) => eprintln!("warning: {e}"),
         _ => {}
     }

@@ -38,7 +38,7 @@ use fieldkit_core::report;
 use fieldkit_core::video::{is_live, FrameSource, VideoFrame, VideoOut};
 use fieldkit_runtime::bench::LatencyStats;
 use fieldkit_runtime::{LabeledDetection, Output, PredictOptions, Prediction};
-use fieldkit_track::{ByteTrack, CountSummary};
+use fieldkit_track::{ids_by_detection, ByteTrack, CountSummary};
 use image::RgbImage;
 use serde::Serialize;
 
@@ -277,14 +277,14 @@ fn connect_bridge(a: &RunLoopArgs) -> Result<Option<Bridge>> {
     Ok(Some(bridge))
 }
 
-/// One frame's detections for the bridge, with its capture time on the bridge's clock.
-fn bridge_line(width: u32, height: u32, dets: &[LabeledDetection], captured: Instant) -> BridgeInput {
+/// One frame's detections for the bridge, captured at `capture_us` on the bridge's clock.
+fn bridge_line(width: u32, height: u32, dets: &[LabeledDetection], capture_us: u64) -> BridgeInput {
     let detections = dets
         .iter()
         .map(|d| planner::Detection { bbox: d.bbox, class: d.class, name: d.name.clone(), score: d.score })
         .collect();
     let line = DetectionLine { width: width as f64, height: height as f64, detections, capture_ms: None };
-    BridgeInput::Line { line, capture_us: monotonic_us().saturating_sub(captured.elapsed().as_micros() as u64) }
+    BridgeInput::Line { line, capture_us }
 }
 
 /// Reopens a lost live source: waits 0.5 s, then 1 s between tries. A try is cheap (a refused
@@ -429,6 +429,8 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
     let mut video_out = a.out.as_deref().map(|p| VideoOut::new(p, fps));
     let keep_images = a.out.is_some() || a.record.wanted();
     let bridge = connect_bridge(&a)?;
+    // What --truth scores against: the plan the bridge runs.
+    let plan = bridge.as_ref().map(|b| b.config().plan.clone());
     let stop = stop_on_signals()?;
     let metrics = a.metrics_bind.map(|_| Arc::new(LoopMetrics::new()));
     let _endpoint = match (a.metrics_bind, &metrics) {
@@ -502,12 +504,11 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
             };
             detections += dets.len() as u64;
             if let Some(tx) = &spray_tx {
-                let line = bridge_line(d.width, d.height, dets, d.captured);
-                if let BridgeInput::Line { capture_us, .. } = &line {
-                    clip_origin.push(*capture_us as f64 - d.time_s * 1e6);
-                }
+                // The capture instant on the bridge's clock (CLOCK_MONOTONIC µs).
+                let capture_us = monotonic_us().saturating_sub(d.captured.elapsed().as_micros() as u64);
+                clip_origin.push(capture_us as f64 - d.time_s * 1e6);
                 // A closed channel: the bridge stopped on an error, which its join reports.
-                let _ = tx.send(line);
+                let _ = tx.send(bridge_line(d.width, d.height, dets, capture_us));
             }
             let mut frame_events = Vec::new();
             let mut tracked = None;
@@ -518,11 +519,7 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
                 // Source frame numbers: event times stay right when frames were dropped.
                 frame_events = counter.update(d.seq as u32 + 1, &tracks);
                 tracked = Some((tracks.len(), counter.tracks_seen()));
-                let mut by_detection = vec![None; dets.len()];
-                for t in &tracks {
-                    by_detection[t.detection] = Some(t.id);
-                }
-                ids = Some(by_detection);
+                ids = Some(ids_by_detection(&tracks, dets.len()));
             }
             let done = Instant::now();
             // Outputs for people (video, recorded frames) after everything the robot acts on.
@@ -598,11 +595,8 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         events.extend(last);
     }
     a.counting.write_events(&events)?;
-    if let Some(out) = video_out {
-        let path = out.path().to_path_buf();
-        if out.finish()? {
-            println!("annotated video {}", path.display());
-        }
+    if let Some(path) = video_out.map(VideoOut::finish).transpose()?.flatten() {
+        println!("annotated video {}", path.display());
     }
     if let Some(r) = &recorder {
         let dir = a.record.dir().expect("a recorder has its folder");
@@ -625,12 +619,11 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
     if let Some(r) = &spray {
         latency_ms.insert("ack", StageLatency { p50: r.capture_to_ack.p50_ms, p99: r.capture_to_ack.p99_ms });
     }
-    let field = match (&truth, &spray) {
-        (Some(t), Some(r)) if !clip_origin.is_empty() => {
+    let field = match (&truth, &spray, &plan) {
+        (Some(t), Some(r), Some(plan)) if !clip_origin.is_empty() => {
             clip_origin.sort_by(f64::total_cmp);
             let origin = clip_origin[clip_origin.len() / 2];
-            let config = BridgeConfig::load(a.config.as_ref().expect("--truth requires --port, --port --config"))?;
-            Some(field::score_report(t, &config.plan, r, origin))
+            Some(field::score_report(t, plan, r, origin))
         }
         _ => None,
     };

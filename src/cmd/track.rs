@@ -322,10 +322,7 @@ pub fn run(a: TrackArgs) -> Result<i32> {
         mot::write(path, &rows).with_context(|| format!("writing {}", path.display()))?;
     }
     let video_written = match video_out {
-        Some(out) => {
-            let path = out.path().to_path_buf();
-            out.finish()?.then_some(path)
-        }
+        Some(out) => out.finish()?,
         None => None,
     };
     let tracks = rows.iter().map(|r| r.id).collect::<std::collections::HashSet<_>>().len() as u64;

@@ -28,5 +28,5 @@ pub use error::{Result, TrackError};
 #[cfg(feature = "metrics")]
 pub use metrics::{evaluate, MotScores};
 pub use mot::{MotRow, Sequence};
-pub use tracker::{ByteTrack, ByteTrackConfig, TrackedBox};
+pub use tracker::{ids_by_detection, ByteTrack, ByteTrackConfig, TrackedBox};
 pub use zones::{Line, Zone};

@@ -117,6 +117,16 @@ pub struct TrackedBox {
     pub born: Option<[f32; 4]>,
 }
 
+/// For each of a frame's `n` input detections, the id of the track it updated (`None` for a
+/// detection no reported track took): how callers label their own detections with track ids.
+pub fn ids_by_detection(tracks: &[TrackedBox], n: usize) -> Vec<Option<u64>> {
+    let mut ids = vec![None; n];
+    for t in tracks {
+        ids[t.detection] = Some(t.id);
+    }
+    ids
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Tracked,
