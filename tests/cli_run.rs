@@ -348,6 +348,13 @@ fn run_survives_a_lost_rtsp_stream() {
     let resumes = s["sprays"]["resume_ms"].as_array().unwrap();
     assert!(!resumes.is_empty() && resumes.iter().all(|v| v.as_f64().unwrap() >= 0.0), "{s}");
     assert!(s["blind_s"].as_f64().unwrap() >= 0.5, "blind at least the first backoff: {s}");
+    // The outage on the wall clock: lost, reopened (the server stayed down ≥ 1 s after the
+    // loss was seen), first frame again, in that order.
+    let o = &s["outages"];
+    assert_eq!(o.as_array().map(Vec::len), Some(1), "{s}");
+    let t = |k: &str| o[0][k].as_f64().unwrap_or_else(|| panic!("outages[0].{k}: {s}"));
+    assert!(t("lost_unix_s") + 1.0 <= t("back_unix_s") && t("back_unix_s") <= t("first_frame_unix_s"), "{s}");
+    assert!(!o[0]["reason"].as_str().unwrap().is_empty(), "{s}");
     assert!(s["frames"].as_u64().unwrap() >= before as u64 + 10, "{s}");
     assert!(s["counts"]["frames"].as_u64().unwrap() >= before as u64 + 10, "--track's summary too: {s}");
 }
@@ -378,4 +385,28 @@ fn run_reads_a_folder_of_images() {
     let o = fieldkit(&["run", "--source", empty.to_str().unwrap(), "--model", m.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("empty: no images"), "{}", stderr(&o));
+}
+
+/// A V4L2 camera's mode flags are checked before anything opens: a mode for a source that is
+/// not a camera, a malformed size, a camera that is not there, each refused by name. (No
+/// camera on the test machines: README "The field loop" has the manual check with
+/// v4l2loopback; the mode's ffmpeg options are unit-tested in core's video module.)
+#[test]
+fn camera_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_detector(dir.path(), "det");
+    let photos = assets().join("data/sesame-mini/images/valid");
+    let m = m.to_str().unwrap();
+    for (source, flags, said) in [
+        (photos.to_str().unwrap(), &["--camera-fps", "30"][..], "set the mode of a V4L2 camera (/dev/videoN)"),
+        ("/dev/video97", &["--camera-size", "1280"][..], "--camera-size 1280: expected WIDTHxHEIGHT"),
+        ("/dev/video97", &["--camera-format", "h264"][..], "--camera-format h264: expected mjpeg or yuyv"),
+        ("/dev/video97", &["--camera-format", "mjpeg", "--camera-size", "640x480"][..], "/dev/video97: no such camera"),
+    ] {
+        let mut args = vec!["run", "--source", source, "--model", m];
+        args.extend(flags);
+        let o = fieldkit(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(said), "{args:?}: {}", stderr(&o));
+    }
 }

@@ -8,6 +8,7 @@ pub mod detect;
 pub mod error;
 pub mod fsio;
 pub mod image_io;
+pub mod latency;
 pub mod metrics;
 pub mod parallel;
 pub mod perturb;

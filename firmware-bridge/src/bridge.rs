@@ -9,6 +9,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fieldkit_core::latency::LatencyHistogram;
 use serde::{Deserialize, Serialize};
 
 use crate::display::{LinkState, Status};
@@ -210,7 +211,9 @@ pub struct BridgeReport {
     pub bad_lines: u64,
     pub detections: u64,
     pub triggers: u64,
+    /// Every spray, unless the bridge was told to keep counts only (`keep_actuations`).
     pub actuations: Vec<Actuation>,
+    pub planned: usize,
     pub done: usize,
     pub failed: usize,
     pub estops: u64,
@@ -228,7 +231,8 @@ pub struct BridgeReport {
 
 /// Running totals another thread reads while the bridge runs (`fieldkit run
 /// --metrics-bind`): sprays planned, done and failed so far, E-stops, whether the link is up,
-/// and the glass-to-nozzle samples not yet taken (`take_acks`).
+/// and, once a reader asked for them (`watch_acks`), the glass-to-nozzle samples not yet taken
+/// (`take_acks`).
 #[derive(Debug, Default)]
 pub struct LiveCounts {
     pub planned: AtomicU64,
@@ -236,13 +240,26 @@ pub struct LiveCounts {
     pub failed: AtomicU64,
     pub estops: AtomicU64,
     pub link_up: AtomicBool,
+    /// Nobody takes the samples unless asked: without a reader they would pile up all day.
+    watch_acks: AtomicBool,
     acks_us: Mutex<Vec<u64>>,
 }
 
 impl LiveCounts {
+    /// From now on keep each capture-to-acknowledgement time for `take_acks`.
+    pub fn watch_acks(&self) {
+        self.watch_acks.store(true, Ordering::Relaxed);
+    }
+
     /// Capture-to-acknowledgement times (µs) recorded since the last call.
     pub fn take_acks(&self) -> Vec<u64> {
         std::mem::take(&mut *self.acks_us.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn ack(&self, us: u64) {
+        if self.watch_acks.load(Ordering::Relaxed) {
+            self.acks_us.lock().unwrap_or_else(|p| p.into_inner()).push(us);
+        }
     }
 }
 
@@ -271,31 +288,30 @@ pub struct BridgeOptions {
 }
 
 impl Latency {
-    /// From samples in µs.
-    fn of(mut us: Vec<u64>) -> Self {
-        us.sort_unstable();
+    /// 0 ms where there are no samples.
+    fn of(h: &LatencyHistogram) -> Self {
+        let ms = |v: f64| if v.is_nan() { 0.0 } else { v };
         Latency {
-            samples: us.len(),
-            p50_ms: percentile(&us, 0.5),
-            p99_ms: percentile(&us, 0.99),
-            max_ms: percentile(&us, 1.0),
+            samples: h.count() as usize,
+            p50_ms: ms(h.quantile_ms(0.5)),
+            p99_ms: ms(h.quantile_ms(0.99)),
+            max_ms: ms(h.max_ms()),
         }
     }
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i] as f64 / 1e3
 }
 
 pub struct Bridge {
     opts: BridgeOptions,
     link: Link,
     merger: Merger,
+    /// Sprays that may still change: planned, in flight, or final within the report timeout
+    /// (a late report or a reconnect may still move them). Settled ones leave it, so the work
+    /// per loop turn does not grow over a day.
     acts: BTreeMap<u32, Actuation>,
+    /// Settled sprays, for the report's list; none kept with `keep_actuations(false)`.
+    settled: Vec<Actuation>,
+    keep_settled: bool,
+    last_settle_us: u64,
     frame: u32,
     lines: u64,
     bad_lines: u64,
@@ -308,7 +324,7 @@ pub struct Bridge {
     class_ids: BTreeMap<String, u8>,
     first_line_us: Option<u64>,
     last_line_us: u64,
-    capture_to_ack_us: Vec<u64>,
+    capture_to_ack: LatencyHistogram,
     live: Arc<LiveCounts>,
     /// When vision came back after an E-stop, until the new session's first acknowledged spray.
     resumed_at: Option<u64>,
@@ -322,6 +338,9 @@ impl Bridge {
             merger: Merger::new(&opts.config.plan.plan),
             opts,
             acts: BTreeMap::new(),
+            settled: Vec::new(),
+            keep_settled: true,
+            last_settle_us: 0,
             frame: 0,
             lines: 0,
             bad_lines: 0,
@@ -334,11 +353,18 @@ impl Bridge {
             class_ids: BTreeMap::new(),
             first_line_us: None,
             last_line_us: 0,
-            capture_to_ack_us: Vec::new(),
+            capture_to_ack: LatencyHistogram::new(),
             live: Arc::new(LiveCounts::default()),
             resumed_at: None,
             resume_ms: Vec::new(),
         }
+    }
+
+    /// Whether the report lists every spray (the default; about 100 bytes each, kept for the
+    /// whole run) or only counts them (a day-long run that writes no spray report).
+    pub fn keep_actuations(mut self, keep: bool) -> Self {
+        self.keep_settled = keep;
+        self
     }
 
     /// The running totals, for a reader on another thread.
@@ -418,6 +444,7 @@ impl Bridge {
                 self.on_link(e, now);
             }
             self.send_pending(now);
+            self.settle(now);
             if !ended && self.opts.timing == Timing::Live {
                 self.vision_watchdog(now);
             }
@@ -436,6 +463,25 @@ impl Bridge {
             self.on_link(e, now);
         }
         Ok(self.report(start_us))
+    }
+
+    /// Moves sprays out of the working set once nothing can change them: final, and closed
+    /// longer ago than the device's report may take. Ten times a second is plenty.
+    fn settle(&mut self, now: u64) {
+        if now < self.last_settle_us + 100_000 {
+            return;
+        }
+        self.last_settle_us = now;
+        let slack = self.opts.config.safety.report_timeout_ms * 1000;
+        let ids: Vec<u32> =
+            self.acts.values().filter(|a| a.is_final() && a.close_us + slack < now).map(|a| a.id).collect();
+        for id in ids {
+            if let Some(a) = self.acts.remove(&id) {
+                if self.keep_settled {
+                    self.settled.push(a);
+                }
+            }
+        }
     }
 
     fn vision_watchdog(&mut self, now: u64) {
@@ -488,7 +534,7 @@ impl Bridge {
         }
         self.link.send(Message::Detections(batch), now);
 
-        for d in &line.detections {
+        for d in self.opts.config.plan.plants(&line.detections) {
             for t in self.opts.config.plan.triggers(d, line.width, line.height, capture_us) {
                 self.triggers += 1;
                 match self.merger.add(&t, now) {
@@ -584,8 +630,8 @@ impl Bridge {
                     }
                     if !a.acked_once {
                         let us = now.saturating_sub(a.capture_us);
-                        self.capture_to_ack_us.push(us);
-                        self.live.acks_us.lock().unwrap_or_else(|p| p.into_inner()).push(us);
+                        self.capture_to_ack.record_us(us);
+                        self.live.ack(us);
                     }
                     a.acked_once = true;
                     let current = m.open_at_us == a.open_us && m.open_at_us + m.duration_us as u64 == a.close_us;
@@ -645,27 +691,32 @@ impl Bridge {
             nozzles_open: t.map_or(0, |t| t.nozzles_open),
             state: t.map_or(DeviceState::Idle, |t| t.state),
             faults: t.map_or(0, |t| t.faults),
-            sprayed: self.acts.values().filter(|a| matches!(a.status, ActStatus::Done { .. })).count() as u32,
-            failed: self.acts.values().filter(|a| matches!(a.status, ActStatus::Failed { .. })).count() as u32,
+            sprayed: self.live.done.load(Ordering::Relaxed) as u32,
+            failed: self.live.failed.load(Ordering::Relaxed) as u32,
         }
     }
 
     fn report(&self, start_us: u64) -> BridgeReport {
-        let glass = self.capture_to_ack_us.clone();
-        let acts: Vec<Actuation> = self.acts.values().cloned().collect();
+        let mut acts: Vec<Actuation> = self.settled.clone();
+        if self.keep_settled {
+            acts.extend(self.acts.values().cloned());
+            acts.sort_by_key(|a| a.id);
+        }
         BridgeReport {
             stream_start_us: start_us,
             lines: self.lines,
             bad_lines: self.bad_lines,
             detections: self.detections,
             triggers: self.triggers,
-            done: acts.iter().filter(|a| matches!(a.status, ActStatus::Done { .. })).count(),
-            failed: acts.iter().filter(|a| matches!(a.status, ActStatus::Failed { .. })).count(),
+            // Every spray ends done or failed before the report (drive's end).
+            planned: self.live.planned.load(Ordering::Relaxed) as usize,
+            done: self.live.done.load(Ordering::Relaxed) as usize,
+            failed: self.live.failed.load(Ordering::Relaxed) as usize,
             actuations: acts,
             estops: self.live.estops.load(Ordering::Relaxed),
             link: self.link.stats.clone(),
-            ack_rtt: Latency::of(self.link.stats.rtt_us.clone()),
-            capture_to_ack: Latency::of(glass),
+            ack_rtt: Latency::of(&self.link.stats.rtt),
+            capture_to_ack: Latency::of(&self.capture_to_ack),
             resume_ms: self.resume_ms.clone(),
             device: self.telemetry,
         }
@@ -733,6 +784,62 @@ mod tests {
         set_status(&live, &mut a, ActStatus::Pending);
         set_status(&live, &mut a, ActStatus::Done { opened_us: 0, closed_us: 1 });
         assert_eq!((live.done.load(Ordering::Relaxed), live.failed.load(Ordering::Relaxed)), (1, 0));
+    }
+
+    fn actuation(id: u32, close_us: u64, status: ActStatus) -> Actuation {
+        Actuation {
+            id,
+            nozzle: 0,
+            open_us: close_us.saturating_sub(100_000),
+            close_us,
+            class: "weed".into(),
+            capture_us: 0,
+            status,
+            acked_once: false,
+        }
+    }
+
+    /// Sprays leave the working set once nothing can change them (final, closed longer ago
+    /// than a report may take), so the work per loop turn does not grow over a day; the report
+    /// still lists them all, or none with `keep_actuations(false)`.
+    #[test]
+    fn settled_sprays_leave_the_working_set() {
+        let config = BridgeConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bridge.toml")).unwrap();
+        let slack = config.safety.report_timeout_ms * 1000;
+        for keep in [true, false] {
+            let opts = BridgeOptions {
+                port: "/nonexistent".into(),
+                config: config.clone(),
+                timing: Timing::Live,
+                quiet: true,
+            };
+            let mut b = Bridge::new(opts).keep_actuations(keep);
+            let now = 100_000_000;
+            let done = |a, b| ActStatus::Done { opened_us: a, closed_us: b };
+            for a in [
+                actuation(1, now - slack - 1, done(0, 1)),
+                actuation(2, now - slack - 1, ActStatus::Failed { reason: "link down".into() }),
+                // Closed within the report timeout: a late report may still come.
+                actuation(3, now - slack + 1, done(0, 1)),
+                // Not final: stays however old.
+                actuation(4, now - 10 * slack, ActStatus::Sent),
+                actuation(5, now + 1_000_000, ActStatus::Pending),
+            ] {
+                b.acts.insert(a.id, a);
+            }
+            b.settle(now);
+            assert_eq!(b.acts.keys().copied().collect::<Vec<_>>(), vec![3, 4, 5]);
+            assert_eq!(b.settled.len(), if keep { 2 } else { 0 });
+            // Not again within 100 ms, whatever changed.
+            b.acts.get_mut(&4).unwrap().status = done(0, 1);
+            b.settle(now + 50_000);
+            assert_eq!(b.acts.len(), 3);
+            // 3's report window has passed too now.
+            b.settle(now + 200_000);
+            assert_eq!(b.acts.keys().copied().collect::<Vec<_>>(), vec![5]);
+            let listed: Vec<u32> = b.report(0).actuations.iter().map(|a| a.id).collect();
+            assert_eq!(listed, if keep { vec![1, 2, 3, 4, 5] } else { vec![] });
+        }
     }
 
     #[test]

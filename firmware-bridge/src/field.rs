@@ -245,8 +245,14 @@ pub struct FieldScore {
     pub other_passes: usize,
     pub other_sprayed: usize,
     pub other_coverage_mean: f64,
-    /// Nozzle-seconds of spray in all.
+    /// Nozzle-seconds of spray in all, and of those the share while a target was under the
+    /// nozzle: the rest (margins, false detections, crop) is liquid on nothing to kill.
     pub spray_s: f64,
+    pub on_target: f64,
+    /// The device's openings, and those that overlap a pass of another class (crop) on their
+    /// nozzle, however briefly: sprays on crop.
+    pub sprays: usize,
+    pub sprays_on_other: usize,
 }
 
 /// A pass counts as hit when this share of its time under the nozzle line was sprayed.
@@ -292,7 +298,8 @@ impl std::fmt::Display for FieldScore {
             f,
             "{} of {} target passes under a nozzle sprayed (hit rate {:.3}, {}/{} targets fully), coverage {:.3}; \
              opening {:+.0} ms (p50, p90 {:+.0}), closing {:+.0} ms (p50, p90 {:+.0}) against the plant's edges; \
-             other classes: {} of {} passes sprayed, coverage {:.3}",
+             other classes: {} of {} passes sprayed, coverage {:.3}, {} of {} sprays on them; \
+             {:.1} nozzle-s sprayed, {:.0} % of it on targets",
             self.passes_hit,
             self.passes,
             self.hit_rate,
@@ -305,16 +312,75 @@ impl std::fmt::Display for FieldScore {
             self.close_error_ms[1],
             self.other_sprayed,
             self.other_passes,
-            self.other_coverage_mean
+            self.other_coverage_mean,
+            self.sprays_on_other,
+            self.sprays,
+            self.spray_s,
+            self.on_target * 100.0
         )
     }
+}
+
+/// Sorted, overlapping intervals merged.
+fn union(mut v: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for (a, b) in v.into_iter().filter(|x| x.1 > x.0) {
+        match out.last_mut() {
+            Some(l) if a <= l.1 => l.1 = l.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Total length of the intersection of two merged interval lists.
+fn overlap(a: &[(f64, f64)], b: &[(f64, f64)]) -> f64 {
+    let (mut i, mut j, mut sum) = (0, 0, 0.0);
+    while i < a.len() && j < b.len() {
+        sum += (a[i].1.min(b[j].1) - a[i].0.max(b[j].0)).max(0.0);
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    sum
 }
 
 /// Scores `sprays` (the device's openings, in clip time) against `truth`; targets are the
 /// classes `plan` sprays.
 pub fn score(truth: &FieldTruth, plan: &PlanConfig, sprays: &[Spray]) -> FieldScore {
-    let mut s =
-        FieldScore { spray_s: sprays.iter().map(|x| (x.close_s - x.open_s).max(0.0)).sum(), ..Default::default() };
+    // Per nozzle, the time it was open (the device's union of its sprays) and the time a
+    // target was under it.
+    let nozzles: std::collections::BTreeSet<u8> = sprays.iter().map(|x| x.nozzle).collect();
+    let (mut open_s, mut on_target_s) = (0.0, 0.0);
+    for &n in &nozzles {
+        let open = union(sprays.iter().filter(|x| x.nozzle == n).map(|x| (x.open_s, x.close_s)).collect());
+        let under = union(
+            truth
+                .objects
+                .iter()
+                .filter(|o| plan.is_target(&o.name) && o.nozzles.contains(&n))
+                .map(|o| (o.enter_s, o.exit_s))
+                .collect(),
+        );
+        open_s += open.iter().map(|x| x.1 - x.0).sum::<f64>();
+        on_target_s += overlap(&open, &under);
+    }
+    let others: Vec<&TruthObject> = truth.objects.iter().filter(|o| !plan.is_target(&o.name)).collect();
+    let mut s = FieldScore {
+        spray_s: open_s,
+        on_target: if open_s > 0.0 { on_target_s / open_s } else { f64::NAN },
+        sprays: sprays.len(),
+        sprays_on_other: sprays
+            .iter()
+            .filter(|x| {
+                others.iter().any(|o| o.nozzles.contains(&x.nozzle) && x.open_s < o.exit_s && x.close_s > o.enter_s)
+            })
+            .count(),
+        ..Default::default()
+    };
     let (mut cover, mut other_cover) = (0.0, 0.0);
     let (mut open_err, mut close_err) = (Vec::new(), Vec::new());
     for o in truth.objects.iter().filter(|o| !o.nozzles.is_empty() && o.exit_s > o.enter_s) {
@@ -461,6 +527,11 @@ mod tests {
         assert!((s.close_error_ms[0] - 40.0).abs() < 1e-6, "{s:?}");
         assert_eq!((s.other_passes, s.other_sprayed), (1, 1));
         assert!((s.other_coverage_mean - 0.2).abs() < 1e-9);
+        // Open: 0.28 + 0.14 + 0.5 (nozzle 3's two sprays as one, 1.95..2.45) + 0.2 = 1.12 s;
+        // over a weed: 0.2 + 0.1 + 0.4 = 0.7 s.
+        assert!((s.spray_s - 1.12).abs() < 1e-9, "{s:?}");
+        assert!((s.on_target - 0.7 / 1.12).abs() < 1e-9, "{s:?}");
+        assert_eq!((s.sprays, s.sprays_on_other), (5, 1));
         let none = score(&t, &plan(), &[]);
         assert_eq!((none.passes_hit, none.other_sprayed), (0, 0));
         assert!(none.open_error_ms[0].is_nan());

@@ -10,6 +10,7 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fieldkit_core::latency::LatencyHistogram;
 use serde::{Deserialize, Serialize};
 use serialport::SerialPort;
 
@@ -131,9 +132,9 @@ pub struct LinkStats {
     pub corrupt_dropped: u64,
     pub connects: u64,
     pub disconnects: u64,
-    /// Round trip of each acknowledged first send, µs.
+    /// Round trips of acknowledged first sends.
     #[serde(skip)]
-    pub rtt_us: Vec<u64>,
+    pub rtt: LatencyHistogram,
 }
 
 enum Chunk {
@@ -349,7 +350,7 @@ impl Link {
                         Some((t, resent)) => {
                             let rtt = now.saturating_sub(t);
                             if !resent {
-                                self.stats.rtt_us.push(rtt);
+                                self.stats.rtt.record_us(rtt);
                             }
                             rtt
                         }

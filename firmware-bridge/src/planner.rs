@@ -47,11 +47,15 @@ pub struct PlanOptions {
     /// A spray that cannot reach the device this long before it opens is dropped (reported
     /// failed), not opened late.
     pub min_lead_ms: f64,
+    /// One plant, one class: a box overlapping a higher-scoring box of another class by more
+    /// than this IoU is that plant seen as the other class (a crop also boxed as weed at a
+    /// lower score), and is not sprayed. 1 turns it off.
+    pub class_overlap_iou: f64,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { margin_m: 0.02, merge_gap_ms: 50.0, min_lead_ms: 10.0 }
+        PlanOptions { margin_m: 0.02, merge_gap_ms: 50.0, min_lead_ms: 10.0, class_overlap_iou: 0.45 }
     }
 }
 
@@ -101,6 +105,9 @@ impl PlanConfig {
         if let Some(x) = self.boom.nozzles_m.iter().find(|x| !x.is_finite()) {
             return Err(format!("boom.nozzles_m: {x} is not a position"));
         }
+        if !(0.0..=1.0).contains(&self.plan.class_overlap_iou) {
+            return Err(format!("plan.class_overlap_iou must be between 0 and 1, got {}", self.plan.class_overlap_iou));
+        }
         if self.targets.is_empty() {
             return Err("targets: no class to spray (e.g. `weed = 0.4`, or `\"*\" = 0.5` for any class)".into());
         }
@@ -119,6 +126,15 @@ impl PlanConfig {
 
     fn threshold(&self, class: &str) -> Option<f32> {
         self.targets.get(class).or_else(|| self.targets.get("*")).copied()
+    }
+
+    /// The detections taken as plants: each box but those overlapping a higher-scoring box of
+    /// another class by more than `plan.class_overlap_iou` (the plant is that class).
+    pub fn plants<'a>(&self, dets: &'a [Detection]) -> impl Iterator<Item = &'a Detection> {
+        let limit = self.plan.class_overlap_iou;
+        dets.iter().filter(move |d| {
+            !dets.iter().any(|o| o.name != d.name && o.score > d.score && iou(&o.bbox, &d.bbox) > limit)
+        })
     }
 
     /// The sprays one detection asks for; empty when its class is not a target, its score is
@@ -143,6 +159,19 @@ impl PlanConfig {
             .filter(|(_, &p)| left < p + b.spray_width_m / 2.0 && right > p - b.spray_width_m / 2.0)
             .map(|(i, _)| Trigger { nozzle: i as u8, open_us, close_us, class: det.name.clone(), score: det.score })
             .collect()
+    }
+}
+
+fn iou(a: &[f32; 4], b: &[f32; 4]) -> f64 {
+    let area = |r: &[f32; 4]| ((r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0)) as f64;
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = (w * h) as f64;
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
     }
 }
 
@@ -262,6 +291,29 @@ mod tests {
         // Not a target, or under its threshold.
         assert!(c.triggers(&det("crop", 0.99, [0.0, 0.0, 400.0, 300.0]), 400.0, 300.0, 0).is_empty());
         assert!(c.triggers(&det("weed", 0.3, [0.0, 0.0, 400.0, 300.0]), 400.0, 300.0, 0).is_empty());
+    }
+
+    /// One plant, one class: a weed box over a crop box that scores higher is the crop seen
+    /// twice and is not sprayed; beside it, or scoring higher, or the same class, it stays.
+    #[test]
+    fn a_plant_boxed_as_crop_and_weed_is_the_higher_scoring_class() {
+        let mut c = config();
+        let dets = [
+            det("crop", 0.8, [0.0, 0.0, 100.0, 100.0]),
+            det("weed", 0.5, [5.0, 5.0, 100.0, 100.0]), // IoU 0.90 with the crop: dropped
+            det("weed", 0.5, [60.0, 0.0, 160.0, 100.0]), // IoU 0.25: kept
+            det("crop", 0.4, [200.0, 0.0, 300.0, 100.0]), // under the weed below: dropped
+            det("weed", 0.7, [205.0, 0.0, 300.0, 100.0]), // kept
+            det("weed", 0.9, [0.0, 200.0, 100.0, 300.0]), // same class overlaps are NMS's
+            det("weed", 0.6, [0.0, 205.0, 100.0, 300.0]),
+        ];
+        let kept = |c: &PlanConfig| c.plants(&dets).map(|d| (d.name.clone(), d.bbox[0])).collect::<Vec<_>>();
+        let w = |x: f32| ("weed".to_string(), x);
+        assert_eq!(kept(&c), vec![("crop".to_string(), 0.0), w(60.0), w(205.0), w(0.0), w(0.0)]);
+        c.plan.class_overlap_iou = 1.0;
+        assert_eq!(kept(&c).len(), dets.len(), "1 turns it off");
+        c.plan.class_overlap_iou = 1.5;
+        assert!(c.validate().unwrap_err().contains("plan.class_overlap_iou must be between 0 and 1, got 1.5"));
     }
 
     #[test]

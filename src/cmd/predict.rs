@@ -191,7 +191,7 @@ fn predict_video(
     first_index: usize,
     jsonl: &mut Vec<u8>,
 ) -> Result<usize> {
-    let mut reader = VideoReader::open(&video.to_string_lossy(), &ReadOptions { fps: a.fps, realtime: false })?;
+    let mut reader = VideoReader::open(&video.to_string_lossy(), &ReadOptions { fps: a.fps, ..Default::default() })?;
     let rate = reader.info().fps;
     let mut tracker =
         if a.track { Some(ByteTrack::new(a.tracker.config(Some(rate))).context("tracker settings")?) } else { None };

@@ -34,9 +34,9 @@ use fieldkit_bridge::field::{self, FieldScore, FieldTruth};
 use fieldkit_bridge::link::{monotonic_us, LinkStats};
 use fieldkit_bridge::planner;
 use fieldkit_core::fsio;
+use fieldkit_core::latency::LatencyHistogram;
 use fieldkit_core::report;
-use fieldkit_core::video::{is_live, FrameSource, VideoFrame, VideoOut};
-use fieldkit_runtime::bench::LatencyStats;
+use fieldkit_core::video::{is_live, FrameSource, VideoFrame, VideoInfo, VideoOut};
 use fieldkit_runtime::{LabeledDetection, Output, PredictOptions, Prediction};
 use fieldkit_track::{ids_by_detection, ByteTrack, CountSummary};
 use image::RgbImage;
@@ -50,7 +50,8 @@ use super::track::{CountingArgs, StreamArgs, TrackerArgs};
 
 #[derive(Args)]
 pub struct RunLoopArgs {
-    /// A V4L2 camera (/dev/videoN), an rtsp:// or http:// stream, a video file, or a folder
+    /// A V4L2 camera (/dev/videoN or /dev/v4l/by-id/..., its mode set by --camera-format,
+    /// --camera-size and --camera-fps), an rtsp:// or http:// stream, a video file, or a folder
     /// of images (name order, at --fps, default 10).
     #[arg(long)]
     source: String,
@@ -211,12 +212,11 @@ struct StageLatency {
 }
 
 impl StageLatency {
-    fn of(samples: &[f64]) -> Self {
-        if samples.is_empty() {
+    fn of(h: &LatencyHistogram) -> Self {
+        if h.count() == 0 {
             return StageLatency::default();
         }
-        let s = LatencyStats::from_samples(samples);
-        StageLatency { p50: s.p50_ms, p99: s.p99_ms }
+        StageLatency { p50: h.quantile_ms(0.5), p99: h.quantile_ms(0.99) }
     }
 }
 
@@ -235,6 +235,8 @@ struct RunSummary {
     /// Times a lost live source was reopened, and the seconds it delivered nothing.
     reconnects: u64,
     blind_s: f64,
+    /// Each loss of the source: reason, lost and back again (Unix seconds).
+    outages: Vec<Outage>,
     /// Sprays planned, done and failed, and link statistics: `null` without --port.
     sprays: Option<Sprays>,
     link: Option<LinkSummary>,
@@ -272,7 +274,10 @@ fn connect_bridge(a: &RunLoopArgs) -> Result<Option<Bridge>> {
     if let Some(b) = a.baud {
         config.link.baud = b;
     }
-    let mut bridge = Bridge::new(BridgeOptions { port: port.clone(), config, timing: Timing::Live, quiet: false });
+    // A day-long run without a spray report keeps counts, not a list of every spray.
+    let keep = a.spray_report.is_some() || a.truth.is_some();
+    let mut bridge = Bridge::new(BridgeOptions { port: port.clone(), config, timing: Timing::Live, quiet: false })
+        .keep_actuations(keep);
     bridge.connect()?;
     Ok(Some(bridge))
 }
@@ -314,6 +319,22 @@ struct Captured {
     frames: u64,
     reconnects: u64,
     blind_s: f64,
+    outages: Vec<Outage>,
+}
+
+/// One loss of a live source: why, when (Unix seconds, to line up with the camera's or a
+/// benchmark's own clock), when the try that brought it back began and when that try's first
+/// frame arrived (`null` if it never came back).
+#[derive(Serialize, Clone, Debug)]
+struct Outage {
+    reason: String,
+    lost_unix_s: f64,
+    back_unix_s: Option<f64>,
+    first_frame_unix_s: Option<f64>,
+}
+
+fn unix_s() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Sets `stop` on Ctrl-C / SIGTERM; a second signal ends the process (exit status 1).
@@ -329,21 +350,29 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 
 /// The capture thread: frames from `reader` into `slot` until the source ends (a file), `stop`
 /// is set, the consumers closed the slot or `max_frames` were taken; a live source that fails
-/// or ends is reopened with backoff, the failure reported (log, metrics) and timed.
+/// or ends is reopened with backoff, the failure reported (log, metrics) and timed. A source
+/// counts as back when a frame arrives again, not when ffmpeg starts.
 fn capture(
     reader: FrameSource,
-    reopen: impl Fn() -> Result<FrameSource>,
+    reopen: impl Fn(VideoInfo) -> Result<FrameSource>,
     retry: bool,
     slot: &LatestSlot<VideoFrame>,
     stop: &AtomicBool,
     max_frames: u64,
     metrics: Option<&LoopMetrics>,
 ) -> Result<Captured> {
-    let mut c = Captured { frames: 0, reconnects: 0, blind_s: 0.0 };
+    let mut c = Captured { frames: 0, reconnects: 0, blind_s: 0.0, outages: Vec::new() };
+    let shape = reader.info();
     let mut reader = Some(reader);
+    // The first frame of a reopened source, read to know it is back.
+    let mut first: Option<VideoFrame> = None;
     let stopping = || stop.load(Ordering::Relaxed) || slot.is_closed();
     while c.frames < max_frames && !stopping() {
-        let lost = match reader.as_mut().map(FrameSource::next_frame) {
+        let next = match first.take() {
+            Some(frame) => Some(Ok(Some(frame))),
+            None => reader.as_mut().map(FrameSource::next_frame),
+        };
+        let lost = match next {
             Some(Ok(Some(frame))) => {
                 if !slot.put(c.frames, frame) {
                     break;
@@ -367,6 +396,7 @@ fn capture(
         }
         let mut backoff = Backoff::new();
         eprintln!("source lost ({lost}) after {} frames; reopening", c.frames);
+        c.outages.push(Outage { reason: lost, lost_unix_s: unix_s(), back_unix_s: None, first_frame_unix_s: None });
         while reader.is_none() && !stopping() {
             let wait = backoff.wait();
             let until = Instant::now() + wait;
@@ -376,8 +406,21 @@ fn capture(
             if stopping() {
                 break;
             }
-            match reopen() {
-                Ok(r) => reader = Some(r),
+            let opened = unix_s();
+            let tried = reopen(shape).and_then(|mut r| match r.next_frame() {
+                Ok(Some(frame)) => Ok((r, frame)),
+                Ok(None) => anyhow::bail!("it ended before its first frame"),
+                Err(e) => Err(e.into()),
+            });
+            match tried {
+                Ok((r, frame)) => {
+                    if let Some(o) = c.outages.last_mut() {
+                        o.back_unix_s = Some(opened);
+                        o.first_frame_unix_s = Some(unix_s());
+                    }
+                    reader = Some(r);
+                    first = Some(frame);
+                }
                 Err(e) => eprintln!(
                     "reopening failed ({e:#}); blind {:.1} s, next try in {:.1} s",
                     since.elapsed().as_secs_f64(),
@@ -385,15 +428,15 @@ fn capture(
                 ),
             }
         }
-        if let Some(r) = &reader {
+        if reader.is_some() {
             c.reconnects += 1;
             c.blind_s += since.elapsed().as_secs_f64();
             eprintln!(
                 "source back after {:.1} s ({}x{} at {} fps)",
                 since.elapsed().as_secs_f64(),
-                r.info().width,
-                r.info().height,
-                r.info().fps
+                shape.width,
+                shape.height,
+                shape.fps
             );
             if let Some(m) = metrics {
                 m.reconnected();
@@ -455,7 +498,7 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         let (capture_slot, stop, metrics) = (slot.clone(), &stop, metrics.as_deref());
         let (source, stream) = (&a.source, &a.stream);
         let capture = scope.spawn(move || {
-            let reopen = || stream.open(source);
+            let reopen = |shape| stream.reopen(source, shape);
             let result = capture(reader, reopen, is_live(source), &capture_slot, stop, max_frames, metrics);
             capture_slot.close();
             result
@@ -491,9 +534,10 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
 
         // Results back in capture order: the tracker needs frames in sequence.
         let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
-        let mut stages: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
-        // Per frame: host µs of stream time 0 (capture minus the frame's time); the median
-        // puts a clip's truth on the device's clock.
+        // Histograms, not lists: constant memory however long the run.
+        let mut stages: BTreeMap<&'static str, LatencyHistogram> = BTreeMap::new();
+        // Per frame of a clip scored by --truth: host µs of stream time 0 (capture minus the
+        // frame's time); the median puts the clip's truth on the device's clock.
         let mut clip_origin: Vec<f64> = Vec::new();
         let (mut frames, mut detections) = (0u64, 0u64);
         let mut handle = |d: Done| -> Result<()> {
@@ -506,7 +550,9 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
             if let Some(tx) = &spray_tx {
                 // The capture instant on the bridge's clock (CLOCK_MONOTONIC µs).
                 let capture_us = monotonic_us().saturating_sub(d.captured.elapsed().as_micros() as u64);
-                clip_origin.push(capture_us as f64 - d.time_s * 1e6);
+                if truth.is_some() {
+                    clip_origin.push(capture_us as f64 - d.time_s * 1e6);
+                }
                 // A closed channel: the bridge stopped on an error, which its join reports.
                 let _ = tx.send(bridge_line(d.width, d.height, dets, capture_us));
             }
@@ -530,7 +576,9 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
                 if let Some(out) = &mut video_out {
                     report::draw_paths(&mut img, &overlay)?;
                     report::annotate(&mut img, &boxes_to_draw(&p, ids.as_deref(), a.nms.conf))?;
-                    out.write(&img)?;
+                    // At its source frame number: a frame dropped for a slow model shows
+                    // the last result for its time, so the video plays at the real pace.
+                    out.write_at(img, d.seq)?;
                 }
             }
             let ms = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64() * 1e3;
@@ -543,7 +591,7 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
                 ("total", ms(d.captured, done)),
             ];
             for (k, v) in frame_stages {
-                stages.entry(k).or_default().push(v);
+                stages.entry(k).or_default().record_ms(v);
             }
             frames += 1;
             if let Some(m) = metrics {
@@ -636,8 +684,9 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         detections,
         reconnects: captured.reconnects,
         blind_s: captured.blind_s,
+        outages: captured.outages.clone(),
         sprays: spray.as_ref().map(|r| Sprays {
-            planned: r.actuations.len(),
+            planned: r.planned,
             done: r.done,
             failed: r.failed,
             triggers: r.triggers,

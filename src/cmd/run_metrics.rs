@@ -196,6 +196,7 @@ impl LoopMetrics {
 
     /// Reads the spray bridge's live totals at every scrape from now on.
     pub fn attach_bridge(&self, live: Arc<LiveCounts>) {
+        live.watch_acks();
         let _ = self.bridge.set(live);
     }
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use fieldkit_core::detect::{Detection, NmsOptions};
 use fieldkit_core::report::Outline;
-use fieldkit_core::video::{FrameSource, ReadOptions, VideoOut};
+use fieldkit_core::video::{CameraMode, FrameSource, ReadOptions, VideoInfo, VideoOut};
 use fieldkit_core::{fsio, report};
 use fieldkit_runtime::{LabeledDetection, Layout, Output, PredictOptions};
 use fieldkit_track::{
@@ -128,12 +128,37 @@ pub struct StreamArgs {
     /// Stop after this many frames.
     #[arg(long)]
     pub max_frames: Option<u64>,
+    /// A V4L2 camera's pixel format: mjpeg (compressed; full resolution at 30 fps over USB 2)
+    /// or yuyv (raw 4:2:2). Default: the driver's.
+    #[arg(long, value_name = "mjpeg|yuyv")]
+    pub camera_format: Option<String>,
+    /// A V4L2 camera's frame size, WIDTHxHEIGHT (`v4l2-ctl --list-formats-ext` lists its modes).
+    #[arg(long, value_name = "WxH")]
+    pub camera_size: Option<String>,
+    /// The frame rate asked of a V4L2 camera (--fps resamples after it).
+    #[arg(long, value_name = "FPS")]
+    pub camera_fps: Option<f64>,
 }
 
 impl StreamArgs {
+    /// The flags as checked reading options.
+    pub fn options(&self) -> Result<ReadOptions> {
+        let camera = CameraMode {
+            format: self.camera_format.as_deref().map(str::parse).transpose()?,
+            size: self.camera_size.as_deref().map(CameraMode::parse_size).transpose()?,
+            fps: self.camera_fps,
+        };
+        Ok(ReadOptions { fps: self.fps, realtime: self.realtime, camera, known: None })
+    }
+
     /// A video file, stream or camera (through ffmpeg), or a folder of images.
     pub fn open(&self, source: &str) -> Result<FrameSource> {
-        Ok(FrameSource::open(source, &ReadOptions { fps: self.fps, realtime: self.realtime })?)
+        Ok(FrameSource::open(source, &self.options()?)?)
+    }
+
+    /// A live source again after a loss, in the shape it had (`ReadOptions::known`).
+    pub fn reopen(&self, source: &str, known: VideoInfo) -> Result<FrameSource> {
+        Ok(FrameSource::open(source, &ReadOptions { known: Some(known), ..self.options()? })?)
     }
 
     pub fn max_frames(&self) -> u64 {
