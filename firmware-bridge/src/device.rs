@@ -52,6 +52,10 @@ struct Slot {
     opened_at: Option<u64>,
 }
 
+/// The most the host-clock offset follows a late heartbeat by, µs: at the host's 50 ms
+/// heartbeat that is 5 ms a second, fifty times a poor crystal's 100 ppm.
+const MAX_SLEW_US: i64 = 250;
+
 pub struct Device {
     cfg: DeviceConfig,
     state: DeviceState,
@@ -146,12 +150,15 @@ impl Device {
             }
             Message::Heartbeat { host_time_us } => {
                 // Transit only delays a sample, so the largest recent offset is the best one;
-                // a slow decay follows a device clock that runs fast.
+                // a slow decay follows a device clock that runs fast. The decay is clamped
+                // (MAX_SLEW_US a heartbeat): crystals drift by ppm, and a burst of heartbeats
+                // held up on the line (a stalled host, a busy serial driver) must not drag the
+                // clock, and every scheduled spray with it, by a share of their delay.
                 let sample = *host_time_us as i64 - now as i64;
                 if sample > self.offset {
                     self.offset = sample;
                 } else {
-                    self.offset -= (self.offset - sample) / 16;
+                    self.offset -= ((self.offset - sample) / 16).min(MAX_SLEW_US);
                 }
             }
             Message::Detections(batch) => self.detections = batch.detections.len() as u8,
@@ -390,6 +397,40 @@ mod tests {
         );
         assert!(io.sent.iter().any(|f| f.msg
             == Message::Report { id: 10, outcome: Outcome::Done { opened_us: 1_200_000, closed_us: 1_300_000 } }));
+    }
+
+    /// Heartbeats held up on the line move the device's idea of host time by at most
+    /// MAX_SLEW_US each (before: a sixteenth of the delay, 72 % of it after 20 late ones),
+    /// while a device clock that runs 1000 ppm fast is still followed within a millisecond.
+    #[test]
+    fn late_heartbeats_barely_move_the_clock_and_drift_is_followed() {
+        let mut d = Device::new(DeviceConfig { nozzles: 2, ..Default::default() });
+        let mut io = Rec::default();
+        hello(&mut d, &mut io, 0);
+        let start = d.offset;
+        for k in 1..=20u64 {
+            // Sent at host 1 s + k·50 ms, arriving 500 ms late.
+            let now = k * 50_000 + 500_000;
+            d.on_frame(
+                &Frame { seq: 0, msg: Message::Heartbeat { host_time_us: 1_000_000 + k * 50_000 } },
+                now,
+                &mut io,
+            );
+        }
+        assert!((start - d.offset).abs() <= 20 * MAX_SLEW_US, "{} -> {}", start, d.offset);
+        // On time again: back at once (the largest sample wins).
+        d.on_frame(&Frame { seq: 0, msg: Message::Heartbeat { host_time_us: 2_100_000 } }, 1_100_000, &mut io);
+        assert_eq!(d.offset, start);
+        // The device clock runs 1000 ppm fast: each 50 ms of host time is 50.05 ms here.
+        for k in 1..=400u64 {
+            let host = 2_100_000 + k * 50_000;
+            let now = 1_100_000 + k * 50_050;
+            d.on_frame(&Frame { seq: 0, msg: Message::Heartbeat { host_time_us: host } }, now, &mut io);
+            let truth = host as i64 - now as i64;
+            if k > 100 {
+                assert!((d.offset - truth).abs() <= 1_000, "heartbeat {k}: {} vs {truth}", d.offset);
+            }
+        }
     }
 
     #[test]
