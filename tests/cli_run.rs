@@ -359,6 +359,51 @@ fn run_survives_a_lost_rtsp_stream() {
     assert!(s["counts"]["frames"].as_u64().unwrap() >= before as u64 + 10, "--track's summary too: {s}");
 }
 
+/// An MJPEG network camera (`http://`, multipart JPEG as mjpg-streamer and IP cameras serve
+/// it; tests/support/mjpeg_server.py) is a source: each connection sends 3 s of frames and
+/// ends, so the loop also reopens an `http://` source twice on its way to 80 frames.
+#[test]
+fn run_reads_an_mjpeg_http_camera_and_reopens_it() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_detector(dir.path(), "det");
+    let clip = dir.path().join("clip.mp4");
+    panning_clip(&clip, 3, 10);
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let o = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(&clip)
+        .args(["-q:v", "5"])
+        .arg(frames.join("%04d.jpg"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let port = free_port();
+    let mut server = Command::new("python3")
+        .arg(repo().join("tests/support/mjpeg_server.py"))
+        .args([&port.to_string(), frames.to_str().unwrap(), "10"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the MJPEG server did not start");
+    let json = dir.path().join("run.json");
+    let source = format!("http://127.0.0.1:{port}/stream.mjpg");
+    let (m, json_arg) = (m.to_str().unwrap(), json.to_str().unwrap());
+    let o = fieldkit(&["run", "--source", &source, "--model", m, "--max-frames", "80", "--json", json_arg]);
+    server.kill().unwrap();
+    let _ = server.wait();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(s["frames"], 80, "{s}");
+    assert!(s["reconnects"].as_u64().unwrap() >= 2, "30 frames a connection: {s}");
+    assert!(stderr(&o).contains("the stream ended"), "{}", stderr(&o));
+}
+
 /// A folder of images is a source: frames in name order at --fps; an empty folder is named.
 #[test]
 fn run_reads_a_folder_of_images() {
