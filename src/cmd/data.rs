@@ -51,7 +51,11 @@ pub fn render(r: &DataReport, max_warnings: usize) -> String {
     let mut s = format!("dataset: {} ({})\n", r.source.display(), r.format);
     s += &format!("classes ({}): {}\n\n", r.classes.len(), r.classes.join(", "));
     let detection = r.splits.iter().any(|sp| sp.background_images.is_some());
-    let unit = if detection { "boxes" } else { "images" };
+    let unit = match r.format {
+        "masks" => "pixels",
+        _ if detection => "boxes",
+        _ => "images",
+    };
     let header = format!("{unit} per class");
     let cw = r.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(header.len());
     s += &format!("{header:cw$}");

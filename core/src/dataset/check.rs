@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::dataset::coco::CocoDataset;
 use crate::dataset::imagefolder::ImageFolder;
 use crate::dataset::is_image;
+use crate::dataset::masks::MaskDataset;
 use crate::dataset::photos::{look_hash, same_look, source_photo};
 use crate::dataset::yolo::{label_path_for, parse_label_text, YoloDataset};
 use crate::error::{CoreError, Result};
@@ -49,7 +50,8 @@ impl std::fmt::Display for Problem {
 pub struct SplitSummary {
     pub name: String,
     pub images: usize,
-    /// Images per class (classification) or boxes per class (detection).
+    /// Images per class (classification), boxes per class (detection) or pixels per class
+    /// (segmentation masks).
     pub class_counts: BTreeMap<String, usize>,
     /// Detection only: images with no objects.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,13 +78,16 @@ impl DataReport {
 }
 
 /// Checks a dataset, detecting its format: a `data.yaml` (or folder holding one) is YOLO,
-/// a `.json` file is COCO (images beside it), any other folder is ImageFolder.
+/// a `.json` file is COCO (images beside it), a folder with a `classes.csv` and
+/// `<split>/images` + `<split>/masks` is segmentation masks, any other folder is ImageFolder.
 pub fn check(path: &Path) -> Result<DataReport> {
     let is_yaml = |p: &Path| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
     if path.is_file() && is_yaml(path) || path.is_dir() && path.join("data.yaml").is_file() {
         check_yolo(path)
     } else if path.is_file() && path.extension().and_then(|e| e.to_str()) == Some("json") {
         check_coco(path, path.parent().unwrap_or(Path::new(".")))
+    } else if path.is_dir() && MaskDataset::is_root(path) {
+        check_masks(path)
     } else if path.is_dir() {
         check_imagefolder(path)
     } else if !path.exists() {
@@ -321,6 +326,64 @@ pub fn check_imagefolder(root: &Path) -> Result<DataReport> {
         summaries.push(summary);
     }
     Ok(problems.finish("imagefolder", root, classes, summaries))
+}
+
+/// Segmentation masks: every image has a mask of its size in the table's colours (or ids);
+/// class counts are pixels. Masks without an image are warned about.
+pub fn check_masks(root: &Path) -> Result<DataReport> {
+    let ds = MaskDataset::open(root)?;
+    let names: Vec<String> = ds.classes.iter().map(|c| c.name.clone()).collect();
+    let mut problems = Problems::default();
+    let mut seen = Seen::default();
+    let mut summaries = Vec::new();
+    for split in ds.splits() {
+        let mut summary = SplitSummary { name: split.clone(), ..Default::default() };
+        for n in &names {
+            summary.class_counts.insert(n.clone(), 0);
+        }
+        let files = match ds.split(&split) {
+            Ok(f) => f,
+            Err(e) => {
+                problems.record_core(e);
+                summaries.push(summary);
+                continue;
+            }
+        };
+        let images: Vec<PathBuf> = files.pairs.iter().map(|(i, _)| i.clone()).collect();
+        summary.images = images.len();
+        if images.is_empty() {
+            problems.error(&root.join(&split).join("images"), None, "no images");
+        }
+        let sizes = record_images(&split, &images, &mut summary, &mut problems, &mut seen);
+        for ((image, mask), size) in files.pairs.iter().zip(sizes) {
+            let Some(mask) = mask else {
+                let stem = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                problems.error(image, None, format!("no mask (expected {split}/masks/{stem}.png)"));
+                continue;
+            };
+            match ds.read_mask(mask) {
+                Ok(m) => {
+                    if let Some((w, h)) = size.filter(|&s| s != (m.width, m.height)) {
+                        problems.error(mask, None, format!("mask is {}x{}, its image {w}x{h}", m.width, m.height));
+                        continue;
+                    }
+                    let mut counts = vec![0usize; names.len()];
+                    for &id in &m.ids {
+                        counts[usize::from(id)] += 1;
+                    }
+                    for (n, c) in names.iter().zip(counts) {
+                        *summary.class_counts.get_mut(n).expect("every class listed") += c;
+                    }
+                }
+                Err(e) => problems.record_core(e),
+            }
+        }
+        for orphan in &files.orphans {
+            problems.warn(orphan, "mask without an image (ignored)");
+        }
+        summaries.push(summary);
+    }
+    Ok(problems.finish("masks", root, names, summaries))
 }
 
 pub fn check_yolo(path: &Path) -> Result<DataReport> {

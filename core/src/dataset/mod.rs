@@ -5,6 +5,7 @@ pub mod check;
 pub mod coco;
 pub mod eval_data;
 pub mod imagefolder;
+pub mod masks;
 pub mod photos;
 pub mod yolo;
 
