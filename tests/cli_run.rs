@@ -220,19 +220,20 @@ fn run_drives_the_simulated_mcu() {
     assert!(stderr(&o).contains("--truth t.json: the clip must be a file played at its own pace"), "{}", stderr(&o));
 }
 
-/// GStreamer's RTSP server streaming `clip` on `port`, once it listens.
-fn rtsp_server(port: u16, clip: &std::path::Path) -> Child {
-    let mut c = Command::new("/usr/bin/python3")
-        .arg(repo().join("tests/support/rtsp_server.py"))
-        .arg(port.to_string())
-        .arg(clip)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// A test server from tests/support started, once it printed "ready" (it listens).
+fn started(mut cmd: Command, what: &str) -> Child {
+    let mut c = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     std::io::BufReader::new(c.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "the RTSP server did not start");
+    assert_eq!(line.trim(), "ready", "the {what} did not start");
     c
+}
+
+/// GStreamer's RTSP server streaming `clip` on `port`, once it listens.
+fn rtsp_server(port: u16, clip: &std::path::Path) -> Child {
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(repo().join("tests/support/rtsp_server.py")).arg(port.to_string()).arg(clip);
+    started(cmd, "RTSP server")
 }
 
 fn free_port() -> u16 {
@@ -382,15 +383,9 @@ fn run_reads_an_mjpeg_http_camera_and_reopens_it() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let port = free_port();
-    let mut server = Command::new("python3")
-        .arg(repo().join("tests/support/mjpeg_server.py"))
-        .args([&port.to_string(), frames.to_str().unwrap(), "10"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "the MJPEG server did not start");
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("tests/support/mjpeg_server.py")).args([&port.to_string(), frames.to_str().unwrap(), "10"]);
+    let mut server = started(cmd, "MJPEG server");
     let json = dir.path().join("run.json");
     let source = format!("http://127.0.0.1:{port}/stream.mjpg");
     let (m, json_arg) = (m.to_str().unwrap(), json.to_str().unwrap());

@@ -452,10 +452,8 @@ impl ImageSequence {
     pub const DEFAULT_FPS: f64 = 10.0;
 
     pub fn open(dir: &Path, opts: &ReadOptions) -> Result<ImageSequence> {
+        check_source(&dir.to_string_lossy(), opts)?;
         let fps = opts.fps.unwrap_or(Self::DEFAULT_FPS);
-        if !(fps > 0.0 && fps.is_finite()) {
-            return Err(CoreError::Argument(format!("--fps {fps} must be > 0")));
-        }
         let paths = crate::dataset::list_images(dir)?;
         let first = paths.first().ok_or_else(|| {
             CoreError::Argument(format!("{}: no images (.jpg, .png, ...) in this folder", dir.display()))
@@ -492,9 +490,9 @@ pub enum FrameSource {
 }
 
 impl FrameSource {
-    /// A folder is read as images; anything else goes to ffmpeg.
+    /// A folder is read as images; anything else goes to ffmpeg. Each checks its options
+    /// ([`check_source`]) before it opens anything.
     pub fn open(source: &str, opts: &ReadOptions) -> Result<FrameSource> {
-        check_source(source, opts)?;
         if Path::new(source).is_dir() {
             Ok(FrameSource::Images(ImageSequence::open(Path::new(source), opts)?))
         } else {

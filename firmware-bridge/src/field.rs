@@ -387,22 +387,15 @@ pub fn score(truth: &FieldTruth, plan: &PlanConfig, sprays: &[Spray]) -> FieldSc
         let target = plan.is_target(&o.name);
         let mut all_hit = true;
         for &n in &o.nozzles {
-            // The openings on this nozzle that overlap the pass, merged as the device's union.
-            let mut on: Vec<(f64, f64)> = sprays
+            // The openings on this nozzle that overlap the pass; the device's union of them
+            // covers it.
+            let on: Vec<(f64, f64)> = sprays
                 .iter()
                 .filter(|x| x.nozzle == n && x.close_s > o.enter_s && x.open_s < o.exit_s)
                 .map(|x| (x.open_s, x.close_s))
                 .collect();
-            on.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let mut covered = 0.0;
-            let mut end = f64::NEG_INFINITY;
-            for &(a, b) in &on {
-                let (a, b) = (a.max(o.enter_s).max(end), b.min(o.exit_s));
-                if b > a {
-                    covered += b - a;
-                }
-                end = end.max(b);
-            }
+            let span = (on.iter().map(|x| x.0).reduce(f64::min), on.iter().map(|x| x.1).reduce(f64::max));
+            let covered = overlap(&union(on), &[(o.enter_s, o.exit_s)]);
             let share = covered / (o.exit_s - o.enter_s);
             if target {
                 s.passes += 1;
@@ -412,9 +405,7 @@ pub fn score(truth: &FieldTruth, plan: &PlanConfig, sprays: &[Spray]) -> FieldSc
                 } else {
                     all_hit = false;
                 }
-                if let (Some(first), Some(last)) =
-                    (on.iter().map(|x| x.0).reduce(f64::min), on.iter().map(|x| x.1).reduce(f64::max))
-                {
+                if let (Some(first), Some(last)) = span {
                     open_err.push((first - o.enter_s) * 1e3);
                     close_err.push((last - o.exit_s) * 1e3);
                 }

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use fieldkit_core::metrics::iou;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,7 +134,7 @@ impl PlanConfig {
     pub fn plants<'a>(&self, dets: &'a [Detection]) -> impl Iterator<Item = &'a Detection> {
         let limit = self.plan.class_overlap_iou;
         dets.iter().filter(move |d| {
-            !dets.iter().any(|o| o.name != d.name && o.score > d.score && iou(&o.bbox, &d.bbox) > limit)
+            !dets.iter().any(|o| o.name != d.name && o.score > d.score && f64::from(iou(&o.bbox, &d.bbox)) > limit)
         })
     }
 
@@ -159,19 +160,6 @@ impl PlanConfig {
             .filter(|(_, &p)| left < p + b.spray_width_m / 2.0 && right > p - b.spray_width_m / 2.0)
             .map(|(i, _)| Trigger { nozzle: i as u8, open_us, close_us, class: det.name.clone(), score: det.score })
             .collect()
-    }
-}
-
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f64 {
-    let area = |r: &[f32; 4]| ((r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0)) as f64;
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = (w * h) as f64;
-    let union = area(a) + area(b) - inter;
-    if union > 0.0 {
-        inter / union
-    } else {
-        0.0
     }
 }
 
