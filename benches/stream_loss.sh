@@ -31,7 +31,7 @@ fi
   || { echo "GStreamer's RTSP server is missing: run scripts/setup.sh as root" >&2; exit 1; }
 "$fk" bridge field-clip --data assets/data/sesame-field/data.yaml --config firmware-bridge/bridge.toml \
   --out "$work/field.mp4" --fps 10 > /dev/null
-sed -e 's/^weed = 0.35/"*" = 0.1/' firmware-bridge/bridge.toml > "$work/bridge.toml"
+sed -e 's/^weed = 0.35/"*" = 0.1/' -e '/^\[protect\]$/d' -e '/^crop = 0.35$/d' firmware-bridge/bridge.toml > "$work/bridge.toml"
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 serve() {
   /usr/bin/python3 tests/support/rtsp_server.py "$port" "$work/field.mp4" > "$work/server.out" &

@@ -176,6 +176,8 @@ pub enum ActStatus {
     Failed {
         reason: String,
     },
+    /// Taken back before it opened: a protected plant (the crop) turned out to be under it.
+    Withdrawn,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -192,6 +194,13 @@ pub struct Actuation {
     /// The device has acknowledged some version of it (so it may already be spraying).
     #[serde(skip)]
     acked_once: bool,
+    /// Some version of it went to the device (which may hold it, acknowledged or not).
+    #[serde(skip)]
+    sent_once: bool,
+    /// The planner took it back: it goes (again) as a spray of no length, which the device
+    /// drops; the device's word on it decides between withdrawn and done.
+    #[serde(skip)]
+    withdrawn: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -216,6 +225,8 @@ pub struct BridgeReport {
     pub planned: usize,
     pub done: usize,
     pub failed: usize,
+    /// Taken back before opening, a protected plant under them (`[protect]`).
+    pub withdrawn: usize,
     pub estops: u64,
     pub link: LinkStats,
     /// Host → device → host acknowledgement time of first sends; one way ≈ half.
@@ -230,7 +241,7 @@ pub struct BridgeReport {
 }
 
 /// Running totals another thread reads while the bridge runs (`fieldkit run
-/// --metrics-bind`): sprays planned, done and failed so far, E-stops, whether the link is up,
+/// --metrics-bind`): sprays planned, done, failed and withdrawn so far, E-stops, whether the link is up,
 /// and, once a reader asked for them (`watch_acks`), the glass-to-nozzle samples not yet taken
 /// (`take_acks`).
 #[derive(Debug, Default)]
@@ -238,6 +249,7 @@ pub struct LiveCounts {
     pub planned: AtomicU64,
     pub done: AtomicU64,
     pub failed: AtomicU64,
+    pub withdrawn: AtomicU64,
     pub estops: AtomicU64,
     pub link_up: AtomicBool,
     /// Nobody takes the samples unless asked: without a reader they would pile up all day.
@@ -269,6 +281,7 @@ fn set_status(live: &LiveCounts, a: &mut Actuation, new: ActStatus) {
     let counter = |s: &ActStatus| match s {
         ActStatus::Done { .. } => Some(&live.done),
         ActStatus::Failed { .. } => Some(&live.failed),
+        ActStatus::Withdrawn => Some(&live.withdrawn),
         _ => None,
     };
     if let Some(c) = counter(&a.status) {
@@ -534,38 +547,67 @@ impl Bridge {
         }
         self.link.send(Message::Detections(batch), now);
 
-        for d in self.opts.config.plan.plants(&line.detections) {
-            for t in self.opts.config.plan.triggers(d, line.width, line.height, capture_us) {
+        // Protected plants first: a weed beside a crop in this frame is planned clear of it.
+        let plan = &self.opts.config.plan;
+        let plants: Vec<&Detection> = plan.plants(&line.detections).collect();
+        let mut merges = Vec::new();
+        for d in &plants {
+            for g in plan.guards(d, line.width, line.height, capture_us) {
+                merges.extend(self.merger.protect(&g, now).into_iter().map(|m| (m, g.class.clone())));
+            }
+        }
+        for d in &plants {
+            for t in plan.triggers(d, line.width, line.height, capture_us) {
                 self.triggers += 1;
-                match self.merger.add(&t, now) {
-                    Merge::New { id, nozzle, open_us, close_us } => {
-                        self.live.planned.fetch_add(1, Ordering::Relaxed);
-                        self.acts.insert(
-                            id,
-                            Actuation {
-                                id,
-                                nozzle,
-                                open_us,
-                                close_us,
-                                class: t.class.clone(),
-                                capture_us,
-                                status: ActStatus::Pending,
-                                acked_once: false,
-                            },
-                        );
+                merges.extend(self.merger.add(&t, now).into_iter().map(|m| (m, t.class.clone())));
+            }
+        }
+        for (m, class) in merges {
+            self.apply(m, class, capture_us);
+        }
+    }
+
+    /// Brings the sprays in line with what the planner decided.
+    fn apply(&mut self, m: Merge, class: String, capture_us: u64) {
+        match m {
+            Merge::New { id, nozzle, open_us, close_us } => {
+                self.live.planned.fetch_add(1, Ordering::Relaxed);
+                let status = ActStatus::Pending;
+                let (acked_once, sent_once, withdrawn) = (false, false, false);
+                let a = Actuation {
+                    id,
+                    nozzle,
+                    open_us,
+                    close_us,
+                    class,
+                    capture_us,
+                    status,
+                    acked_once,
+                    sent_once,
+                    withdrawn,
+                };
+                self.acts.insert(id, a);
+            }
+            Merge::Update { id, open_us, close_us, .. } => {
+                if let Some(a) = self.acts.get_mut(&id) {
+                    a.open_us = open_us;
+                    a.close_us = close_us;
+                    if !matches!(a.status, ActStatus::Done { .. }) {
+                        set_status(&self.live, a, ActStatus::Pending);
                     }
-                    Merge::Extend { id, open_us, close_us, .. } => {
-                        if let Some(a) = self.acts.get_mut(&id) {
-                            a.open_us = open_us;
-                            a.close_us = close_us;
-                            if !matches!(a.status, ActStatus::Done { .. }) {
-                                set_status(&self.live, a, ActStatus::Pending);
-                            }
-                        }
-                    }
-                    Merge::Covered { .. } => {}
                 }
             }
+            Merge::Withdraw { id } => {
+                if let Some(a) = self.acts.get_mut(&id) {
+                    a.withdrawn = true;
+                    a.close_us = a.open_us;
+                    let next = if a.sent_once { ActStatus::Pending } else { ActStatus::Withdrawn };
+                    if !matches!(a.status, ActStatus::Done { .. }) {
+                        set_status(&self.live, a, next);
+                    }
+                }
+            }
+            Merge::Covered { .. } => {}
         }
     }
 
@@ -578,7 +620,8 @@ impl Bridge {
             }
             // Never open late: a spray that cannot reach the device in time is dropped. An
             // extension of one already running may still go while it can land before closing.
-            let in_time = if a.acked_once { a.close_us > now + lead } else { a.open_us >= now + lead };
+            // A withdrawal goes whenever it can: the device may hold the spray.
+            let in_time = a.withdrawn || if a.acked_once { a.close_us > now + lead } else { a.open_us >= now + lead };
             if !in_time {
                 let why = if self.link.is_up() { "planned too late to deliver" } else { "link down at its open time" };
                 let settled = if a.acked_once { ActStatus::Acked } else { ActStatus::Failed { reason: why.into() } };
@@ -595,6 +638,7 @@ impl Bridge {
                 duration_us: (a.close_us - a.open_us).min(u32::MAX as u64) as u32,
             });
             if self.link.send(msg, now) {
+                a.sent_once = true;
                 set_status(&self.live, a, ActStatus::Sent);
             }
         }
@@ -612,7 +656,7 @@ impl Bridge {
                 // What the device may have lost with the old session goes again if still in time.
                 let lead = (self.opts.config.plan.plan.min_lead_ms * 1e3) as u64;
                 for a in self.acts.values_mut() {
-                    if !matches!(a.status, ActStatus::Done { .. }) && a.open_us >= now + lead {
+                    if !matches!(a.status, ActStatus::Done { .. } | ActStatus::Withdrawn) && a.open_us >= now + lead {
                         set_status(&self.live, a, ActStatus::Pending);
                         a.acked_once = false;
                     }
@@ -642,7 +686,10 @@ impl Bridge {
             }
             LinkEvent::Nacked { msg: Message::Actuate(m), reason } => {
                 if let Some(a) = self.acts.get_mut(&m.id) {
-                    if !matches!(a.status, ActStatus::Done { .. }) {
+                    // A withdrawal refused (too late to hold as new) leaves nothing on the device.
+                    if a.withdrawn && !matches!(a.status, ActStatus::Done { .. }) {
+                        set_status(&self.live, a, ActStatus::Withdrawn);
+                    } else if !matches!(a.status, ActStatus::Done { .. } | ActStatus::Withdrawn) {
                         set_status(&self.live, a, ActStatus::Failed { reason: format!("device refused: {reason:?}") });
                     }
                 }
@@ -658,11 +705,20 @@ impl Bridge {
             LinkEvent::Report { id, outcome } => {
                 if let Some(a) = self.acts.get_mut(&id) {
                     match outcome {
+                        // A withdrawn spray the device dropped in time never opened.
+                        Outcome::Done { opened_us, closed_us } if a.withdrawn && opened_us == closed_us => {
+                            set_status(&self.live, a, ActStatus::Withdrawn)
+                        }
                         Outcome::Done { opened_us, closed_us } => {
                             set_status(&self.live, a, ActStatus::Done { opened_us, closed_us })
                         }
                         // A newer send of the same id (after a reconnect) may still run.
-                        Outcome::Failed(r) if !matches!(a.status, ActStatus::Done { .. } | ActStatus::Pending) => {
+                        Outcome::Failed(r)
+                            if !matches!(
+                                a.status,
+                                ActStatus::Done { .. } | ActStatus::Pending | ActStatus::Withdrawn
+                            ) =>
+                        {
                             set_status(&self.live, a, ActStatus::Failed { reason: fail_text(r).into() });
                         }
                         Outcome::Failed(_) => {}
@@ -708,10 +764,11 @@ impl Bridge {
             bad_lines: self.bad_lines,
             detections: self.detections,
             triggers: self.triggers,
-            // Every spray ends done or failed before the report (drive's end).
+            // Every spray ends done, failed or withdrawn before the report (drive's end).
             planned: self.live.planned.load(Ordering::Relaxed) as usize,
             done: self.live.done.load(Ordering::Relaxed) as usize,
             failed: self.live.failed.load(Ordering::Relaxed) as usize,
+            withdrawn: self.live.withdrawn.load(Ordering::Relaxed) as usize,
             actuations: acts,
             estops: self.live.estops.load(Ordering::Relaxed),
             link: self.link.stats.clone(),
@@ -750,7 +807,7 @@ impl BridgeReport {
 
 impl Actuation {
     fn is_final(&self) -> bool {
-        matches!(self.status, ActStatus::Done { .. } | ActStatus::Failed { .. })
+        matches!(self.status, ActStatus::Done { .. } | ActStatus::Failed { .. } | ActStatus::Withdrawn)
     }
 }
 
@@ -778,6 +835,8 @@ mod tests {
             capture_us: 0,
             status: ActStatus::Pending,
             acked_once: false,
+            sent_once: false,
+            withdrawn: false,
         };
         set_status(&live, &mut a, ActStatus::Failed { reason: "link down".into() });
         assert_eq!((live.done.load(Ordering::Relaxed), live.failed.load(Ordering::Relaxed)), (0, 1));
@@ -796,6 +855,8 @@ mod tests {
             capture_us: 0,
             status,
             acked_once: false,
+            sent_once: false,
+            withdrawn: false,
         }
     }
 

@@ -453,6 +453,33 @@ mod tests {
         assert_eq!(acks, 3);
     }
 
+    /// The host's answer to a protected plant: a spray updated to no length before it opens
+    /// never opens and is reported done with no time open (withdrawn); one shortened while
+    /// open to a close already past closes as the update lands.
+    #[test]
+    fn an_update_withdraws_a_spray_not_open_and_shortens_an_open_one() {
+        let mut d = Device::new(DeviceConfig { nozzles: 2, ..Default::default() });
+        let mut io = Rec::default();
+        hello(&mut d, &mut io, 0);
+        d.on_frame(&actuate(2, 1, 0, 1_100_000, 50_000), 0, &mut io);
+        d.on_frame(&actuate(3, 1, 0, 1_100_000, 0), 10, &mut io);
+        for t in (0..200_000).step_by(1000) {
+            d.tick(t, &mut io);
+            assert_eq!(d.nozzles_open(), 0, "at {t}");
+        }
+        assert!(!io.events.iter().any(|e| matches!(e, Event::Open { .. })), "{:?}", io.events);
+        let withdrawn = io.sent.iter().find_map(|f| match f.msg {
+            Message::Report { id: 1, outcome: Outcome::Done { opened_us, closed_us } } => Some((opened_us, closed_us)),
+            _ => None,
+        });
+        assert!(matches!(withdrawn, Some((o, c)) if o == c), "{withdrawn:?}");
+        d.on_frame(&actuate(4, 2, 1, 1_300_000, 100_000), 200_000, &mut io);
+        d.tick(310_000, &mut io);
+        assert_eq!(d.nozzles_open(), 0b10);
+        d.on_frame(&actuate(5, 2, 1, 1_300_000, 20_000), 330_000, &mut io);
+        assert_eq!(d.nozzles_open(), 0);
+    }
+
     #[test]
     fn watchdog_closes_everything_and_refuses_until_hello() {
         let mut d = Device::new(DeviceConfig { nozzles: 2, ..Default::default() });

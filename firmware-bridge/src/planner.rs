@@ -8,6 +8,11 @@
 //! edge reaches the nozzle line until its far edge has passed it, widened by `margin_m`.
 //! Times are the capture time plus distance over ground speed; capture time is the frame's
 //! timestamp, or its arrival minus the measured pipeline latency.
+//!
+//! Protected classes (`[protect]`, e.g. the crop) are the other way round: while one passes
+//! under a nozzle, widened by `protect_margin_m`, that nozzle stays closed. Where a target and
+//! a protected plant share a nozzle's time, the protected one wins: the spray is shortened,
+//! split around it, or withdrawn (see [`Merger::protect`]).
 
 use std::collections::BTreeMap;
 
@@ -52,11 +57,19 @@ pub struct PlanOptions {
     /// than this IoU is that plant seen as the other class (a crop also boxed as weed at a
     /// lower score), and is not sprayed. 1 turns it off.
     pub class_overlap_iou: f64,
+    /// Keep the nozzles closed this much before and after (and beside) each protected box.
+    pub protect_margin_m: f64,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { margin_m: 0.02, merge_gap_ms: 50.0, min_lead_ms: 10.0, class_overlap_iou: 0.45 }
+        PlanOptions {
+            margin_m: 0.02,
+            merge_gap_ms: 50.0,
+            min_lead_ms: 10.0,
+            class_overlap_iou: 0.45,
+            protect_margin_m: 0.02,
+        }
     }
 }
 
@@ -69,6 +82,10 @@ pub struct PlanConfig {
     /// Class name → minimum score; `"*"` applies to classes not listed. Classes matching
     /// neither are never sprayed.
     pub targets: BTreeMap<String, f32>,
+    /// Class name → minimum score: plants never sprayed (the crop). A class named here is not
+    /// a target, even under `"*"`.
+    #[serde(default)]
+    pub protect: BTreeMap<String, f32>,
     #[serde(default)]
     pub plan: PlanOptions,
 }
@@ -93,6 +110,7 @@ impl PlanConfig {
             ("plan.margin_m", self.plan.margin_m),
             ("plan.merge_gap_ms", self.plan.merge_gap_ms),
             ("plan.min_lead_ms", self.plan.min_lead_ms),
+            ("plan.protect_margin_m", self.plan.protect_margin_m),
         ];
         for (name, v) in non_negative {
             if !(v.is_finite() && v >= 0.0) {
@@ -112,20 +130,32 @@ impl PlanConfig {
         if self.targets.is_empty() {
             return Err("targets: no class to spray (e.g. `weed = 0.4`, or `\"*\" = 0.5` for any class)".into());
         }
-        for (class, t) in &self.targets {
-            if !(0.0..=1.0).contains(t) {
-                return Err(format!("targets.{class}: score threshold {t} is outside 0..1"));
+        for (table, classes) in [("targets", &self.targets), ("protect", &self.protect)] {
+            for (class, t) in classes {
+                if !(0.0..=1.0).contains(t) {
+                    return Err(format!("{table}.{class}: score threshold {t} is outside 0..1"));
+                }
             }
+        }
+        if self.protect.contains_key("*") {
+            return Err("protect: name the classes never to spray (\"*\" would protect the targets too)".into());
+        }
+        if let Some(class) = self.protect.keys().find(|c| self.targets.contains_key(*c)) {
+            return Err(format!("{class} is both in targets and in protect: a class is sprayed or protected"));
         }
         Ok(())
     }
 
-    /// Whether `class` is ever sprayed (listed in `targets`, or covered by `"*"`).
+    /// Whether `class` is ever sprayed (listed in `targets`, or covered by `"*"`, and not
+    /// protected).
     pub fn is_target(&self, class: &str) -> bool {
         self.threshold(class).is_some()
     }
 
     fn threshold(&self, class: &str) -> Option<f32> {
+        if self.protect.contains_key(class) {
+            return None;
+        }
         self.targets.get(class).or_else(|| self.targets.get("*")).copied()
     }
 
@@ -142,11 +172,24 @@ impl PlanConfig {
     /// under the class's threshold, or it lies beside every nozzle.
     pub fn triggers(&self, det: &Detection, width: f64, height: f64, capture_us: u64) -> Vec<Trigger> {
         match self.threshold(&det.name) {
-            Some(t) if det.score >= t => {}
-            _ => return Vec::new(),
+            Some(t) if det.score >= t => self.passes(det, width, height, capture_us, self.plan.margin_m),
+            _ => Vec::new(),
         }
+    }
+
+    /// The times one detection of a protected class keeps nozzles closed (as triggers: which
+    /// nozzle, from when to when); empty for other classes and under the class's threshold.
+    pub fn guards(&self, det: &Detection, width: f64, height: f64, capture_us: u64) -> Vec<Trigger> {
+        match self.protect.get(&det.name) {
+            Some(&t) if det.score >= t => self.passes(det, width, height, capture_us, self.plan.protect_margin_m),
+            _ => Vec::new(),
+        }
+    }
+
+    /// When a box, widened by `m` metres on every side, passes under each nozzle it meets.
+    fn passes(&self, det: &Detection, width: f64, height: f64, capture_us: u64, m: f64) -> Vec<Trigger> {
         let [x1, y1, x2, y2] = det.bbox.map(|v| v as f64);
-        let (c, b, m) = (&self.camera, &self.boom, self.plan.margin_m);
+        let (c, b) = (&self.camera, &self.boom);
         let lateral = |x: f64| (x / width - 0.5) * c.ground_width_m;
         let ahead = |y: f64| (1.0 - (y / height).clamp(0.0, 1.0)) * c.ground_length_m;
         let (left, right) = (lateral(x1.min(x2)) - m, lateral(x1.max(x2)) + m);
@@ -182,7 +225,7 @@ pub struct Trigger {
     pub score: f32,
 }
 
-/// What merging a trigger did.
+/// What a trigger or a protected pass did to the sprays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Merge {
     New {
@@ -191,8 +234,9 @@ pub enum Merge {
         open_us: u64,
         close_us: u64,
     },
-    /// An existing spray grew; the device gets the new times under the same id.
-    Extend {
+    /// An existing spray changed: grown by a trigger, or shortened before a protected plant.
+    /// The device gets the new times under the same id.
+    Update {
         id: u32,
         nozzle: u8,
         open_us: u64,
@@ -202,10 +246,15 @@ pub enum Merge {
     Covered {
         id: u32,
     },
+    /// A spray that has not opened lies wholly over protected plants: it must not open.
+    Withdraw {
+        id: u32,
+    },
 }
 
 /// Merges triggers on the same nozzle into sprays (the same plant seen in consecutive frames,
-/// or plants closer than the gap), giving each spray an id.
+/// or plants closer than the gap), giving each spray an id, and keeps the sprays off the
+/// times protected plants are under their nozzle.
 #[derive(Debug, Default)]
 pub struct Merger {
     gap_us: u64,
@@ -213,6 +262,23 @@ pub struct Merger {
     next_id: u32,
     /// Per nozzle: (id, open, close) of sprays that may still change.
     open: BTreeMap<u8, Vec<(u32, u64, u64)>>,
+    /// Per nozzle: sorted, disjoint times a protected plant is under it (not yet past).
+    guards: BTreeMap<u8, Vec<(u64, u64)>>,
+}
+
+/// The parts of `open..close` outside the sorted, disjoint intervals `guards`.
+fn outside(guards: &[(u64, u64)], open: u64, close: u64) -> Vec<(u64, u64)> {
+    let (mut out, mut from) = (Vec::new(), open);
+    for &(g_open, g_close) in guards.iter().filter(|g| g.1 > open && g.0 < close) {
+        if g_open > from {
+            out.push((from, g_open));
+        }
+        from = from.max(g_close);
+    }
+    if from < close {
+        out.push((from, close));
+    }
+    out
 }
 
 impl Merger {
@@ -222,30 +288,102 @@ impl Merger {
             lead_us: (opts.min_lead_ms * 1e3) as u64,
             next_id: 1,
             open: BTreeMap::new(),
+            guards: BTreeMap::new(),
         }
     }
 
-    pub fn add(&mut self, t: &Trigger, now_us: u64) -> Merge {
-        let sprays = self.open.entry(t.nozzle).or_default();
-        // A spray the device will have closed before an update reaches it is final.
-        sprays.retain(|&(_, _, close)| close > now_us + self.lead_us);
-        let (gap, o, c) = (self.gap_us, t.open_us, t.close_us);
-        if let Some(s) = sprays.iter_mut().find(|s| o <= s.2 + gap && c + gap >= s.1) {
-            let (open, close) = (s.1.min(o), s.2.max(c));
-            if (open, close) == (s.1, s.2) {
-                return Merge::Covered { id: s.0 };
+    /// Forgets what can no longer change on `nozzle`: a spray the device will have closed
+    /// before an update reaches it is final; a protected pass that is over guards nothing.
+    fn prune(&mut self, nozzle: u8, now_us: u64) {
+        let lead = self.lead_us;
+        self.open.entry(nozzle).or_default().retain(|&(_, _, close)| close > now_us + lead);
+        self.guards.entry(nozzle).or_default().retain(|&(_, close)| close > now_us);
+    }
+
+    /// Plans a trigger: the parts of it clear of protected plants join a spray on its nozzle
+    /// within the merge gap (never across a protected plant) or start new ones.
+    pub fn add(&mut self, t: &Trigger, now_us: u64) -> Vec<Merge> {
+        self.prune(t.nozzle, now_us);
+        let guards = &self.guards[&t.nozzle];
+        let sprays = self.open.get_mut(&t.nozzle).expect("pruned above");
+        let gap = self.gap_us;
+        let crosses = |o: u64, c: u64| guards.iter().any(|g| g.0 < c && g.1 > o);
+        let mut out = Vec::new();
+        for (o, c) in outside(guards, t.open_us, t.close_us) {
+            if let Some(s) =
+                sprays.iter_mut().find(|s| o <= s.2 + gap && c + gap >= s.1 && !crosses(s.1.min(o), s.2.max(c)))
+            {
+                let (open, close) = (s.1.min(o), s.2.max(c));
+                if (open, close) == (s.1, s.2) {
+                    out.push(Merge::Covered { id: s.0 });
+                    continue;
+                }
+                // The device cannot reopen earlier a spray it has started; keep its open time then.
+                let open = if s.1 <= now_us { s.1 } else { open };
+                *s = (s.0, open, close);
+                out.push(Merge::Update { id: s.0, nozzle: t.nozzle, open_us: open, close_us: close });
+                continue;
             }
-            // The device cannot reopen earlier a spray it has started; keep its open time then.
-            let open = if s.1 <= now_us { s.1 } else { open };
-            *s = (s.0, open, close);
-            return Merge::Extend { id: s.0, nozzle: t.nozzle, open_us: open, close_us: close };
+            // A new spray may overlap one that is already final: the device holds the nozzle
+            // open while any of its sprays is open.
+            let id = self.next_id;
+            self.next_id += 1;
+            sprays.push((id, o, c));
+            out.push(Merge::New { id, nozzle: t.nozzle, open_us: o, close_us: c });
         }
-        // A new spray may overlap one that is already final: the device holds the nozzle
-        // open while any of its sprays is open.
-        let id = self.next_id;
-        self.next_id += 1;
-        sprays.push((id, o, c));
-        Merge::New { id, nozzle: t.nozzle, open_us: o, close_us: c }
+        out
+    }
+
+    /// Keeps nozzle `g.nozzle` closed from `g.open_us` to `g.close_us` (a protected plant
+    /// under it): a spray over that time is shortened to end as the plant arrives, split
+    /// around it, or withdrawn when nothing of it is clear. A spray already open closes as
+    /// soon as the update lands if the plant has arrived.
+    pub fn protect(&mut self, g: &Trigger, now_us: u64) -> Vec<Merge> {
+        self.prune(g.nozzle, now_us);
+        let guards = self.guards.get_mut(&g.nozzle).expect("pruned above");
+        guards.push((g.open_us, g.close_us));
+        guards.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(guards.len());
+        for &(o, c) in guards.iter() {
+            match merged.last_mut() {
+                Some(l) if o <= l.1 => l.1 = l.1.max(c),
+                _ => merged.push((o, c)),
+            }
+        }
+        *guards = merged;
+        let sprays = self.open.get_mut(&g.nozzle).expect("pruned above");
+        let (mut out, mut added) = (Vec::new(), Vec::new());
+        sprays.retain_mut(|s| {
+            if !(s.1 < g.close_us && s.2 > g.open_us) {
+                return true;
+            }
+            let mut pieces = outside(guards, s.1, s.2);
+            if s.1 <= now_us {
+                // Open already: it keeps its opening and closes at the plant, or now.
+                match pieces.first_mut() {
+                    Some(p) if p.0 == s.1 => p.1 = p.1.max(now_us),
+                    _ => pieces.insert(0, (s.1, now_us)),
+                }
+            }
+            let mut pieces = pieces.into_iter();
+            let Some((open, close)) = pieces.next() else {
+                out.push(Merge::Withdraw { id: s.0 });
+                return false;
+            };
+            if (open, close) != (s.1, s.2) {
+                *s = (s.0, open, close);
+                out.push(Merge::Update { id: s.0, nozzle: g.nozzle, open_us: open, close_us: close });
+            }
+            for (o, c) in pieces {
+                let id = self.next_id;
+                self.next_id += 1;
+                added.push((id, o, c));
+                out.push(Merge::New { id, nozzle: g.nozzle, open_us: o, close_us: c });
+            }
+            true
+        });
+        sprays.extend(added);
+        out
     }
 }
 
@@ -311,16 +449,59 @@ mod tests {
         let t = |o, cl| Trigger { nozzle: 1, open_us: o, close_us: cl, class: "weed".into(), score: 1.0 };
         assert_eq!(
             m.add(&t(1_000_000, 1_200_000), 0),
-            Merge::New { id: 1, nozzle: 1, open_us: 1_000_000, close_us: 1_200_000 }
+            [Merge::New { id: 1, nozzle: 1, open_us: 1_000_000, close_us: 1_200_000 }]
         );
-        assert_eq!(m.add(&t(1_010_000, 1_190_000), 30_000), Merge::Covered { id: 1 });
+        assert_eq!(m.add(&t(1_010_000, 1_190_000), 30_000), [Merge::Covered { id: 1 }]);
         assert_eq!(
             m.add(&t(1_230_000, 1_300_000), 60_000),
-            Merge::Extend { id: 1, nozzle: 1, open_us: 1_000_000, close_us: 1_300_000 }
+            [Merge::Update { id: 1, nozzle: 1, open_us: 1_000_000, close_us: 1_300_000 }]
         );
-        assert!(matches!(m.add(&t(1_400_000, 1_500_000), 90_000), Merge::New { id: 2, .. }));
+        assert!(matches!(m.add(&t(1_400_000, 1_500_000), 90_000)[..], [Merge::New { id: 2, .. }]));
         // Once the device has closed spray 1, a trigger touching it starts a new spray.
-        assert!(matches!(m.add(&t(1_290_000, 1_310_000), 1_295_000), Merge::New { id: 3, .. }));
+        assert!(matches!(m.add(&t(1_290_000, 1_310_000), 1_295_000)[..], [Merge::New { id: 3, .. }]));
+    }
+
+    /// A protected plant (the crop) keeps its nozzle closed: a spray reaching into it is
+    /// shortened, one across it split, one inside it withdrawn, one already open closed at it
+    /// (or at once); later triggers are clipped and never merge across it. Other nozzles are
+    /// untouched.
+    #[test]
+    fn a_protected_plant_keeps_its_nozzle_closed() {
+        let c = config();
+        let mut m = Merger::new(&PlanOptions { merge_gap_ms: 50.0, ..c.plan.clone() });
+        let t = |n, o, cl| Trigger { nozzle: n, open_us: o, close_us: cl, class: "weed".into(), score: 1.0 };
+        let new = |id, n, o, c| Merge::New { id, nozzle: n, open_us: o, close_us: c };
+        let update = |id, n, o, c| Merge::Update { id, nozzle: n, open_us: o, close_us: c };
+        assert_eq!(m.add(&t(0, 1_000_000, 1_500_000), 0), [new(1, 0, 1_000_000, 1_500_000)]);
+        assert_eq!(m.add(&t(1, 1_000_000, 1_500_000), 0), [new(2, 1, 1_000_000, 1_500_000)]);
+        assert_eq!(m.add(&t(2, 1_200_000, 1_300_000), 0), [new(3, 2, 1_200_000, 1_300_000)]);
+        assert_eq!(m.add(&t(3, 500_000, 2_000_000), 0), [new(4, 3, 500_000, 2_000_000)]);
+        // Nozzle 0: the crop arrives at 1.4 s: spray 1 now ends there.
+        assert_eq!(m.protect(&t(0, 1_400_000, 1_800_000), 100_000), [update(1, 0, 1_000_000, 1_400_000)]);
+        // Nozzle 1: the crop inside the spray: split around it.
+        assert_eq!(
+            m.protect(&t(1, 1_200_000, 1_300_000), 100_000),
+            [update(2, 1, 1_000_000, 1_200_000), new(5, 1, 1_300_000, 1_500_000)]
+        );
+        // Nozzle 2: the spray lies within the crop: withdrawn.
+        assert_eq!(m.protect(&t(2, 1_100_000, 1_400_000), 100_000), [Merge::Withdraw { id: 3 }]);
+        // Nozzle 3: open since 0.5 s; a crop from 0.9 s, seen at 1.0 s: close now.
+        assert_eq!(
+            m.protect(&t(3, 900_000, 1_100_000), 1_000_000),
+            [update(4, 3, 500_000, 1_000_000), new(6, 3, 1_100_000, 2_000_000)]
+        );
+        // The same crop seen again changes nothing.
+        assert_eq!(m.protect(&t(0, 1_400_000, 1_800_000), 200_000), []);
+        // The weed seen again on nozzle 0 is clipped at the crop; its part beyond the crop
+        // (1.8 s on) does not merge across it although within the gap.
+        assert_eq!(
+            m.add(&t(0, 1_000_000, 1_850_000), 300_000),
+            [Merge::Covered { id: 1 }, new(7, 0, 1_800_000, 1_850_000)]
+        );
+        // A trigger wholly over the crop plans nothing.
+        assert_eq!(m.add(&t(2, 1_150_000, 1_350_000), 300_000), []);
+        // A crop on a nozzle without sprays changes nothing else.
+        assert_eq!(m.protect(&t(7, 0, 3_000_000), 300_000), []);
     }
 
     #[test]
@@ -331,5 +512,35 @@ mod tests {
         let mut c = config();
         c.targets.insert("weed".into(), 1.5);
         assert!(c.validate().unwrap_err().contains("targets.weed"));
+        let mut c = config();
+        c.protect.insert("crop".into(), -0.1);
+        assert!(c.validate().unwrap_err().contains("protect.crop: score threshold -0.1"));
+        c.protect.insert("crop".into(), 0.3);
+        c.validate().unwrap();
+        c.protect.insert("weed".into(), 0.3);
+        assert!(c.validate().unwrap_err().contains("weed is both in targets and in protect"));
+        let mut c = config();
+        c.protect.insert("*".into(), 0.3);
+        assert!(c.validate().unwrap_err().contains("protect: name the classes"));
+    }
+
+    /// A protected class is never a target, even under "*"; its boxes give guards with the
+    /// protect margin, and only at or above its threshold.
+    #[test]
+    fn protected_classes_give_guards_not_triggers() {
+        let mut c = config();
+        c.targets.insert("*".into(), 0.5);
+        c.protect.insert("crop".into(), 0.4);
+        c.plan.protect_margin_m = 0.0;
+        assert!(!c.is_target("crop") && c.is_target("thistle"));
+        let crop = det("crop", 0.9, [0.0, 200.0, 100.0, 300.0]);
+        assert!(c.triggers(&crop, 400.0, 300.0, 0).is_empty());
+        let g = c.guards(&crop, 400.0, 300.0, 1_000_000);
+        assert_eq!(
+            g.iter().map(|g| (g.nozzle, g.open_us, g.close_us)).collect::<Vec<_>>(),
+            [(0, 1_250_000, 1_500_000)]
+        );
+        assert!(c.guards(&det("crop", 0.3, [0.0, 200.0, 100.0, 300.0]), 400.0, 300.0, 0).is_empty());
+        assert!(c.guards(&det("thistle", 0.9, [0.0, 200.0, 100.0, 300.0]), 400.0, 300.0, 0).is_empty());
     }
 }

@@ -125,10 +125,11 @@ fn close(a: u64, b: u64) -> bool {
 
 /// No wrong actuation: every span the device opened lies inside a planned spray on that nozzle;
 /// every spray reported done appears in the log at its planned times; every actuation is done
-/// or failed.
+/// or failed (or withdrawn, over a protected plant).
 fn check(report: &BridgeReport, spans: &[(u8, u64, u64)]) {
     for a in &report.actuations {
-        assert!(matches!(a.status, ActStatus::Done { .. } | ActStatus::Failed { .. }), "unaccounted: {a:?}");
+        let accounted = matches!(a.status, ActStatus::Done { .. } | ActStatus::Failed { .. } | ActStatus::Withdrawn);
+        assert!(accounted, "unaccounted: {a:?}");
     }
     // Overlapping sprays on a nozzle hold it open throughout: compare with their union.
     let planned = union(report.actuations.iter().map(|a| (a.nozzle, a.open_us, a.close_us)).collect());
@@ -175,6 +176,54 @@ fn scripted_sequence_opens_the_right_nozzles_at_the_right_times() {
     check(&report, &spans);
     assert!(report.ack_rtt.samples > 0 && report.ack_rtt.p99_ms < 50.0, "{:?}", report.ack_rtt);
     assert!(dir.path().join("status.png").exists());
+}
+
+/// The crop protected (`[protect] crop`): crops seen 100 ms after the weeds, when their sprays
+/// are already on the device, shorten one spray, split another and withdraw a third. The
+/// device opens exactly what is left.
+#[test]
+fn a_crop_seen_after_its_weeds_shortens_splits_and_withdraws_their_sprays() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (stop, sim) = start_sim(dir.path(), FaultConfig::default(), vec![]);
+    let lines = vec![
+        line(
+            0,
+            &[
+                ("weed", 0.9, [10.0, 200.0, 90.0, 300.0]),   // nozzle 0, 250..500
+                ("weed", 0.9, [110.0, 0.0, 190.0, 300.0]),   // nozzle 1, 250..1000
+                ("weed", 0.9, [210.0, 100.0, 290.0, 200.0]), // nozzle 2, 500..750
+            ],
+        ),
+        line(
+            100,
+            &[
+                ("crop", 0.9, [10.0, 200.0, 90.0, 280.0]),   // nozzle 0, 400..600
+                ("crop", 0.9, [110.0, 160.0, 190.0, 240.0]), // nozzle 1, 500..700
+                ("crop", 0.9, [210.0, 120.0, 290.0, 260.0]), // nozzle 2, 450..800
+                ("crop", 0.3, [310.0, 0.0, 390.0, 300.0]),   // under the threshold: nothing
+            ],
+        ),
+    ];
+    let mut cfg = config();
+    cfg.plan.protect.insert("crop".into(), 0.5);
+    cfg.plan.plan.protect_margin_m = 0.0;
+    let report = run_bridge(dir.path(), lines, cfg);
+    stop.store(true, Ordering::Relaxed);
+    sim.join().unwrap();
+    let (spans, _) = nozzle_log(dir.path());
+    check(&report, &spans);
+    expect_plan(&report, &[(0, 250, 400), (1, 250, 500), (1, 700, 1000)]);
+    assert_eq!(
+        (report.planned, report.done, report.failed, report.withdrawn),
+        (4, 3, 0, 1),
+        "{:#?}",
+        report.actuations
+    );
+    let withdrawn = report.actuations.iter().find(|a| a.status == ActStatus::Withdrawn).unwrap();
+    assert_eq!(withdrawn.nozzle, 2);
+    assert!(!spans.iter().any(|s| s.0 == 2), "nozzle 2 must never open: {spans:?}");
+    assert_eq!(union(spans.clone()).len(), 3, "{spans:?}");
 }
 
 #[test]

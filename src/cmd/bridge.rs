@@ -238,14 +238,15 @@ fn drive(a: RunArgs) -> Result<i32> {
 
 pub fn print_report(r: &BridgeReport, report: Option<&Path>, png: Option<&Path>) {
     println!(
-        "{} lines ({} skipped), {} detections, {} triggers -> {} sprays: {} done, {} failed",
+        "{} lines ({} skipped), {} detections, {} triggers -> {} sprays: {} done, {} failed, {} withdrawn",
         r.lines,
         r.bad_lines,
         r.detections,
         r.triggers,
         r.actuations.len(),
         r.done,
-        r.failed
+        r.failed,
+        r.withdrawn
     );
     for a in &r.actuations {
         if let ActStatus::Failed { reason } = &a.status {

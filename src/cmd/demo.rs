@@ -561,12 +561,15 @@ fn field_stage(assets: &Path, out: &Path) -> Result<()> {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
     let f = &r["field"];
     println!(
-        "weeds under a nozzle sprayed: {} of {} passes (hit rate {:.2}); crop passes sprayed: {} of {}; glass to nozzle command acknowledged p50 {:.1} ms, p99 {:.1} ms",
+        "weeds under a nozzle sprayed: {} of {} passes (hit rate {:.2}); crop passes sprayed: {} of {}; sprays touching crop: {} of {} ({} withdrawn before opening over crop); glass to nozzle command acknowledged p50 {:.1} ms, p99 {:.1} ms",
         f["passes_hit"],
         f["passes"],
         f["hit_rate"].as_f64().unwrap_or(f64::NAN),
         f["other_sprayed"],
         f["other_passes"],
+        f["sprays_on_other"],
+        f["sprays"],
+        r["sprays"]["withdrawn"],
         r["latency_ms"]["ack"]["p50"].as_f64().unwrap_or(f64::NAN),
         r["latency_ms"]["ack"]["p99"].as_f64().unwrap_or(f64::NAN)
     );
@@ -574,7 +577,7 @@ fn field_stage(assets: &Path, out: &Path) -> Result<()> {
 }
 
 /// The field stage's rig: the sample bridge.toml (1.0 × 0.75 m footprint, 8 nozzles, 0.5 m/s,
-/// weeds from 0.35).
+/// weeds from 0.35, the crop protected from 0.35).
 const FIELD_BRIDGE_TOML: &str = include_str!("../../firmware-bridge/bridge.toml");
 
 fn round(b: [f32; 4]) -> [f32; 4] {

@@ -237,7 +237,7 @@ struct RunSummary {
     blind_s: f64,
     /// Each loss of the source: reason, lost and back again (Unix seconds).
     outages: Vec<Outage>,
-    /// Sprays planned, done and failed, and link statistics: `null` without --port.
+    /// Sprays planned, done, failed and withdrawn, and link statistics: `null` without --port.
     sprays: Option<Sprays>,
     link: Option<LinkSummary>,
     /// With --truth: the sprays scored against the clip's truth.
@@ -253,6 +253,8 @@ struct Sprays {
     planned: usize,
     done: usize,
     failed: usize,
+    /// Taken back before opening: a protected plant (`[protect]`) under them.
+    withdrawn: usize,
     /// Box-to-nozzle triggers before merging into sprays.
     triggers: u64,
     estops: u64,
@@ -689,6 +691,7 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
             planned: r.planned,
             done: r.done,
             failed: r.failed,
+            withdrawn: r.withdrawn,
             triggers: r.triggers,
             estops: r.estops,
             resume_ms: r.resume_ms.clone(),

@@ -119,7 +119,11 @@ impl LoopMetrics {
         registry.register("source_up", "1 while the source delivers frames, 0 while it is lost", m.source_up.clone());
         registry.register("source_reconnects", "Times the source was reopened after it was lost", m.reconnects.clone());
         registry.register("fps", "Frames processed per second since the start", m.fps.clone());
-        registry.register("sprays", "Sprays by status: planned, done, failed (spray link)", m.sprays.clone());
+        registry.register(
+            "sprays",
+            "Sprays by status: planned, done, failed, withdrawn (spray link)",
+            m.sprays.clone(),
+        );
         registry.register("estops", "E-stops sent to the spray device", m.estops.clone());
         registry.register("link_up", "1 while the spray device answers", m.link_up.clone());
         registry.register(
@@ -202,7 +206,9 @@ impl LoopMetrics {
 
     fn bridge_totals(&self) {
         let Some(live) = self.bridge.get() else { return };
-        for (status, n) in [("planned", &live.planned), ("done", &live.done), ("failed", &live.failed)] {
+        for (status, n) in
+            [("planned", &live.planned), ("done", &live.done), ("failed", &live.failed), ("withdrawn", &live.withdrawn)]
+        {
             let c = self.sprays.get_or_create(&SprayLabel { status: status.into() });
             c.inc_by(n.load(Ordering::Relaxed).saturating_sub(c.get()));
         }
