@@ -171,6 +171,45 @@ def make_classify(out):
     print(f"classify: top1 {exp['top1']:.4f} macro-F1 {exp['macro_f1']:.4f}")
 
 
+def make_segment(out):
+    """Pixel metrics over a split: scikit-learn on the flattened pixels of every image, the
+    truth's ignore id (255) left out; a class neither in the truth nor predicted has no IoU or
+    Dice (null) and stays out of the means."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, jaccard_score
+    rng = np.random.default_rng(11)
+    n_classes, ignore = 4, 255
+    images = []
+    for h, w in [(24, 32), (17, 9), (40, 40)]:
+        truth = rng.choice(3, size=(h, w), p=[0.7, 0.25, 0.05]).astype(np.uint8)  # class 3 never occurs
+        pred = truth.copy()
+        flip = rng.random((h, w)) < 0.3
+        pred[flip] = rng.choice(3, size=int(flip.sum()))
+        truth[rng.random((h, w)) < 0.05] = ignore
+        images.append({"height": h, "width": w, "truth": truth.ravel().tolist(), "pred": pred.ravel().tolist()})
+    t = np.concatenate([np.array(i["truth"]) for i in images])
+    p = np.concatenate([np.array(i["pred"]) for i in images])
+    keep = t != ignore
+    t, p = t[keep], p[keep]
+    labels = list(range(n_classes))
+    cm = confusion_matrix(t, p, labels=labels)
+    # sklearn scores an absent class 0 (zero_division); it has no score here.
+    absent = cm.sum(0) + cm.sum(1) == 0
+    iou = np.where(absent, np.nan, jaccard_score(t, p, labels=labels, average=None, zero_division=0))
+    dice = np.where(absent, np.nan, f1_score(t, p, labels=labels, average=None, zero_division=0))
+    none = lambda v: [None if np.isnan(x) else float(x) for x in v]
+    exp = {
+        "miou": float(np.nanmean(iou)), "mean_dice": float(np.nanmean(dice)),
+        "pixel_acc": float(accuracy_score(t, p)), "pixels": int(keep.sum()),
+        "iou": none(iou), "dice": none(dice),
+        "confusion": cm.tolist(),
+    }
+    d = os.path.join(out, "segment")
+    os.makedirs(d, exist_ok=True)
+    json.dump({"n_classes": n_classes, "ignore": ignore, "images": images}, open(os.path.join(d, "input.json"), "w"))
+    json.dump(exp, open(os.path.join(d, "expected.json"), "w"), indent=1)
+    print(f"segment: mIoU {exp['miou']:.4f} pixel acc {exp['pixel_acc']:.4f}")
+
+
 def make_resize(out, shared):
     """torchvision's eval transform on PIL images is Image.resize(BILINEAR) (Pillow always
     antialiases) to short side 256, then a centre crop with round-half-even offsets."""
@@ -214,6 +253,7 @@ if __name__ == "__main__":
     args = ap.parse_args()
     make_coco(args.out)
     make_classify(args.out)
+    make_segment(args.out)
     make_boxes(args.out)
     if os.path.isdir(os.path.join(args.shared, "assets", "images")):
         make_resize(args.out, args.shared)

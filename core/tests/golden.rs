@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use fieldkit_core::dataset::coco::{read_predictions, CocoDataset};
-use fieldkit_core::metrics::{giou, iou, ClassificationReport, CocoEval, CountReport};
+use fieldkit_core::metrics::{giou, iou, ClassificationReport, CocoEval, CountReport, SegConfusion};
 use serde_json::Value;
 
 fn golden(rel: &str) -> PathBuf {
@@ -100,6 +100,38 @@ fn coco_golden_cases_cover_the_edge_cases() {
     assert!(empty >= 2);
     let crowd = CocoDataset::read(&golden("coco/crowd_areas/gt.json")).unwrap();
     assert!(crowd.annotations.iter().any(|a| a.iscrowd));
+}
+
+/// Pixel metrics over three images of different sizes (ignored pixels, a class in neither
+/// map): scikit-learn on the flattened pixels.
+#[test]
+fn segmentation_matches_sklearn() {
+    let input = read(&golden("segment/input.json"));
+    let exp = read(&golden("segment/expected.json"));
+    let n = input["n_classes"].as_u64().unwrap() as usize;
+    let ignore = input["ignore"].as_u64().map(|v| v as u8);
+    let ids = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u8).collect::<Vec<_>>();
+    let mut m = SegConfusion::new(n, ignore);
+    for img in input["images"].as_array().unwrap() {
+        m.add(&ids(&img["truth"]), &ids(&img["pred"])).unwrap();
+    }
+    let classes: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    let r = m.report(&classes).unwrap();
+    let mut worst = 0.0;
+    check_close("miou", r.miou, exp["miou"].as_f64().unwrap(), 1e-12, &mut worst);
+    check_close("mean_dice", r.mean_dice, exp["mean_dice"].as_f64().unwrap(), 1e-12, &mut worst);
+    check_close("pixel_acc", r.pixel_acc, exp["pixel_acc"].as_f64().unwrap(), 1e-12, &mut worst);
+    assert_eq!(r.pixels, exp["pixels"].as_u64().unwrap());
+    for (k, c) in r.per_class.iter().enumerate() {
+        assert_eq!(c.iou.is_none(), exp["iou"][k].is_null(), "class {k}: {c:?}");
+        if let Some(iou) = c.iou {
+            check_close("iou", iou, exp["iou"][k].as_f64().unwrap(), 1e-12, &mut worst);
+            check_close("dice", c.dice.unwrap(), exp["dice"][k].as_f64().unwrap(), 1e-12, &mut worst);
+        }
+    }
+    assert!(r.per_class.iter().any(|c| c.iou.is_none()), "the case has a class in neither map");
+    let cm: Vec<Vec<u64>> = serde_json::from_value(exp["confusion"].clone()).unwrap();
+    assert_eq!(r.confusion, cm);
 }
 
 #[test]
