@@ -4,7 +4,7 @@
 
 Builds the same deterministic input as the Rust side (v[i] = (i * 7919) % 256, /255, ImageNet
 mean/std in float32), runs each model of DIR/parity.json (the classifier's logits, the
-detector's raw head) in onnxruntime on one thread and fails when any value differs from
+detector's raw head, the segmenter's per-pixel logits) in onnxruntime on one thread and fails when any value differs from
 burn's by more than 1e-4.
 """
 import json

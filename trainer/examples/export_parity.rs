@@ -1,6 +1,6 @@
 //! Writes the artefacts of the export parity check: the vendored ImageNet MobileNetV2 with a
-//! seeded 9-class head, and the YOLOX-style detector on the same backbone with a seeded
-//! 2-class neck and head, exported to ONNX, a deterministic input and burn's outputs for it.
+//! seeded 9-class head, the YOLOX-style detector on the same backbone with a seeded 2-class
+//! neck and head, and the LR-ASPP segmenter with a seeded 3-class head (160x128), exported to ONNX, a deterministic input and burn's outputs for it.
 //! `benches/reference/ort_export_parity.py DIR` then runs each ONNX in onnxruntime and
 //! compares (CI); this program itself compares against tract.
 //!
@@ -10,9 +10,9 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 use fieldkit_core::fsio;
-use fieldkit_trainer::export::{export_classifier, export_detector};
+use fieldkit_trainer::export::{export_classifier, export_detector, export_segmenter};
 use fieldkit_trainer::model::yolox::STRIDES;
-use fieldkit_trainer::model::{to_host, DetectorConfig, MobileNetV2Config};
+use fieldkit_trainer::model::{to_host, DetectorConfig, MobileNetV2Config, SegmenterConfig};
 use fieldkit_trainer::weights::load_backbone;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -68,11 +68,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     card.write_for(&dpath)?;
     check_tract(&dpath, &dinput, &scores, "detector")?;
+
+    // The segmenter on a non-square input; its logits at the input size.
+    let (sh, sw) = (128usize, 160usize);
+    let mut seg = SegmenterConfig::new(3).init(&device);
+    load_backbone(&mut seg.backbone, &weights)?;
+    let seg = seg.valid();
+    let sinput = fieldkit_core::preprocess::reference_pattern_imagenet(sh, sw);
+    let seg_logits = to_host(seg.forward(Tensor::<1>::from_floats(sinput.as_slice(), &device).reshape([1, 3, sh, sw])));
+    let spath = out.join("segmenter.onnx");
+    export_segmenter(&seg, sh as u32, sw as u32, &spath)?;
+    let engine = fieldkit_runtime::Engine::load_bare(&spath, &Default::default())?;
+    compare(engine.session()?.run_tensor(&sinput)?, &seg_logits, "segmenter")?;
     fsio::write_json(
         &out.join("parity.json"),
         &serde_json::json!({"models": [
             {"model": "model.onnx", "input_shape": [1, 3, size, size], "burn_output": logits},
             {"model": "detector.onnx", "input_shape": [1, 3, dsize, dsize], "burn_output": scores},
+            {"model": "segmenter.onnx", "input_shape": [1, 3, sh, sw], "burn_output": seg_logits},
         ]}),
     )?;
     Ok(())
@@ -85,7 +98,10 @@ fn check_tract(
     what: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let engine = fieldkit_runtime::Engine::load(path)?;
-    let tract = engine.session()?.run_tensor(input)?;
+    compare(engine.session()?.run_tensor(input)?, burn, what)
+}
+
+fn compare(tract: Vec<f32>, burn: &[f32], what: &str) -> Result<(), Box<dyn std::error::Error>> {
     let diff = tract.iter().zip(burn).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     println!("{what}: burn vs tract on the exported model: max abs diff {diff:.2e} over {} outputs", burn.len());
     if diff > 1e-4 || tract.len() != burn.len() {

@@ -3,4 +3,4 @@
 
 pub mod onnx;
 
-pub use onnx::{export_classifier, export_detector, OPSET};
+pub use onnx::{export_classifier, export_detector, export_segmenter, OPSET};

@@ -9,6 +9,7 @@ use burn::nn::conv::Conv2d;
 use fieldkit_runtime::onnx_graph::{self, attr_int, attr_ints, attr_string, tensor_f32, tensor_i64, Dim, GraphBuilder};
 
 use crate::error::{Result, TrainerError};
+use crate::model::lraspp::{Segmenter, HIGH_TAP, LOW_TAP, STRIDE};
 use crate::model::mobilenetv2::{ConvBn, MobileNetV2};
 use crate::model::to_host;
 use crate::model::yolox::{anchor_count, Detector, DwSep, TAPS};
@@ -18,6 +19,8 @@ pub const INPUT: &str = "input";
 pub const OUTPUT: &str = "logits";
 /// The detector's raw head output.
 pub const DET_OUTPUT: &str = "output";
+/// The segmenter's per-pixel class logits.
+pub const SEG_OUTPUT: &str = "logits";
 
 /// Folds eval-mode BatchNorm into the preceding bias-free conv:
 /// w' = w · γ/√(σ²+ε), b' = β − μ · γ/√(σ²+ε).
@@ -120,9 +123,14 @@ impl Writer {
 
     /// A graph with input `[N, 3, size, size]` and the ReLU6 bounds.
     fn new(name: &str, size: u32) -> Self {
+        Self::new_hw(name, size, size)
+    }
+
+    /// A graph with input `[N, 3, height, width]` and the ReLU6 bounds.
+    fn new_hw(name: &str, height: u32, width: u32) -> Self {
         let mut w = Writer { g: GraphBuilder::new(name), n: 0 };
-        let s = size as i64;
-        w.g.input_f32(INPUT, &[Dim::Param("N".into()), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)]);
+        let (h, wd) = (height as i64, width as i64);
+        w.g.input_f32(INPUT, &[Dim::Param("N".into()), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(wd)]);
         w.g.initializer(tensor_f32("relu6_min", &[], &[0.0]));
         w.g.initializer(tensor_f32("relu6_max", &[], &[6.0]));
         w
@@ -253,6 +261,49 @@ pub fn export_detector(model: &Detector, size: u32, path: &Path) -> Result<()> {
     w.g.node("Transpose", &["levels"], &[DET_OUTPUT], vec![attr_ints("perm", &[0, 2, 1])]);
     let anchors = anchor_count(size) as i64;
     w.g.output_f32(DET_OUTPUT, &[Dim::Param("N".into()), Dim::Fixed(anchors), Dim::Fixed(row)]);
+    let m = w.g.into_model(OPSET, "fieldkit");
+    onnx_graph::save(&m, path)?;
+    Ok(())
+}
+
+/// Writes `model` (eval mode) as ONNX taking `[N, 3, height, width]` and giving per-pixel
+/// class logits `[N, classes, height, width]`, atomically. The two upsamplings are Resize
+/// `linear` with half-pixel centres by fixed scales (x4 to stride 8, x8 to the input), which
+/// is exact because both sides divide by 32.
+pub fn export_segmenter(model: &Segmenter, height: u32, width: u32, path: &Path) -> Result<()> {
+    let s = STRIDE as u32;
+    if !height.is_multiple_of(s) || !width.is_multiple_of(s) {
+        return Err(TrainerError::Config(format!("export: {width}x{height} does not divide by {s} on both sides")));
+    }
+    let mut w = Writer::new_hw("fieldkit_lraspp_mobilenetv2", height, width);
+    w.g.initializer(tensor_f32("upsample_x4", &[4], &[1.0, 1.0, 4.0, 4.0]));
+    w.g.initializer(tensor_f32("upsample_x8", &[4], &[1.0, 1.0, 8.0, 8.0]));
+    let resize = |w: &mut Writer, name: &str, x: &str, scales: &str, out: Option<&str>| {
+        let y = out.map(str::to_string).unwrap_or_else(|| w.fresh(name));
+        w.g.node(
+            "Resize",
+            &[x, "", scales],
+            &[&y],
+            vec![attr_string("mode", "linear"), attr_string("coordinate_transformation_mode", "half_pixel")],
+        );
+        y
+    };
+    let low = w.backbone(&model.backbone, 0, LOW_TAP, INPUT.to_string());
+    let high = w.backbone(&model.backbone, LOW_TAP, HIGH_TAP, low.clone());
+    let h = &model.head;
+    w.g.node("GlobalAveragePool", &[&high], &["head.pooled"], vec![]);
+    let gate = w.conv("head.scale", &h.scale, "head.pooled");
+    w.g.node("Sigmoid", &[&gate], &["head.gate"], vec![]);
+    let cbr = w.conv_bn("head.cbr", &h.cbr, &high);
+    let y = w.binary("Mul", "head.gated", &cbr, "head.gate");
+    let y = resize(&mut w, "head.upsample", &y, "upsample_x4", None);
+    let lo = w.conv("head.low_classifier", &h.low_classifier, &low);
+    let hi = w.conv("head.high_classifier", &h.high_classifier, &y);
+    let sum = w.binary("Add", "head.sum", &lo, &hi);
+    resize(&mut w, "upsample", &sum, "upsample_x8", Some(SEG_OUTPUT));
+    let (hh, ww) = (height as i64, width as i64);
+    let classes = Dim::Fixed(model.num_classes as i64);
+    w.g.output_f32(SEG_OUTPUT, &[Dim::Param("N".into()), classes, Dim::Fixed(hh), Dim::Fixed(ww)]);
     let m = w.g.into_model(OPSET, "fieldkit");
     onnx_graph::save(&m, path)?;
     Ok(())

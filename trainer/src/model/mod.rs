@@ -1,8 +1,10 @@
 //! burn models.
 
+pub mod lraspp;
 pub mod mobilenetv2;
 pub mod yolox;
 
+pub use lraspp::{Segmenter, SegmenterConfig};
 pub use mobilenetv2::{MobileNetV2, MobileNetV2Config};
 pub use yolox::{Detector, DetectorConfig};
 

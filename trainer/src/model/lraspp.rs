@@ -1,0 +1,136 @@
+//! A segmenter on MobileNetV2: torchvision's LR-ASPP head (Howard et al. 2019, "Searching for
+//! MobileNetV3", section 6.1.2) on the backbone's stride-8 map (`features.6`, 32 channels) and
+//! its last map (`features.18`, 1280 channels at stride 32, ImageNet's own last conv).
+//!
+//! high → 1x1 conv + BN + ReLU6 to `inter` channels, gated per channel by a sigmoid of its
+//! global average (the squeeze-excite-like branch); upsampled bilinearly to stride 8; a 1x1
+//! classifier on it plus a 1x1 classifier on the stride-8 map; the sum upsampled bilinearly to
+//! the input. Logits `[batch, classes, H, W]` for any H and W divisible by 32.
+//!
+//! torchvision's MobileNetV3 version dilates its last stages to keep them at stride 16; the
+//! MobileNetV2 here stays at stride 32, so its ImageNet weights apply unchanged.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+
+use super::mobilenetv2::{make_divisible, ConvBn, MobileNetV2, MobileNetV2Config};
+
+/// torchvision `features` index after which the stride-8 map is tapped (exclusive end), and
+/// the end of the backbone.
+pub const LOW_TAP: usize = 7;
+pub const HIGH_TAP: usize = 19;
+
+/// The input's height and width must divide by this (the backbone's deepest stride).
+pub const STRIDE: usize = 32;
+
+#[derive(Config, Debug)]
+pub struct SegmenterConfig {
+    pub num_classes: usize,
+    /// Backbone width multiplier (ImageNet weights exist for 1.0).
+    #[config(default = 1.0)]
+    pub width: f64,
+    /// Channels of the high-level branch (torchvision: 128).
+    #[config(default = 128)]
+    pub inter: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct LrasppHead {
+    /// 1x1 conv + BN + ReLU6 on the deep map.
+    pub cbr: ConvBn,
+    /// 1x1 conv (no bias, as torchvision) on the deep map's global average: the gate.
+    pub scale: Conv2d,
+    /// 1x1 classifiers on the stride-8 map and on the gated deep branch.
+    pub low_classifier: Conv2d,
+    pub high_classifier: Conv2d,
+}
+
+#[derive(Module, Debug)]
+pub struct Segmenter {
+    pub backbone: MobileNetV2,
+    pub head: LrasppHead,
+    #[module(skip)]
+    pub num_classes: usize,
+}
+
+impl SegmenterConfig {
+    pub fn init(&self, device: &Device) -> Segmenter {
+        let backbone = MobileNetV2Config::new(0).with_width(self.width).init(device);
+        let [low, high] = self.tap_channels();
+        let conv1x1 =
+            |cin: usize, cout: usize, bias: bool| Conv2dConfig::new([cin, cout], [1, 1]).with_bias(bias).init(device);
+        let head = LrasppHead {
+            cbr: ConvBn::new(high, self.inter, 1, 1, 1, true, device),
+            scale: conv1x1(high, self.inter, false),
+            low_classifier: conv1x1(low, self.num_classes, true),
+            high_classifier: conv1x1(self.inter, self.num_classes, true),
+        };
+        Segmenter { backbone, head, num_classes: self.num_classes }
+    }
+
+    /// Backbone channels at the stride-8 tap and at the end.
+    pub fn tap_channels(&self) -> [usize; 2] {
+        [make_divisible(32.0 * self.width, 8), MobileNetV2Config::new(0).with_width(self.width).feature_dim()]
+    }
+}
+
+/// Bilinear resize with half-pixel centres (PyTorch's `align_corners=False`, ONNX Resize
+/// `linear` + `half_pixel`). `x`: [b, c, h, w] -> [b, c, size[0], size[1]]
+pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+    interpolate(x, InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size(size))
+}
+
+impl Segmenter {
+    /// The stride-8 and stride-32 maps. `x`: [b, 3, H, W] -> [b, 32, H/8, W/8], [b, 1280, H/32, W/32]
+    pub fn backbone_maps(&self, x: Tensor<4>) -> [Tensor<4>; 2] {
+        let low = self.backbone.layers(0, LOW_TAP, x);
+        let high = self.backbone.layers(LOW_TAP, HIGH_TAP, low.clone());
+        [low, high]
+    }
+
+    /// The head on the two maps, at stride 8. -> [b, classes, H/8, W/8]
+    pub fn head(&self, low: Tensor<4>, high: Tensor<4>) -> Tensor<4> {
+        let h = &self.head;
+        let [b, c, gh, gw] = high.dims();
+        let pooled = high.clone().reshape([b, c, gh * gw]).mean_dim(2).reshape([b, c, 1, 1]); // [b, 1280, 1, 1]
+        let gate = sigmoid(h.scale.forward(pooled)); // [b, inter, 1, 1]
+        let y = h.cbr.forward(high) * gate; // [b, inter, H/32, W/32]
+        let [_, _, lh, lw] = low.dims();
+        let y = resize_bilinear(y, [lh, lw]); // [b, inter, H/8, W/8]
+        h.low_classifier.forward(low) + h.high_classifier.forward(y)
+    }
+
+    /// Logits. `x`: [b, 3, H, W] -> [b, classes, H, W]
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [_, _, ih, iw] = x.dims();
+        let [low, high] = self.backbone_maps(x);
+        resize_bilinear(self.head(low, high), [ih, iw])
+    }
+
+    /// Freezes backbone layers `features[..from]` (gradients off, BatchNorm in eval
+    /// behaviour); the rest of the backbone and the head train.
+    pub fn with_trainable_from(mut self, from: usize) -> Self {
+        self.backbone = self.backbone.with_trainable_from(from);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logits_at_the_input_size_and_bilinear_half_pixel() {
+        let device = Device::flex();
+        let m = SegmenterConfig::new(3).with_inter(16).init(&device);
+        let y = m.forward(Tensor::zeros([2, 3, 64, 96], &device));
+        assert_eq!(y.dims(), [2, 3, 64, 96]);
+        // 2 -> 4 samples: half-pixel centres give 1, 1.25, 1.75, 2 (edges clamped).
+        let x = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 1, 1, 2]), &device);
+        let u = crate::model::to_host(resize_bilinear(x, [1, 4]));
+        assert_eq!(u, vec![1.0, 1.25, 1.75, 2.0]);
+    }
+}
