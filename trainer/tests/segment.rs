@@ -36,3 +36,87 @@ fn export_matches_burn_in_tract() {
     }
     assert!(export_segmenter(&m, 64, 90, &path).unwrap_err().to_string().contains("does not divide by 32"));
 }
+
+/// Two 64-px images: a red square (class 1) and a blue bar (class 2) on a noisy grey field
+/// (class 0), and a border of ignored pixels (255).
+fn synthetic_batch() -> (Vec<f32>, Vec<Vec<u8>>) {
+    use rand::Rng;
+    let mut rng = fieldkit_trainer::data::sample_rng(5, 0, 0);
+    let layouts: [[(u8, [usize; 4]); 2]; 2] =
+        [[(1, [8, 8, 30, 30]), (2, [36, 4, 44, 60])], [(2, [4, 40, 60, 48]), (1, [30, 6, 58, 34])]];
+    let colours = [[0.0f32, 0.0, 0.0], [0.9, 0.15, 0.15], [0.15, 0.25, 0.9]];
+    let (s, plane) = (64usize, 64 * 64);
+    let mut pixels = vec![0f32; 2 * 3 * plane];
+    let mut masks = vec![vec![0u8; plane]; 2];
+    for (b, layout) in layouts.iter().enumerate() {
+        for i in 0..plane {
+            let v: f32 = rng.random_range(0.4..0.6);
+            for c in 0..3 {
+                pixels[(b * 3 + c) * plane + i] = v;
+            }
+        }
+        for &(class, [x1, y1, x2, y2]) in layout {
+            for y in y1..y2 {
+                for x in x1..x2 {
+                    masks[b][y * s + x] = class;
+                    for c in 0..3 {
+                        pixels[(b * 3 + c) * plane + y * s + x] = colours[class as usize][c];
+                    }
+                }
+            }
+        }
+        for i in 0..plane {
+            let (y, x) = (i / s, i % s);
+            if y == 0 || x == 0 || y == s - 1 || x == s - 1 {
+                masks[b][i] = 255;
+            }
+        }
+    }
+    (pixels.iter().map(|v| (v - 0.45) / 0.25).collect(), masks)
+}
+
+/// Overfitting one batch with CE + Dice from the ImageNet backbone: the loss falls to a
+/// fraction of its start and the model's last forward labels the batch's pixels (a loss that
+/// ignored the masks, or mixed up the one-hot layout, could not pass). That forward is in
+/// training mode: the eval-mode model on a batch of two reads BatchNorm statistics that
+/// differ between CPUs' cache geometries (mIoU 0.93 vs 0.82 here), the loss does not.
+#[test]
+fn overfitting_one_batch_recovers_its_masks() {
+    use burn::optim::GradientsParams;
+    use fieldkit_core::metrics::SegConfusion;
+    use fieldkit_trainer::train::classify::optimizer_for;
+    use fieldkit_trainer::train::segment::{seg_loss, SegLoss, SegTarget};
+    use fieldkit_trainer::train::OptimizerKind;
+    let device = Device::flex();
+    device.seed(9);
+    let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors");
+    let mut model = SegmenterConfig::new(3).with_inter(32).init(&device);
+    fieldkit_trainer::weights::load_backbone(&mut model.backbone, &weights).unwrap();
+    let mut model = model.train();
+    let (pixels, masks) = synthetic_batch();
+    let ad = device.clone().autodiff();
+    let target = SegTarget::new(&masks, 3, 64, 64, &ad);
+    let mut optim = optimizer_for(OptimizerKind::AdamW, 0.0, 0.9, Some(10.0));
+    let mut losses = Vec::new();
+    let mut pred = Vec::new();
+    for _ in 0..100 {
+        let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), [2, 3, 64, 64]), &ad);
+        let logits = model.forward(x);
+        pred = to_host(logits.clone().inner().argmax(1).float()).iter().map(|v| *v as u8).collect();
+        let loss = seg_loss(logits, &target, Some(&[1.0, 2.0, 2.0]), SegLoss::CeDice);
+        losses.push(loss.clone().into_scalar::<f64>());
+        let g = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(3e-3, model, g);
+    }
+    let first = losses[..3].iter().sum::<f64>() / 3.0;
+    let last = losses[97..].iter().sum::<f64>() / 3.0;
+    assert!(last < 0.25 * first, "loss did not fall: {losses:?}");
+    let mut cm = SegConfusion::new(3, Some(255));
+    for b in 0..2 {
+        cm.add(&masks[b], &pred[b * 4096..(b + 1) * 4096]).unwrap();
+    }
+    let r = cm.report(&["field".into(), "square".into(), "bar".into()]).unwrap();
+    eprintln!("loss {first:.3} -> {last:.3}; mIoU {:.3}, pixel accuracy {:.3}", r.miou, r.pixel_acc);
+    assert!(r.miou > 0.85 && r.pixel_acc > 0.95, "{r:?}");
+}

@@ -16,6 +16,7 @@ pub mod outputs;
 pub mod progress;
 pub mod report;
 pub mod schedule;
+pub mod segment;
 pub mod settings;
 pub mod step;
 
