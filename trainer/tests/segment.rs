@@ -65,10 +65,10 @@ fn synthetic_batch() -> (Vec<f32>, Vec<Vec<u8>>) {
                 }
             }
         }
-        for i in 0..plane {
+        for (i, m) in masks[b].iter_mut().enumerate() {
             let (y, x) = (i / s, i % s);
             if y == 0 || x == 0 || y == s - 1 || x == s - 1 {
-                masks[b][i] = 255;
+                *m = 255;
             }
         }
     }
