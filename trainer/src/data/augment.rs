@@ -132,6 +132,68 @@ impl Augment {
         Ok(out)
     }
 
+    /// One augmented `width`×`height` view of an image and its class map (`ids`, row-major, the
+    /// image's size), transformed together: the same crop (its aspect range taken relative to
+    /// the output's), flips, quarter turns (a half turn when the output is not square) and
+    /// rotation for both, pixels bilinear and ids nearest; colour jitter and corruption on
+    /// the image only. The rotation fills its corners by reflection in both.
+    pub fn apply_pair(
+        &self,
+        img: &RgbImage,
+        ids: &[u8],
+        width: u32,
+        height: u32,
+        rng: &mut impl Rng,
+    ) -> Result<(RgbImage, Vec<u8>)> {
+        let (w, h) = img.dimensions();
+        if ids.len() != (w * h) as usize {
+            return Err(TrainerError::Config(format!("a {w}x{h} image with a mask of {} pixels", ids.len())));
+        }
+        let aspect = width as f32 / height as f32;
+        let rel = Augment { crop_ratio: self.crop_ratio.map(|r| r * aspect), ..self.clone() };
+        let region = rel.crop_region(w, h, rng);
+        let mut out = resize_crop_rgb(img, region, width, height, true)?;
+        // Nearest: each output pixel's centre mapped into the crop.
+        let [left, top, cw, ch] = region;
+        let mut mask = image::GrayImage::from_fn(width, height, |x, y| {
+            let sx = (left + (x as f64 + 0.5) * cw / width as f64).floor().clamp(0.0, w as f64 - 1.0) as u32;
+            let sy = (top + (y as f64 + 0.5) * ch / height as f64).floor().clamp(0.0, h as f64 - 1.0) as u32;
+            image::Luma([ids[(sy * w + sx) as usize]])
+        });
+        if self.hflip && rng.random_bool(0.5) {
+            image::imageops::flip_horizontal_in_place(&mut out);
+            image::imageops::flip_horizontal_in_place(&mut mask);
+        }
+        if self.vflip && rng.random_bool(0.5) {
+            image::imageops::flip_vertical_in_place(&mut out);
+            image::imageops::flip_vertical_in_place(&mut mask);
+        }
+        if self.rot90 {
+            let turn = if width == height { rng.random_range(0..4) } else { 2 * rng.random_range(0..2) };
+            (out, mask) = match turn {
+                1 => (image::imageops::rotate90(&out), image::imageops::rotate90(&mask)),
+                2 => (image::imageops::rotate180(&out), image::imageops::rotate180(&mask)),
+                3 => (image::imageops::rotate270(&out), image::imageops::rotate270(&mask)),
+                _ => (out, mask),
+            };
+        }
+        if self.rotate_deg > 0.0 {
+            let theta = rng.random_range(-self.rotate_deg..=self.rotate_deg).to_radians();
+            out = rotate_reflect(&out, theta);
+            let src = rotation_source(width, height, theta);
+            let m = mask.clone();
+            mask = image::GrayImage::from_fn(width, height, |x, y| {
+                let (sx, sy) = src(x, y);
+                *m.get_pixel(sx.round().min(width as f32 - 1.0) as u32, sy.round().min(height as f32 - 1.0) as u32)
+            });
+        }
+        self.jitter(&mut out, rng);
+        if self.corrupt > 0.0 && rng.random::<f32>() < self.corrupt {
+            out = corruption(rng).apply(&out, rng.random())?;
+        }
+        Ok((out, mask.into_raw()))
+    }
+
     /// torchvision `RandomResizedCrop.get_params`: ten tries at a random area and log-uniform
     /// aspect ratio, then the whole image clamped to the ratio range, centred.
     fn crop_region(&self, w: u32, h: u32, rng: &mut impl Rng) -> [f64; 4] {
@@ -195,10 +257,9 @@ fn corruption(rng: &mut impl Rng) -> Perturb {
     }
 }
 
-/// Rotates about the centre by `theta` radians, bilinear, reflecting at the border so no
-/// black corners teach the model a fake feature.
-pub fn rotate_reflect(img: &RgbImage, theta: f32) -> RgbImage {
-    let (w, h) = img.dimensions();
+/// Where output pixel (x, y) of a `w`×`h` image rotated about its centre by `theta` radians
+/// reads from, reflected at the border so no black corners teach the model a fake feature.
+fn rotation_source(w: u32, h: u32, theta: f32) -> impl Fn(u32, u32) -> (f32, f32) {
     let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
     let (sin, cos) = theta.sin_cos();
     let reflect = |v: f32, n: u32| {
@@ -214,10 +275,18 @@ pub fn rotate_reflect(img: &RgbImage, theta: f32) -> RgbImage {
             r
         }
     };
-    RgbImage::from_fn(w, h, |x, y| {
+    move |x, y| {
         let (dx, dy) = (x as f32 - cx, y as f32 - cy);
-        let sx = reflect(cos * dx + sin * dy + cx, w);
-        let sy = reflect(-sin * dx + cos * dy + cy, h);
+        (reflect(cos * dx + sin * dy + cx, w), reflect(-sin * dx + cos * dy + cy, h))
+    }
+}
+
+/// Rotates about the centre by `theta` radians, bilinear, reflecting at the border.
+pub fn rotate_reflect(img: &RgbImage, theta: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let src = rotation_source(w, h, theta);
+    RgbImage::from_fn(w, h, |x, y| {
+        let (sx, sy) = src(x, y);
         let (x0, y0) = (sx.floor() as u32, sy.floor() as u32);
         let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
         let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
@@ -299,6 +368,30 @@ mod tests {
         }
         assert_eq!(changed, 12, "views corrupted at --corrupt 1");
         assert!(Augment { corrupt: 1.5, ..Augment::none() }.validate().is_err());
+    }
+
+    /// Image and mask move together: a mask that is the image's own red channel (as ids)
+    /// stays equal to it, pixel for pixel, through crops, flips, turns and rotation, except
+    /// where bilinear blends neighbours; jitter touches the image only.
+    #[test]
+    fn image_and_mask_are_transformed_together() {
+        // Blocks of 8 px in two shades: bilinear and nearest agree inside each block.
+        let img = RgbImage::from_fn(96, 64, |x, y| {
+            let v = if (x / 8 + y / 8) % 2 == 0 { 40 } else { 200 };
+            Rgb([v, v, v])
+        });
+        let ids: Vec<u8> = img.pixels().map(|p| u8::from(p.0[0] == 200)).collect();
+        let aug = Augment { brightness: 0.0, contrast: 0.0, saturation: 0.0, ..Augment::topdown() };
+        for i in 0..8 {
+            let (out, mask) = aug.apply_pair(&img, &ids, 48, 32, &mut sample_rng(2, 0, i)).unwrap();
+            assert_eq!((out.dimensions(), mask.len()), ((48, 32), 48 * 32));
+            let agree = out.pixels().zip(&mask).filter(|(p, &m)| (p.0[0] > 120) == (m == 1)).count();
+            assert!(agree as f64 > 0.9 * mask.len() as f64, "view {i}: {agree} of {} agree", mask.len());
+        }
+        let (a, ma) = aug.apply_pair(&img, &ids, 48, 32, &mut sample_rng(2, 0, 3)).unwrap();
+        let (b, mb) = aug.apply_pair(&img, &ids, 48, 32, &mut sample_rng(2, 0, 3)).unwrap();
+        assert_eq!((a, ma), (b, mb), "seeded");
+        assert!(aug.apply_pair(&img, &ids[1..], 48, 32, &mut sample_rng(2, 0, 3)).is_err());
     }
 
     #[test]
