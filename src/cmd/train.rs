@@ -1,5 +1,6 @@
-//! `fieldkit train classify|detect`: fine-tune MobileNetV2 on an ImageFolder, or a YOLOX-style
-//! detector on it over a YOLO data.yaml, and export ONNX + card.
+//! `fieldkit train classify|detect|segment`: fine-tune MobileNetV2 on an ImageFolder, a
+//! YOLOX-style detector on it over a YOLO data.yaml, or an LR-ASPP segmenter over a mask
+//! folder, and export ONNX (+ card for classify and detect).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use fieldkit_core::fsio;
 use fieldkit_trainer::data::boxes::DetAugment;
 use fieldkit_trainer::data::{Augment, AugmentPreset, MixKind, MixSettings};
 use fieldkit_trainer::train::detect::{BoxLoss, DetectConfig};
+use fieldkit_trainer::train::segment::{SegLoss, SegmentConfig};
 use fieldkit_trainer::train::{
     self, ClassWeights, ClassifyConfig, LoopSettings, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy,
 };
@@ -25,6 +27,61 @@ pub enum TrainCommand {
     Classify(Box<ClassifyArgs>),
     /// Train a YOLOX-style detector (MobileNetV2 backbone, PAN neck, decoupled head) on a YOLO data.yaml.
     Detect(Box<DetectArgs>),
+    /// Train a segmenter (LR-ASPP head on MobileNetV2) on a mask folder: classes.csv and
+    /// <split>/images + <split>/masks.
+    Segment(Box<SegmentArgs>),
+}
+
+#[derive(Args)]
+pub struct SegmentArgs {
+    /// Mask-folder dataset (classes.csv; train/ and valid/ each with images/ and masks/).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output directory (model.onnx, valid_metrics.json, metrics.csv, checkpoints/).
+    #[arg(long)]
+    out: PathBuf,
+    /// Pretrained backbone (torchvision-named safetensors, e.g. the ImageNet MobileNetV2).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value = "train")]
+    train_split: String,
+    /// Validation split (default: valid/, val/ or test/, the first that exists).
+    #[arg(long)]
+    valid_split: Option<String>,
+    /// Continue the run in --out from its last checkpoint (its config.json is used).
+    #[arg(long)]
+    resume: bool,
+    /// Network input WIDTHxHEIGHT, both multiples of 32 (default 384x288); images are stretched to it.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<[u32; 2]>,
+    /// Channels of LR-ASPP's deep branch (default 128).
+    #[arg(long)]
+    inter: Option<usize>,
+    /// Backbone layers before torchvision features.N stay frozen (default 0: all train).
+    #[arg(long)]
+    unfreeze_from: Option<usize>,
+    /// ce (class-weighted cross-entropy), dice, or ce-dice (default).
+    #[arg(long, value_enum)]
+    loss: Option<SegLoss>,
+    /// Cross-entropy class weights from the train pixels (default sqrt).
+    #[arg(long, value_enum)]
+    class_weights: Option<ClassWeights>,
+    /// Augmentation preset over the image and its mask together (default: topdown with crops
+    /// down to 35 % of the area).
+    #[arg(long, value_enum)]
+    augment: Option<AugmentPreset>,
+    #[command(flatten)]
+    train: TrainLoopArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `WIDTHxHEIGHT`.
+fn parse_size(s: &str) -> Result<[u32; 2], String> {
+    let bad = || format!("'{s}' is not WIDTHxHEIGHT (e.g. 384x288)");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    Ok([w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?])
 }
 
 #[derive(Args)]
@@ -225,6 +282,7 @@ pub fn run(cmd: TrainCommand) -> Result<i32> {
     match cmd {
         TrainCommand::Classify(a) => classify(*a),
         TrainCommand::Detect(a) => detect(*a),
+        TrainCommand::Segment(a) => segment(*a),
     }
 }
 
@@ -381,6 +439,56 @@ fn detect(a: DetectArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Segmentation flags over the defaults.
+pub fn segment_config_from_args(a: &SegmentArgs) -> Result<SegmentConfig> {
+    if !a.data.is_dir() {
+        bail!("{}: not a folder (a mask dataset: classes.csv, train/, valid/)", a.data.display());
+    }
+    let mut c = SegmentConfig::new(a.data.clone());
+    c.train_split = a.train_split.clone();
+    c.valid_split = match &a.valid_split {
+        Some(s) => s.clone(),
+        None => default_valid_split(&a.data)?,
+    };
+    c.weights = a.weights.clone();
+    set_given!(a => c; size, inter, unfreeze_from, loss, class_weights);
+    a.train.apply(&mut c.train);
+    if let Some(preset) = a.augment {
+        c.augment = Augment::preset(preset);
+    }
+    Ok(c)
+}
+
+fn segment(a: SegmentArgs) -> Result<i32> {
+    let progress = Progress { quiet: a.quiet };
+    let cfg = if a.resume {
+        let p = a.out.join("config.json");
+        let c: SegmentConfig =
+            fsio::read_json(&p).with_context(|| format!("--resume needs the run's {}", p.display()))?;
+        c
+    } else {
+        segment_config_from_args(&a)?
+    };
+    let s = train::segment::train_segment(&cfg, &a.out, a.resume, &progress)?;
+    let per: Vec<String> = s
+        .valid
+        .per_class
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.iou.map_or("-".into(), |v| format!("{v:.4}"))))
+        .collect();
+    println!(
+        "model {}  valid mIoU {:.4} ({})  pixel acc {:.4}  (best epoch {:?}, {:.1} min)",
+        s.model.display(),
+        s.valid.miou,
+        per.join(", "),
+        s.valid.pixel_acc,
+        s.best_epoch,
+        s.train_seconds / 60.0
+    );
+    println!("metrics {}", s.out.join("valid_metrics.json").display());
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -412,10 +520,10 @@ mod tests {
         assert_eq!((c.clip_grad, c.epochs), (Some(2.5), 3));
     }
 
-    /// `--augment` is one list of presets for both tasks, checked when the flags are parsed:
+    /// `--augment` is one list of presets for every task, checked when the flags are parsed:
     /// an unknown name is refused with the names it could be.
     #[test]
-    fn augment_presets_parse_for_both_tasks() {
+    fn augment_presets_parse_for_every_task() {
         #[derive(Parser)]
         struct Both {
             #[command(subcommand)]
@@ -425,15 +533,23 @@ mod tests {
             let data = if task == "detect" { "data.yaml" } else { "data" };
             Both::try_parse_from(["fieldkit", task, "--data", data, "--out", "out", "--augment", preset])
         };
-        for task in ["classify", "detect"] {
+        for task in ["classify", "detect", "segment"] {
             let ok = parse(task, "topdown").map_err(|e| e.to_string()).unwrap();
             let preset = match ok.task {
                 TrainCommand::Classify(a) => a.augment,
                 TrainCommand::Detect(a) => a.augment,
+                TrainCommand::Segment(a) => a.augment,
             };
             assert_eq!(preset, Some(AugmentPreset::Topdown), "{task}");
             let err = parse(task, "mosaic").err().expect("mosaic is not a preset").to_string();
             assert!(err.contains("mosaic") && err.contains("standard"), "{task}: {err}");
         }
+    }
+
+    #[test]
+    fn segment_size_is_width_by_height() {
+        assert_eq!(parse_size("384x288"), Ok([384, 288]));
+        assert!(parse_size("384").unwrap_err().contains("WIDTHxHEIGHT"));
+        assert!(parse_size("ax2").is_err());
     }
 }

@@ -153,13 +153,8 @@ impl Augment {
         let rel = Augment { crop_ratio: self.crop_ratio.map(|r| r * aspect), ..self.clone() };
         let region = rel.crop_region(w, h, rng);
         let mut out = resize_crop_rgb(img, region, width, height, true)?;
-        // Nearest: each output pixel's centre mapped into the crop.
-        let [left, top, cw, ch] = region;
-        let mut mask = image::GrayImage::from_fn(width, height, |x, y| {
-            let sx = (left + (x as f64 + 0.5) * cw / width as f64).floor().clamp(0.0, w as f64 - 1.0) as u32;
-            let sy = (top + (y as f64 + 0.5) * ch / height as f64).floor().clamp(0.0, h as f64 - 1.0) as u32;
-            image::Luma([ids[(sy * w + sx) as usize]])
-        });
+        let ids = super::masks::crop_resize_ids(ids, w, h, region, width, height);
+        let mut mask = image::GrayImage::from_raw(width, height, ids).expect("width x height ids");
         if self.hflip && rng.random_bool(0.5) {
             image::imageops::flip_horizontal_in_place(&mut out);
             image::imageops::flip_horizontal_in_place(&mut mask);

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod boxes;
 pub mod loader;
+pub mod masks;
 pub mod mix;
 
 use std::path::PathBuf;
