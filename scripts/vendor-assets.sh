@@ -33,6 +33,19 @@ for split in train:8 valid:4; do
   done
 done
 cp "$shared/sesame-weed-det/data.yaml" "$out/data.yaml"
+
+# Segmentation: 6 train + 3 valid peanut-field photos (480x360 JPEG) with their colour masks.
+out="$root/assets/data/peanut-mini"
+rm -rf "$out"
+for split in train:6 valid:3; do
+  s=${split%%:*}; n=${split##*:}
+  mkdir -p "$out/$s/images" "$out/$s/masks"
+  pick "$shared/peanut-seg/$s/images" "$n" | while read -r f; do
+    cp "$shared/peanut-seg/$s/images/$f" "$out/$s/images/"
+    cp "$shared/peanut-seg/$s/masks/${f%.*}.png" "$out/$s/masks/"
+  done
+done
+cp "$shared/peanut-seg/classes.csv" "$out/classes.csv"
 chmod -R u+w "$root/assets/data"
 du -sh "$root/assets/data"/*
 

@@ -20,6 +20,7 @@ fn demo_runs_every_stage() {
         "8. train a crop/weed detector",
         "9. detections drive the spray nozzles",
         "10. the field loop",
+        "11. segment crop and weed pixels",
     ] {
         assert!(out.contains(stage), "missing stage {stage}:\n{out}");
     }
@@ -47,6 +48,11 @@ fn demo_runs_every_stage() {
     let det = fieldkit_core_card(&dir.path().join("train-sesame-mini/model.json"));
     assert_eq!(det["decode"]["kind"], "yolox", "{det}");
     assert!(det["metrics"]["valid_map50_95"].as_f64().is_some(), "{det}");
+    // The segmentation stage: exported with a segment card, scored through the runtime, drawn.
+    let seg = fieldkit_core_card(&dir.path().join("train-peanut-mini/model.json"));
+    assert_eq!(seg["decode"]["kind"], "segment", "{seg}");
+    assert!(seg["metrics"]["valid_miou"].as_f64().unwrap() > 0.0, "{seg}");
+    assert!(dir.path().join("train-peanut-mini/overlay-0249.png").is_file());
     // The bridge stage: every spray accounted for, the device's log checked against the plan.
     let bridge = fieldkit_core_card(&dir.path().join("bridge/report.json"));
     let acts = bridge["actuations"].as_array().unwrap();

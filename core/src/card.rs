@@ -17,6 +17,8 @@ pub const CARD_VERSION: u32 = 1;
 pub enum Task {
     Classify,
     Detect,
+    /// A class per pixel.
+    Segment,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,13 +46,19 @@ pub enum Decode {
     },
     /// Output is a feature vector (a backbone with no head).
     Features { output: String },
+    /// Output `[N, classes, H, W]` of per-pixel class logits at the input size: the argmax
+    /// over classes is each pixel's class.
+    Segment { output: String },
 }
 
 impl Decode {
     /// Name of the model output this decoding reads.
     pub fn output(&self) -> &str {
         match self {
-            Decode::Softmax { output } | Decode::Probabilities { output } | Decode::Features { output } => output,
+            Decode::Softmax { output }
+            | Decode::Probabilities { output }
+            | Decode::Features { output }
+            | Decode::Segment { output } => output,
             Decode::Yolox { output, .. } => output,
         }
     }

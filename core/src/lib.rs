@@ -14,6 +14,7 @@ pub mod parallel;
 pub mod perturb;
 pub mod preprocess;
 pub mod report;
+pub mod segment;
 pub mod video;
 
 pub use card::{Decode, InputSpec, ModelCard, Task};

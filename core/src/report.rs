@@ -123,6 +123,25 @@ pub fn plot_confusion(path: &Path, matrix: &[Vec<u64>], labels: &[String], title
     })
 }
 
+/// Tints each pixel of an image by its class (`ids`, row-major, the image's size) with the
+/// boxes' palette, half and half; class 0 (background) is left as it is.
+pub fn overlay_classes(img: &mut image::RgbImage, ids: &[u8]) -> Result<()> {
+    let (w, h) = img.dimensions();
+    if ids.len() != (w * h) as usize {
+        return Err(CoreError::Argument(format!("overlay: {} class ids for a {w}x{h} image", ids.len())));
+    }
+    for (p, &c) in img.pixels_mut().zip(ids) {
+        if c == 0 {
+            continue;
+        }
+        let t = Palette99::pick(c as usize).to_rgba();
+        for (v, tint) in p.0.iter_mut().zip([t.0, t.1, t.2]) {
+            *v = ((*v as u16 + tint as u16) / 2) as u8;
+        }
+    }
+    Ok(())
+}
+
 /// Draws labelled boxes (`[x1, y1, x2, y2]` in pixels) onto an image in place; `color` picks
 /// from a fixed palette so a class keeps its colour across images.
 pub fn annotate(img: &mut image::RgbImage, boxes: &[([f32; 4], String, usize)]) -> Result<()> {

@@ -568,7 +568,11 @@ pub fn quantize(cfg: &QuantizeConfig, log: &dyn Fn(&str)) -> Result<Report> {
             }
         ));
         if let Some(q) = &quant_eval {
-            let key = if card.task == Task::Classify { "valid_top1" } else { "valid_map50_95" };
+            let key = match card.task {
+                Task::Classify => "valid_top1",
+                Task::Detect => "valid_map50_95",
+                Task::Segment => "valid_miou",
+            };
             c.metrics.insert(key.into(), q.value);
         }
         c.write_for(&cfg.out)?;

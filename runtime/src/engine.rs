@@ -101,6 +101,28 @@ pub enum Output {
     Classes(Vec<ClassScore>),
     Detections(Vec<LabeledDetection>),
     Features(Vec<f32>),
+    Segmentation(ClassMap),
+}
+
+/// A segmenter's answer at the source image's size: each pixel's class, and each class's
+/// share of the image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassMap {
+    pub width: u32,
+    pub height: u32,
+    /// Row-major class ids. Not in JSON: 170 k numbers for a 480x360 photo (`fieldkit
+    /// predict` writes them as a PNG).
+    #[serde(skip)]
+    pub ids: Vec<u8>,
+    pub coverage: Vec<ClassCoverage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassCoverage {
+    pub index: usize,
+    pub name: String,
+    /// Share of the image's pixels.
+    pub fraction: f64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -416,6 +438,22 @@ fn check_output(card: &ModelCard, shape: &[usize], width: u32, height: u32) -> s
                 ));
             }
         }
+        (Decode::Segment { .. }, Task::Segment) => {
+            if shape != [1, classes, height as usize, width as usize] {
+                return Err(format!(
+                    "output shape {shape:?}, but per-pixel logits of {classes} classes on {width}x{height} are [1, {classes}, {height}, {width}]"
+                ));
+            }
+            // Pixels map back to the photo by a plain stretch; a crop or letterbox would
+            // need its geometry for every pixel.
+            if !matches!(card.preprocess.resize, fieldkit_core::preprocess::Resize::Exact { .. })
+                || card.preprocess.center_crop.is_some()
+            {
+                return Err(
+                    "a segmentation card needs an exact resize (preprocess.resize exact, no center crop)".into()
+                );
+            }
+        }
         (Decode::Features { .. }, _) => {}
         (d, t) => return Err(format!("decode {d:?} does not fit task {t:?}")),
     }
@@ -507,6 +545,17 @@ impl Session {
                 )
             }
             Decode::Features { .. } => Output::Features(raw),
+            Decode::Segment { .. } => {
+                let classes = card.classes.len();
+                let ids = fieldkit_core::segment::argmax_classes(&raw, classes, (w * h) as usize);
+                let ids = fieldkit_core::segment::resize_ids(&ids, w, h, img.width(), img.height());
+                let coverage = fieldkit_core::segment::coverage(&ids, classes)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, fraction)| ClassCoverage { index, name: card.classes[index].clone(), fraction })
+                    .collect();
+                Output::Segmentation(ClassMap { width: img.width(), height: img.height(), ids, coverage })
+            }
         };
         let postprocess_ms = ms(t);
         Ok(Prediction {

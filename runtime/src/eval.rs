@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 
 use fieldkit_core::card::Task;
 use fieldkit_core::dataset::coco::{CocoDataset, CocoPrediction};
+use fieldkit_core::dataset::masks::MaskDataset;
 use fieldkit_core::dataset::{DetSample, EvalData, ImageFolder, YoloDataset};
 use fieldkit_core::detect::NmsOptions;
-use fieldkit_core::metrics::{BoxFitReport, ClassificationReport, CocoEval, CountReport};
+use fieldkit_core::metrics::{
+    BoxFitReport, ClassificationReport, CocoEval, CountReport, SegConfusion, SegmentationReport,
+};
 use fieldkit_core::perturb::Perturb;
 use fieldkit_core::{image_io, CoreError};
 
@@ -51,7 +54,7 @@ pub fn eval_classifier_perturbed(
     if card.task != Task::Classify {
         return Err(RuntimeError::Mismatch {
             path: engine.path().to_path_buf(),
-            msg: "not a classifier (card task is detect)".into(),
+            msg: format!("not a classifier (card task is {:?})", card.task),
         });
     }
     let map = class_map(&card.classes, &data.classes, &data.root)?;
@@ -115,7 +118,7 @@ pub fn eval_detector_on(
     if card.task != Task::Detect {
         return Err(RuntimeError::Mismatch {
             path: engine.path().to_path_buf(),
-            msg: "not a detector (card task is classify)".into(),
+            msg: format!("not a detector (card task is {:?})", card.task),
         });
     }
     let map = class_map(&card.classes, &data.names, &data.yaml)?;
@@ -158,11 +161,12 @@ pub fn eval_detector_on(
 }
 
 /// One model's headline accuracy on a dataset: top-1 for a classifier on an ImageFolder,
-/// COCO mAP50-95 for a detector on a data.yaml (the metric `bench --val` and `quantize --val`
-/// report), with the per-class figure behind it (recall, or AP50-95).
+/// COCO mAP50-95 for a detector on a data.yaml, mIoU for a segmenter on a mask folder (the
+/// metric `bench --val` and `quantize --val` report), with the per-class figure behind it
+/// (recall, AP50-95 or IoU).
 #[derive(Debug, Clone)]
 pub struct Headline {
-    /// "top1" or "map50_95".
+    /// "top1", "map50_95" or "miou".
     pub metric: &'static str,
     pub value: f64,
     /// The split evaluated.
@@ -182,5 +186,68 @@ pub fn headline(engine: &Engine, data: &Path, split: Option<&str>, workers: usiz
             let per_class = r.per_class.iter().map(|c| (c.name.clone(), c.ap50_95)).collect();
             Headline { metric: "map50_95", value: r.map50_95, split, per_class }
         }
+        EvalData::Masks { data, split } => {
+            let r = eval_segmenter(engine, &data, &split, workers)?;
+            let per_class = r.per_class.iter().map(|c| (c.name.clone(), c.iou.unwrap_or(f64::NAN))).collect();
+            Headline { metric: "miou", value: r.miou, split, per_class }
+        }
     })
+}
+
+/// Pixel metrics of a segmenter on split `split` of a mask folder, each prediction at its
+/// photo's own size; the dataset's classes must be the model's, in the same order.
+pub fn eval_segmenter(engine: &Engine, data: &MaskDataset, split: &str, workers: usize) -> Result<SegmentationReport> {
+    let card = engine.card();
+    if card.task != Task::Segment {
+        return Err(RuntimeError::Mismatch {
+            path: engine.path().to_path_buf(),
+            msg: format!("not a segmenter (card task is {:?})", card.task),
+        });
+    }
+    let names: Vec<String> = data.classes.iter().map(|c| c.name.clone()).collect();
+    if names != card.classes {
+        return Err(RuntimeError::Core(CoreError::invalid(
+            data.root.join("classes.csv"),
+            format!("classes {names:?}, the model's are {:?} (same names, same order)", card.classes),
+        )));
+    }
+    let files = data.split(split)?;
+    let pairs: Vec<(PathBuf, PathBuf)> = files
+        .pairs
+        .into_iter()
+        .map(|(image, mask)| {
+            mask.map(|m| (image.clone(), m)).ok_or_else(|| {
+                RuntimeError::Core(CoreError::invalid(&image, format!("no mask for it in {split}/masks")))
+            })
+        })
+        .collect::<Result<_>>()?;
+    if pairs.is_empty() {
+        return Err(RuntimeError::Core(CoreError::invalid(&data.root, format!("split '{split}' holds no images"))));
+    }
+    let classes = card.classes.len();
+    let opts = PredictOptions::default();
+    let parts = parallel_map(engine, pairs.len(), workers, |s, i| {
+        let (image, mask) = &pairs[i];
+        let img = image_io::read_rgb(image)?;
+        let truth = data.read_mask(mask)?;
+        if (truth.width, truth.height) != img.dimensions() {
+            return Err(RuntimeError::Core(CoreError::invalid(
+                mask,
+                format!("mask is {}x{}, its image {}x{}", truth.width, truth.height, img.width(), img.height()),
+            )));
+        }
+        match s.predict(&img, &opts)?.output {
+            Output::Segmentation(map) => {
+                let mut cm = SegConfusion::new(classes, Some(255));
+                cm.add(&truth.ids, &map.ids)?;
+                Ok(cm)
+            }
+            _ => Err(RuntimeError::Run("the card's decoding does not give a class map".into())),
+        }
+    })?;
+    let mut total = SegConfusion::new(classes, Some(255));
+    for p in &parts {
+        total.merge(p)?;
+    }
+    Ok(total.report(&card.classes)?)
 }

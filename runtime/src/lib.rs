@@ -20,8 +20,8 @@ pub mod threads;
 pub const TRACT_VERSION: &str = "0.23.9";
 
 pub use engine::{
-    model_io_names, parallel_map, ClassScore, Engine, LabeledDetection, LoadOptions, Output, PredictOptions,
-    Prediction, Session, Timing,
+    model_io_names, parallel_map, ClassCoverage, ClassMap, ClassScore, Engine, LabeledDetection, LoadOptions, Output,
+    PredictOptions, Prediction, Session, Timing,
 };
 pub use error::{Result, RuntimeError};
 pub use layout::Layout;

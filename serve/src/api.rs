@@ -37,13 +37,28 @@ pub struct PredictTiming {
     pub total_ms: f64,
 }
 
-/// `{"kind": "detections", "detections": [...]}` and its classifier and embedding siblings.
+/// `{"kind": "detections", "detections": [...]}` and its classifier, embedding and
+/// segmentation siblings.
 #[derive(Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum PredictOutput {
-    Detections { detections: Vec<LabeledDetection> },
-    Classes { classes: Vec<ClassScore> },
-    Features { features: Vec<f32> },
+    Detections {
+        detections: Vec<LabeledDetection>,
+    },
+    Classes {
+        classes: Vec<ClassScore>,
+    },
+    Features {
+        features: Vec<f32>,
+    },
+    /// A segmenter's class map, run-length encoded row by row (`[class, run]` pairs over
+    /// `width` × `height`), and each class's share of the image.
+    Segmentation {
+        width: u32,
+        height: u32,
+        rle: Vec<[u32; 2]>,
+        coverage: Vec<fieldkit_runtime::ClassCoverage>,
+    },
 }
 
 impl From<fieldkit_runtime::Output> for PredictOutput {
@@ -53,6 +68,12 @@ impl From<fieldkit_runtime::Output> for PredictOutput {
             Output::Detections(detections) => PredictOutput::Detections { detections },
             Output::Classes(classes) => PredictOutput::Classes { classes },
             Output::Features(features) => PredictOutput::Features { features },
+            Output::Segmentation(m) => PredictOutput::Segmentation {
+                width: m.width,
+                height: m.height,
+                rle: fieldkit_core::segment::rle_encode(&m.ids),
+                coverage: m.coverage,
+            },
         }
     }
 }

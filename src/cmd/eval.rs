@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use fieldkit_core::perturb;
 use fieldkit_core::report;
-use fieldkit_runtime::eval::{eval_classifier, eval_classifier_perturbed, eval_detector};
+use fieldkit_runtime::eval::{eval_classifier, eval_classifier_perturbed, eval_detector, eval_segmenter};
 
 use super::engine_args::RunArgs;
 
@@ -17,14 +17,15 @@ use fieldkit_core::dataset::EvalData;
 pub struct EvalArgs {
     #[arg(long)]
     model: PathBuf,
-    /// ImageFolder root (classifier) or YOLO data.yaml (detector).
+    /// ImageFolder root (classifier), YOLO data.yaml (detector) or mask folder (segmenter).
     #[arg(long)]
     data: PathBuf,
     /// Split to evaluate (default: valid/val).
     #[arg(long)]
     split: Option<String>,
     /// Write the metrics as JSON (classifier: top1, macro_f1, per_class, confusion;
-    /// detector: map50, map50_95, per_class, count_mae, box_fit).
+    /// detector: map50, map50_95, per_class, count_mae, box_fit; segmenter: miou, pixel_acc,
+    /// per_class with name, iou, dice, confusion).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Also write plots here (confusion matrix or PR curves).
@@ -139,6 +140,28 @@ pub fn run(a: EvalArgs) -> Result<i32> {
                 let curves: Vec<(String, Vec<f64>)> =
                     ev.coco.per_class.iter().zip(&ev.coco.pr50).map(|(c, p)| (c.name.clone(), p.clone())).collect();
                 report::plot_pr_curves(&dir.join("pr.png"), "precision-recall @ IoU 0.5", &curves)?;
+            }
+        }
+        EvalData::Masks { data, split } => {
+            let r = eval_segmenter(&engine, &data, &split, a.run.workers)?;
+            println!(
+                "{} on {} ({split} split, {} pixels, {:.1} s)\n",
+                a.model.display(),
+                data.root.display(),
+                r.pixels,
+                t.elapsed().as_secs_f64()
+            );
+            let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+            println!("{:<16} {:>8} {:>8} {:>14} {:>14}", "class", "IoU", "Dice", "pixels", "predicted");
+            for c in &r.per_class {
+                println!("{:<16} {:>8} {:>8} {:>14} {:>14}", c.name, cell(c.iou), cell(c.dice), c.pixels, c.predicted);
+            }
+            println!("\nmIoU {:.4}  mean Dice {:.4}  pixel accuracy {:.4}", r.miou, r.mean_dice, r.pixel_acc);
+            if let Some(path) = &a.json {
+                let mut doc = serde_json::to_value(&r)?;
+                doc["task"] = "segment".into();
+                doc["split"] = split.clone().into();
+                report::write_json(path, &doc)?;
             }
         }
     }

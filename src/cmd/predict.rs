@@ -93,12 +93,26 @@ enum Origin<'a> {
 }
 
 /// Appends one prediction's JSON line (and prints its summary); `ids` are the track ids of
-/// its detections under `--track`.
-fn emit(jsonl: &mut Vec<u8>, index: usize, origin: Origin, p: &Prediction, ids: Option<&[Option<u64>]>) -> Result<()> {
+/// its detections under `--track`, `mask` a segmenter's class-map PNG.
+fn emit(
+    jsonl: &mut Vec<u8>,
+    index: usize,
+    origin: Origin,
+    p: &Prediction,
+    ids: Option<&[Option<u64>]>,
+    mask: Option<&Path>,
+) -> Result<()> {
     let summary = match &p.output {
         Output::Detections(d) => format!("{} detections", d.len()),
         Output::Classes(c) => c.first().map(|c| format!("{} {:.3}", c.name, c.score)).unwrap_or_default(),
         Output::Features(f) => format!("{} features", f.len()),
+        Output::Segmentation(m) => m
+            .coverage
+            .iter()
+            .skip(1)
+            .map(|c| format!("{} {:.1} %", c.name, 100.0 * c.fraction))
+            .collect::<Vec<_>>()
+            .join(", "),
     };
     let mut line = serde_json::json!({ "index": index, "width": p.width, "height": p.height, "timing": p.timing });
     match origin {
@@ -127,6 +141,12 @@ fn emit(jsonl: &mut Vec<u8>, index: usize, origin: Origin, p: &Prediction, ids: 
         }
         Output::Classes(c) => line["classes"] = serde_json::to_value(c)?,
         Output::Features(f) => line["features"] = serde_json::to_value(f)?,
+        Output::Segmentation(m) => {
+            line["coverage"] = serde_json::to_value(&m.coverage)?;
+            if let Some(mask) = mask {
+                line["mask"] = serde_json::json!(mask);
+            }
+        }
     }
     writeln!(jsonl, "{line}")?;
     Ok(())
@@ -160,6 +180,9 @@ pub fn run(a: PredictArgs) -> Result<i32> {
                 let results = parallel_map(&engine, paths.len(), a.run.workers, |s, i| {
                     let mut img = image_io::read_rgb(&paths[i])?;
                     let p = s.predict(&img, &opts)?;
+                    if let (Output::Segmentation(m), false) = (&p.output, a.no_images) {
+                        report::overlay_classes(&mut img, &m.ids)?;
+                    }
                     if !a.no_images {
                         report::annotate(&mut img, &boxes_to_draw(&p, None, a.nms.conf))?;
                         image_io::save_png(&a.out.join(annotated_name(index + i, &paths[i])), &img)?;
@@ -167,7 +190,19 @@ pub fn run(a: PredictArgs) -> Result<i32> {
                     Ok(p)
                 })?;
                 for (path, p) in paths.iter().zip(&results) {
-                    emit(&mut jsonl, index, Origin::Image(path), p, None)?;
+                    // A segmenter's class map is the prediction: its ids as a grey PNG (0, 1,
+                    // 2 ...), written with or without images.
+                    let mask = match &p.output {
+                        Output::Segmentation(m) => {
+                            let mask = a.out.join(annotated_name(index, path).replace(".png", ".mask.png"));
+                            let grey = image::GrayImage::from_raw(m.width, m.height, m.ids.clone())
+                                .context("a class map of the wrong size")?;
+                            fsio::write_atomic(&mask, &encode_png(&grey)?)?;
+                            Some(mask)
+                        }
+                        _ => None,
+                    };
+                    emit(&mut jsonl, index, Origin::Image(path), p, None, mask.as_deref())?;
                     index += 1;
                 }
             }
@@ -231,7 +266,7 @@ fn predict_video(
                 }
             }
             let origin = Origin::Frame { video, index: frame.index, time_s: frame.time_s };
-            emit(jsonl, first_index + n, origin, &p, ids.as_deref())?;
+            emit(jsonl, first_index + n, origin, &p, ids.as_deref(), None)?;
             n += 1;
         }
     }
@@ -244,4 +279,11 @@ fn predict_video(
         _ => {}
     }
     Ok(n)
+}
+
+/// A grey image as PNG bytes (for an atomic write).
+fn encode_png(img: &image::GrayImage) -> Result<Vec<u8>> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)?;
+    Ok(out.into_inner())
 }

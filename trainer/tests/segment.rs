@@ -121,56 +121,22 @@ fn overfitting_one_batch_recovers_its_masks() {
     assert!(r.miou > 0.85 && r.pixel_acc > 0.95, "{r:?}");
 }
 
-/// A mask folder of flat-coloured squares on noise (`classes.csv`, RGB masks): 8 train and 3
-/// valid images of 80x64.
-fn synthetic_dataset(root: &std::path::Path) {
-    use image::{Rgb, RgbImage};
-    use rand::Rng;
-    std::fs::write(root.join("classes.csv"), "id,name,r,g,b\n0,soil,0,0,0\n1,crop,0,255,0\n2,weed,255,0,0\n").unwrap();
-    let mut rng = fieldkit_trainer::data::sample_rng(1, 0, 0);
-    for (split, n) in [("train", 8), ("valid", 3)] {
-        for d in ["images", "masks"] {
-            std::fs::create_dir_all(root.join(split).join(d)).unwrap();
-        }
-        for i in 0..n {
-            let mut img = RgbImage::from_fn(80, 64, |_, _| {
-                let v = rng.random_range(90..150u8);
-                Rgb([v, v - 20, v - 40])
-            });
-            let mut mask = RgbImage::new(80, 64);
-            for (class, colour, mask_rgb) in [(1, [40, 200, 40], [0, 255, 0]), (2, [200, 40, 40], [255, 0, 0])] {
-                let (x0, y0) = (rng.random_range(0..50u32), rng.random_range(0..36u32));
-                let side = 14 + 6 * class;
-                for y in y0..(y0 + side).min(64) {
-                    for x in x0..(x0 + side).min(80) {
-                        img.put_pixel(x, y, Rgb(colour));
-                        mask.put_pixel(x, y, Rgb(mask_rgb));
-                    }
-                }
-            }
-            img.save(root.join(split).join("images").join(format!("{i}.png"))).unwrap();
-            mask.save(root.join(split).join("masks").join(format!("{i}.png"))).unwrap();
-        }
-    }
-}
-
-/// `train_segment` end to end on a synthetic mask folder: two epochs from the ImageNet
-/// backbone write config.json, metrics.csv, checkpoints and model.onnx; tract's mIoU on the
-/// exported model equals burn's at the best epoch; `--resume` of a finished run trains no more.
+/// `train_segment` end to end on the vendored peanut photos: two epochs from the ImageNet
+/// backbone write config.json, metrics.csv and curves, checkpoints, model.onnx + card; tract's
+/// mIoU on the exported model equals burn's at the best epoch; `--resume` of a finished run
+/// trains no more.
 #[test]
 fn a_short_run_trains_exports_and_scores_in_tract() {
     use fieldkit_trainer::train::segment::{train_segment, SegmentConfig};
     use fieldkit_trainer::train::Progress;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    synthetic_dataset(&data);
+    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/data/peanut-mini");
     let mut cfg = SegmentConfig::new(data);
     cfg.weights = Some(
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors"),
     );
-    cfg.size = [96, 64];
+    cfg.size = [128, 96];
     cfg.inter = 16;
     cfg.train.epochs = 2;
     cfg.train.batch = 4;
@@ -178,13 +144,16 @@ fn a_short_run_trains_exports_and_scores_in_tract() {
     let out = dir.path().join("run");
     let progress = Progress { quiet: true };
     let s = train_segment(&cfg, &out, false, &progress).unwrap();
-    for f in ["config.json", "metrics.csv", "model.onnx", "valid_metrics.json", "checkpoints/best.bpk"] {
+    for f in ["config.json", "metrics.csv", "loss.png", "miou.png", "model.onnx", "model.json", "valid_metrics.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     assert_eq!(s.history.len(), 2);
     let best = s.history.iter().find(|m| Some(m.epoch) == s.best_epoch).unwrap();
     assert!((best.miou - s.valid.miou).abs() < 1e-3, "burn {} vs tract {}", best.miou, s.valid.miou);
-    assert!(s.valid.per_class.iter().all(|c| c.iou.is_some()) && s.valid.pixels == 3 * 80 * 64);
+    assert!(s.valid.per_class.iter().all(|c| c.iou.is_some()) && s.valid.pixels == 3 * 480 * 360);
+    let card = fieldkit_core::ModelCard::load_verified(&out.join("model.onnx")).unwrap();
+    assert_eq!(card.task, fieldkit_core::Task::Segment);
+    assert_eq!(card.metrics.get("valid_miou").copied(), Some(s.valid.miou));
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     let again = train_segment(&cfg, &out, true, &progress).unwrap();

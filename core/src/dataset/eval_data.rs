@@ -1,15 +1,18 @@
-//! Resolving a `--data`/`--val` argument for evaluation: an ImageFolder root (classifiers) or
-//! a YOLO data.yaml (detectors), with the split named by the caller or the first of the usual
-//! names present. Shared by `fieldkit eval`, `bench --val` and `quantize --val`.
+//! Resolving a `--data`/`--val` argument for evaluation: an ImageFolder root (classifiers), a
+//! YOLO data.yaml (detectors) or a mask folder (segmenters), with the split named by the
+//! caller or the first of the usual names present. Shared by `fieldkit eval`, `bench --val`
+//! and `quantize --val`.
 
 use std::path::Path;
 
+use super::masks::MaskDataset;
 use super::{ImageFolder, YoloDataset};
 use crate::{CoreError, ModelCard, Result, Task};
 
 pub enum EvalData {
     Classes(ImageFolder),
     Boxes { data: YoloDataset, split: String },
+    Masks { data: MaskDataset, split: String },
 }
 
 impl EvalData {
@@ -18,6 +21,32 @@ impl EvalData {
     /// given an ImageFolder used to fail on its first class folder, naming the model's classes.
     pub fn open(path: &Path, split: Option<&str>, card: &ModelCard) -> Result<Self> {
         let model_classes = &card.classes;
+        if card.task == Task::Segment || MaskDataset::is_root(path) {
+            if card.task != Task::Segment {
+                return Err(CoreError::invalid(
+                    path,
+                    format!("a mask folder (classes.csv) scores a segmenter; the model's task is {:?}", card.task),
+                ));
+            }
+            if !MaskDataset::is_root(path) {
+                return Err(CoreError::invalid(
+                    path,
+                    "the model is a segmenter, which is scored on a mask folder (classes.csv, <split>/images, <split>/masks); this is not one",
+                ));
+            }
+            let data = MaskDataset::open(path)?;
+            let split = match split {
+                Some(s) => s.to_string(),
+                None => ["valid", "val", "test"]
+                    .iter()
+                    .find(|s| path.join(s).join("masks").is_dir())
+                    .ok_or_else(|| {
+                        CoreError::invalid(path, "no valid/, val/ or test/ split with masks (pass --split)")
+                    })?
+                    .to_string(),
+            };
+            return Ok(EvalData::Masks { data, split });
+        }
         let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
         let boxes = is_yaml || path.join("data.yaml").is_file();
         match (card.task, boxes) {

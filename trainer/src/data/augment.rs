@@ -153,7 +153,7 @@ impl Augment {
         let rel = Augment { crop_ratio: self.crop_ratio.map(|r| r * aspect), ..self.clone() };
         let region = rel.crop_region(w, h, rng);
         let mut out = resize_crop_rgb(img, region, width, height, true)?;
-        let ids = super::masks::crop_resize_ids(ids, w, h, region, width, height);
+        let ids = fieldkit_core::segment::crop_resize_ids(ids, w, h, region, width, height);
         let mut mask = image::GrayImage::from_raw(width, height, ids).expect("width x height ids");
         if self.hflip && rng.random_bool(0.5) {
             image::imageops::flip_horizontal_in_place(&mut out);

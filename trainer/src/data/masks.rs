@@ -16,6 +16,7 @@ pub struct SegSet {
     pub images: Vec<RgbImage>,
     pub masks: Vec<Vec<u8>>,
     pub paths: Vec<PathBuf>,
+    pub mask_paths: Vec<PathBuf>,
 }
 
 impl SegSet {
@@ -25,6 +26,13 @@ impl SegSet {
 
     pub fn is_empty(&self) -> bool {
         self.images.is_empty()
+    }
+
+    /// What the split holds (names and sizes of every image and mask), for a model's card.
+    pub fn fingerprint(&self) -> String {
+        let items =
+            self.paths.iter().zip(&self.mask_paths).flat_map(|(i, m)| [(i.as_path(), "image"), (m.as_path(), "mask")]);
+        fieldkit_core::dataset::fingerprint(items)
     }
 
     /// Pixels of each class over the split (ids at or past `classes` not counted).
@@ -75,39 +83,6 @@ pub fn load_seg_split(data: &MaskDataset, split: &str, workers: usize) -> Result
         },
     )?;
     let (images, masks) = decoded.into_iter().unzip();
-    Ok(SegSet { images, masks, paths: pairs.into_iter().map(|p| p.0).collect() })
-}
-
-/// Class ids resized by nearest neighbour, each output pixel's centre mapped into `region`
-/// (`[left, top, width, height]` of the `w`×`h` source; the whole of it by [`resize_ids`]).
-pub fn crop_resize_ids(ids: &[u8], w: u32, h: u32, region: [f64; 4], nw: u32, nh: u32) -> Vec<u8> {
-    let [left, top, cw, ch] = region;
-    let mut out = Vec::with_capacity((nw * nh) as usize);
-    for y in 0..nh {
-        let sy = (top + (y as f64 + 0.5) * ch / nh as f64).floor().clamp(0.0, h as f64 - 1.0) as u32;
-        for x in 0..nw {
-            let sx = (left + (x as f64 + 0.5) * cw / nw as f64).floor().clamp(0.0, w as f64 - 1.0) as u32;
-            out.push(ids[(sy * w + sx) as usize]);
-        }
-    }
-    out
-}
-
-/// A whole `w`×`h` class map resized to `nw`×`nh` (nearest).
-pub fn resize_ids(ids: &[u8], w: u32, h: u32, nw: u32, nh: u32) -> Vec<u8> {
-    crop_resize_ids(ids, w, h, [0.0, 0.0, w as f64, h as f64], nw, nh)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_resize_keeps_ids_and_round_trips_exact_multiples() {
-        let ids: Vec<u8> = vec![0, 1, 2, 3];
-        let up = resize_ids(&ids, 2, 2, 4, 4);
-        assert_eq!(up, vec![0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3]);
-        assert_eq!(resize_ids(&up, 4, 4, 2, 2), ids);
-        assert_eq!(crop_resize_ids(&up, 4, 4, [2.0, 2.0, 2.0, 2.0], 1, 1), vec![3]);
-    }
+    let (paths, mask_paths) = pairs.into_iter().unzip();
+    Ok(SegSet { images, masks, paths, mask_paths })
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod detect;
 pub mod ema;
 pub mod features;
+pub mod groups;
 pub mod history;
 pub mod looping;
 pub mod lr_find;

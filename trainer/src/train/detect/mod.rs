@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,7 @@ use fieldkit_runtime::Engine;
 use self::assign::{Anchors, GtBox};
 use self::loss::yolox_loss;
 use super::checkpoint::Which;
+use super::groups::step_backbone_slower;
 use super::looping::{run_epochs, EpochTrain, Task};
 use super::outputs::{
     check_out_dir, deliver, export_checkpoint, square_input, write_card, write_config, write_holdout_list, Deliver,
@@ -365,19 +366,7 @@ impl<'a> Task<'a> for DetectTask<'a> {
         let maps = self.maps(&model, x);
         let out = model.forward_from_maps(maps);
         let (loss, parts) = yolox_loss(out, &batch.boxes, &self.p.anchors, c.box_loss, c.closing(epoch));
-        let mut grads = loss.backward();
-        let mut model = model;
-        if c.lr_mult == 1.0 {
-            let g = GradientsParams::from_grads(grads, &model);
-            model = optim.step(lr, model, g);
-        } else {
-            let backbone = GradientsParams::from_module(&mut grads, &model.backbone);
-            let rest = GradientsParams::from_grads(grads, &model);
-            model = optim.step(lr, model, rest);
-            if !backbone.is_empty() {
-                model = optim.step(lr / c.lr_mult, model, backbone);
-            }
-        }
+        let model = step_backbone_slower(optim, model, loss.backward(), |m| &m.backbone, lr, c.lr_mult);
         Ok((model, parts.total, n))
     }
 

@@ -1,10 +1,10 @@
 //! `fieldkit train segment`: the LR-ASPP segmenter trained on a mask-folder dataset through
 //! the shared epoch loop (schedules, checkpoints, resume, EMA, early stopping), validated each
-//! epoch by core's pixel metrics at the masks' own resolution, the best model exported to
-//! ONNX and scored once more in tract.
+//! epoch by core's pixel metrics at the masks' own resolution, and through the shared ending:
+//! the best model exported to ONNX with a `decode: segment` card and scored once more in
+//! tract by the runtime's `eval_segmenter`.
 //!
-//! Not yet: a model card and the runtime's segmentation decoding (the exported file runs in
-//! tract as a bare model), `--holdout`, a report with curves.
+//! Not yet: `--holdout`, a report.md.
 
 pub mod config;
 pub mod loss;
@@ -13,26 +13,30 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use fieldkit_core::card::{Decode, InputSpec, ModelCard, Task as CardTask};
 use fieldkit_core::dataset::masks::MaskDataset;
 use fieldkit_core::metrics::{SegConfusion, SegmentationReport};
 use fieldkit_core::preprocess::Preprocess;
-use fieldkit_runtime::{Engine, LoadOptions};
+use fieldkit_core::segment::{argmax_classes, resize_ids};
+use fieldkit_runtime::eval::eval_segmenter;
+use fieldkit_runtime::Engine;
 
-use super::checkpoint::load_module;
+use super::groups::step_backbone_slower;
 use super::history::EpochRow;
 use super::looping::{run_epochs, EpochTrain, Task};
-use super::outputs::{check_out_dir, write_config};
+use super::outputs::{check_out_dir, deliver, write_card, write_config, Deliver, Scored};
 use super::progress::Progress;
 use super::settings::LoopSettings;
 use crate::data::loader::{batch_ranges, BuildBatch, EpochLoader};
-use crate::data::masks::{load_seg_split, resize_ids, SegSet};
+use crate::data::masks::{load_seg_split, SegSet};
 use crate::data::{class_weights, epoch_order, sample_rng, Augment};
 use crate::error::{Result, TrainerError};
 use crate::export::export_segmenter;
+use crate::export::onnx::{INPUT, SEG_OUTPUT};
 use crate::model::{to_host, Segmenter};
 use crate::weights::load_backbone;
 
@@ -97,6 +101,8 @@ pub struct SegPrepared {
     pub model: Segmenter,
     pub train: Arc<SegSet>,
     pub valid: SegSet,
+    /// The train images and masks the model learns from, for its card.
+    pub data_fingerprint: String,
 }
 
 pub fn prepare(cfg: &SegmentConfig, progress: &Progress) -> Result<SegPrepared> {
@@ -133,6 +139,7 @@ pub fn prepare(cfg: &SegmentConfig, progress: &Progress) -> Result<SegPrepared> 
         t0.elapsed().as_secs_f64()
     ));
     Ok(SegPrepared {
+        data_fingerprint: train.fingerprint(),
         weights: class_weights(&counts, cfg.class_weights),
         preprocess: cfg.preprocess(),
         cfg: cfg.clone(),
@@ -197,10 +204,7 @@ fn score_valid(
         let target = SegTarget::new(&masks, nc, h as usize, w as usize, &p.device);
         loss += seg_loss(t, &target, p.weights.as_deref(), p.cfg.loss).into_scalar::<f64>() * r.len() as f64;
         for (k, i) in r.enumerate() {
-            let l = &logits[k * nc * px..(k + 1) * nc * px];
-            let pred: Vec<u8> = (0..px)
-                .map(|j| (0..nc).max_by(|&a, &b| l[a * px + j].total_cmp(&l[b * px + j])).unwrap_or(0) as u8)
-                .collect();
+            let pred = argmax_classes(&logits[k * nc * px..(k + 1) * nc * px], nc, px);
             let img = &p.valid.images[i];
             cm.add(&p.valid.masks[i], &resize_ids(&pred, w, h, img.width(), img.height()))?;
         }
@@ -281,20 +285,8 @@ impl<'a> Task<'a> for SegmentTask<'a> {
         let target = SegTarget::new(&batch.masks, p.classes.len(), h, w, &ad);
         let loss = seg_loss(model.forward(x), &target, p.weights.as_deref(), c.loss);
         let value = loss.clone().into_scalar::<f64>();
-        let mut grads = loss.backward();
-        let mut model = model;
-        if c.lr_mult == 1.0 {
-            let g = GradientsParams::from_grads(grads, &model);
-            model = optim.step(lr, model, g);
-        } else {
-            // The pretrained backbone moves lr_mult times slower than the new head.
-            let backbone = GradientsParams::from_module(&mut grads, &model.backbone);
-            let rest = GradientsParams::from_grads(grads, &model);
-            model = optim.step(lr, model, rest);
-            if !backbone.is_empty() {
-                model = optim.step(lr / c.lr_mult, model, backbone);
-            }
-        }
+        // The pretrained backbone moves lr_mult times slower than the new head.
+        let model = step_backbone_slower(optim, model, loss.backward(), |m| &m.backbone, lr, c.lr_mult);
         Ok((model, value, n))
     }
 
@@ -346,8 +338,9 @@ pub struct SegmentSummary {
     pub train_seconds: f64,
 }
 
-/// Trains (or resumes) a segmenter into `out`: config.json, checkpoints, metrics.csv, the
-/// best model as `model.onnx`, and its valid metrics in tract as `valid_metrics.json`.
+/// Trains (or resumes) a segmenter into `out`: config.json, checkpoints, metrics.csv with
+/// loss.png and miou.png, the best model as `model.onnx` + card, and its valid metrics in
+/// tract as `valid_metrics.json`.
 pub fn train_segment(cfg: &SegmentConfig, out: &Path, resume: bool, progress: &Progress) -> Result<SegmentSummary> {
     check_out_dir(out, resume)?;
     let p = prepare(cfg, progress)?;
@@ -357,37 +350,84 @@ pub fn train_segment(cfg: &SegmentConfig, out: &Path, resume: bool, progress: &P
     let mut task = SegmentTask { p: &p };
     let model = p.model.clone().with_trainable_from(cfg.unfreeze_from);
     let outcome = run_epochs(&mut task, model, cfg.train.optimizer(), out, resume, progress)?;
+    let done = deliver(&p, &outcome, out, progress)?;
+    fieldkit_core::fsio::write_json(&out.join("valid_metrics.json"), &done.eval)?;
     let state = outcome.state;
-    super::history::write_metrics_csv(&out.join("metrics.csv"), &state.history)?;
-    let mut best = cfg.init_model(p.classes.len(), &p.device);
-    load_module(&mut best, &outcome.best_model)?;
-    let path = out.join("model.onnx");
-    let [w, h] = cfg.size;
-    export_segmenter(&best.valid(), h, w, &path)?;
-    let engine = Engine::load_bare(&path, &LoadOptions::default())?;
-    let (_, valid) = score_valid(&p, |pixels, n| {
-        let plane = pixels.len() / n;
-        let mut out = Vec::new();
-        for x in pixels.chunks_exact(plane) {
-            out.extend(engine.session()?.run_tensor(x)?);
-        }
-        Ok(out)
-    })?;
-    fieldkit_core::fsio::write_json(&out.join("valid_metrics.json"), &valid)?;
-    if let Some(row) = state.best_epoch.and_then(|e| state.history.iter().find(|m| m.epoch == e)) {
-        if (row.miou - valid.miou).abs() > 0.01 {
-            progress.message(&format!(
-                "warning: burn measured mIoU {:.4} at the best epoch, the exported model gives {:.4} in tract",
-                row.miou, valid.miou
-            ));
-        }
-    }
     Ok(SegmentSummary {
         out: out.to_path_buf(),
-        model: path,
+        model: done.model,
         best_epoch: state.best_epoch,
         history: state.history,
-        valid,
+        valid: done.eval,
         train_seconds: state.elapsed_s,
     })
+}
+
+/// Writes `model` as ONNX at `path` with its card (classes, input size, stretch + ImageNet
+/// normalisation, per-pixel logits).
+pub fn export_with_card(
+    model: &Segmenter,
+    cfg: &SegmentConfig,
+    classes: &[String],
+    data_fingerprint: &str,
+    source: String,
+    path: &Path,
+) -> Result<ModelCard> {
+    let [w, h] = cfg.size;
+    export_segmenter(&model.valid(), h, w, path)?;
+    let card = ModelCard::new(
+        CardTask::Segment,
+        classes.to_vec(),
+        InputSpec { name: INPUT.into(), shape: vec![-1, 3, h as i64, w as i64] },
+        cfg.preprocess(),
+        Decode::Segment { output: SEG_OUTPUT.into() },
+    );
+    write_card(card, source, data_fingerprint, path)
+}
+
+/// A segmentation run's ending: the LR-ASPP segmenter + stretch card, scored by mIoU in tract.
+impl Deliver for SegPrepared {
+    type Model = Segmenter;
+    type Metrics = SegEpochMetrics;
+    type Eval = SegmentationReport;
+
+    fn blank_model(&self) -> Segmenter {
+        self.cfg.init_model(self.classes.len(), &self.device)
+    }
+
+    fn source(&self) -> String {
+        "fieldkit train segment (LR-ASPP head on MobileNetV2)".into()
+    }
+
+    fn export(&self, model: &Segmenter, source: String, path: &Path) -> Result<ModelCard> {
+        export_with_card(model, &self.cfg, &self.classes, &self.data_fingerprint, source, path)
+    }
+
+    fn score(&self, engine: &Engine) -> Result<Scored<SegmentationReport>> {
+        let data = MaskDataset::open(&self.cfg.data)?;
+        let r = eval_segmenter(engine, &data, &self.cfg.valid_split, self.cfg.workers.max(1))?;
+        let mut card_metrics = vec![("valid_miou", r.miou), ("valid_pixel_acc", r.pixel_acc)];
+        // The crop / weed figures a sprayer reads, by class name where the classes have them.
+        for (key, name) in [("valid_weed_iou", "weed"), ("valid_crop_iou", "crop")] {
+            if let Some(iou) = r.per_class.iter().find(|c| c.name == name).and_then(|c| c.iou) {
+                card_metrics.push((key, iou));
+            }
+        }
+        Ok(Scored { headline: r.miou, card_metrics, eval: r })
+    }
+
+    fn headline(&self, row: &SegEpochMetrics) -> (&'static str, f64) {
+        ("mIoU", row.miou)
+    }
+
+    fn plot_curves(&self, out: &Path, history: &[SegEpochMetrics]) -> Result<()> {
+        super::history::plot_history(
+            out,
+            history,
+            "segmentation loss",
+            "miou.png",
+            "valid mIoU and pixel accuracy",
+            &[("mIoU", |m| m.miou), ("pixel accuracy", |m| m.pixel_acc)],
+        )
+    }
 }
