@@ -8,7 +8,7 @@ use fieldkit_trainer::train::{export_run, Which};
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// The run directory (`fieldkit train classify|detect --out`).
+    /// The run directory (`fieldkit train classify|detect|segment --out`).
     #[arg(long)]
     run: PathBuf,
     #[arg(long, value_enum, default_value = "best")]

@@ -156,6 +156,14 @@ fn a_short_run_trains_exports_and_scores_in_tract() {
     assert_eq!(card.metrics.get("valid_miou").copied(), Some(s.valid.miou));
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
+    // `fieldkit export` of the best checkpoint gives the same model and card.
+    let exported = dir.path().join("exported.onnx");
+    let card = fieldkit_trainer::train::export_run(&out, fieldkit_trainer::train::Which::Best, &exported).unwrap();
+    assert_eq!(card.task, fieldkit_core::Task::Segment);
+    let engine = fieldkit_runtime::Engine::load(&exported).unwrap();
+    let data = fieldkit_core::dataset::masks::MaskDataset::open(&cfg.data).unwrap();
+    let again = fieldkit_runtime::eval::eval_segmenter(&engine, &data, "valid", 2).unwrap();
+    assert_eq!(again.miou, s.valid.miou);
     let again = train_segment(&cfg, &out, true, &progress).unwrap();
     assert_eq!(again.history.len(), 2);
     // A fresh run into a used folder is refused.

@@ -49,6 +49,12 @@ impl SegSet {
     }
 }
 
+/// The names and sizes of images and their masks, hashed (a model card's `data_fingerprint`).
+pub fn pairs_fingerprint(images: &[PathBuf], masks: &[PathBuf]) -> String {
+    let items = images.iter().zip(masks).flat_map(|(i, m)| [(i.as_path(), "image"), (m.as_path(), "mask")]);
+    fieldkit_core::dataset::fingerprint(items)
+}
+
 /// Loads split `split`: every image needs its mask, of its size (`fieldkit data check` names
 /// each problem; here the first one stops the run).
 pub fn load_seg_split(data: &MaskDataset, split: &str, workers: usize) -> Result<SegSet> {

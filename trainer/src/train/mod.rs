@@ -95,9 +95,12 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
 /// without training further.
 pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     let raw: serde_json::Value = fieldkit_core::fsio::read_json(&run.join("config.json"))?;
-    // Only detection runs have a mosaic schedule.
+    // Only detection runs have a mosaic schedule; only segmentation runs a Dice loss choice.
     if raw.get("close_mosaic").is_some() {
         return detect::export_run(run, which, path);
+    }
+    if raw.get("loss").is_some() && raw.get("inter").is_some() {
+        return segment::export_run(run, which, path);
     }
     classify::export_run(run, which, path)
 }

@@ -385,6 +385,21 @@ pub fn export_with_card(
     write_card(card, source, data_fingerprint, path)
 }
 
+/// `fieldkit export` of a segmentation run's checkpoint.
+pub fn export_run(run: &Path, which: super::checkpoint::Which, path: &Path) -> Result<ModelCard> {
+    let cfg: SegmentConfig = fieldkit_core::fsio::read_json(&run.join("config.json"))?;
+    let data = MaskDataset::open(&cfg.data)?;
+    let classes: Vec<String> = data.classes.iter().map(|c| c.name.clone()).collect();
+    // The pairs' names and sizes, without decoding them.
+    let (images, masks): (Vec<PathBuf>, Vec<PathBuf>) =
+        data.split(&cfg.train_split)?.pairs.into_iter().filter_map(|(i, m)| Some((i, m?))).unzip();
+    let fingerprint = crate::data::masks::pairs_fingerprint(&images, &masks);
+    let model = cfg.init_model(classes.len(), &cfg.device.device()?);
+    super::outputs::export_checkpoint(run, which, model, |m, source| {
+        export_with_card(m, &cfg, &classes, &fingerprint, source, path)
+    })
+}
+
 /// A segmentation run's ending: the LR-ASPP segmenter + stretch card, scored by mIoU in tract.
 impl Deliver for SegPrepared {
     type Model = Segmenter;
