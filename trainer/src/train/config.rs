@@ -9,7 +9,6 @@ use super::schedule::ScheduleKind;
 pub use super::settings::{LoopSettings, OptimizerKind};
 use crate::data::Augment;
 pub use crate::data::ClassWeights;
-use crate::device::DeviceKind;
 use crate::error::{Result, TrainerError};
 use crate::model::mobilenetv2::FEATURE_LAYERS;
 
@@ -99,24 +98,13 @@ impl ClassifyConfig {
             train: LoopSettings {
                 epochs: 12,
                 batch: 32,
-                optimizer: OptimizerKind::AdamW,
-                lr: 1e-3,
                 lr_mult: 10.0,
-                momentum: 0.9,
                 weight_decay: 1e-2,
-                clip_grad: None,
                 schedule: ScheduleKind::OneCycle,
                 warmup_epochs: 0.5,
                 step_epochs: 3,
-                gamma: 0.1,
                 plateau_patience: 1,
-                patience: None,
-                seed: 0,
-                workers: fieldkit_core::parallel::default_workers(),
-                device: DeviceKind::Flex,
-                checkpoint_minutes: 10.0,
-                holdout: 0.0,
-                ema: 0.0,
+                ..LoopSettings::common()
             },
         }
     }

@@ -67,6 +67,34 @@ pub fn clip_limit(clip_grad: Option<f32>) -> Option<f32> {
 }
 
 impl LoopSettings {
+    /// What every task's defaults share: AdamW, no early stop, seed 0, all cores loading,
+    /// burn's CPU backend, a checkpoint every 10 min, nothing held out. A task's config sets
+    /// its own schedule over these (`LoopSettings { epochs: 14, ..LoopSettings::common() }`).
+    pub fn common() -> Self {
+        LoopSettings {
+            epochs: 10,
+            batch: 16,
+            optimizer: OptimizerKind::AdamW,
+            lr: 1e-3,
+            lr_mult: 1.0,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            clip_grad: None,
+            schedule: ScheduleKind::Cosine,
+            warmup_epochs: 0.0,
+            step_epochs: 10,
+            gamma: 0.1,
+            plateau_patience: 2,
+            patience: None,
+            seed: 0,
+            workers: fieldkit_core::parallel::default_workers(),
+            device: DeviceKind::Flex,
+            checkpoint_minutes: 10.0,
+            holdout: 0.0,
+            ema: 0.0,
+        }
+    }
+
     /// The checks every task's `validate` starts with; messages name the flag.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainerError::Config(m));

@@ -6,12 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::loss::BoxLoss;
 use crate::data::boxes::DetAugment;
-use crate::device::DeviceKind;
 use crate::error::{Result, TrainerError};
 use crate::model::mobilenetv2::FEATURE_LAYERS;
 use crate::model::yolox::TAPS;
-use crate::train::schedule::ScheduleKind;
-use crate::train::settings::{LoopSettings, OptimizerKind};
+use crate::train::settings::LoopSettings;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DetectConfig {
@@ -61,25 +59,13 @@ impl DetectConfig {
             augment: DetAugment::standard(),
             train: LoopSettings {
                 epochs: 14,
-                batch: 16,
-                optimizer: OptimizerKind::AdamW,
                 lr: 2e-3,
                 lr_mult: 5.0,
-                momentum: 0.9,
                 weight_decay: 5e-4,
                 clip_grad: Some(10.0),
-                schedule: ScheduleKind::Cosine,
                 warmup_epochs: 1.0,
-                step_epochs: 10,
-                gamma: 0.1,
-                plateau_patience: 2,
-                patience: None,
-                seed: 0,
-                workers: fieldkit_core::parallel::default_workers(),
-                device: DeviceKind::Flex,
-                checkpoint_minutes: 10.0,
-                holdout: 0.0,
                 ema: 1.0,
+                ..LoopSettings::common()
             },
         }
     }
@@ -161,6 +147,7 @@ impl DetectConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::ScheduleKind;
 
     #[test]
     fn defaults_are_the_measured_cpu_recipe() {

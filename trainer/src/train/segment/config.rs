@@ -6,11 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::loss::SegLoss;
 use crate::data::{Augment, ClassWeights};
-use crate::device::DeviceKind;
 use crate::error::{Result, TrainerError};
 use crate::model::lraspp::{HIGH_TAP, STRIDE};
-use crate::train::schedule::ScheduleKind;
-use crate::train::settings::{LoopSettings, OptimizerKind};
+use crate::train::settings::LoopSettings;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentConfig {
@@ -53,24 +51,12 @@ impl SegmentConfig {
             train: LoopSettings {
                 epochs: 20,
                 batch: 8,
-                optimizer: OptimizerKind::AdamW,
-                lr: 1e-3,
                 lr_mult: 5.0,
-                momentum: 0.9,
                 weight_decay: 1e-4,
                 clip_grad: Some(10.0),
-                schedule: ScheduleKind::Cosine,
                 warmup_epochs: 1.0,
-                step_epochs: 10,
-                gamma: 0.1,
-                plateau_patience: 2,
-                patience: None,
-                seed: 0,
-                workers: fieldkit_core::parallel::default_workers(),
-                device: DeviceKind::Flex,
-                checkpoint_minutes: 10.0,
-                holdout: 0.0,
                 ema: 1.0,
+                ..LoopSettings::common()
             },
         }
     }
