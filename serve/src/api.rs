@@ -51,11 +51,9 @@ pub enum PredictOutput {
     Features {
         features: Vec<f32>,
     },
-    /// A segmenter's class map, run-length encoded row by row (`[class, run]` pairs over
-    /// `width` × `height`), and each class's share of the image.
+    /// A segmenter's class map at the photo's size (the answer's `width` × `height`),
+    /// run-length encoded row by row as `[class, run]` pairs, and each class's share of it.
     Segmentation {
-        width: u32,
-        height: u32,
         rle: Vec<[u32; 2]>,
         coverage: Vec<fieldkit_runtime::ClassCoverage>,
     },
@@ -68,12 +66,9 @@ impl From<fieldkit_runtime::Output> for PredictOutput {
             Output::Detections(detections) => PredictOutput::Detections { detections },
             Output::Classes(classes) => PredictOutput::Classes { classes },
             Output::Features(features) => PredictOutput::Features { features },
-            Output::Segmentation(m) => PredictOutput::Segmentation {
-                width: m.width,
-                height: m.height,
-                rle: fieldkit_core::segment::rle_encode(&m.ids),
-                coverage: m.coverage,
-            },
+            Output::Segmentation(m) => {
+                PredictOutput::Segmentation { rle: fieldkit_core::segment::rle_encode(&m.ids), coverage: m.coverage }
+            }
         }
     }
 }
@@ -201,5 +196,22 @@ mod tests {
         assert_eq!(timing, ["inference_ms", "postprocess_ms", "preprocess_ms", "queue_ms", "total_ms"]);
         let ready = serde_json::to_value(Ready { name: None, ready: false, error: Some("no model loaded".into()) });
         assert_eq!(ready.unwrap(), serde_json::json!({"ready": false, "error": "no model loaded"}));
+    }
+
+    /// A segmenter's answer: the run-length map decodes back to the class map, at the
+    /// answer's width x height.
+    #[test]
+    fn a_class_map_goes_out_run_length_encoded() {
+        use fieldkit_runtime::{ClassCoverage, ClassMap, Output};
+        let ids = vec![0u8, 0, 1, 1, 1, 2, 0, 0];
+        let cover = |index, name: &str, fraction| ClassCoverage { index, name: name.into(), fraction };
+        let coverage = vec![cover(0, "soil", 0.5), cover(1, "crop", 0.375), cover(2, "weed", 0.125)];
+        let map = ClassMap { width: 4, height: 2, ids: ids.clone(), coverage };
+        let v = serde_json::to_value(PredictOutput::from(Output::Segmentation(map))).unwrap();
+        assert_eq!(v["kind"], "segmentation");
+        let runs: Vec<[u32; 2]> = serde_json::from_value(v["rle"].clone()).unwrap();
+        assert_eq!(fieldkit_core::segment::rle_decode(&runs), ids);
+        assert_eq!(v["coverage"][2]["name"], "weed");
+        assert!(v.get("width").is_none(), "the answer carries the size once");
     }
 }
