@@ -197,6 +197,20 @@ pub fn headline(engine: &Engine, data: &Path, split: Option<&str>, workers: usiz
 /// Pixel metrics of a segmenter on split `split` of a mask folder, each prediction at its
 /// photo's own size; the dataset's classes must be the model's, in the same order.
 pub fn eval_segmenter(engine: &Engine, data: &MaskDataset, split: &str, workers: usize) -> Result<SegmentationReport> {
+    let pairs = data.pairs(split)?;
+    if pairs.is_empty() {
+        return Err(RuntimeError::Core(CoreError::invalid(&data.root, format!("split '{split}' holds no images"))));
+    }
+    eval_segmenter_on(engine, data, &pairs, workers)
+}
+
+/// [`eval_segmenter`] on chosen image / mask pairs of `data` (a held-out part of a split).
+pub fn eval_segmenter_on(
+    engine: &Engine,
+    data: &MaskDataset,
+    pairs: &[(PathBuf, PathBuf)],
+    workers: usize,
+) -> Result<SegmentationReport> {
     let card = engine.card();
     if card.task != Task::Segment {
         return Err(RuntimeError::Mismatch {
@@ -210,19 +224,6 @@ pub fn eval_segmenter(engine: &Engine, data: &MaskDataset, split: &str, workers:
             data.root.join("classes.csv"),
             format!("classes {names:?}, the model's are {:?} (same names, same order)", card.classes),
         )));
-    }
-    let files = data.split(split)?;
-    let pairs: Vec<(PathBuf, PathBuf)> = files
-        .pairs
-        .into_iter()
-        .map(|(image, mask)| {
-            mask.map(|m| (image.clone(), m)).ok_or_else(|| {
-                RuntimeError::Core(CoreError::invalid(&image, format!("no mask for it in {split}/masks")))
-            })
-        })
-        .collect::<Result<_>>()?;
-    if pairs.is_empty() {
-        return Err(RuntimeError::Core(CoreError::invalid(&data.root, format!("split '{split}' holds no images"))));
     }
     let classes = card.classes.len();
     let opts = PredictOptions::default();

@@ -485,6 +485,9 @@ fn segment(a: SegmentArgs) -> Result<i32> {
         s.best_epoch,
         s.train_seconds / 60.0
     );
+    if let Some(h) = &s.holdout {
+        println!("held out of train (whole photos): mIoU {:.4}  pixel acc {:.4}", h.miou, h.pixel_acc);
+    }
     println!("metrics {}", s.out.join("valid_metrics.json").display());
     Ok(0)
 }

@@ -123,8 +123,9 @@ fn overfitting_one_batch_recovers_its_masks() {
 
 /// `train_segment` end to end on the vendored peanut photos: two epochs from the ImageNet
 /// backbone write config.json, metrics.csv and curves, checkpoints, model.onnx + card; tract's
-/// mIoU on the exported model equals burn's at the best epoch; `--resume` of a finished run
-/// trains no more.
+/// mIoU on the exported model equals burn's at the best epoch; train photos held out
+/// (`--holdout`) are scored beside valid and listed; `--resume` of a finished run trains no
+/// more.
 #[test]
 fn a_short_run_trains_exports_and_scores_in_tract() {
     use fieldkit_trainer::train::segment::{train_segment, SegmentConfig};
@@ -141,6 +142,7 @@ fn a_short_run_trains_exports_and_scores_in_tract() {
     cfg.train.epochs = 2;
     cfg.train.batch = 4;
     cfg.train.workers = 2;
+    cfg.train.holdout = 0.34;
     let out = dir.path().join("run");
     let progress = Progress { quiet: true };
     let s = train_segment(&cfg, &out, false, &progress).unwrap();
@@ -154,6 +156,14 @@ fn a_short_run_trains_exports_and_scores_in_tract() {
     let card = fieldkit_core::ModelCard::load_verified(&out.join("model.onnx")).unwrap();
     assert_eq!(card.task, fieldkit_core::Task::Segment);
     assert_eq!(card.metrics.get("valid_miou").copied(), Some(s.valid.miou));
+    let held = s.holdout.as_ref().expect("holdout scored");
+    assert_eq!(card.metrics.get("holdout_miou").copied(), Some(held.miou));
+    // The share is drawn per photo by a seeded hash, so about a third, not exactly two.
+    let listed = std::fs::read_to_string(out.join("holdout.txt")).unwrap();
+    let n = listed.lines().count() as u64;
+    assert!((1..6).contains(&n), "{listed}");
+    assert_eq!(held.pixels, n * 480 * 360);
+    assert!(out.join("holdout_metrics.json").exists());
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     // `fieldkit export` of the best checkpoint gives the same model and card.

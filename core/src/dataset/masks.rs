@@ -118,6 +118,19 @@ impl MaskDataset {
         Ok(out)
     }
 
+    /// Each image of `split` with its mask; an image without one is an error naming it
+    /// (`fieldkit data check` lists them all).
+    pub fn pairs(&self, split: &str) -> Result<Vec<(PathBuf, PathBuf)>> {
+        self.split(split)?
+            .pairs
+            .into_iter()
+            .map(|(image, mask)| match mask {
+                Some(m) => Ok((image, m)),
+                None => Err(CoreError::invalid(&image, format!("no mask for it in {split}/masks"))),
+            })
+            .collect()
+    }
+
     /// The class id of each pixel of the mask at `path`. A colour outside the table is an
     /// error naming the colour, how many pixels have it and where the first one is.
     pub fn read_mask(&self, path: &Path) -> Result<ClassMap> {

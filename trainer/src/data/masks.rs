@@ -7,7 +7,7 @@ use fieldkit_core::error::CoreError;
 use fieldkit_core::{image_io, parallel};
 use image::RgbImage;
 
-use crate::error::{Result, TrainerError};
+use crate::error::Result;
 
 /// A decoded split: images at their own size, each with its class ids (row-major, the
 /// image's size), in the folder's order.
@@ -55,22 +55,9 @@ pub fn pairs_fingerprint(images: &[PathBuf], masks: &[PathBuf]) -> String {
     fieldkit_core::dataset::fingerprint(items)
 }
 
-/// Loads split `split`: every image needs its mask, of its size (`fieldkit data check` names
-/// each problem; here the first one stops the run).
-pub fn load_seg_split(data: &MaskDataset, split: &str, workers: usize) -> Result<SegSet> {
-    let files = data.split(split)?;
-    let pairs: Vec<(PathBuf, PathBuf)> = files
-        .pairs
-        .into_iter()
-        .map(|(image, mask)| match mask {
-            Some(m) => Ok((image, m)),
-            None => Err(TrainerError::Config(format!(
-                "{}: no mask for it in {}/masks (fieldkit data check lists them all)",
-                image.display(),
-                split
-            ))),
-        })
-        .collect::<Result<_>>()?;
+/// Decodes image / mask pairs (from [`MaskDataset::pairs`]); a mask of another size than its
+/// image stops the run (`fieldkit data check` names each problem).
+pub fn load_seg_pairs(data: &MaskDataset, pairs: &[(PathBuf, PathBuf)], workers: usize) -> Result<SegSet> {
     let decoded = parallel::map_indexed(
         pairs.len(),
         workers,
@@ -89,6 +76,6 @@ pub fn load_seg_split(data: &MaskDataset, split: &str, workers: usize) -> Result
         },
     )?;
     let (images, masks) = decoded.into_iter().unzip();
-    let (paths, mask_paths) = pairs.into_iter().unzip();
+    let (paths, mask_paths) = pairs.iter().cloned().unzip();
     Ok(SegSet { images, masks, paths, mask_paths })
 }

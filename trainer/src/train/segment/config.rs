@@ -82,9 +82,6 @@ impl SegmentConfig {
                 self.unfreeze_from
             ));
         }
-        if self.holdout > 0.0 {
-            return bad("--holdout is not supported for segmentation yet".into());
-        }
         self.train.validate()?;
         self.augment.validate()
     }

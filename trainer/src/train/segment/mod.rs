@@ -4,7 +4,8 @@
 //! the best model exported to ONNX with a `decode: segment` card and scored once more in
 //! tract by the runtime's `eval_segmenter`.
 //!
-//! Not yet: `--holdout`, a report.md.
+//! `--holdout F` keeps a share of train's photos out (never trained on, never used to pick
+//! the checkpoint) and scores the exported model on them beside valid. Not yet: a report.md.
 
 pub mod config;
 pub mod loss;
@@ -19,20 +20,21 @@ use serde::{Deserialize, Serialize};
 
 use fieldkit_core::card::{Decode, InputSpec, ModelCard, Task as CardTask};
 use fieldkit_core::dataset::masks::MaskDataset;
+use fieldkit_core::dataset::photos::split_holdout;
 use fieldkit_core::metrics::{SegConfusion, SegmentationReport};
 use fieldkit_core::preprocess::Preprocess;
 use fieldkit_core::segment::{argmax_classes, resize_ids};
-use fieldkit_runtime::eval::eval_segmenter;
+use fieldkit_runtime::eval::{eval_segmenter, eval_segmenter_on};
 use fieldkit_runtime::Engine;
 
 use super::groups::step_backbone_slower;
 use super::history::EpochRow;
 use super::looping::{run_epochs, EpochTrain, Task};
-use super::outputs::{check_out_dir, deliver, write_card, write_config, Deliver, Scored};
+use super::outputs::{check_out_dir, deliver, write_card, write_config, write_holdout_list, Deliver, Scored, Scores};
 use super::progress::Progress;
 use super::settings::LoopSettings;
 use crate::data::loader::{batch_ranges, BuildBatch, EpochLoader};
-use crate::data::masks::{load_seg_split, SegSet};
+use crate::data::masks::{load_seg_pairs, SegSet};
 use crate::data::{class_weights, epoch_order, sample_rng, Augment};
 use crate::error::{Result, TrainerError};
 use crate::export::export_segmenter;
@@ -103,6 +105,21 @@ pub struct SegPrepared {
     pub valid: SegSet,
     /// The train images and masks the model learns from, for its card.
     pub data_fingerprint: String,
+    /// Train photos held out (`--holdout`): image / mask pairs.
+    pub holdout: Option<Vec<(PathBuf, PathBuf)>>,
+}
+
+/// Train's image / mask pairs, less those `--holdout` keeps out by whole photos (the same
+/// seeded choice every time), and the held-out ones.
+type Pairs = Vec<(PathBuf, PathBuf)>;
+
+fn train_pairs(cfg: &SegmentConfig, data: &MaskDataset) -> Result<(Pairs, Option<Pairs>)> {
+    let pairs = data.pairs(&cfg.train_split)?;
+    if cfg.holdout <= 0.0 {
+        return Ok((pairs, None));
+    }
+    let (kept, held) = split_holdout(pairs, |p| p.0.as_path(), cfg.holdout, cfg.seed, cfg.workers.max(1))?;
+    Ok((kept, Some(held)))
 }
 
 pub fn prepare(cfg: &SegmentConfig, progress: &Progress) -> Result<SegPrepared> {
@@ -117,8 +134,12 @@ pub fn prepare(cfg: &SegmentConfig, progress: &Progress) -> Result<SegPrepared> 
     }
     let t0 = Instant::now();
     let workers = cfg.workers.max(1);
-    let train = load_seg_split(&data, &cfg.train_split, workers)?;
-    let valid = load_seg_split(&data, &cfg.valid_split, workers)?;
+    let (kept, holdout) = train_pairs(cfg, &data)?;
+    if let Some(h) = &holdout {
+        progress.message(&format!("{} train photos held out (--holdout {}, whole photos)", h.len(), cfg.holdout));
+    }
+    let train = load_seg_pairs(&data, &kept, workers)?;
+    let valid = load_seg_pairs(&data, &data.pairs(&cfg.valid_split)?, workers)?;
     for (set, split) in [(&train, &cfg.train_split), (&valid, &cfg.valid_split)] {
         if set.is_empty() {
             return Err(TrainerError::Config(format!("{}: split '{split}' holds no images", cfg.data.display())));
@@ -139,6 +160,7 @@ pub fn prepare(cfg: &SegmentConfig, progress: &Progress) -> Result<SegPrepared> 
         t0.elapsed().as_secs_f64()
     ));
     Ok(SegPrepared {
+        holdout,
         data_fingerprint: train.fingerprint(),
         weights: class_weights(&counts, cfg.class_weights),
         preprocess: cfg.preprocess(),
@@ -333,32 +355,41 @@ pub struct SegmentSummary {
     pub model: PathBuf,
     pub best_epoch: Option<usize>,
     pub history: Vec<SegEpochMetrics>,
-    /// The exported model's valid metrics in tract.
+    /// The exported model's valid metrics in tract, and on the held-out train photos.
     pub valid: SegmentationReport,
+    pub holdout: Option<SegmentationReport>,
     pub train_seconds: f64,
 }
 
 /// Trains (or resumes) a segmenter into `out`: config.json, checkpoints, metrics.csv with
-/// loss.png and miou.png, the best model as `model.onnx` + card, and its valid metrics in
-/// tract as `valid_metrics.json`.
+/// loss.png and miou.png, the best model as `model.onnx` + card, its valid metrics in tract as
+/// `valid_metrics.json` (and `holdout_metrics.json` with `holdout.txt` under `--holdout`).
 pub fn train_segment(cfg: &SegmentConfig, out: &Path, resume: bool, progress: &Progress) -> Result<SegmentSummary> {
     check_out_dir(out, resume)?;
     let p = prepare(cfg, progress)?;
     if !resume {
         write_config(out, cfg)?;
     }
+    if let Some(h) = &p.holdout {
+        write_holdout_list(out, h.iter().map(|(image, _)| image.as_path()))?;
+    }
     let mut task = SegmentTask { p: &p };
     let model = p.model.clone().with_trainable_from(cfg.unfreeze_from);
     let outcome = run_epochs(&mut task, model, cfg.train.optimizer(), out, resume, progress)?;
     let done = deliver(&p, &outcome, out, progress)?;
-    fieldkit_core::fsio::write_json(&out.join("valid_metrics.json"), &done.eval)?;
+    let Scores { valid, holdout } = done.eval;
+    fieldkit_core::fsio::write_json(&out.join("valid_metrics.json"), &valid)?;
+    if let Some(h) = &holdout {
+        fieldkit_core::fsio::write_json(&out.join("holdout_metrics.json"), h)?;
+    }
     let state = outcome.state;
     Ok(SegmentSummary {
         out: out.to_path_buf(),
         model: done.model,
         best_epoch: state.best_epoch,
         history: state.history,
-        valid: done.eval,
+        valid,
+        holdout,
         train_seconds: state.elapsed_s,
     })
 }
@@ -390,9 +421,8 @@ pub fn export_run(run: &Path, which: super::checkpoint::Which, path: &Path) -> R
     let cfg: SegmentConfig = fieldkit_core::fsio::read_json(&run.join("config.json"))?;
     let data = MaskDataset::open(&cfg.data)?;
     let classes: Vec<String> = data.classes.iter().map(|c| c.name.clone()).collect();
-    // The pairs' names and sizes, without decoding them.
-    let (images, masks): (Vec<PathBuf>, Vec<PathBuf>) =
-        data.split(&cfg.train_split)?.pairs.into_iter().filter_map(|(i, m)| Some((i, m?))).unzip();
+    // The pairs trained on (held-out ones taken out), by names and sizes, without decoding.
+    let (images, masks): (Vec<PathBuf>, Vec<PathBuf>) = train_pairs(&cfg, &data)?.0.into_iter().unzip();
     let fingerprint = crate::data::masks::pairs_fingerprint(&images, &masks);
     let model = cfg.init_model(classes.len(), &cfg.device.device()?);
     super::outputs::export_checkpoint(run, which, model, |m, source| {
@@ -404,7 +434,7 @@ pub fn export_run(run: &Path, which: super::checkpoint::Which, path: &Path) -> R
 impl Deliver for SegPrepared {
     type Model = Segmenter;
     type Metrics = SegEpochMetrics;
-    type Eval = SegmentationReport;
+    type Eval = Scores<SegmentationReport>;
 
     fn blank_model(&self) -> Segmenter {
         self.cfg.init_model(self.classes.len(), &self.device)
@@ -418,17 +448,30 @@ impl Deliver for SegPrepared {
         export_with_card(model, &self.cfg, &self.classes, &self.data_fingerprint, source, path)
     }
 
-    fn score(&self, engine: &Engine) -> Result<Scored<SegmentationReport>> {
+    fn score(&self, engine: &Engine) -> Result<Scored<Scores<SegmentationReport>>> {
         let data = MaskDataset::open(&self.cfg.data)?;
-        let r = eval_segmenter(engine, &data, &self.cfg.valid_split, self.cfg.workers.max(1))?;
-        let mut card_metrics = vec![("valid_miou", r.miou), ("valid_pixel_acc", r.pixel_acc)];
-        // The crop / weed figures a sprayer reads, by class name where the classes have them.
-        for (key, name) in [("valid_weed_iou", "weed"), ("valid_crop_iou", "crop")] {
-            if let Some(iou) = r.per_class.iter().find(|c| c.name == name).and_then(|c| c.iou) {
-                card_metrics.push((key, iou));
+        let workers = self.cfg.workers.max(1);
+        let valid = eval_segmenter(engine, &data, &self.cfg.valid_split, workers)?;
+        let holdout = self.holdout.as_ref().map(|h| eval_segmenter_on(engine, &data, h, workers)).transpose()?;
+        let mut card_metrics = Vec::new();
+        for (prefix, r) in [("valid", Some(&valid)), ("holdout", holdout.as_ref())] {
+            let Some(r) = r else { continue };
+            card_metrics.push((if prefix == "valid" { "valid_miou" } else { "holdout_miou" }, r.miou));
+            // The crop / weed figures a sprayer reads, by class name where the classes have them.
+            for name in ["weed", "crop"] {
+                if let Some(iou) = r.per_class.iter().find(|c| c.name == name).and_then(|c| c.iou) {
+                    let key = match (prefix, name) {
+                        ("valid", "weed") => "valid_weed_iou",
+                        ("valid", _) => "valid_crop_iou",
+                        (_, "weed") => "holdout_weed_iou",
+                        _ => "holdout_crop_iou",
+                    };
+                    card_metrics.push((key, iou));
+                }
             }
         }
-        Ok(Scored { headline: r.miou, card_metrics, eval: r })
+        card_metrics.push(("valid_pixel_acc", valid.pixel_acc));
+        Ok(Scored { headline: valid.miou, card_metrics, eval: Scores { valid, holdout } })
     }
 
     fn headline(&self, row: &SegEpochMetrics) -> (&'static str, f64) {
