@@ -397,7 +397,10 @@ fn run_reads_an_mjpeg_http_camera_and_reopens_it() {
     let _ = server.wait();
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(s["frames"], 80, "{s}");
+    // --max-frames counts frames captured; from a live source the newest wins, so a busy
+    // machine may drop one (a flake at 79 + 1 when this asserted 80 processed).
+    let (frames, dropped) = (s["frames"].as_u64().unwrap(), s["dropped"].as_u64().unwrap());
+    assert!(frames + dropped == 80 && frames >= 70, "{s}");
     assert!(s["reconnects"].as_u64().unwrap() >= 2, "30 frames a connection: {s}");
     assert!(stderr(&o).contains("the stream ended"), "{}", stderr(&o));
 }
