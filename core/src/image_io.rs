@@ -47,8 +47,12 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     }
 }
 
-/// Encodes RGB8 as PNG and writes it atomically.
-pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+/// Encodes an image (RGB, grey class ids, ...) as PNG and writes it atomically.
+pub fn save_png<P>(path: &Path, img: &image::ImageBuffer<P, Vec<P::Subpixel>>) -> Result<()>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+{
     let mut png = Vec::new();
     img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| CoreError::invalid(path, format!("PNG encode: {e}")))?;

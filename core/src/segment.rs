@@ -37,15 +37,20 @@ pub fn resize_ids(ids: &[u8], w: u32, h: u32, nw: u32, nh: u32) -> Vec<u8> {
     crop_resize_ids(ids, w, h, [0.0, 0.0, w as f64, h as f64], nw, nh)
 }
 
-/// Each class's share of the pixels (ids at or past `classes` count for none).
-pub fn coverage(ids: &[u8], classes: usize) -> Vec<f64> {
+/// Pixels of each class (ids at or past `classes`, e.g. 255 = ignore, count for none).
+pub fn class_counts(ids: &[u8], classes: usize) -> Vec<usize> {
     let mut n = vec![0usize; classes];
     for &c in ids {
         if let Some(x) = n.get_mut(c as usize) {
             *x += 1;
         }
     }
-    n.into_iter().map(|k| k as f64 / ids.len().max(1) as f64).collect()
+    n
+}
+
+/// Each class's share of the pixels (ids at or past `classes` count for none).
+pub fn coverage(ids: &[u8], classes: usize) -> Vec<f64> {
+    class_counts(ids, classes).into_iter().map(|k| k as f64 / ids.len().max(1) as f64).collect()
 }
 
 /// Run-length encoding of a class map, row-major: `[class, run]` pairs (what `serve` returns

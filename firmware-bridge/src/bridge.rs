@@ -572,21 +572,7 @@ impl Bridge {
         match m {
             Merge::New { id, nozzle, open_us, close_us } => {
                 self.live.planned.fetch_add(1, Ordering::Relaxed);
-                let status = ActStatus::Pending;
-                let (acked_once, sent_once, withdrawn) = (false, false, false);
-                let a = Actuation {
-                    id,
-                    nozzle,
-                    open_us,
-                    close_us,
-                    class,
-                    capture_us,
-                    status,
-                    acked_once,
-                    sent_once,
-                    withdrawn,
-                };
-                self.acts.insert(id, a);
+                self.acts.insert(id, Actuation::planned(id, nozzle, open_us, close_us, class, capture_us));
             }
             Merge::Update { id, open_us, close_us, .. } => {
                 if let Some(a) = self.acts.get_mut(&id) {
@@ -806,6 +792,13 @@ impl BridgeReport {
 }
 
 impl Actuation {
+    /// A spray as the planner creates it: pending, not yet sent.
+    fn planned(id: u32, nozzle: u8, open_us: u64, close_us: u64, class: String, capture_us: u64) -> Self {
+        let status = ActStatus::Pending;
+        let (acked_once, sent_once, withdrawn) = (false, false, false);
+        Actuation { id, nozzle, open_us, close_us, class, capture_us, status, acked_once, sent_once, withdrawn }
+    }
+
     fn is_final(&self) -> bool {
         matches!(self.status, ActStatus::Done { .. } | ActStatus::Failed { .. } | ActStatus::Withdrawn)
     }
@@ -826,18 +819,7 @@ mod tests {
     #[test]
     fn live_totals_follow_a_spray_failed_then_replanned_and_done() {
         let live = LiveCounts::default();
-        let mut a = Actuation {
-            id: 1,
-            nozzle: 0,
-            open_us: 0,
-            close_us: 1,
-            class: "weed".into(),
-            capture_us: 0,
-            status: ActStatus::Pending,
-            acked_once: false,
-            sent_once: false,
-            withdrawn: false,
-        };
+        let mut a = Actuation::planned(1, 0, 0, 1, "weed".into(), 0);
         set_status(&live, &mut a, ActStatus::Failed { reason: "link down".into() });
         assert_eq!((live.done.load(Ordering::Relaxed), live.failed.load(Ordering::Relaxed)), (0, 1));
         set_status(&live, &mut a, ActStatus::Pending);
@@ -846,18 +828,7 @@ mod tests {
     }
 
     fn actuation(id: u32, close_us: u64, status: ActStatus) -> Actuation {
-        Actuation {
-            id,
-            nozzle: 0,
-            open_us: close_us.saturating_sub(100_000),
-            close_us,
-            class: "weed".into(),
-            capture_us: 0,
-            status,
-            acked_once: false,
-            sent_once: false,
-            withdrawn: false,
-        }
+        Actuation { status, ..Actuation::planned(id, 0, close_us.saturating_sub(100_000), close_us, "weed".into(), 0) }
     }
 
     /// Sprays leave the working set once nothing can change them (final, closed longer ago

@@ -230,13 +230,7 @@ pub fn eval_segmenter_on(
     let parts = parallel_map(engine, pairs.len(), workers, |s, i| {
         let (image, mask) = &pairs[i];
         let img = image_io::read_rgb(image)?;
-        let truth = data.read_mask(mask)?;
-        if (truth.width, truth.height) != img.dimensions() {
-            return Err(RuntimeError::Core(CoreError::invalid(
-                mask,
-                format!("mask is {}x{}, its image {}x{}", truth.width, truth.height, img.width(), img.height()),
-            )));
-        }
+        let truth = data.read_mask_for(mask, img.dimensions())?;
         match s.predict(&img, &opts)?.output {
             Output::Segmentation(map) => {
                 let mut cm = SegConfusion::new(classes, Some(255));

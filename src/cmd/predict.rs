@@ -197,7 +197,7 @@ pub fn run(a: PredictArgs) -> Result<i32> {
                             let mask = a.out.join(annotated_name(index, path).replace(".png", ".mask.png"));
                             let grey = image::GrayImage::from_raw(m.width, m.height, m.ids.clone())
                                 .context("a class map of the wrong size")?;
-                            fsio::write_atomic(&mask, &encode_png(&grey)?)?;
+                            image_io::save_png(&mask, &grey)?;
                             Some(mask)
                         }
                         _ => None,
@@ -279,11 +279,4 @@ fn predict_video(
         _ => {}
     }
     Ok(n)
-}
-
-/// A grey image as PNG bytes (for an atomic write).
-fn encode_png(img: &image::GrayImage) -> Result<Vec<u8>> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)?;
-    Ok(out.into_inner())
 }

@@ -21,19 +21,23 @@ impl EvalData {
     /// given an ImageFolder used to fail on its first class folder, naming the model's classes.
     pub fn open(path: &Path, split: Option<&str>, card: &ModelCard) -> Result<Self> {
         let model_classes = &card.classes;
-        if card.task == Task::Segment || MaskDataset::is_root(path) {
-            if card.task != Task::Segment {
-                return Err(CoreError::invalid(
-                    path,
-                    format!("a mask folder (classes.csv) scores a segmenter; the model's task is {:?}", card.task),
-                ));
-            }
-            if !MaskDataset::is_root(path) {
+        let masks = MaskDataset::is_root(path);
+        match (card.task, masks) {
+            (Task::Segment, false) => {
                 return Err(CoreError::invalid(
                     path,
                     "the model is a segmenter, which is scored on a mask folder (classes.csv, <split>/images, <split>/masks); this is not one",
-                ));
+                ))
             }
+            (task, true) if task != Task::Segment => {
+                return Err(CoreError::invalid(
+                    path,
+                    format!("a mask folder (classes.csv) scores a segmenter; the model's task is {task:?}"),
+                ))
+            }
+            _ => {}
+        }
+        if masks {
             let data = MaskDataset::open(path)?;
             let split = match split {
                 Some(s) => s.to_string(),

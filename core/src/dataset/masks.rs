@@ -131,6 +131,19 @@ impl MaskDataset {
             .collect()
     }
 
+    /// [`MaskDataset::read_mask`] for an image of `width` x `height`: a mask of another size
+    /// is an error naming both sizes.
+    pub fn read_mask_for(&self, path: &Path, (width, height): (u32, u32)) -> Result<ClassMap> {
+        let m = self.read_mask(path)?;
+        if (m.width, m.height) != (width, height) {
+            return Err(CoreError::invalid(
+                path,
+                format!("mask is {}x{}, its image {width}x{height}", m.width, m.height),
+            ));
+        }
+        Ok(m)
+    }
+
     /// The class id of each pixel of the mask at `path`. A colour outside the table is an
     /// error naming the colour, how many pixels have it and where the first one is.
     pub fn read_mask(&self, path: &Path) -> Result<ClassMap> {

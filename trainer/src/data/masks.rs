@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use fieldkit_core::dataset::masks::MaskDataset;
-use fieldkit_core::error::CoreError;
+use fieldkit_core::segment::class_counts;
 use fieldkit_core::{image_io, parallel};
 use image::RgbImage;
 
@@ -39,10 +39,8 @@ impl SegSet {
     pub fn pixel_counts(&self, classes: usize) -> Vec<usize> {
         let mut n = vec![0usize; classes];
         for m in &self.masks {
-            for &c in m {
-                if let Some(x) = n.get_mut(c as usize) {
-                    *x += 1;
-                }
+            for (total, k) in n.iter_mut().zip(class_counts(m, classes)) {
+                *total += k;
             }
         }
         n
@@ -65,13 +63,7 @@ pub fn load_seg_pairs(data: &MaskDataset, pairs: &[(PathBuf, PathBuf)], workers:
         |_, i| -> fieldkit_core::Result<(RgbImage, Vec<u8>)> {
             let (image, mask) = &pairs[i];
             let img = image_io::read_rgb(image)?;
-            let map = data.read_mask(mask)?;
-            if (map.width, map.height) != img.dimensions() {
-                return Err(CoreError::invalid(
-                    mask,
-                    format!("mask is {}x{}, its image {}x{}", map.width, map.height, img.width(), img.height()),
-                ));
-            }
+            let map = data.read_mask_for(mask, img.dimensions())?;
             Ok((img, map.ids))
         },
     )?;

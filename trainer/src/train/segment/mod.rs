@@ -200,13 +200,11 @@ fn build_seg_batch(
     Ok(SegBatch { pixels, masks })
 }
 
-/// The valid split through `predict` (normalised `[n, 3, H, W]` pixels of up to 8 images ->
-/// their `[n, classes, H, W]` logits): the loss against the masks at the input size, and the
-/// pixel metrics with each prediction brought back to its image's own size (nearest).
-fn score_valid(
-    p: &SegPrepared,
-    mut predict: impl FnMut(Vec<f32>, usize) -> Result<Vec<f32>>,
-) -> Result<(f64, SegmentationReport)> {
+/// Validation in burn (eval mode), in batches of 8: the loss against the masks at the input
+/// size, and the pixel metrics with each prediction brought back to its photo's own size
+/// (nearest), as the runtime scores the exported model.
+pub fn validate(p: &SegPrepared, model: &Segmenter) -> Result<(f64, SegmentationReport)> {
+    let eval = model.valid();
     let [w, h] = p.cfg.size;
     let (plane, px) = (3 * (w * h) as usize, (w * h) as usize);
     let nc = p.classes.len();
@@ -220,11 +218,12 @@ fn score_valid(
             pixels[k * plane..(k + 1) * plane].copy_from_slice(&p.preprocess.run(img)?.data);
             masks.push(resize_ids(&p.valid.masks[i], img.width(), img.height(), w, h));
         }
-        let logits = predict(pixels, r.len())?;
-        let t =
-            Tensor::<4>::from_data(TensorData::new(logits.clone(), [r.len(), nc, h as usize, w as usize]), &p.device);
+        let x = Tensor::<4>::from_data(TensorData::new(pixels, [r.len(), 3, h as usize, w as usize]), &p.device);
+        let logits = eval.forward(x); // [n, classes, H, W]
         let target = SegTarget::new(&masks, nc, h as usize, w as usize, &p.device);
-        loss += seg_loss(t, &target, p.weights.as_deref(), p.cfg.loss).into_scalar::<f64>() * r.len() as f64;
+        loss +=
+            seg_loss(logits.clone(), &target, p.weights.as_deref(), p.cfg.loss).into_scalar::<f64>() * r.len() as f64;
+        let logits = to_host(logits);
         for (k, i) in r.enumerate() {
             let pred = argmax_classes(&logits[k * nc * px..(k + 1) * nc * px], nc, px);
             let img = &p.valid.images[i];
@@ -232,15 +231,6 @@ fn score_valid(
         }
     }
     Ok((loss / p.valid.len() as f64, cm.report(&p.classes)?))
-}
-
-/// Validation in burn (eval mode).
-pub fn validate(p: &SegPrepared, model: &Segmenter) -> Result<(f64, SegmentationReport)> {
-    let eval = model.valid();
-    let [w, h] = p.cfg.size.map(|v| v as usize);
-    score_valid(p, |pixels, n| {
-        Ok(to_host(eval.forward(Tensor::<4>::from_data(TensorData::new(pixels, [n, 3, h, w]), &p.device))))
-    })
 }
 
 /// Segmentation as a [`Task`] of the shared loop.
@@ -430,6 +420,16 @@ pub fn export_run(run: &Path, which: super::checkpoint::Which, path: &Path) -> R
     })
 }
 
+/// The card's figures of one split, under `keys` (mIoU, weed IoU, crop IoU): the weed and
+/// crop IoU a sprayer reads, where the classes have those names.
+fn card_figures(r: &SegmentationReport, [miou, weed, crop]: [&'static str; 3]) -> Vec<(&'static str, f64)> {
+    let iou = |name: &str| r.per_class.iter().find(|c| c.name == name).and_then(|c| c.iou);
+    [(miou, Some(r.miou)), (weed, iou("weed")), (crop, iou("crop"))]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect()
+}
+
 /// A segmentation run's ending: the LR-ASPP segmenter + stretch card, scored by mIoU in tract.
 impl Deliver for SegPrepared {
     type Model = Segmenter;
@@ -453,22 +453,9 @@ impl Deliver for SegPrepared {
         let workers = self.cfg.workers.max(1);
         let valid = eval_segmenter(engine, &data, &self.cfg.valid_split, workers)?;
         let holdout = self.holdout.as_ref().map(|h| eval_segmenter_on(engine, &data, h, workers)).transpose()?;
-        let mut card_metrics = Vec::new();
-        for (prefix, r) in [("valid", Some(&valid)), ("holdout", holdout.as_ref())] {
-            let Some(r) = r else { continue };
-            card_metrics.push((if prefix == "valid" { "valid_miou" } else { "holdout_miou" }, r.miou));
-            // The crop / weed figures a sprayer reads, by class name where the classes have them.
-            for name in ["weed", "crop"] {
-                if let Some(iou) = r.per_class.iter().find(|c| c.name == name).and_then(|c| c.iou) {
-                    let key = match (prefix, name) {
-                        ("valid", "weed") => "valid_weed_iou",
-                        ("valid", _) => "valid_crop_iou",
-                        (_, "weed") => "holdout_weed_iou",
-                        _ => "holdout_crop_iou",
-                    };
-                    card_metrics.push((key, iou));
-                }
-            }
+        let mut card_metrics = card_figures(&valid, ["valid_miou", "valid_weed_iou", "valid_crop_iou"]);
+        if let Some(h) = &holdout {
+            card_metrics.extend(card_figures(h, ["holdout_miou", "holdout_weed_iou", "holdout_crop_iou"]));
         }
         card_metrics.push(("valid_pixel_acc", valid.pixel_acc));
         Ok(Scored { headline: valid.miou, card_metrics, eval: Scores { valid, holdout } })
