@@ -76,7 +76,7 @@ fn run_loop_reports_frames_drops_and_stage_latency() {
         .unwrap();
     let o = fieldkit(&["run", "--source", clip.to_str().unwrap(), "--model", c.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("cls.onnx: not a detector"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cls.onnx: neither a detector nor a segmenter"), "{}", stderr(&o));
 }
 
 /// The sample bridge.toml spraying every class of the tiny detector from score 0.1, with a
@@ -445,7 +445,7 @@ fn camera_flags_are_checked() {
     let m = m.to_str().unwrap();
     for (source, flags, said) in [
         (photos.to_str().unwrap(), &["--camera-fps", "30"][..], "set the mode of a V4L2 camera (/dev/videoN)"),
-        ("/dev/video97", &["--camera-size", "1280"][..], "--camera-size 1280: expected WIDTHxHEIGHT"),
+        ("/dev/video97", &["--camera-size", "1280"][..], "--camera-size: '1280' is not WIDTHxHEIGHT"),
         ("/dev/video97", &["--camera-format", "h264"][..], "--camera-format h264: expected mjpeg or yuyv"),
         ("/dev/video97", &["--camera-format", "mjpeg", "--camera-size", "640x480"][..], "/dev/video97: no such camera"),
     ] {
@@ -455,4 +455,94 @@ fn camera_flags_are_checked() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(said), "{args:?}: {}", stderr(&o));
     }
+}
+
+/// A colour "segmenter" (a 1x1 convolution: red pixels weed, green crop, the rest background)
+/// with its card from `card init --preset segment`, for the coverage tests.
+fn colour_segmenter(dir: &std::path::Path) -> std::path::PathBuf {
+    use fieldkit_runtime::onnx_graph::{save, tensor_f32, Dim, GraphBuilder};
+    let mut g = GraphBuilder::new("colour_segmenter");
+    let dims = [Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(60), Dim::Fixed(80)];
+    g.input_f32("input", &dims);
+    g.output_f32("logits", &dims);
+    // On ImageNet-normalised input: crop = g - r - 1, weed = r - g - 1, background 0.
+    let w = g.initializer(tensor_f32("w", &[3, 3, 1, 1], &[0.0, 0.0, 0.0, -1.0, 1.0, 0.0, 1.0, -1.0, 0.0]));
+    let b = g.initializer(tensor_f32("b", &[3], &[0.0, -1.0, -1.0]));
+    g.node("Conv", &["input", &w, &b], &["logits"], vec![]);
+    let m = dir.join("colour_seg.onnx");
+    save(&g.into_model(13, "fieldkit-tests"), &m).unwrap();
+    let o = fieldkit(&[
+        "card",
+        "init",
+        "--model",
+        m.to_str().unwrap(),
+        "--preset",
+        "segment",
+        "--classes",
+        "background,crop,weed",
+        "--size",
+        "80x60",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    m
+}
+
+/// A segmenter sprays by coverage per nozzle lane: frames with a red (weed) patch in the
+/// first nozzle's lane and a green (crop) patch in the fourth's open nozzle 0 and nothing
+/// else, on the simulated MCU; --track with a segmenter is refused by name.
+#[test]
+fn run_sprays_a_segmenters_weed_lanes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = colour_segmenter(d);
+    // bridge.toml as shipped: 8 lanes of 12.5 cm over a 1 m wide view (50 px of 400),
+    // weed a target, crop protected.
+    let config = d.join("bridge.toml");
+    std::fs::copy(repo().join("firmware-bridge/bridge.toml"), &config).unwrap();
+    let frames = d.join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for k in 0..4 {
+        let img = image::RgbImage::from_fn(400, 300, |x, y| match (x, y) {
+            (10..40, 100..140) => image::Rgb([255, 0, 0]),
+            (160..190, 60..200) => image::Rgb([0, 255, 0]),
+            _ => image::Rgb([0, 0, 0]),
+        });
+        img.save(frames.join(format!("{k}.png"))).unwrap();
+    }
+    let mut sim = simulated_mcu(d, None, 60);
+    let json = d.join("run.json");
+    let o = fieldkit(&[
+        "run",
+        "--source",
+        frames.to_str().unwrap(),
+        "--fps",
+        "5",
+        "--model",
+        m.to_str().unwrap(),
+        "--port",
+        d.join("mcu").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(s["frames"], 4, "{s}");
+    // One weed cell and the crop's cells per frame.
+    assert!(s["detections"].as_u64().unwrap() >= 4 * 2, "{s}");
+    assert!(s["sprays"]["done"].as_u64().unwrap() >= 1, "{s}");
+    let log = std::fs::read_to_string(d.join("mcu.jsonl")).unwrap();
+    let opened: std::collections::BTreeSet<u64> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "open")
+        .filter_map(|v| v["nozzle"].as_u64())
+        .collect();
+    assert_eq!(opened, [0].into(), "{log}");
+
+    let o = fieldkit(&["run", "--source", frames.to_str().unwrap(), "--model", m.to_str().unwrap(), "--track"]);
+    assert!(!o.status.success() && stderr(&o).contains("--track and --record need a detector"), "{}", stderr(&o));
 }

@@ -210,6 +210,48 @@ def make_segment(out):
     print(f"segment: mIoU {exp['miou']:.4f} pixel acc {exp['pixel_acc']:.4f}")
 
 
+def make_rasterize(out):
+    """Polygons and RLE as pycocotools turns them into masks (`frPyObjects`, `merge`, `decode`):
+    convex, concave and thin polygons, ones reaching past the image, an object drawn as two
+    polygons (their union), uncompressed and compressed RLE. Masks are stored row-major."""
+    from pycocotools import mask as mask_utils
+    rng = np.random.default_rng(5)
+    h, w = 23, 31
+    cases = []
+    polys = [
+        [[2.0, 1.0, 12.0, 1.0, 12.0, 9.0, 2.0, 9.0]],  # axis-aligned, on pixel edges
+        [[3.3, 2.7, 20.2, 4.1, 14.9, 18.6]],  # a triangle off the grid
+        [[5, 5, 25, 5, 25, 20, 15, 10, 5, 20]],  # concave
+        [[-4.0, -3.0, 10.0, 2.0, 40.0, 30.0, 1.0, 25.0]],  # past every edge
+        [[7.5, 0.2, 8.1, 0.2, 8.1, 22.9, 7.5, 22.9]],  # thinner than a pixel
+        [[1, 1, 6, 1, 6, 6, 1, 6], [4, 4, 12, 3, 9, 11]],  # two polygons, overlapping: their union
+        [list(np.round(rng.uniform(0, 30, 16), 3))],  # a random self-crossing outline
+    ]
+    for p in polys:
+        m = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([list(map(float, q)) for q in p], h, w)))
+        cases.append({"polygons": [list(map(float, q)) for q in p], "mask": m.ravel().tolist()})
+    blob = np.zeros((h, w), dtype=np.uint8)
+    blob[4:15, 6:20] = 1
+    blob[8:12, 10:14] = 0
+    blob[0, 0] = blob[h - 1, w - 1] = 1
+    rle = mask_utils.encode(np.asfortranarray(blob))
+    counts = []
+    flat, cur, run = blob.ravel(order="F"), 0, 0
+    for v in flat:
+        if v != cur:
+            counts.append(run)
+            run, cur = 0, v
+        run += 1
+    counts.append(run)
+    assert (mask_utils.decode(mask_utils.frPyObjects({"counts": counts, "size": [h, w]}, h, w)) == blob).all()
+    cases.append({"counts": counts, "mask": blob.ravel().tolist()})
+    cases.append({"compressed": rle["counts"].decode(), "mask": mask_utils.decode(rle).ravel().tolist()})
+    d = os.path.join(out, "rasterize")
+    os.makedirs(d, exist_ok=True)
+    json.dump({"height": h, "width": w, "cases": cases}, open(os.path.join(d, "expected.json"), "w"))
+    print(f"rasterize: {len(cases)} masks, areas {[int(sum(c['mask'])) for c in cases]}")
+
+
 def make_resize(out, shared):
     """torchvision's eval transform on PIL images is Image.resize(BILINEAR) (Pillow always
     antialiases) to short side 256, then a centre crop with round-half-even offsets."""
@@ -254,6 +296,7 @@ if __name__ == "__main__":
     make_coco(args.out)
     make_classify(args.out)
     make_segment(args.out)
+    make_rasterize(args.out)
     make_boxes(args.out)
     if os.path.isdir(os.path.join(args.shared, "assets", "images")):
         make_resize(args.out, args.shared)

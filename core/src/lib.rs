@@ -16,6 +16,7 @@ pub mod preprocess;
 pub mod report;
 pub mod segment;
 pub mod video;
+pub mod wxh;
 
 pub use card::{Decode, InputSpec, ModelCard, Task};
 pub use error::{CoreError, Result};

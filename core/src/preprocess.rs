@@ -112,7 +112,12 @@ impl Preprocess {
     /// ImageNet normalisation with a plain stretch to `size`×`size`: for small tiles (the
     /// 64 px weed crops) where a centre crop would cut away the plant.
     pub fn imagenet_stretch(size: u32) -> Self {
-        Preprocess { resize: Resize::Exact { width: size, height: size }, center_crop: None, ..Self::imagenet(size) }
+        Self::imagenet_stretch_to(size, size)
+    }
+
+    /// [`Preprocess::imagenet_stretch`] to `width`×`height` (a segmenter's input).
+    pub fn imagenet_stretch_to(width: u32, height: u32) -> Self {
+        Preprocess { resize: Resize::Exact { width, height }, center_crop: None, ..Self::imagenet(width) }
     }
 
     /// YOLOX's own preprocessing: BGR 0..255, top-left letterbox padded with 114.

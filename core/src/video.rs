@@ -93,13 +93,7 @@ impl CameraMode {
 
     /// `"1280x720"` → (1280, 720).
     pub fn parse_size(s: &str) -> Result<(u32, u32)> {
-        let bad = || CoreError::Argument(format!("--camera-size {s}: expected WIDTHxHEIGHT, e.g. 1280x720"));
-        let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-        let (w, h): (u32, u32) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
-        if w == 0 || h == 0 {
-            return Err(bad());
-        }
-        Ok((w, h))
+        crate::wxh::parse_wxh(s).map_err(|e| CoreError::Argument(format!("--camera-size: {e}")))
     }
 
     /// ffmpeg's v4l2 demuxer options for this mode (before `-i`).
@@ -615,7 +609,10 @@ mod tests {
         }
         assert!(err("h264".parse::<CameraFormat>()).contains("--camera-format h264: expected mjpeg or yuyv"));
         for bad in ["640", "640x", "x480", "0x480", "640x-1", "axb"] {
-            assert!(err(CameraMode::parse_size(bad)).contains(&format!("--camera-size {bad}: expected")), "{bad}");
+            assert!(
+                err(CameraMode::parse_size(bad)).contains(&format!("--camera-size: '{bad}' is not WIDTHxHEIGHT")),
+                "{bad}"
+            );
         }
         let mode = |fps| ReadOptions { camera: CameraMode { fps, ..Default::default() }, ..Default::default() };
         let e = err(check_source("clip.mp4", &mode(Some(30.0))));

@@ -134,6 +134,38 @@ fn segmentation_matches_sklearn() {
     assert_eq!(r.confusion, cm);
 }
 
+/// Polygons and RLE give pycocotools' pixels exactly: the masks COCO and YOLO-seg labels
+/// train on.
+#[test]
+fn rasterized_polygons_and_rle_match_pycocotools() {
+    use fieldkit_core::dataset::rle::Rle;
+    let exp = read(&golden("rasterize/expected.json"));
+    let (h, w) = (exp["height"].as_u64().unwrap() as u32, exp["width"].as_u64().unwrap() as u32);
+    let cases = exp["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 9);
+    for (i, case) in cases.iter().enumerate() {
+        let want: Vec<u8> = case["mask"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8).collect();
+        let rle = if let Some(polys) = case["polygons"].as_array() {
+            let parts: Vec<Rle> = polys
+                .iter()
+                .map(|p| {
+                    let xy: Vec<f64> = p.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                    Rle::from_polygon(&xy, h, w)
+                })
+                .collect();
+            Rle::union(&parts).unwrap()
+        } else if let Some(counts) = case["counts"].as_array() {
+            Rle::from_counts(counts.iter().map(|v| v.as_u64().unwrap() as u32).collect(), h, w).unwrap()
+        } else {
+            Rle::from_compressed(case["compressed"].as_str().unwrap(), h, w).unwrap()
+        };
+        let got = rle.decode();
+        let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "case {i}: {differ} pixels differ from pycocotools");
+        assert_eq!(rle.area(), want.iter().map(|&v| u64::from(v)).sum::<u64>(), "case {i}");
+    }
+}
+
 #[test]
 fn classification_matches_sklearn() {
     let input = read(&golden("classify/input.json"));

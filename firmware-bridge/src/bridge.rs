@@ -84,6 +84,48 @@ pub struct DetectionLine {
     pub detections: Vec<Detection>,
     #[serde(default)]
     pub capture_ms: Option<f64>,
+    /// A segmenter's line: its class map as a grey PNG of class ids (`fieldkit predict`'s
+    /// `.mask.png`), planned as lane cells ([`crate::planner::PlanConfig::lane_cells`]), with
+    /// `coverage` naming the classes by index.
+    #[serde(default)]
+    pub mask: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub coverage: Vec<CoverageEntry>,
+}
+
+/// A class of a segmenter's line: its index in the class map and its name.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CoverageEntry {
+    pub index: usize,
+    pub name: String,
+}
+
+/// A segmenter line's class map as the planner's plants. A relative mask path is taken from
+/// the working folder, else beside the JSONL (`dir`).
+fn mask_plants(
+    line: &DetectionLine,
+    mask: &Path,
+    dir: Option<&Path>,
+    plan: &PlanConfig,
+) -> Result<Vec<Detection>, String> {
+    let path = match dir {
+        Some(d) if mask.is_relative() && !mask.exists() => d.join(mask),
+        _ => mask.to_path_buf(),
+    };
+    let img = image::open(&path).map_err(|e| format!("mask {}: {e}", path.display()))?.into_luma8();
+    let (w, h) = img.dimensions();
+    if (f64::from(w), f64::from(h)) != (line.width, line.height) {
+        return Err(format!("mask {} is {w}x{h}, the line says {}x{}", path.display(), line.width, line.height));
+    }
+    if line.coverage.is_empty() {
+        return Err("a mask line needs its 'coverage' (the class names by index)".into());
+    }
+    let n = line.coverage.iter().map(|c| c.index + 1).max().unwrap_or(0);
+    let mut names = vec![String::new(); n];
+    for c in &line.coverage {
+        names[c.index] = c.name.clone();
+    }
+    Ok(plan.lane_cells(img.as_raw(), w, h, &names))
 }
 
 /// What drives the bridge, line by line: a frame's detections with its capture time (host
@@ -102,6 +144,7 @@ fn spawn_reader(
     latency_us: u64,
     start_us: u64,
     source: String,
+    plan: PlanConfig,
 ) -> Receiver<BridgeInput> {
     let (tx, rx) = mpsc::sync_channel(64);
     std::thread::spawn(move || {
@@ -117,7 +160,7 @@ fn spawn_reader(
             if line.trim().is_empty() {
                 continue;
             }
-            let parsed: DetectionLine = match serde_json::from_str(&line) {
+            let mut parsed: DetectionLine = match serde_json::from_str(&line) {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(BridgeInput::Bad(format!("{source}:{n}: not a detection line ({e})")));
@@ -130,6 +173,16 @@ fn spawn_reader(
                     parsed.width, parsed.height
                 )));
                 continue;
+            }
+            if let Some(mask) = parsed.mask.clone() {
+                let dir = Path::new(&source).parent();
+                match mask_plants(&parsed, &mask, dir, &plan) {
+                    Ok(plants) => parsed.detections.extend(plants),
+                    Err(e) => {
+                        let _ = tx.send(BridgeInput::Bad(format!("{source}:{n}: {e}")));
+                        continue;
+                    }
+                }
             }
             let offset_us = match (timing, parsed.capture_ms) {
                 (_, Some(ms)) if ms.is_finite() && ms >= 0.0 => Some((ms * 1e3) as u64),
@@ -401,7 +454,8 @@ impl Bridge {
         self.connect()?;
         let start_us = monotonic_us() + 20_000;
         let latency_us = (self.opts.config.plan.motion.latency_ms * 1e3) as u64;
-        let rx = spawn_reader(input, self.opts.timing, latency_us, start_us, source.to_string());
+        let plan = self.opts.config.plan.clone();
+        let rx = spawn_reader(input, self.opts.timing, latency_us, start_us, source.to_string(), plan);
         self.drive(rx, start_us)
     }
 
@@ -815,6 +869,34 @@ fn fail_text(r: FailReason) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A segmenter's predictions line (`fieldkit predict`: a grey class-map PNG beside the
+    /// JSONL, class names in `coverage`) becomes the lane cells of its map; a mask of another
+    /// size than the line and a mask line without names are refused.
+    #[test]
+    fn mask_lines_become_lane_cells() {
+        let plan: PlanConfig = toml::from_str(include_str!("../tests/rig4.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let map = image::GrayImage::from_fn(400, 300, |x, y| {
+            image::Luma([if x < 40 && (200..230).contains(&y) { 2 } else { 0 }])
+        });
+        map.save(dir.path().join("a.mask.png")).unwrap();
+        let text = r#"{"width": 400, "height": 300, "mask": "a.mask.png", "coverage": [{"index": 0, "name": "background", "fraction": 0.9}, {"index": 1, "name": "crop", "fraction": 0.0}, {"index": 2, "name": "weed", "fraction": 0.1}]}"#;
+        let line: DetectionLine = serde_json::from_str(text).unwrap();
+        let mask = line.mask.clone().unwrap();
+        let plants = mask_plants(&line, &mask, Some(dir.path()), &plan).unwrap();
+        let names: Vec<String> = ["background", "crop", "weed"].map(String::from).to_vec();
+        let want = plan.lane_cells(map.as_raw(), 400, 300, &names);
+        assert_eq!(plants.len(), 2);
+        assert_eq!(plants.iter().map(|d| d.bbox).collect::<Vec<_>>(), want.iter().map(|d| d.bbox).collect::<Vec<_>>());
+        assert!(plants.iter().all(|d| d.name == "weed"));
+        let small = DetectionLine { width: 200.0, ..line.clone() };
+        assert!(mask_plants(&small, &mask, Some(dir.path()), &plan)
+            .unwrap_err()
+            .contains("is 400x300, the line says 200x300"));
+        let unnamed = DetectionLine { coverage: Vec::new(), ..line };
+        assert!(mask_plants(&unnamed, &mask, Some(dir.path()), &plan).unwrap_err().contains("coverage"));
+    }
 
     #[test]
     fn live_totals_follow_a_spray_failed_then_replanned_and_done() {

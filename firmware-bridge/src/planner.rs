@@ -9,6 +9,12 @@
 //! Times are the capture time plus distance over ground speed; capture time is the frame's
 //! timestamp, or its arrival minus the measured pipeline latency.
 //!
+//! A segmenter's class map is planned the same way, as plants: each nozzle's lane is cut into
+//! cells `plan.cell_m` long, and a cell where a target (or protected) class covers at least
+//! `plan.coverage_min` of the pixels is a plant of that class, boxed tightly around its pixels
+//! in the cell ([`PlanConfig::lane_cells`]). Band spraying by weed coverage is then the box
+//! planner's timing, margins, merging and crop protection, unchanged.
+//!
 //! Protected classes (`[protect]`, e.g. the crop) are the other way round: while one passes
 //! under a nozzle, widened by `protect_margin_m`, that nozzle stays closed. Where a target and
 //! a protected plant share a nozzle's time, the protected one wins: the spray is shortened,
@@ -59,6 +65,12 @@ pub struct PlanOptions {
     pub class_overlap_iou: f64,
     /// Keep the nozzles closed this much before and after (and beside) each protected box.
     pub protect_margin_m: f64,
+    /// A segmenter's lanes are cut into cells this long along the travel.
+    pub cell_m: f64,
+    /// A cell is a plant of a class when that class covers at least this fraction of its
+    /// pixels (a class map has no scores: `targets` and `protect` name the classes, their
+    /// score thresholds do not apply).
+    pub coverage_min: f64,
 }
 
 impl Default for PlanOptions {
@@ -69,6 +81,8 @@ impl Default for PlanOptions {
             min_lead_ms: 10.0,
             class_overlap_iou: 0.45,
             protect_margin_m: 0.02,
+            cell_m: 0.05,
+            coverage_min: 0.01,
         }
     }
 }
@@ -98,6 +112,7 @@ impl PlanConfig {
             ("camera.ground_length_m", self.camera.ground_length_m),
             ("boom.spray_width_m", self.boom.spray_width_m),
             ("motion.speed_mps", self.motion.speed_mps),
+            ("plan.cell_m", self.plan.cell_m),
         ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {
@@ -123,6 +138,9 @@ impl PlanConfig {
         }
         if let Some(x) = self.boom.nozzles_m.iter().find(|x| !x.is_finite()) {
             return Err(format!("boom.nozzles_m: {x} is not a position"));
+        }
+        if !(self.plan.coverage_min > 0.0 && self.plan.coverage_min <= 1.0) {
+            return Err(format!("plan.coverage_min must be above 0 and at most 1, got {}", self.plan.coverage_min));
         }
         if !(0.0..=1.0).contains(&self.plan.class_overlap_iou) {
             return Err(format!("plan.class_overlap_iou must be between 0 and 1, got {}", self.plan.class_overlap_iou));
@@ -184,6 +202,58 @@ impl PlanConfig {
             Some(&t) if det.score >= t => self.passes(det, width, height, capture_us, self.plan.protect_margin_m),
             _ => Vec::new(),
         }
+    }
+
+    /// A segmenter's class map (`ids`, row-major `width` x `height`, class `k` named
+    /// `names[k]`) as plants: per nozzle lane and cell of `plan.cell_m` along the travel, each
+    /// target or protected class covering at least `plan.coverage_min` of the cell, boxed
+    /// tightly around its pixels there, score 1. Lanes beyond the image are skipped.
+    pub fn lane_cells(&self, ids: &[u8], width: u32, height: u32, names: &[String]) -> Vec<Detection> {
+        let (w, h) = (width as usize, height as usize);
+        if ids.len() != w * h || w == 0 || h == 0 {
+            return Vec::new();
+        }
+        let wanted: Vec<bool> = names.iter().map(|n| self.is_target(n) || self.protect.contains_key(n)).collect();
+        let (c, b) = (&self.camera, &self.boom);
+        let column = |lateral: f64| {
+            ((lateral / c.ground_width_m + 0.5) * width as f64).round().clamp(0.0, width as f64) as usize
+        };
+        let rows = ((self.plan.cell_m / c.ground_length_m * height as f64).round() as usize).clamp(1, h);
+        let mut out = Vec::new();
+        for &p in &b.nozzles_m {
+            let (x0, x1) = (column(p - b.spray_width_m / 2.0), column(p + b.spray_width_m / 2.0));
+            if x1 <= x0 {
+                continue;
+            }
+            for y0 in (0..h).step_by(rows) {
+                let y1 = (y0 + rows).min(h);
+                // Per class: pixels and their extent [x_min, y_min, x_max, y_max] in the cell.
+                let mut seen: BTreeMap<u8, (usize, [usize; 4])> = BTreeMap::new();
+                for y in y0..y1 {
+                    for (x, &k) in ids[y * w + x0..y * w + x1].iter().enumerate() {
+                        if !wanted.get(k as usize).copied().unwrap_or(false) {
+                            continue;
+                        }
+                        let x = x0 + x;
+                        let e = seen.entry(k).or_insert((0, [x, y, x, y]));
+                        e.0 += 1;
+                        e.1 = [e.1[0].min(x), e.1[1].min(y), e.1[2].max(x), e.1[3].max(y)];
+                    }
+                }
+                let cell = ((x1 - x0) * (y1 - y0)) as f64;
+                for (k, (n, [ax, ay, bx, by])) in seen {
+                    if n as f64 >= self.plan.coverage_min * cell {
+                        out.push(Detection {
+                            bbox: [ax as f32, ay as f32, (bx + 1) as f32, (by + 1) as f32],
+                            class: k as usize,
+                            name: names[k as usize].clone(),
+                            score: 1.0,
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// When a box, widened by `m` metres on every side, passes under each nozzle it meets.
@@ -397,6 +467,53 @@ mod tests {
 
     fn det(name: &str, score: f32, bbox: [f32; 4]) -> Detection {
         Detection { bbox, class: 0, name: name.into(), score }
+    }
+
+    /// A class map as lane cells (rig4: 400 px per metre, 5 cm cells = 20 rows, lanes 100 px
+    /// wide): a weed patch is one plant boxed tightly, one crossing a cell edge two, a speck
+    /// under `coverage_min` none; crop cells come out for protection, background never; a
+    /// cell's triggers are those of the same box detected.
+    #[test]
+    fn class_maps_become_lane_cells() {
+        let mut c = config();
+        c.protect.insert("crop".into(), 0.5);
+        c.validate().unwrap();
+        let names: Vec<String> = ["background", "crop", "weed"].map(String::from).to_vec();
+        let (w, h) = (400usize, 300usize);
+        let mut ids = vec![0u8; w * h];
+        let mut fill = |x0: usize, y0: usize, x1: usize, y1: usize, k: u8| {
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    ids[y * w + x] = k;
+                }
+            }
+        };
+        fill(30, 205, 60, 215, 2); // lane 0, cell rows 200..220
+        fill(130, 42, 135, 43, 2); // lane 1: 5 px of a 2000 px cell, under 1 %
+        fill(310, 215, 330, 225, 2); // lane 3, across the 220 cell edge
+        fill(220, 100, 260, 130, 1); // lane 2: crop over rows 100..140 (two cells)
+        let cells = c.lane_cells(&ids, w as u32, h as u32, &names);
+        let got: Vec<(&str, [f32; 4])> = cells.iter().map(|d| (d.name.as_str(), d.bbox)).collect();
+        assert_eq!(
+            got,
+            [
+                ("weed", [30.0, 205.0, 60.0, 215.0]),
+                ("crop", [220.0, 100.0, 260.0, 120.0]),
+                ("crop", [220.0, 120.0, 260.0, 130.0]),
+                ("weed", [310.0, 215.0, 330.0, 220.0]),
+                ("weed", [310.0, 220.0, 330.0, 225.0]),
+            ]
+        );
+        assert!(cells.iter().all(|d| d.score == 1.0 && names[d.class] == d.name));
+        let boxed = c.triggers(&det("weed", 1.0, [30.0, 205.0, 60.0, 215.0]), 400.0, 300.0, 7);
+        assert_eq!(c.triggers(&cells[0], 400.0, 300.0, 7), boxed);
+        assert!(!c.guards(&cells[1], 400.0, 300.0, 7).is_empty());
+        // A speck is a plant once coverage_min is low enough; a map of the wrong size is none.
+        c.plan.coverage_min = 0.002;
+        assert_eq!(c.lane_cells(&ids, w as u32, h as u32, &names).len(), 6);
+        assert!(c.lane_cells(&ids[1..], w as u32, h as u32, &names).is_empty());
+        c.plan.coverage_min = 0.0;
+        assert!(c.validate().unwrap_err().contains("plan.coverage_min"));
     }
 
     #[test]

@@ -221,7 +221,7 @@ pub fn eval_segmenter_on(
     let names: Vec<String> = data.classes.iter().map(|c| c.name.clone()).collect();
     if names != card.classes {
         return Err(RuntimeError::Core(CoreError::invalid(
-            data.root.join("classes.csv"),
+            data.classes_file(),
             format!("classes {names:?}, the model's are {:?} (same names, same order)", card.classes),
         )));
     }
@@ -230,7 +230,7 @@ pub fn eval_segmenter_on(
     let parts = parallel_map(engine, pairs.len(), workers, |s, i| {
         let (image, mask) = &pairs[i];
         let img = image_io::read_rgb(image)?;
-        let truth = data.read_mask_for(mask, img.dimensions())?;
+        let truth = data.read_mask(image, mask, Some(img.dimensions()))?;
         match s.predict(&img, &opts)?.output {
             Output::Segmentation(map) => {
                 let mut cm = SegConfusion::new(classes, Some(255));

@@ -1,5 +1,6 @@
 //! `fieldkit card init`: write the model card for an ONNX model fieldkit did not train
-//! (a third party's YOLOX, an ImageNet classifier), so every other command can use it.
+//! (a third party's YOLOX, an ImageNet classifier, a torchvision segmenter), so every other
+//! command can use it.
 
 use std::path::PathBuf;
 
@@ -19,6 +20,10 @@ pub enum Preset {
     ImagenetStretch,
     /// A backbone returning a feature vector, ImageNet preprocessing.
     Features,
+    /// A segmenter returning per-pixel logits [N, classes, H, W] (torchvision's LR-ASPP or
+    /// DeepLabV3, a U-Net): ImageNet normalisation, stretched to the input size; class 0 is
+    /// the background.
+    Segment,
 }
 
 #[derive(Subcommand)]
@@ -32,9 +37,10 @@ pub enum CardCommand {
         /// Class names: a file with one per line, or a comma-separated list.
         #[arg(long)]
         classes: String,
-        /// Square input size in pixels.
-        #[arg(long)]
-        size: u32,
+        /// Input size: N pixels square, or WIDTHxHEIGHT (a segmenter's or a stretched
+        /// classifier's input need not be square).
+        #[arg(long, value_parser = parse_size)]
+        size: (u32, u32),
         /// Model output the decoding reads (default: the model's first output).
         #[arg(long)]
         output: Option<String>,
@@ -66,6 +72,15 @@ fn read_classes(arg: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// `N` (square) or `WIDTHxHEIGHT`.
+fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("the size must be at least 1".into()),
+        Ok(n) => Ok((n, n)),
+        Err(_) => fieldkit_core::wxh::parse_wxh(s).map_err(|e| format!("{e}, or one number for a square")),
+    }
+}
+
 pub fn run(cmd: CardCommand) -> Result<i32> {
     let CardCommand::Init { model, preset, classes, size, output, source, force } = cmd;
     let path = card_path(&model);
@@ -80,19 +95,34 @@ pub fn run(cmd: CardCommand) -> Result<i32> {
         Some(o) => bail!("{}: no output '{o}', the model has {outputs:?}", model.display()),
         None => outputs.first().cloned().context("the model has no outputs")?,
     };
-    let (task, pre, decode) = match preset {
-        Preset::Yolox => {
-            (Task::Detect, Preprocess::yolox(size), Decode::Yolox { output, strides: vec![8, 16, 32], logits: false })
+    let (width, height) = size;
+    let square = || {
+        if width == height {
+            Ok(width)
+        } else {
+            Err(anyhow::anyhow!(
+                "--size {width}x{height}: this preset's input is square (give one number); only segment and imagenet-stretch take WIDTHxHEIGHT"
+            ))
         }
-        Preset::Imagenet => (Task::Classify, Preprocess::imagenet(size), Decode::Softmax { output }),
-        Preset::ImagenetStretch => (Task::Classify, Preprocess::imagenet_stretch(size), Decode::Softmax { output }),
-        Preset::Features => (Task::Classify, Preprocess::imagenet(size), Decode::Features { output }),
+    };
+    let (task, pre, decode) = match preset {
+        Preset::Yolox => (
+            Task::Detect,
+            Preprocess::yolox(square()?),
+            Decode::Yolox { output, strides: vec![8, 16, 32], logits: false },
+        ),
+        Preset::Imagenet => (Task::Classify, Preprocess::imagenet(square()?), Decode::Softmax { output }),
+        Preset::ImagenetStretch => {
+            (Task::Classify, Preprocess::imagenet_stretch_to(width, height), Decode::Softmax { output })
+        }
+        Preset::Features => (Task::Classify, Preprocess::imagenet(square()?), Decode::Features { output }),
+        Preset::Segment => (Task::Segment, Preprocess::imagenet_stretch_to(width, height), Decode::Segment { output }),
     };
     let batch = if matches!(preset, Preset::Yolox) { 1 } else { -1 };
     let mut card = ModelCard::new(
         task,
         classes,
-        InputSpec { name: input.clone(), shape: vec![batch, 3, size as i64, size as i64] },
+        InputSpec { name: input.clone(), shape: vec![batch, 3, height as i64, width as i64] },
         pre,
         decode,
     );
@@ -101,7 +131,7 @@ pub fn run(cmd: CardCommand) -> Result<i32> {
     Engine::with_card(&model, card.clone())?;
     let written = card.write_for(&model)?;
     println!(
-        "wrote {} ({} classes, input '{}' {size}x{size}, sha256 {})",
+        "wrote {} ({} classes, input '{}' {width}x{height}, sha256 {})",
         written.display(),
         card.classes.len(),
         input,

@@ -9,9 +9,15 @@ pub enum DataCommand {
     /// Count images and labels per split and class, and list every problem found.
     /// Exits 1 when there is an error (or a warning, with --strict).
     Check {
-        /// data.yaml (YOLO), a COCO instances .json, or an ImageFolder root.
+        /// data.yaml (YOLO), a COCO instances .json, an ImageFolder root, or a segmentation
+        /// dataset: a mask folder (classes.csv) or a COCO folder (<split>/_annotations.coco.json
+        /// or annotations/instances_<split>.json).
         #[arg(long)]
         data: PathBuf,
+        /// Read --data as segmentation data: a data.yaml's labels as YOLO-seg polygons, each
+        /// image's mask built as training builds it (pixel counts per class).
+        #[arg(long)]
+        segment: bool,
         /// Images folder of a COCO .json (default: the folder holding the .json).
         #[arg(long)]
         images: Option<PathBuf>,
@@ -29,8 +35,10 @@ pub enum DataCommand {
 
 pub fn run(cmd: DataCommand) -> Result<i32> {
     match cmd {
-        DataCommand::Check { data, images, json, strict, max_warnings } => {
+        DataCommand::Check { data, segment, images, json, strict, max_warnings } => {
             let report = match (&images, data.extension().and_then(|e| e.to_str())) {
+                (Some(_), _) if segment => anyhow::bail!("--images is for a COCO .json of boxes, not with --segment"),
+                (None, _) if segment => check::check_masks(&data)?,
                 (Some(dir), Some("json")) => check::check_coco(&data, dir)?,
                 (Some(_), _) => anyhow::bail!("--images is only for a COCO .json dataset"),
                 _ => check::check(&data)?,
@@ -52,7 +60,7 @@ pub fn render(r: &DataReport, max_warnings: usize) -> String {
     s += &format!("classes ({}): {}\n\n", r.classes.len(), r.classes.join(", "));
     let detection = r.splits.iter().any(|sp| sp.background_images.is_some());
     let unit = match r.format {
-        "masks" => "pixels",
+        "masks" | "yolo-seg" | "coco-seg" => "pixels",
         _ if detection => "boxes",
         _ => "images",
     };

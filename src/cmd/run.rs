@@ -17,6 +17,11 @@
 //! glass-to-nozzle latency (`latency_ms.ack`). When frames stop (a lost camera) the bridge
 //! E-stops the device after `safety.vision_timeout_ms` and starts a new session when they
 //! return.
+//!
+//! A segmenter (card `decode: segment`) sprays by coverage: its class map is cut into cells
+//! along each nozzle's lane (`plan.cell_m`), and a cell where weed covers `plan.coverage_min`
+//! of the pixels goes to the bridge as a plant, boxed around its weed pixels
+//! (`PlanConfig::lane_cells`); crop cells protect their lanes the same way.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -67,7 +72,8 @@ pub struct RunLoopArgs {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Serial device of the spray microcontroller (e.g. /dev/ttyACM0, or `fieldkit bridge
-    /// simulate-mcu --port`): the detections drive its nozzles. Needs --config.
+    /// simulate-mcu --port`): the detections (a segmenter's lane cells) drive its nozzles.
+    /// Needs --config.
     #[arg(long, requires = "config")]
     port: Option<PathBuf>,
     /// bridge.toml: camera footprint, boom, speed, what to spray, link and safety settings.
@@ -231,6 +237,7 @@ struct RunSummary {
     /// Per stage: `queue` (waiting for a worker), `preprocess`, `inference`, `postprocess`,
     /// `track` (tracker and counters), `total` (capture to result).
     latency_ms: BTreeMap<&'static str, StageLatency>,
+    /// Boxes found (a segmenter: lane cells of target or protected classes).
     detections: u64,
     /// Times a lost live source was reopened, and the seconds it delivered nothing.
     reconnects: u64,
@@ -284,14 +291,25 @@ fn connect_bridge(a: &RunLoopArgs) -> Result<Option<Bridge>> {
     Ok(Some(bridge))
 }
 
-/// One frame's detections for the bridge, captured at `capture_us` on the bridge's clock.
-fn bridge_line(width: u32, height: u32, dets: &[LabeledDetection], capture_us: u64) -> BridgeInput {
-    let detections = dets
-        .iter()
-        .map(|d| planner::Detection { bbox: d.bbox, class: d.class, name: d.name.clone(), score: d.score })
-        .collect();
-    let line = DetectionLine { width: width as f64, height: height as f64, detections, capture_ms: None };
+/// One frame's plants for the bridge (a detector's boxes, or a segmenter's lane cells),
+/// captured at `capture_us` on the bridge's clock.
+fn bridge_line(width: u32, height: u32, detections: Vec<planner::Detection>, capture_us: u64) -> BridgeInput {
+    let line = DetectionLine {
+        width: width as f64,
+        height: height as f64,
+        detections,
+        capture_ms: None,
+        mask: None,
+        coverage: Vec::new(),
+    };
     BridgeInput::Line { line, capture_us }
+}
+
+/// A detector's boxes as the planner's plants.
+fn plants_of(dets: &[LabeledDetection]) -> Vec<planner::Detection> {
+    dets.iter()
+        .map(|d| planner::Detection { bbox: d.bbox, class: d.class, name: d.name.clone(), score: d.score })
+        .collect()
 }
 
 /// Reopens a lost live source: waits 0.5 s, then 1 s between tries. A try is cheap (a refused
@@ -451,6 +469,16 @@ fn capture(
 
 pub fn run(a: RunLoopArgs) -> Result<i32> {
     let engine = a.run.load(&a.model)?;
+    // A segmenter sprays by weed coverage per nozzle lane (the plan's lane cells); what
+    // follows objects over frames needs a detector's boxes.
+    let segmenter = engine.card().task == fieldkit_core::Task::Segment;
+    if segmenter && (a.track || a.record.wanted()) {
+        anyhow::bail!(
+            "{}: a segmenter gives class maps, not boxes: --track and --record need a detector (spraying by coverage needs neither)",
+            a.model.display()
+        );
+    }
+    let classes = engine.card().classes.clone();
     let nms = a.nms.options()?;
     let opts = PredictOptions { top_k: 1, nms: if a.track { a.tracker.nms(nms) } else { nms } };
     let reader = a.stream.open(&a.source)?;
@@ -545,10 +573,20 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
         let mut handle = |d: Done| -> Result<()> {
             let p = d.result.with_context(|| format!("{}: frame {}", a.source, d.seq))?;
             let t = Instant::now();
-            let Output::Detections(dets) = &p.output else {
-                anyhow::bail!("{}: not a detector (its card's decode gives no boxes)", a.model.display())
+            // The plants: a detector's boxes, or a segmenter's lane cells (with a plan).
+            let (dets, plants): (&[LabeledDetection], Vec<planner::Detection>) = match &p.output {
+                Output::Detections(dets) => (dets.as_slice(), plants_of(dets)),
+                Output::Segmentation(m) => {
+                    let cells = plan.as_ref().map(|pl| pl.lane_cells(&m.ids, m.width, m.height, &classes));
+                    (&[][..], cells.unwrap_or_default())
+                }
+                _ => anyhow::bail!(
+                    "{}: neither a detector nor a segmenter (its card's decode gives no boxes or class map)",
+                    a.model.display()
+                ),
             };
-            detections += dets.len() as u64;
+            detections += (if segmenter { plants.len() } else { dets.len() }) as u64;
+            let names: Vec<String> = plants.iter().map(|d| d.name.clone()).collect();
             if let Some(tx) = &spray_tx {
                 // The capture instant on the bridge's clock (CLOCK_MONOTONIC µs).
                 let capture_us = monotonic_us().saturating_sub(d.captured.elapsed().as_micros() as u64);
@@ -556,7 +594,7 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
                     clip_origin.push(capture_us as f64 - d.time_s * 1e6);
                 }
                 // A closed channel: the bridge stopped on an error, which its join reports.
-                let _ = tx.send(bridge_line(d.width, d.height, dets, capture_us));
+                let _ = tx.send(bridge_line(d.width, d.height, plants, capture_us));
             }
             let mut frame_events = Vec::new();
             let mut tracked = None;
@@ -576,6 +614,9 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
                     r.offer(d.seq, d.time_s, &img, dets)?;
                 }
                 if let Some(out) = &mut video_out {
+                    if let Output::Segmentation(m) = &p.output {
+                        report::overlay_classes(&mut img, &m.ids)?;
+                    }
                     report::draw_paths(&mut img, &overlay)?;
                     report::annotate(&mut img, &boxes_to_draw(&p, ids.as_deref(), a.nms.conf))?;
                     // At its source frame number: a frame dropped for a slow model shows
@@ -597,7 +638,7 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
             }
             frames += 1;
             if let Some(m) = metrics {
-                m.frame(&frame_stages, dets.iter().map(|d| d.name.as_str()), tracked, &frame_events);
+                m.frame(&frame_stages, names.iter().map(String::as_str), tracked, &frame_events);
                 m.dropped(slot.dropped());
                 m.fps(frames as f64 / t0.elapsed().as_secs_f64().max(1e-9));
             }

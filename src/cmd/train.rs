@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use fieldkit_core::dataset::masks::MaskDataset;
 use fieldkit_core::fsio;
 use fieldkit_trainer::data::boxes::DetAugment;
 use fieldkit_trainer::data::{Augment, AugmentPreset, MixKind, MixSettings};
@@ -27,14 +28,16 @@ pub enum TrainCommand {
     Classify(Box<ClassifyArgs>),
     /// Train a YOLOX-style detector (MobileNetV2 backbone, PAN neck, decoupled head) on a YOLO data.yaml.
     Detect(Box<DetectArgs>),
-    /// Train a segmenter (LR-ASPP head on MobileNetV2) on a mask folder: classes.csv and
-    /// <split>/images + <split>/masks.
+    /// Train a segmenter (LR-ASPP head on MobileNetV2) on a mask folder (classes.csv and
+    /// <split>/images + <split>/masks), a YOLO-seg data.yaml or COCO polygons / RLE.
     Segment(Box<SegmentArgs>),
 }
 
 #[derive(Args)]
 pub struct SegmentArgs {
-    /// Mask-folder dataset (classes.csv; train/ and valid/ each with images/ and masks/).
+    /// Segmentation data: a mask folder (classes.csv; train/ and valid/ each with images/ and
+    /// masks/), a YOLO-seg data.yaml (polygon labels), or a COCO folder
+    /// (<split>/_annotations.coco.json, or annotations/instances_<split>.json with <split>/).
     #[arg(long)]
     data: PathBuf,
     /// Output directory (model.onnx, valid_metrics.json, metrics.csv, checkpoints/).
@@ -79,9 +82,7 @@ pub struct SegmentArgs {
 
 /// `WIDTHxHEIGHT`.
 fn parse_size(s: &str) -> Result<[u32; 2], String> {
-    let bad = || format!("'{s}' is not WIDTHxHEIGHT (e.g. 384x288)");
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-    Ok([w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?])
+    fieldkit_core::wxh::parse_wxh(s).map(|(w, h)| [w, h])
 }
 
 #[derive(Args)]
@@ -441,14 +442,15 @@ fn detect(a: DetectArgs) -> Result<i32> {
 
 /// Segmentation flags over the defaults.
 pub fn segment_config_from_args(a: &SegmentArgs) -> Result<SegmentConfig> {
-    if !a.data.is_dir() {
-        bail!("{}: not a folder (a mask dataset: classes.csv, train/, valid/)", a.data.display());
-    }
+    // Opening names what is wrong with the layout; the splits come from what it holds.
+    let data = MaskDataset::open(&a.data)?;
     let mut c = SegmentConfig::new(a.data.clone());
     c.train_split = a.train_split.clone();
     c.valid_split = match &a.valid_split {
         Some(s) => s.clone(),
-        None => default_valid_split(&a.data)?,
+        None => ["valid", "test"].iter().find_map(|s| data.resolve_split(s)).ok_or_else(|| {
+            anyhow::anyhow!("{}: no valid/val or test split for validation (pass --valid-split)", a.data.display())
+        })?,
     };
     c.weights = a.weights.clone();
     set_given!(a => c; size, inter, unfreeze_from, loss, class_weights);

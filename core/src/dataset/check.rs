@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::dataset::coco::CocoDataset;
 use crate::dataset::imagefolder::ImageFolder;
 use crate::dataset::is_image;
-use crate::dataset::masks::MaskDataset;
+use crate::dataset::masks::{MaskDataset, MaskSource};
 use crate::dataset::photos::{look_hash, same_look, source_photo};
 use crate::dataset::yolo::{label_path_for, parse_label_text, YoloDataset};
 use crate::error::{CoreError, Result};
@@ -328,8 +328,10 @@ pub fn check_imagefolder(root: &Path) -> Result<DataReport> {
     Ok(problems.finish("imagefolder", root, classes, summaries))
 }
 
-/// Segmentation masks: every image has a mask of its size in the table's colours (or ids);
-/// class counts are pixels. Masks without an image are warned about.
+/// Segmentation data (a mask folder, or COCO folder; [`MaskDataset`]): every image has a
+/// mask of its size in the table's colours (or ids), every polygon row and annotation is a
+/// mask; class counts are pixels. Leftover files are warned about, and so is a YOLO-seg image
+/// without a label file (background only, as Ultralytics reads it).
 pub fn check_masks(root: &Path) -> Result<DataReport> {
     let ds = MaskDataset::open(root)?;
     let names: Vec<String> = ds.classes.iter().map(|c| c.name.clone()).collect();
@@ -352,7 +354,7 @@ pub fn check_masks(root: &Path) -> Result<DataReport> {
         let images: Vec<PathBuf> = files.pairs.iter().map(|(i, _)| i.clone()).collect();
         summary.images = images.len();
         if images.is_empty() {
-            problems.error(&root.join(&split).join("images"), None, "no images");
+            problems.error(&root.join(&split), None, "no images");
         }
         let sizes = record_images(&split, &images, &mut summary, &mut problems, &mut seen);
         for ((image, mask), size) in files.pairs.iter().zip(sizes) {
@@ -361,12 +363,16 @@ pub fn check_masks(root: &Path) -> Result<DataReport> {
                 problems.error(image, None, format!("no mask (expected {split}/masks/{stem}.png)"));
                 continue;
             };
+            if matches!(ds.source, MaskSource::YoloSeg(_)) {
+                if !mask.exists() {
+                    problems.warn(mask, "no label file: the image is all background");
+                }
+                if size.is_none() {
+                    continue; // its polygons have no size to be placed in
+                }
+            }
             // An image that did not decode has no size to hold its mask to.
-            let read = match size {
-                Some(size) => ds.read_mask_for(mask, size),
-                None => ds.read_mask(mask),
-            };
-            match read {
+            match ds.read_mask(image, mask, size) {
                 Ok(m) => {
                     for (n, c) in names.iter().zip(crate::segment::class_counts(&m.ids, names.len())) {
                         *summary.class_counts.get_mut(n).expect("every class listed") += c;
@@ -375,12 +381,12 @@ pub fn check_masks(root: &Path) -> Result<DataReport> {
                 Err(e) => problems.record_core(e),
             }
         }
-        for orphan in &files.orphans {
-            problems.warn(orphan, "mask without an image (ignored)");
+        for (orphan, what) in &files.orphans {
+            problems.warn(orphan, *what);
         }
         summaries.push(summary);
     }
-    Ok(problems.finish("masks", root, names, summaries))
+    Ok(problems.finish(ds.format(), root, names, summaries))
 }
 
 pub fn check_yolo(path: &Path) -> Result<DataReport> {

@@ -1,5 +1,6 @@
 //! Resolving a `--data`/`--val` argument for evaluation: an ImageFolder root (classifiers), a
-//! YOLO data.yaml (detectors) or a mask folder (segmenters), with the split named by the
+//! YOLO data.yaml (detectors) or segmentation data (segmenters: a mask folder, COCO, or a
+//! data.yaml read as YOLO-seg), with the split named by the
 //! caller or the first of the usual names present. Shared by `fieldkit eval`, `bench --val`
 //! and `quantize --val`.
 
@@ -23,31 +24,25 @@ impl EvalData {
         let model_classes = &card.classes;
         let masks = MaskDataset::is_root(path);
         match (card.task, masks) {
-            (Task::Segment, false) => {
-                return Err(CoreError::invalid(
-                    path,
-                    "the model is a segmenter, which is scored on a mask folder (classes.csv, <split>/images, <split>/masks); this is not one",
-                ))
-            }
             (task, true) if task != Task::Segment => {
                 return Err(CoreError::invalid(
                     path,
-                    format!("a mask folder (classes.csv) scores a segmenter; the model's task is {task:?}"),
+                    format!("a segmentation dataset scores a segmenter; the model's task is {task:?}"),
                 ))
             }
             _ => {}
         }
-        if masks {
+        if card.task == Task::Segment {
+            // A mask folder, a COCO folder, or a data.yaml read as YOLO-seg polygons.
             let data = MaskDataset::open(path)?;
             let split = match split {
                 Some(s) => s.to_string(),
-                None => ["valid", "val", "test"]
-                    .iter()
-                    .find(|s| path.join(s).join("masks").is_dir())
-                    .ok_or_else(|| {
-                        CoreError::invalid(path, "no valid/, val/ or test/ split with masks (pass --split)")
-                    })?
-                    .to_string(),
+                None => ["valid", "test"].iter().find_map(|s| data.resolve_split(s)).ok_or_else(|| {
+                    CoreError::invalid(
+                        path,
+                        format!("no valid/val or test split (pass --split; it has {:?})", data.splits()),
+                    )
+                })?,
             };
             return Ok(EvalData::Masks { data, split });
         }

@@ -7,6 +7,7 @@ pub mod eval_data;
 pub mod imagefolder;
 pub mod masks;
 pub mod photos;
+pub mod rle;
 pub mod yolo;
 
 use std::path::{Path, PathBuf};

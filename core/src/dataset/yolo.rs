@@ -366,6 +366,66 @@ pub fn parse_label_text(path: &Path, text: &str, num_classes: usize) -> (Vec<Yol
     (boxes, problems)
 }
 
+/// A label row's class id: a non-negative integer below `nc`.
+pub(crate) fn parse_class(token: &str, nc: usize) -> std::result::Result<usize, String> {
+    let class_f: f64 = token.parse().map_err(|_| format!("class id '{token}' is not a number"))?;
+    if class_f < 0.0 || class_f.fract() != 0.0 {
+        return Err(format!("class id '{token}' is not a non-negative integer"));
+    }
+    let class = class_f as usize;
+    if class >= nc {
+        return Err(format!("class id {class} out of range: the dataset has {nc} classes (0..{})", nc - 1));
+    }
+    Ok(class)
+}
+
+/// A normalised coordinate, clamped to [0, 1]: exporters round to 6 decimals, so that much
+/// slack past the edges is allowed.
+pub(crate) fn parse_coord(t: &str) -> std::result::Result<f64, String> {
+    let v: f64 = t.parse().map_err(|_| format!("value '{t}' is not a number"))?;
+    if !v.is_finite() {
+        return Err(format!("value '{t}' is not finite"));
+    }
+    if !(-1e-6..=1.0 + 1e-6).contains(&v) {
+        return Err(format!("coordinate {t} outside [0, 1] (labels must be normalised by image size)"));
+    }
+    Ok(v.clamp(0.0, 1.0))
+}
+
+/// A YOLO-seg label file: one object per row, `class x1 y1 x2 y2 x3 y3 ...` (at least three
+/// points, normalised). Every bad row is collected, as [`parse_label_text`] does.
+pub fn parse_polygon_text(path: &Path, text: &str, num_classes: usize) -> (Vec<(usize, Vec<f64>)>, Vec<CoreError>) {
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        if tokens.is_empty() {
+            continue;
+        }
+        let n = tokens.len();
+        let row = if n == 5 {
+            Err("a box ('class cx cy w h'): segmentation labels are polygons 'class x1 y1 x2 y2 x3 y3 ...'".to_string())
+        } else if n < 7 || n.is_multiple_of(2) {
+            Err(format!(
+                "expected a polygon 'class x1 y1 x2 y2 x3 y3 ...' (a class and 3 or more x y pairs), got {n} values"
+            ))
+        } else {
+            parse_class(tokens[0], num_classes).and_then(|c| {
+                tokens[1..]
+                    .iter()
+                    .map(|t| parse_coord(t))
+                    .collect::<std::result::Result<Vec<f64>, _>>()
+                    .map(|xy| (c, xy))
+            })
+        };
+        match row {
+            Ok(r) => rows.push(r),
+            Err(msg) => problems.push(CoreError::record(path, i + 1, msg)),
+        }
+    }
+    (rows, problems)
+}
+
 fn parse_row(tokens: &[&str], nc: usize) -> std::result::Result<YoloBox, String> {
     let n = tokens.len();
     if n != 5 && (n < 7 || n.is_multiple_of(2)) {
@@ -373,26 +433,9 @@ fn parse_row(tokens: &[&str], nc: usize) -> std::result::Result<YoloBox, String>
             "expected 'class cx cy w h' (5 values) or a polygon 'class x1 y1 x2 y2 x3 y3 ...', got {n} values"
         ));
     }
-    let class_f: f64 = tokens[0].parse().map_err(|_| format!("class id '{}' is not a number", tokens[0]))?;
-    if class_f < 0.0 || class_f.fract() != 0.0 {
-        return Err(format!("class id '{}' is not a non-negative integer", tokens[0]));
-    }
-    let class = class_f as usize;
-    if class >= nc {
-        return Err(format!("class id {class} out of range: the dataset has {nc} classes (0..{})", nc - 1));
-    }
-    let mut vals = Vec::with_capacity(n - 1);
-    for t in &tokens[1..] {
-        let v: f32 = t.parse().map_err(|_| format!("value '{t}' is not a number"))?;
-        if !v.is_finite() {
-            return Err(format!("value '{t}' is not finite"));
-        }
-        // Exporters round to 6 decimals, so allow that much slack past the edges.
-        if !(-1e-6..=1.0 + 1e-6).contains(&v) {
-            return Err(format!("coordinate {t} outside [0, 1] (labels must be normalised by image size)"));
-        }
-        vals.push(v.clamp(0.0, 1.0));
-    }
+    let class = parse_class(tokens[0], nc)?;
+    let vals =
+        tokens[1..].iter().map(|t| parse_coord(t).map(|v| v as f32)).collect::<std::result::Result<Vec<_>, _>>()?;
     let b = if n == 5 {
         YoloBox { class, cx: vals[0], cy: vals[1], w: vals[2], h: vals[3] }
     } else {

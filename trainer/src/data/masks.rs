@@ -63,7 +63,7 @@ pub fn load_seg_pairs(data: &MaskDataset, pairs: &[(PathBuf, PathBuf)], workers:
         |_, i| -> fieldkit_core::Result<(RgbImage, Vec<u8>)> {
             let (image, mask) = &pairs[i];
             let img = image_io::read_rgb(image)?;
-            let map = data.read_mask_for(mask, img.dimensions())?;
+            let map = data.read_mask(image, mask, Some(img.dimensions()))?;
             Ok((img, map.ids))
         },
     )?;

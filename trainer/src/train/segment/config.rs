@@ -12,7 +12,8 @@ use crate::train::settings::LoopSettings;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentConfig {
-    /// A mask-folder dataset: `classes.csv` and `<split>/images` + `<split>/masks`.
+    /// Segmentation data ([`fieldkit_core::dataset::masks::MaskDataset`]): a mask folder, a
+    /// YOLO-seg data.yaml or a COCO folder.
     pub data: PathBuf,
     pub train_split: String,
     pub valid_split: String,
@@ -94,9 +95,8 @@ impl SegmentConfig {
     /// Validation's (and the exported model's) preprocessing: stretched to the input size,
     /// RGB, ImageNet normalisation.
     pub fn preprocess(&self) -> fieldkit_core::Preprocess {
-        use fieldkit_core::preprocess::{Preprocess, Resize};
         let [width, height] = self.size;
-        Preprocess { resize: Resize::Exact { width, height }, ..Preprocess::imagenet_stretch(width) }
+        fieldkit_core::Preprocess::imagenet_stretch_to(width, height)
     }
 }
 

@@ -5,10 +5,11 @@
 //! tract by the runtime's `eval_segmenter`.
 //!
 //! `--holdout F` keeps a share of train's photos out (never trained on, never used to pick
-//! the checkpoint) and scores the exported model on them beside valid. Not yet: a report.md.
+//! the checkpoint) and scores the exported model on them beside valid. report.md sums it up.
 
 pub mod config;
 pub mod loss;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -353,7 +354,8 @@ pub struct SegmentSummary {
 
 /// Trains (or resumes) a segmenter into `out`: config.json, checkpoints, metrics.csv with
 /// loss.png and miou.png, the best model as `model.onnx` + card, its valid metrics in tract as
-/// `valid_metrics.json` (and `holdout_metrics.json` with `holdout.txt` under `--holdout`).
+/// `valid_metrics.json` (and `holdout_metrics.json` with `holdout.txt` under `--holdout`),
+/// report.md with confusion.png.
 pub fn train_segment(cfg: &SegmentConfig, out: &Path, resume: bool, progress: &Progress) -> Result<SegmentSummary> {
     check_out_dir(out, resume)?;
     let p = prepare(cfg, progress)?;
@@ -373,6 +375,21 @@ pub fn train_segment(cfg: &SegmentConfig, out: &Path, resume: bool, progress: &P
         fieldkit_core::fsio::write_json(&out.join("holdout_metrics.json"), h)?;
     }
     let state = outcome.state;
+    report::write_report(
+        out,
+        &report::SegReportInputs {
+            cfg,
+            classes: &p.classes,
+            counts: &p.counts,
+            train_images: p.train.len(),
+            history: &state.history,
+            best_epoch: state.best_epoch,
+            valid: &valid,
+            holdout: holdout.as_ref().map(|h| (h, p.holdout.as_ref().map_or(0, Vec::len))),
+            train_seconds: state.elapsed_s,
+            stopped_early: state.stopped_early,
+        },
+    )?;
     Ok(SegmentSummary {
         out: out.to_path_buf(),
         model: done.model,
