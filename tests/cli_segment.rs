@@ -75,8 +75,8 @@ fn train_segment_exports_a_model_that_eval_and_predict_run() {
 }
 
 /// The same objects as a YOLO-seg data.yaml and as COCO (Roboflow's layout) over vendored
-/// peanut photos: `data check` counts the same pixels in both; a segmenter trains on the
-/// data.yaml; `eval` on the COCO copy gives training's own valid mIoU (the same masks); and a
+/// peanut photos: `data check` counts the same pixels in both; a segmenter (with the stride-4
+/// decoder) trains on the data.yaml; `eval` on the COCO copy gives training's own valid mIoU (the same masks); and a
 /// card written by `card init --preset segment` for that ONNX scores it the same again.
 #[cfg(feature = "train")]
 #[test]
@@ -159,6 +159,8 @@ fn yolo_seg_and_coco_polygons_train_and_score_alike() {
         "1",
         "--batch",
         "3",
+        "--decoder",
+        "lraspp-s4",
         "--quiet",
     ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));

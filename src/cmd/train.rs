@@ -11,7 +11,7 @@ use fieldkit_core::fsio;
 use fieldkit_trainer::data::boxes::DetAugment;
 use fieldkit_trainer::data::{Augment, AugmentPreset, MixKind, MixSettings};
 use fieldkit_trainer::train::detect::{BoxLoss, DetectConfig};
-use fieldkit_trainer::train::segment::{SegLoss, SegmentConfig};
+use fieldkit_trainer::train::segment::{SegDecoder, SegLoss, SegmentConfig};
 use fieldkit_trainer::train::{
     self, ClassWeights, ClassifyConfig, LoopSettings, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy,
 };
@@ -60,6 +60,10 @@ pub struct SegmentArgs {
     /// Channels of LR-ASPP's deep branch (default 128).
     #[arg(long)]
     inter: Option<usize>,
+    /// lraspp (default: torchvision's LR-ASPP, logits at stride 8) or lraspp-s4 (plus a
+    /// DeepLabV3+-style stride-4 decoder for thin weeds).
+    #[arg(long, value_enum)]
+    decoder: Option<SegDecoder>,
     /// Backbone layers before torchvision features.N stay frozen (default 0: all train).
     #[arg(long)]
     unfreeze_from: Option<usize>,
@@ -453,7 +457,7 @@ pub fn segment_config_from_args(a: &SegmentArgs) -> Result<SegmentConfig> {
         })?,
     };
     c.weights = a.weights.clone();
-    set_given!(a => c; size, inter, unfreeze_from, loss, class_weights);
+    set_given!(a => c; size, inter, decoder, unfreeze_from, loss, class_weights);
     a.train.apply(&mut c.train);
     if let Some(preset) = a.augment {
         c.augment = Augment::preset(preset);

@@ -1,6 +1,8 @@
 //! Writes the artefacts of the export parity check: the vendored ImageNet MobileNetV2 with a
 //! seeded 9-class head, the YOLOX-style detector on the same backbone with a seeded 2-class
-//! neck and head, and the LR-ASPP segmenter with a seeded 3-class head (160x128), exported to ONNX, a deterministic input and burn's outputs for it.
+//! neck and head, and the LR-ASPP segmenter (alone and with the stride-4 decoder) with a
+//! seeded 3-class head (160x128), exported to ONNX, a deterministic input and burn's outputs
+//! for it.
 //! `benches/reference/ort_export_parity.py DIR` then runs each ONNX in onnxruntime and
 //! compares (CI); this program itself compares against tract.
 //!
@@ -80,12 +82,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     export_segmenter(&seg, sh as u32, sw as u32, &spath)?;
     let engine = fieldkit_runtime::Engine::load_bare(&spath, &Default::default())?;
     compare(engine.session()?.run_tensor(&sinput)?, &seg_logits, "segmenter")?;
+    // The same with the stride-4 decoder (seeded head, ImageNet backbone).
+    let mut fine = SegmenterConfig::new(3).with_fine(true).init(&device);
+    load_backbone(&mut fine.backbone, &weights)?;
+    let fine = fine.valid();
+    let fine_logits =
+        to_host(fine.forward(Tensor::<1>::from_floats(sinput.as_slice(), &device).reshape([1, 3, sh, sw])));
+    let fpath = out.join("segmenter_s4.onnx");
+    export_segmenter(&fine, sh as u32, sw as u32, &fpath)?;
+    let engine = fieldkit_runtime::Engine::load_bare(&fpath, &Default::default())?;
+    compare(engine.session()?.run_tensor(&sinput)?, &fine_logits, "segmenter with the stride-4 decoder")?;
     fsio::write_json(
         &out.join("parity.json"),
         &serde_json::json!({"models": [
             {"model": "model.onnx", "input_shape": [1, 3, size, size], "burn_output": logits},
             {"model": "detector.onnx", "input_shape": [1, 3, dsize, dsize], "burn_output": scores},
             {"model": "segmenter.onnx", "input_shape": [1, 3, sh, sw], "burn_output": seg_logits},
+            {"model": "segmenter_s4.onnx", "input_shape": [1, 3, sh, sw], "burn_output": fine_logits},
         ]}),
     )?;
     Ok(())

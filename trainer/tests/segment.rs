@@ -6,12 +6,19 @@ use fieldkit_trainer::export::export_segmenter;
 use fieldkit_trainer::model::{to_host, SegmenterConfig};
 
 /// A non-square input (64x96), BatchNorm statistics moved off their defaults by a few
-/// training-mode forwards: burn's logits and tract's on the exported file agree to 1e-4.
+/// training-mode forwards: burn's logits and tract's on the exported file agree to 1e-4, for
+/// LR-ASPP alone and with the stride-4 decoder.
 #[test]
 fn export_matches_burn_in_tract() {
+    for fine in [false, true] {
+        export_matches(fine);
+    }
+}
+
+fn export_matches(fine: bool) {
     let device = Device::flex();
     device.seed(3);
-    let m = SegmenterConfig::new(3).with_inter(16).init(&device).train();
+    let m = SegmenterConfig::new(3).with_inter(16).with_fine(fine).init(&device).train();
     for k in 0..2 {
         let x = Tensor::<4>::random(
             [2, 3, 64, 96],
@@ -32,7 +39,7 @@ fn export_matches_burn_in_tract() {
         let got = engine.session().unwrap().run_tensor(&input).unwrap();
         assert_eq!(got.len(), want.len(), "[1, 3, 64, 96] logits");
         let diff = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
-        assert!(diff < 1e-4, "burn vs tract max abs diff {diff}");
+        assert!(diff < 1e-4, "burn vs tract max abs diff {diff} (stride-4 decoder: {fine})");
     }
     assert!(export_segmenter(&m, 64, 90, &path).unwrap_err().to_string().contains("does not divide by 32"));
 }

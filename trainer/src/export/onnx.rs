@@ -9,7 +9,7 @@ use burn::nn::conv::Conv2d;
 use fieldkit_runtime::onnx_graph::{self, attr_int, attr_ints, attr_string, tensor_f32, tensor_i64, Dim, GraphBuilder};
 
 use crate::error::{Result, TrainerError};
-use crate::model::lraspp::{Segmenter, HIGH_TAP, LOW_TAP, STRIDE};
+use crate::model::lraspp::{Segmenter, FINE_TAP, HIGH_TAP, LOW_TAP, STRIDE};
 use crate::model::mobilenetv2::{ConvBn, MobileNetV2};
 use crate::model::to_host;
 use crate::model::yolox::{anchor_count, Detector, DwSep, TAPS};
@@ -276,8 +276,10 @@ pub fn export_segmenter(model: &Segmenter, height: u32, width: u32, path: &Path)
         return Err(TrainerError::Config(format!("export: {width}x{height} does not divide by {s} on both sides")));
     }
     let mut w = Writer::new_hw("fieldkit_lraspp_mobilenetv2", height, width);
+    // Only the scales the graph uses (onnxruntime warns about unused initializers).
     w.g.initializer(tensor_f32("upsample_x4", &[4], &[1.0, 1.0, 4.0, 4.0]));
-    w.g.initializer(tensor_f32("upsample_x8", &[4], &[1.0, 1.0, 8.0, 8.0]));
+    let last = if model.fine.is_some() { ("upsample_x2", 2.0) } else { ("upsample_x8", 8.0) };
+    w.g.initializer(tensor_f32(last.0, &[4], &[1.0, 1.0, last.1, last.1]));
     let resize = |w: &mut Writer, name: &str, x: &str, scales: &str, out: Option<&str>| {
         let y = out.map(str::to_string).unwrap_or_else(|| w.fresh(name));
         w.g.node(
@@ -288,7 +290,15 @@ pub fn export_segmenter(model: &Segmenter, height: u32, width: u32, path: &Path)
         );
         y
     };
-    let low = w.backbone(&model.backbone, 0, LOW_TAP, INPUT.to_string());
+    // With the fine decoder the stride-4 map is kept on the way.
+    let (s4, low) = match &model.fine {
+        Some(_) => {
+            let s4 = w.backbone(&model.backbone, 0, FINE_TAP, INPUT.to_string());
+            let low = w.backbone(&model.backbone, FINE_TAP, LOW_TAP, s4.clone());
+            (Some(s4), low)
+        }
+        None => (None, w.backbone(&model.backbone, 0, LOW_TAP, INPUT.to_string())),
+    };
     let high = w.backbone(&model.backbone, LOW_TAP, HIGH_TAP, low.clone());
     let h = &model.head;
     w.g.node("GlobalAveragePool", &[&high], &["head.pooled"], vec![]);
@@ -300,7 +310,22 @@ pub fn export_segmenter(model: &Segmenter, height: u32, width: u32, path: &Path)
     let lo = w.conv("head.low_classifier", &h.low_classifier, &low);
     let hi = w.conv("head.high_classifier", &h.high_classifier, &y);
     let sum = w.binary("Add", "head.sum", &lo, &hi);
-    resize(&mut w, "upsample", &sum, "upsample_x8", Some(SEG_OUTPUT));
+    match (&model.fine, s4) {
+        (Some(f), Some(s4)) => {
+            let deep4 = resize(&mut w, "fine.deep_up", &y, "upsample_x2", None);
+            let skip = w.conv_bn("fine.skip", &f.skip, &s4);
+            let joined = w.fresh("fine.joined");
+            w.g.node("Concat", &[&deep4, &skip], &[&joined], vec![attr_int("axis", 1)]);
+            let mixed = w.dwsep("fine.mix", &f.mix, &joined);
+            let cls = w.conv("fine.classifier", &f.classifier, &mixed);
+            let up = resize(&mut w, "fine.logits_up", &sum, "upsample_x2", None);
+            let logits4 = w.binary("Add", "fine.sum", &cls, &up);
+            resize(&mut w, "upsample", &logits4, "upsample_x4", Some(SEG_OUTPUT));
+        }
+        _ => {
+            resize(&mut w, "upsample", &sum, "upsample_x8", Some(SEG_OUTPUT));
+        }
+    }
     let (hh, ww) = (height as i64, width as i64);
     let classes = Dim::Fixed(model.num_classes as i64);
     w.g.output_f32(SEG_OUTPUT, &[Dim::Param("N".into()), classes, Dim::Fixed(hh), Dim::Fixed(ww)]);

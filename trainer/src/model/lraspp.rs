@@ -9,6 +9,11 @@
 //!
 //! torchvision's MobileNetV3 version dilates its last stages to keep them at stride 16; the
 //! MobileNetV2 here stays at stride 32, so its ImageNet weights apply unchanged.
+//!
+//! `fine` adds a DeepLabV3+-style stride-4 decoder (Chen et al. 2018) for thin structures such
+//! as grass blades: the stride-4 map (`features.3`, 24 channels) projected to 32 channels by a
+//! 1x1 conv, joined to the head's gated deep features upsampled to stride 4, a separable 3x3 to
+//! 64 channels and a 1x1 classifier, added to LR-ASPP's own logits upsampled to stride 4.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
@@ -17,11 +22,17 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::mobilenetv2::{make_divisible, ConvBn, MobileNetV2, MobileNetV2Config};
+use super::yolox::DwSep;
 
 /// torchvision `features` index after which the stride-8 map is tapped (exclusive end), and
 /// the end of the backbone.
 pub const LOW_TAP: usize = 7;
 pub const HIGH_TAP: usize = 19;
+/// The end of the stride-4 part of the backbone (after `features.3`), for the fine decoder.
+pub const FINE_TAP: usize = 4;
+/// Channels of the fine decoder's stride-4 projection and of its separable conv.
+pub const FINE_SKIP: usize = 32;
+pub const FINE_MIX: usize = 64;
 
 /// The input's height and width must divide by this (the backbone's deepest stride).
 pub const STRIDE: usize = 32;
@@ -35,6 +46,9 @@ pub struct SegmenterConfig {
     /// Channels of the high-level branch (torchvision: 128).
     #[config(default = 128)]
     pub inter: usize,
+    /// Add the stride-4 decoder.
+    #[config(default = false)]
+    pub fine: bool,
 }
 
 #[derive(Module, Debug)]
@@ -48,10 +62,21 @@ pub struct LrasppHead {
     pub high_classifier: Conv2d,
 }
 
+/// The stride-4 decoder (see the module notes).
+#[derive(Module, Debug)]
+pub struct FineDecoder {
+    /// 1x1 conv + BN + ReLU6 on the stride-4 map.
+    pub skip: ConvBn,
+    /// Depthwise 3x3 + pointwise to [`FINE_MIX`] channels on the joined maps.
+    pub mix: DwSep,
+    pub classifier: Conv2d,
+}
+
 #[derive(Module, Debug)]
 pub struct Segmenter {
     pub backbone: MobileNetV2,
     pub head: LrasppHead,
+    pub fine: Option<FineDecoder>,
     #[module(skip)]
     pub num_classes: usize,
 }
@@ -68,12 +93,22 @@ impl SegmenterConfig {
             low_classifier: conv1x1(low, self.num_classes, true),
             high_classifier: conv1x1(self.inter, self.num_classes, true),
         };
-        Segmenter { backbone, head, num_classes: self.num_classes }
+        let fine = self.fine.then(|| FineDecoder {
+            skip: ConvBn::new(self.fine_channels(), FINE_SKIP, 1, 1, 1, true, device),
+            mix: DwSep::new(self.inter + FINE_SKIP, FINE_MIX, 1, device),
+            classifier: conv1x1(FINE_MIX, self.num_classes, true),
+        });
+        Segmenter { backbone, head, fine, num_classes: self.num_classes }
     }
 
     /// Backbone channels at the stride-8 tap and at the end.
     pub fn tap_channels(&self) -> [usize; 2] {
         [make_divisible(32.0 * self.width, 8), MobileNetV2Config::new(0).with_width(self.width).feature_dim()]
+    }
+
+    /// Backbone channels at the stride-4 tap.
+    pub fn fine_channels(&self) -> usize {
+        make_divisible(24.0 * self.width, 8)
     }
 }
 
@@ -91,8 +126,9 @@ impl Segmenter {
         [low, high]
     }
 
-    /// The head on the two maps, at stride 8. -> [b, classes, H/8, W/8]
-    pub fn head(&self, low: Tensor<4>, high: Tensor<4>) -> Tensor<4> {
+    /// The head on the two maps: its logits and its gated deep features, at stride 8.
+    /// -> [b, classes, H/8, W/8], [b, inter, H/8, W/8]
+    pub fn head(&self, low: Tensor<4>, high: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let h = &self.head;
         let [b, c, gh, gw] = high.dims();
         let pooled = high.clone().reshape([b, c, gh * gw]).mean_dim(2).reshape([b, c, 1, 1]); // [b, 1280, 1, 1]
@@ -100,14 +136,24 @@ impl Segmenter {
         let y = h.cbr.forward(high) * gate; // [b, inter, H/32, W/32]
         let [_, _, lh, lw] = low.dims();
         let y = resize_bilinear(y, [lh, lw]); // [b, inter, H/8, W/8]
-        h.low_classifier.forward(low) + h.high_classifier.forward(y)
+        (h.low_classifier.forward(low) + h.high_classifier.forward(y.clone()), y)
     }
 
     /// Logits. `x`: [b, 3, H, W] -> [b, classes, H, W]
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [_, _, ih, iw] = x.dims();
-        let [low, high] = self.backbone_maps(x);
-        resize_bilinear(self.head(low, high), [ih, iw])
+        let Some(f) = &self.fine else {
+            let [low, high] = self.backbone_maps(x);
+            return resize_bilinear(self.head(low, high).0, [ih, iw]);
+        };
+        let s4 = self.backbone.layers(0, FINE_TAP, x); // [b, 24, H/4, W/4]
+        let low = self.backbone.layers(FINE_TAP, LOW_TAP, s4.clone());
+        let high = self.backbone.layers(LOW_TAP, HIGH_TAP, low.clone());
+        let (logits8, deep8) = self.head(low, high);
+        let [_, _, h4, w4] = s4.dims();
+        let joined = Tensor::cat(vec![resize_bilinear(deep8, [h4, w4]), f.skip.forward(s4)], 1); // [b, inter + 32, H/4, W/4]
+        let logits4 = f.classifier.forward(f.mix.forward(joined)) + resize_bilinear(logits8, [h4, w4]);
+        resize_bilinear(logits4, [ih, iw])
     }
 
     /// Freezes backbone layers `features[..from]` (gradients off, BatchNorm in eval
@@ -128,6 +174,8 @@ mod tests {
         let m = SegmenterConfig::new(3).with_inter(16).init(&device);
         let y = m.forward(Tensor::zeros([2, 3, 64, 96], &device));
         assert_eq!(y.dims(), [2, 3, 64, 96]);
+        let fine = SegmenterConfig::new(3).with_inter(16).with_fine(true).init(&device);
+        assert_eq!(fine.forward(Tensor::zeros([1, 3, 64, 96], &device)).dims(), [1, 3, 64, 96]);
         // 2 -> 4 samples: half-pixel centres give 1, 1.25, 1.75, 2 (edges clamped).
         let x = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 1, 1, 2]), &device);
         let u = crate::model::to_host(resize_bilinear(x, [1, 4]));

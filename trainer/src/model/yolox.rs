@@ -47,7 +47,7 @@ pub struct DwSep {
 }
 
 impl DwSep {
-    fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
+    pub fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
         DwSep {
             dw: ConvBn::new(cin, cin, 3, stride, cin, true, device),
             pw: ConvBn::new(cin, cout, 1, 1, 1, true, device),

@@ -10,6 +10,17 @@ use crate::error::{Result, TrainerError};
 use crate::model::lraspp::{HIGH_TAP, STRIDE};
 use crate::train::settings::LoopSettings;
 
+/// `--decoder`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SegDecoder {
+    /// torchvision's LR-ASPP: stride-8 and stride-32 maps, logits at stride 8.
+    #[default]
+    Lraspp,
+    /// LR-ASPP plus a DeepLabV3+-style stride-4 decoder (thin structures: grass blades).
+    LrasppS4,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentConfig {
     /// Segmentation data ([`fieldkit_core::dataset::masks::MaskDataset`]): a mask folder, a
@@ -23,6 +34,9 @@ pub struct SegmentConfig {
     pub size: [u32; 2],
     /// Channels of LR-ASPP's deep branch.
     pub inter: usize,
+    /// LR-ASPP alone, or with the stride-4 decoder (configs written before it: LR-ASPP).
+    #[serde(default)]
+    pub decoder: SegDecoder,
     /// Backbone layers `features[..unfreeze_from]` stay frozen (0 = everything trains).
     pub unfreeze_from: usize,
     pub loss: SegLoss,
@@ -45,6 +59,7 @@ impl SegmentConfig {
             weights: None,
             size: [384, 288],
             inter: 128,
+            decoder: SegDecoder::Lraspp,
             unfreeze_from: 0,
             loss: SegLoss::CeDice,
             class_weights: ClassWeights::Sqrt,
@@ -89,7 +104,10 @@ impl SegmentConfig {
 
     /// The untrained segmenter.
     pub fn init_model(&self, classes: usize, device: &burn::prelude::Device) -> crate::model::Segmenter {
-        crate::model::SegmenterConfig::new(classes).with_inter(self.inter).init(device)
+        crate::model::SegmenterConfig::new(classes)
+            .with_inter(self.inter)
+            .with_fine(self.decoder == SegDecoder::LrasppS4)
+            .init(device)
     }
 
     /// Validation's (and the exported model's) preprocessing: stretched to the input size,

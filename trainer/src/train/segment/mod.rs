@@ -43,7 +43,7 @@ use crate::export::onnx::{INPUT, SEG_OUTPUT};
 use crate::model::{to_host, Segmenter};
 use crate::weights::load_backbone;
 
-pub use config::SegmentConfig;
+pub use config::{SegDecoder, SegmentConfig};
 pub use loss::{seg_loss, SegLoss, SegTarget};
 
 /// One row of a segmentation run's `metrics.csv`.
@@ -458,7 +458,11 @@ impl Deliver for SegPrepared {
     }
 
     fn source(&self) -> String {
-        "fieldkit train segment (LR-ASPP head on MobileNetV2)".into()
+        let decoder = match self.cfg.decoder {
+            SegDecoder::Lraspp => "LR-ASPP head",
+            SegDecoder::LrasppS4 => "LR-ASPP head with a stride-4 decoder",
+        };
+        format!("fieldkit train segment ({decoder} on MobileNetV2)")
     }
 
     fn export(&self, model: &Segmenter, source: String, path: &Path) -> Result<ModelCard> {

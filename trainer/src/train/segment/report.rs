@@ -50,7 +50,8 @@ pub fn write_report(out: &Path, r: &SegReportInputs) -> Result<()> {
     let _ = writeln!(s, "- data: `{}` ({} / {})", c.data.display(), c.train_split, c.valid_split);
     let _ = writeln!(
         s,
-        "- model: LR-ASPP ({} inner channels) on MobileNetV2 at {}x{} px; backbone features.{}.. train; weights {}",
+        "- model: {:?} decoder ({} inner channels) on MobileNetV2 at {}x{} px; backbone features.{}.. train; weights {}",
+        c.decoder,
         c.inter,
         c.size[0],
         c.size[1],
