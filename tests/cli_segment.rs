@@ -75,8 +75,8 @@ fn train_segment_exports_a_model_that_eval_and_predict_run() {
 }
 
 /// The same objects as a YOLO-seg data.yaml and as COCO (Roboflow's layout) over vendored
-/// peanut photos: `data check` counts the same pixels in both; a segmenter (with the stride-4
-/// decoder) trains on the data.yaml; `eval` on the COCO copy gives training's own valid mIoU (the same masks); and a
+/// peanut photos: `data check` counts the same pixels in both; a segmenter (LR-ASPP alone, the
+/// other test trains the default stride-4 decoder) trains on the data.yaml; `eval` on the COCO copy gives training's own valid mIoU (the same masks); and a
 /// card written by `card init --preset segment` for that ONNX scores it the same again.
 #[cfg(feature = "train")]
 #[test]
@@ -160,7 +160,7 @@ fn yolo_seg_and_coco_polygons_train_and_score_alike() {
         "--batch",
         "3",
         "--decoder",
-        "lraspp-s4",
+        "lraspp",
         "--quiet",
     ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));

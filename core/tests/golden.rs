@@ -157,7 +157,10 @@ fn rasterized_polygons_and_rle_match_pycocotools() {
         } else if let Some(counts) = case["counts"].as_array() {
             Rle::from_counts(counts.iter().map(|v| v.as_u64().unwrap() as u32).collect(), h, w).unwrap()
         } else {
-            Rle::from_compressed(case["compressed"].as_str().unwrap(), h, w).unwrap()
+            let text = case["compressed"].as_str().unwrap();
+            let rle = Rle::from_compressed(text, h, w).unwrap();
+            assert_eq!(rle.to_compressed(), text, "case {i}: pycocotools' string written back");
+            rle
         };
         let got = rle.decode();
         let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();

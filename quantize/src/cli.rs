@@ -63,7 +63,8 @@ pub struct QuantizeArgs {
     /// Accept fewer than 10 calibration images.
     #[arg(long)]
     pub force: bool,
-    /// Validation data (ImageFolder root or data.yaml): measure fp32 vs quantized accuracy.
+    /// Validation data (ImageFolder root, data.yaml, or a segmenter's mask folder / COCO folder /
+    /// YOLO-seg data.yaml): measure fp32 vs quantized accuracy (mIoU for a segmenter).
     #[arg(long)]
     pub val: Option<PathBuf>,
     #[arg(long)]

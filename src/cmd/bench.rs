@@ -34,7 +34,8 @@ pub struct BenchArgs {
     /// Image to feed (default: a synthetic 640x480 image).
     #[arg(long)]
     image: Option<PathBuf>,
-    /// Dataset for an accuracy column: ImageFolder root or YOLO data.yaml.
+    /// Dataset for an accuracy column: ImageFolder root, YOLO data.yaml, or segmentation data
+    /// (mask folder, COCO folder, a YOLO-seg data.yaml for a segmenter).
     #[arg(long)]
     val: Option<PathBuf>,
     #[arg(long)]

@@ -591,7 +591,7 @@ fn segment_stage(assets: &Path, out: &Path) -> Result<()> {
     use fieldkit_trainer::train::segment::{train_segment, SegmentConfig};
     use fieldkit_trainer::train::Progress;
 
-    stage("11. segment crop and weed pixels (LR-ASPP on MobileNetV2; the band sprayer's view)");
+    stage("11. segment crop and weed pixels (LR-ASPP + stride-4 decoder on MobileNetV2; the band sprayer's view)");
     let data = assets.join("data/peanut-mini");
     let mut cfg = SegmentConfig::new(data.clone());
     cfg.weights = Some(assets.join("models/mobilenetv2-imagenet/mobilenetv2_features.safetensors"));

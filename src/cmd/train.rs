@@ -60,8 +60,8 @@ pub struct SegmentArgs {
     /// Channels of LR-ASPP's deep branch (default 128).
     #[arg(long)]
     inter: Option<usize>,
-    /// lraspp (default: torchvision's LR-ASPP, logits at stride 8) or lraspp-s4 (plus a
-    /// DeepLabV3+-style stride-4 decoder for thin weeds).
+    /// lraspp-s4 (default: LR-ASPP plus a DeepLabV3+-style stride-4 decoder, for thin weeds)
+    /// or lraspp (torchvision's LR-ASPP alone, logits at stride 8; ~15 % faster an epoch).
     #[arg(long, value_enum)]
     decoder: Option<SegDecoder>,
     /// Backbone layers before torchvision features.N stay frozen (default 0: all train).

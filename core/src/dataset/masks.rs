@@ -779,27 +779,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let blob = Rle::from_polygon(&[2.0, 20.0, 9.0, 20.0, 9.0, 29.0, 2.0, 29.0], 30, 40);
-        let compressed = {
-            // Written with pycocotools' encoding rule (see rle.rs): counts after the second as
-            // differences to the one two before.
-            let mut s = String::new();
-            for (i, &c) in blob.counts.iter().enumerate() {
-                let mut x = i64::from(c) - if i > 2 { i64::from(blob.counts[i - 2]) } else { 0 };
-                loop {
-                    let mut c = (x & 0x1f) as u8;
-                    x >>= 5;
-                    let more = if c & 0x10 != 0 { x != -1 } else { x != 0 };
-                    if more {
-                        c |= 0x20;
-                    }
-                    s.push((c + 48) as char);
-                    if !more {
-                        break;
-                    }
-                }
-            }
-            s
-        };
+        let compressed = blob.to_compressed();
         let cats = serde_json::json!([
             {"id": 0, "name": "peanut-field", "supercategory": "none"},
             {"id": 1, "name": "crop", "supercategory": "peanut-field"},

@@ -147,6 +147,28 @@ impl Rle {
         Rle { height, width, counts }
     }
 
+    /// The compressed `counts` string pycocotools writes (`rleToString`): the inverse of
+    /// [`Rle::from_compressed`].
+    pub fn to_compressed(&self) -> String {
+        let mut s = String::new();
+        for (i, &c) in self.counts.iter().enumerate() {
+            let mut x = i64::from(c) - if i > 2 { i64::from(self.counts[i - 2]) } else { 0 };
+            loop {
+                let mut c = (x & 0x1f) as u8;
+                x >>= 5;
+                let more = if c & 0x10 != 0 { x != -1 } else { x != 0 };
+                if more {
+                    c |= 0x20;
+                }
+                s.push((c + 48) as char);
+                if !more {
+                    break;
+                }
+            }
+        }
+        s
+    }
+
     /// Pixels set.
     pub fn area(&self) -> u64 {
         self.counts.iter().skip(1).step_by(2).map(|&c| u64::from(c)).sum()
@@ -224,34 +246,12 @@ mod tests {
         assert_eq!(Rle::encode(&m, 6, 7), r);
     }
 
-    /// pycocotools' own string for a mask round-trips: encode the mask's counts as the C code
-    /// does and decode them back.
+    /// A mask's compressed string (written as pycocotools' C code does) decodes back to it;
+    /// bad strings are refused.
     #[test]
     fn compressed_strings_decode_and_bad_ones_are_refused() {
-        fn to_string(counts: &[u32]) -> String {
-            let mut s = String::new();
-            for (i, &c) in counts.iter().enumerate() {
-                let mut x = i64::from(c);
-                if i > 2 {
-                    x -= i64::from(counts[i - 2]);
-                }
-                loop {
-                    let mut c = (x & 0x1f) as u8;
-                    x >>= 5;
-                    let more = if c & 0x10 != 0 { x != -1 } else { x != 0 };
-                    if more {
-                        c |= 0x20;
-                    }
-                    s.push((c + 48) as char);
-                    if !more {
-                        break;
-                    }
-                }
-            }
-            s
-        }
         let r = Rle::from_polygon(&[2.0, 0.5, 30.0, 4.0, 18.5, 27.0, 3.0, 20.0], 32, 40);
-        let s = to_string(&r.counts);
+        let s = r.to_compressed();
         assert_eq!(Rle::from_compressed(&s, 32, 40).unwrap(), r);
         assert!(Rle::from_compressed(&s, 32, 41).unwrap_err().contains("1312 pixels"));
         assert!(Rle::from_compressed("0~", 32, 40).unwrap_err().contains("alphabet"));

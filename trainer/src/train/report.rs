@@ -89,17 +89,7 @@ pub fn write_report(out: &Path, r: &ReportInputs) -> Result<()> {
         c.size,
         c.weights.as_ref().map(|p| format!("`{}`", p.display())).unwrap_or_else(|| "none (from scratch)".into())
     );
-    let _ = writeln!(
-        s,
-        "- optimiser: {:?} lr {} ({:?} schedule), weight decay {}, batch {}, {} epochs{}",
-        c.optimizer,
-        c.lr,
-        c.schedule,
-        c.weight_decay,
-        c.batch,
-        c.epochs,
-        if r.stopped_early { " (stopped early)" } else { "" }
-    );
+    let _ = writeln!(s, "- optimiser: {}", c.describe_optimiser(r.stopped_early));
     let _ = writeln!(s, "- loss: class weights {:?}, label smoothing {}", c.class_weights, c.label_smoothing);
     let _ = writeln!(s, "- training time: {:.1} min on {:?}", r.train_seconds / 60.0, c.device);
     let _ = writeln!(

@@ -67,6 +67,22 @@ pub fn clip_limit(clip_grad: Option<f32>) -> Option<f32> {
 }
 
 impl LoopSettings {
+    /// The optimisation in one line for a run's report.md (every task writes the same).
+    pub fn describe_optimiser(&self, stopped_early: bool) -> String {
+        format!(
+            "{:?} lr {} (backbone / {}), {:?} schedule, weight decay {}, batch {}, {} epochs, EMA {}{}",
+            self.optimizer,
+            self.lr,
+            self.lr_mult,
+            self.schedule,
+            self.weight_decay,
+            self.batch,
+            self.epochs,
+            self.ema,
+            if stopped_early { " (stopped early)" } else { "" }
+        )
+    }
+
     /// What every task's defaults share: AdamW, no early stop, seed 0, all cores loading,
     /// burn's CPU backend, a checkpoint every 10 min, nothing held out. A task's config sets
     /// its own schedule over these (`LoopSettings { epochs: 14, ..LoopSettings::common() }`).

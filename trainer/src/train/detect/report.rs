@@ -94,18 +94,7 @@ pub fn write_report(out: &Path, r: &DetReportInputs) -> Result<()> {
         c.trainable_from(),
         c.weights.as_ref().map(|p| format!("`{}`", p.display())).unwrap_or_else(|| "none (from scratch)".into())
     );
-    let _ = writeln!(
-        s,
-        "- optimiser: {:?} lr {} (backbone / {}), {:?} schedule, weight decay {}, batch {}, {} epochs{}",
-        c.optimizer,
-        c.lr,
-        c.lr_mult,
-        c.schedule,
-        c.weight_decay,
-        c.batch,
-        c.epochs,
-        if r.stopped_early { " (stopped early)" } else { "" }
-    );
+    let _ = writeln!(s, "- optimiser: {}", c.describe_optimiser(r.stopped_early));
     let _ = writeln!(
         s,
         "- loss: SimOTA assignment, {:?} box loss ×5 + objectness BCE + class BCE; L1 and no mosaic in the last {} epochs",

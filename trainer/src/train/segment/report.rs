@@ -50,27 +50,16 @@ pub fn write_report(out: &Path, r: &SegReportInputs) -> Result<()> {
     let _ = writeln!(s, "- data: `{}` ({} / {})", c.data.display(), c.train_split, c.valid_split);
     let _ = writeln!(
         s,
-        "- model: {:?} decoder ({} inner channels) on MobileNetV2 at {}x{} px; backbone features.{}.. train; weights {}",
-        c.decoder,
+        "- model: {} decoder ({} inner channels) on MobileNetV2 at {}x{} px; backbone features.{}.. train; weights {}",
+        clap::ValueEnum::to_possible_value(&c.decoder)
+            .map_or_else(|| format!("{:?}", c.decoder), |v| v.get_name().into()),
         c.inter,
         c.size[0],
         c.size[1],
         c.unfreeze_from,
         c.weights.as_ref().map(|p| format!("`{}`", p.display())).unwrap_or_else(|| "none (from scratch)".into())
     );
-    let _ = writeln!(
-        s,
-        "- optimiser: {:?} lr {} (backbone / {}), {:?} schedule, weight decay {}, batch {}, {} epochs, EMA {}{}",
-        c.optimizer,
-        c.lr,
-        c.lr_mult,
-        c.schedule,
-        c.weight_decay,
-        c.batch,
-        c.epochs,
-        c.ema,
-        if r.stopped_early { " (stopped early)" } else { "" }
-    );
+    let _ = writeln!(s, "- optimiser: {}", c.describe_optimiser(r.stopped_early));
     let _ = writeln!(s, "- loss: {:?}, class weights {:?}", c.loss, c.class_weights);
     let _ = writeln!(s, "- augmentation: {:?}", c.augment);
     let _ = writeln!(s, "- training time: {:.1} min on {:?}", r.train_seconds / 60.0, c.device);
