@@ -274,6 +274,31 @@ pub fn resample_axis(
     if len_in * inner == 0 || len_out * inner == 0 {
         return;
     }
+    // fieldkit patch 25: the innermost axis of a 2-tap (linear, nearest) resize, one output
+    // at a time without the general loop's per-output slices and fills (~12 ns an output:
+    // 10.9 ms for a 128-channel 48x36 -> 96x72 bilinear upsampling). Same sums in the same
+    // order, zero-weight taps skipped as there, so the results are identical.
+    if inner == 1 && window == 2 {
+        for (src, dst) in input.chunks_exact(len_in).zip(output.chunks_exact_mut(len_out)) {
+            for (x, d) in dst.iter_mut().enumerate() {
+                if plan.extrapolated[x] {
+                    *d = extrapolation_value;
+                    continue;
+                }
+                let (i0, i1) = (plan.indices[2 * x], plan.indices[2 * x + 1]);
+                let (w0, w1) = (plan.weights[2 * x], plan.weights[2 * x + 1]);
+                let mut v = 0.0f32;
+                if w0 != 0.0 {
+                    v += w0 * src[i0];
+                }
+                if w1 != 0.0 {
+                    v += w1 * src[i1];
+                }
+                *d = v;
+            }
+        }
+        return;
+    }
     for (src, dst) in
         input.chunks_exact(len_in * inner).zip(output.chunks_exact_mut(len_out * inner))
     {
