@@ -585,8 +585,13 @@ pub fn run(a: RunLoopArgs) -> Result<i32> {
                     a.model.display()
                 ),
             };
-            detections += (if segmenter { plants.len() } else { dets.len() }) as u64;
-            let names: Vec<String> = plants.iter().map(|d| d.name.clone()).collect();
+            // One plant per box for a detector, so this counts boxes or lane cells.
+            detections += plants.len() as u64;
+            // The class names per frame only feed Prometheus: not built without a reader.
+            let names: Vec<String> = match metrics {
+                Some(_) => plants.iter().map(|d| d.name.clone()).collect(),
+                None => Vec::new(),
+            };
             if let Some(tx) = &spray_tx {
                 // The capture instant on the bridge's clock (CLOCK_MONOTONIC µs).
                 let capture_us = monotonic_us().saturating_sub(d.captured.elapsed().as_micros() as u64);
