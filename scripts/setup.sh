@@ -19,6 +19,11 @@ if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")'
     echo "note: GStreamer's RTSP server not found: fieldkit run's stream-loss test is skipped" >&2
   fi
 fi
+# The GPU training tests (trainer/tests/gpu.rs, tests/cli_gpu.rs) run on Mesa's software
+# Vulkan, lavapipe, where no GPU is present: wgpu sees it as an adapter like any other.
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then need_apt+=(mesa-vulkan-drivers); else echo "note: no software Vulkan (mesa-vulkan-drivers): the GPU training tests skip" >&2; fi
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" > /dev/null

@@ -207,3 +207,37 @@ fn bad_input_exits_2_with_the_culprit_named() {
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(stderr(&o).matches("os error 2").count(), 1, "{}", stderr(&o));
 }
+
+/// `train devices` names every backend; one this build lacks is refused by `train` with the
+/// build command to get it (exit 2), not a panic.
+#[test]
+fn backends_are_listed_and_one_not_built_in_is_refused_by_name() {
+    let o = fieldkit(&["train", "devices"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = stdout(&o);
+    assert!(listed.lines().next() == Some("flex (CPU)"), "{listed}");
+    for name in ["ndarray", "wgpu", "vulkan", "cuda"] {
+        assert!(listed.lines().any(|l| l.starts_with(name)), "{name} missing from:\n{listed}");
+    }
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    assert!(listed.contains("cuda: unavailable (--device cuda: this fieldkit was built without it"), "{listed}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = fieldkit(&[
+        "train",
+        "classify",
+        "--data",
+        &weed(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cuda",
+        "--size",
+        "32",
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--device cuda: this fieldkit was built without it: cargo build --release --features cuda"), "{}", stderr(&o));
+}

@@ -31,6 +31,9 @@ pub enum TrainCommand {
     /// Train a segmenter (LR-ASPP head on MobileNetV2) on a mask folder (classes.csv and
     /// <split>/images + <split>/masks), a YOLO-seg data.yaml or COCO polygons / RLE.
     Segment(Box<SegmentArgs>),
+    /// List the training backends (`--device`) this build has, and what each would run on
+    /// here: the GPU adapter's name, or why it cannot run.
+    Devices,
 }
 
 #[derive(Args)]
@@ -288,7 +291,19 @@ pub fn run(cmd: TrainCommand) -> Result<i32> {
         TrainCommand::Classify(a) => classify(*a),
         TrainCommand::Detect(a) => detect(*a),
         TrainCommand::Segment(a) => segment(*a),
+        TrainCommand::Devices => devices(),
     }
+}
+
+fn devices() -> Result<i32> {
+    use clap::ValueEnum;
+    for kind in DeviceKind::value_variants() {
+        match kind.device() {
+            Ok(device) => println!("{}", kind.describe(&device)),
+            Err(e) => println!("{}: unavailable ({e})", kind.name()),
+        }
+    }
+    Ok(0)
 }
 
 fn default_valid_split(data: &Path) -> Result<String> {

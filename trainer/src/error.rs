@@ -17,6 +17,9 @@ pub enum TrainerError {
     Checkpoint { path: PathBuf, msg: String },
     #[error("{0}")]
     Config(String),
+    /// A backend asked for by `--device` that this build or this machine cannot run.
+    #[error("--device {device}: {msg}")]
+    Device { device: &'static str, msg: String },
     /// The loss became NaN or infinite.
     #[error("{0}")]
     Diverged(String),

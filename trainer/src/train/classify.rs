@@ -90,9 +90,7 @@ pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
     let valid_folder = ImageFolder::open_with_classes(&cfg.data, &cfg.valid_split, &classes)?;
     let counts = train_folder.class_counts();
     let preprocess = cfg.preprocess();
-    let device = cfg.device.device()?;
-    // Head initialisation and dropout masks come from the device's generator.
-    device.seed(cfg.seed);
+    let device = cfg.open_device(progress)?;
     let mut model = cfg.init_model(classes.len(), &device);
     let weights_sha = match &cfg.weights {
         Some(w) => {
@@ -379,7 +377,9 @@ pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     // names the images the model learnt from.
     let (train, _) =
         split_holdout(ImageFolder::open(&cfg.data, &cfg.train_split)?, cfg.holdout, cfg.seed, cfg.workers.max(1))?;
-    let model = cfg.init_model(train.classes.len(), &cfg.device.device()?);
+    // On the CPU whatever trained it: export only reads the weights, and a run trained on a GPU
+    // exports on a machine without one.
+    let model = cfg.init_model(train.classes.len(), &Device::flex());
     export_checkpoint(run, which, model, |m, source| {
         export_with_card(m, &cfg, &train.classes, &train.fingerprint(), source, path)
     })

@@ -8,6 +8,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use serde::{Deserialize, Serialize};
 
+use super::progress::Progress;
 use super::schedule::{Schedule, ScheduleKind, ScheduleSettings};
 use crate::device::DeviceKind;
 use crate::error::{Result, TrainerError};
@@ -70,7 +71,7 @@ impl LoopSettings {
     /// The optimisation in one line for a run's report.md (every task writes the same).
     pub fn describe_optimiser(&self, stopped_early: bool) -> String {
         format!(
-            "{:?} lr {} (backbone / {}), {:?} schedule, weight decay {}, batch {}, {} epochs, EMA {}{}",
+            "{:?} lr {} (backbone / {}), {:?} schedule, weight decay {}, batch {}, {} epochs, EMA {}, on {}{}",
             self.optimizer,
             self.lr,
             self.lr_mult,
@@ -79,6 +80,7 @@ impl LoopSettings {
             self.batch,
             self.epochs,
             self.ema,
+            self.device.name(),
             if stopped_early { " (stopped early)" } else { "" }
         )
     }
@@ -128,6 +130,16 @@ impl LoopSettings {
             return bad(format!("--lr {} must be > 0 and --lr-mult {} >= 1", self.lr, self.lr_mult));
         }
         Ok(())
+    }
+
+    /// The training device, seeded (head initialisation and dropout masks come from its
+    /// generator) and named in the log: a GPU backend names its adapter, so a run on Mesa's
+    /// software Vulkan says so.
+    pub fn open_device(&self, progress: &Progress) -> Result<burn::prelude::Device> {
+        let device = self.device.device()?;
+        device.seed(self.seed);
+        progress.message(&format!("device: {}", self.device.describe(&device)));
+        Ok(device)
     }
 
     /// The optimizer these settings ask for.

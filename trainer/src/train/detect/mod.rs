@@ -136,8 +136,7 @@ pub fn prepare(cfg: &DetectConfig, progress: &Progress) -> Result<DetPrepared> {
     if classes.is_empty() {
         return Err(TrainerError::Config(format!("{}: names is empty", data.yaml.display())));
     }
-    let device = cfg.device.device()?;
-    device.seed(cfg.seed);
+    let device = cfg.open_device(progress)?;
     let mut model = cfg.init_model(classes.len(), &device);
     if let Some(w) = &cfg.weights {
         load_backbone(&mut model.backbone, w)?;
@@ -481,7 +480,9 @@ pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
         cfg.seed,
         cfg.workers.max(1),
     )?;
-    let model = cfg.init_model(data.names.len(), &cfg.device.device()?);
+    // On the CPU whatever trained it: export only reads the weights, and a run trained on a GPU
+    // exports on a machine without one.
+    let model = cfg.init_model(data.names.len(), &Device::flex());
     export_checkpoint(run, which, model, |m, source| {
         export_with_card(m, &cfg, &data.names, &data.fingerprint(&samples), source, path)
     })

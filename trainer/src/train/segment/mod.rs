@@ -127,8 +127,7 @@ pub fn prepare(cfg: &SegmentConfig, progress: &Progress) -> Result<SegPrepared> 
     cfg.validate()?;
     let data = MaskDataset::open(&cfg.data)?;
     let classes: Vec<String> = data.classes.iter().map(|c| c.name.clone()).collect();
-    let device = cfg.device.device()?;
-    device.seed(cfg.seed);
+    let device = cfg.open_device(progress)?;
     let mut model = cfg.init_model(classes.len(), &device);
     if let Some(w) = &cfg.weights {
         load_backbone(&mut model.backbone, w)?;
@@ -431,7 +430,9 @@ pub fn export_run(run: &Path, which: super::checkpoint::Which, path: &Path) -> R
     // The pairs trained on (held-out ones taken out), by names and sizes, without decoding.
     let (images, masks): (Vec<PathBuf>, Vec<PathBuf>) = train_pairs(&cfg, &data)?.0.into_iter().unzip();
     let fingerprint = crate::data::masks::pairs_fingerprint(&images, &masks);
-    let model = cfg.init_model(classes.len(), &cfg.device.device()?);
+    // On the CPU whatever trained it: export only reads the weights, and a run trained on a GPU
+    // exports on a machine without one.
+    let model = cfg.init_model(classes.len(), &Device::flex());
     super::outputs::export_checkpoint(run, which, model, |m, source| {
         export_with_card(m, &cfg, &classes, &fingerprint, source, path)
     })
