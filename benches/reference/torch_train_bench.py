@@ -2,11 +2,12 @@
 layout, the same ImageNet weights), the same strategy, input size, batch and step count as
 fieldkit's `train_bench` example; prints one JSON line with images/s and peak RSS.
 
-    python3 torch_train_bench.py WEIGHTS.safetensors STRATEGY SIZE [STEPS] [BATCH]
+    python3 torch_train_bench.py WEIGHTS.safetensors STRATEGY SIZE [STEPS] [BATCH] [DEVICE]
 
 STRATEGY: head (frozen backbone forward in eval mode under no_grad: building the head
 strategy's feature cache), partial (features.11.. and the classifier train; frozen BatchNorm
-in eval mode), full. AdamW, plain cross-entropy, torch threads = cores.
+in eval mode), full. AdamW, plain cross-entropy, torch threads = cores. DEVICE: cpu (default)
+or cuda (benches/train_gpu.sh; the clock waits for the GPU at each step's end).
 """
 import json
 import resource
@@ -23,13 +24,17 @@ def main():
     weights, strategy, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
     steps = int(sys.argv[4]) if len(sys.argv) > 4 else 10
     batch = int(sys.argv[5]) if len(sys.argv) > 5 else 16
+    device = torch.device(sys.argv[6] if len(sys.argv) > 6 else "cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     model = torchvision.models.mobilenet_v2(num_classes=9)
     missing, unexpected = model.load_state_dict(load_safetensors(weights), strict=False)
     assert not unexpected and all(k.startswith("classifier") for k in missing), (missing, unexpected)
+    model = model.to(device)
     i = torch.arange(batch * 3 * size * size, dtype=torch.int64)
     x = ((i * 7919) % 256).float().div(128.0).sub(1.0).reshape(batch, 3, size, size)
     y = torch.arange(batch) % 9
+    x, y = x.to(device), y.to(device)
     timed = 0.0
     if strategy == "head":
         model.eval()
@@ -38,6 +43,7 @@ def main():
                 t = time.perf_counter()
                 f = torch.nn.functional.adaptive_avg_pool2d(model.features(x), 1).flatten(1)
                 assert f.shape == (batch, 1280)
+                sync()
                 if k >= 2:
                     timed += time.perf_counter() - t
     else:
@@ -59,11 +65,13 @@ def main():
             loss.backward()
             opt.step()
             assert torch.isfinite(loss)
+            sync()
             if k >= 2:
                 timed += time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"tool": f"torch {torch.__version__}", "strategy": strategy, "size": size, "batch": batch, "steps": steps,
-                      "images_per_s": steps * batch / timed, "peak_rss_mb": rss, "threads": torch.get_num_threads()}))
+                      "images_per_s": steps * batch / timed, "peak_rss_mb": rss, "threads": torch.get_num_threads(),
+                      "device": str(device)}))
 
 
 if __name__ == "__main__":

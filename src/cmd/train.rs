@@ -563,6 +563,7 @@ mod tests {
                 TrainCommand::Classify(a) => a.augment,
                 TrainCommand::Detect(a) => a.augment,
                 TrainCommand::Segment(a) => a.augment,
+                TrainCommand::Devices => unreachable!("parsed a training task"),
             };
             assert_eq!(preset, Some(AugmentPreset::Topdown), "{task}");
             let err = parse(task, "mosaic").err().expect("mosaic is not a preset").to_string();

@@ -5,7 +5,7 @@
 //!     cargo run --release -p fieldkit-trainer --example detect_bench -- [SIZE] [UNFREEZE_FROM] [STEPS] [BATCH] [DEVICE]
 //!
 //! Defaults: 320 px, backbone features.4.. trainable (the `fieldkit train detect` default),
-//! 6 timed steps, batch 16, flex (CPU). DEVICE: flex, ndarray, wgpu (with --features wgpu).
+//! 6 timed steps, batch 16, flex (CPU). DEVICE: a `--device` value (flex, ndarray, wgpu, vulkan; cuda with --features cuda).
 
 use std::time::Instant;
 
@@ -27,11 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let from = arg(1, 4)?;
     let steps = arg(2, 6)?;
     let batch = arg(3, 16)?;
-    let device_kind = match args.get(4).map(String::as_str).unwrap_or("flex") {
-        "flex" => DeviceKind::Flex,
-        "ndarray" => DeviceKind::Ndarray,
-        "wgpu" => DeviceKind::Wgpu,
-        other => return Err(format!("unknown device {other}").into()),
+    let device_kind = match args.get(4) {
+        Some(d) => <DeviceKind as clap::ValueEnum>::from_str(d, true)?,
+        None => DeviceKind::Flex,
     };
     let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors");
@@ -79,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ips = (steps * batch) as f64 / timed;
     println!(
         "{}",
-        serde_json::json!({"tool": "fieldkit (burn)", "device": format!("{device_kind:?}"), "task": "detect", "size": size,
+        serde_json::json!({"tool": format!("fieldkit (burn {})", device_kind.describe(&device)), "device": device_kind.name(), "task": "detect", "size": size,
             "unfreeze_from": from, "batch": batch, "steps": steps, "positives_per_batch": positives,
             "images_per_s": ips, "peak_rss_mb": fieldkit_runtime::bench::peak_rss_mb().unwrap_or(0.0)})
     );

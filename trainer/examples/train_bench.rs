@@ -2,7 +2,10 @@
 //! warm-up, and the process's peak RSS. `benches/train_vs_torch.sh` runs it once per
 //! configuration (so each peak RSS is its own) beside the PyTorch reference.
 //!
-//!     cargo run --release -p fieldkit-trainer --example train_bench -- STRATEGY SIZE [STEPS] [BATCH]
+//!     cargo run --release -p fieldkit-trainer --example train_bench -- STRATEGY SIZE [STEPS] [BATCH] [DEVICE]
+//!
+//! DEVICE: a `--device` value (flex, the default; ndarray; wgpu; vulkan; cuda with
+//! `--features cuda`); `benches/train_gpu.sh` runs it per backend.
 //!
 //! STRATEGY: head (features of a frozen backbone in eval mode, the cost of building the head
 //! strategy's cache; training on the cache is free by comparison), partial (features.11..
@@ -16,6 +19,7 @@ use fieldkit_trainer::train::classify::optimizer;
 use fieldkit_trainer::train::step::{Input, Stepper};
 use fieldkit_trainer::train::{ClassifyConfig, Strategy};
 use fieldkit_trainer::weights::load_backbone;
+use fieldkit_trainer::DeviceKind;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,7 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batch: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(16);
     let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors");
-    let device = Device::flex();
+    let kind = match args.get(4) {
+        Some(d) => <DeviceKind as clap::ValueEnum>::from_str(d, true)?,
+        None => DeviceKind::Flex,
+    };
+    let device = kind.device()?;
     device.seed(0);
     let mut cfg = ClassifyConfig::new(".".into());
     cfg.size = size as u32;
@@ -77,7 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ips = (steps * batch) as f64 / timed;
     println!(
         "{}",
-        serde_json::json!({"tool": "fieldkit (burn flex)", "strategy": strategy, "size": size, "batch": batch, "steps": steps,
+        serde_json::json!({"tool": format!("fieldkit (burn {})", kind.describe(&device)), "device": kind.name(), "strategy": strategy, "size": size, "batch": batch, "steps": steps,
             "images_per_s": ips, "peak_rss_mb": fieldkit_runtime::bench::peak_rss_mb().unwrap_or(0.0)})
     );
     Ok(())

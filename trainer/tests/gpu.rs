@@ -14,18 +14,18 @@ use std::collections::BTreeMap;
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::store::ModuleSnapshot;
 use fieldkit_runtime::Engine;
+use fieldkit_trainer::model::yolox::STRIDES;
 use fieldkit_trainer::model::{to_host, DetectorConfig};
 use fieldkit_trainer::train::checkpoint::{load_module, save_module};
 use fieldkit_trainer::train::classify::optimizer_for;
 use fieldkit_trainer::train::detect::assign::{Anchors, GtBox};
 use fieldkit_trainer::train::detect::loss::{yolox_loss, BoxLoss};
-use fieldkit_trainer::train::{train_classify, OptimizerKind, Progress};
-use fieldkit_trainer::DeviceKind;
-use fieldkit_trainer::model::yolox::STRIDES;
 use fieldkit_trainer::train::step::{Input, Stepper};
+use fieldkit_trainer::train::{train_classify, OptimizerKind, Progress};
 use fieldkit_trainer::weights::load_backbone;
-use burn::store::ModuleSnapshot;
+use fieldkit_trainer::DeviceKind;
 
 /// The wgpu device, or `None` (with the reason on stderr) where the machine has no adapter and
 /// `FIELDKIT_REQUIRE_GPU` is not set.
@@ -63,7 +63,9 @@ fn parameters<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, Vec<f32>> {
 
 /// The parameter that differs most between two models of one shape, and by how much.
 fn largest_difference(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> (f32, String) {
-    a.iter().map(|(k, v)| (max_diff(v, &b[k]), k.clone())).fold((0.0, String::new()), |m, d| if d.0 > m.0 { d } else { m })
+    a.iter()
+        .map(|(k, v)| (max_diff(v, &b[k]), k.clone()))
+        .fold((0.0, String::new()), |m, d| if d.0 > m.0 { d } else { m })
 }
 
 /// What one training step did on `device`: the eval outputs before it, the loss, the updated
@@ -85,11 +87,17 @@ fn compare(cpu: &Step, gpu: &Step, start: &BTreeMap<String, Vec<f32>>) {
     // pixels, which the backends order differently, and the first trainable depthwise layer's
     // gradients pass through train-mode BatchNorm of a small batch (0.2 % apart here).
     let (d, name) = largest_difference(&cpu.params, &gpu.params);
-    assert!(d <= TOL.max(0.01 * moved), "after one step {name} differs by {d} (the step moved weights by up to {moved})");
+    assert!(
+        d <= TOL.max(0.01 * moved),
+        "after one step {name} differs by {d} (the step moved weights by up to {moved})"
+    );
     // The outputs of the stepped models, to the same 1 % of what the step changed in them.
     let changed = max_diff(&cpu.before, &cpu.after);
     let d = max_diff(&cpu.after, &gpu.after);
-    assert!(d <= TOL.max(0.01 * changed), "outputs after one step differ by {d} (the step changed them by up to {changed})");
+    assert!(
+        d <= TOL.max(0.01 * changed),
+        "outputs after one step differ by {d} (the step changed them by up to {changed})"
+    );
 }
 
 /// A classifier as `train classify --strategy partial` trains it (ImageNet backbone,
@@ -100,6 +108,7 @@ fn compare(cpu: &Step, gpu: &Step, start: &BTreeMap<String, Vec<f32>>) {
 /// ndarray, both CPU, part by 3 % there).
 #[test]
 fn a_classifier_step_on_the_gpu_equals_the_cpu_step() {
+    let _one = common::one_run_at_a_time();
     let Some(gpu) = gpu() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = tiny_config(dir.path());
@@ -135,6 +144,7 @@ fn a_classifier_step_on_the_gpu_equals_the_cpu_step() {
 /// step, the updated weights and the outputs after it.
 #[test]
 fn a_detector_step_on_the_gpu_equals_the_cpu_step() {
+    let _one = common::one_run_at_a_time();
     let Some(gpu) = gpu() else { return };
     let cpu = Device::flex();
     cpu.seed(2);
@@ -170,6 +180,7 @@ fn a_detector_step_on_the_gpu_equals_the_cpu_step() {
 /// exported ONNX, run in tract, matches the best checkpoint run by burn on the GPU.
 #[test]
 fn a_run_on_the_gpu_learns_and_exports_what_it_computes() {
+    let _one = common::one_run_at_a_time();
     if gpu().is_none() {
         return;
     }
@@ -183,8 +194,7 @@ fn a_run_on_the_gpu_learns_and_exports_what_it_computes() {
     let last = s.history.last().unwrap().train_loss;
     assert!(last < first, "training loss did not fall on the GPU: {first} -> {last}");
     assert!(s.top1 > 0.9, "three colour classes should be learnable on the GPU too: {:#?}", s.history);
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["device"], "wgpu");
 
     let gpu = gpu().unwrap();

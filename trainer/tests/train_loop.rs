@@ -35,6 +35,7 @@ fn trained_tiny(classes: usize) -> MobileNetV2 {
 
 #[test]
 fn checkpoint_round_trip_is_exact() {
+    let _one = common::one_run_at_a_time();
     let m = trained_tiny(3);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("sub/m.bpk");
@@ -54,6 +55,7 @@ fn checkpoint_round_trip_is_exact() {
 
 #[test]
 fn exported_onnx_matches_burn_in_tract() {
+    let _one = common::one_run_at_a_time();
     let m = trained_tiny(4);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.onnx");
@@ -82,6 +84,7 @@ fn exported_onnx_matches_burn_in_tract() {
 
 #[test]
 fn trains_writes_every_output_and_refuses_to_overwrite() {
+    let _one = common::one_run_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     write_dataset(&dir.path().join("data"), &[("train", 16), ("valid", 6)]);
     let cfg = tiny_config(&dir.path().join("data"));
@@ -156,6 +159,7 @@ fn bad_input_is_named() {
 /// A config.json carrying 0 is read the same way.
 #[test]
 fn clip_grad_zero_trains_unclipped() {
+    let _one = common::one_run_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     write_dataset(&dir.path().join("data"), &[("train", 16), ("valid", 6)]);
     let mut cfg = tiny_config(&dir.path().join("data"));
@@ -170,6 +174,7 @@ fn clip_grad_zero_trains_unclipped() {
 /// model is scored on it at the end (summary, card, report) beside valid.
 #[test]
 fn holdout_is_left_out_of_training_and_scored_at_the_end() {
+    let _one = common::one_run_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     write_dataset(&dir.path().join("data"), &[("train", 16), ("valid", 6)]);
     let mut cfg = tiny_config(&dir.path().join("data"));
@@ -197,6 +202,7 @@ fn holdout_is_left_out_of_training_and_scored_at_the_end() {
 /// continues both (the count keeps pace with the optimiser steps).
 #[test]
 fn ema_is_checkpointed_and_resumed() {
+    let _one = common::one_run_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     write_dataset(&dir.path().join("data"), &[("train", 8), ("valid", 4)]);
     let mut cfg = tiny_config(&dir.path().join("data"));

@@ -2,6 +2,7 @@
 //! Helpers the trainer's end-to-end tests share (`train_loop.rs`, `gpu.rs`).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use fieldkit_trainer::data::Augment;
 use fieldkit_trainer::train::{ClassWeights, ClassifyConfig, ScheduleKind, Strategy};
@@ -52,4 +53,14 @@ pub fn tiny_config(data: &Path) -> ClassifyConfig {
     c.class_weights = ClassWeights::Balanced;
     c.workers = 2;
     c
+}
+
+/// Held by every test that trains, for its whole run. burn seeds the flex backend's generator
+/// globally (`Device::seed`), so two runs in parallel threads of one test binary draw their
+/// head initialisation and dropout masks from one stream in an order set by the scheduler:
+/// a run's result then depends on what else ran (one fell to top-1 0.83 from its usual 1.0
+/// under load). One at a time, each run is what its seed says.
+pub fn one_run_at_a_time() -> MutexGuard<'static, ()> {
+    static RUNS: Mutex<()> = Mutex::new(());
+    RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Training throughput per backend (issue 25): images/s of full optimisation steps for the
+# classification recipes (MobileNetV2 at 224 px, `partial` = features.11.. and `full`, batch 16)
+# and the detection default (320 px, features.4.., batch 16), on every `--device` this build
+# and machine can run (`fieldkit train devices`), with PyTorch beside them on the same device:
+# CPU always, CUDA where torch sees one. Precision is f32 throughout (`--precision` is not
+# built yet). On Mesa's software Vulkan (llvmpipe) the wgpu figures only show the path runs.
+#
+#     bash benches/train_gpu.sh [STEPS] [OUT.json]
+#
+# A GPU machine has no network: build first (`cargo build --release --features cuda
+# --examples -p fieldkit-trainer`) and carry target/release/examples and the torch venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps="${1:-6}"
+out="${2:-benches/results/train_gpu.json}"
+mkdir -p "$(dirname "$out")"
+features=()
+[ -n "${FIELDKIT_CUDA:-}" ] && features=(--features cuda)
+cargo build --release -q -p fieldkit-trainer "${features[@]}" --example train_bench --example detect_bench
+cargo build --release -q --bin fieldkit "${features[@]}"
+bin="${CARGO_TARGET_DIR:-target}/release"
+py="${TORCH_PYTHON:-/usr/bin/python3}"
+weights=assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors
+# The backends that open here; a line like "wgpu (NVIDIA H100 80GB HBM3)".
+mapfile -t devices < <("$bin/fieldkit" train devices | grep -v unavailable | grep -v '^ndarray' | cut -d' ' -f1 | grep -v '^vulkan$')
+torch_devices=(cpu)
+"$py" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null && torch_devices+=(cuda)
+echo "backends: ${devices[*]}; torch: ${torch_devices[*]}"
+results=()
+printf "%-8s %-10s %-44s %10s\n" task recipe tool "img/s"
+row() { python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(f"{sys.argv[2]:<8} {sys.argv[3]:<10} {r[\"tool\"][:44]:<44} {r[\"images_per_s\"]:>10.1f}")' "$1" "$2" "$3"; }
+for strategy in partial full; do
+  for d in "${devices[@]}"; do
+    r=$("$bin/examples/train_bench" "$strategy" 224 "$steps" 16 "$d"); results+=("$r"); row "$r" classify "$strategy"
+  done
+  for d in "${torch_devices[@]}"; do
+    r=$("$py" benches/reference/torch_train_bench.py "$weights" "$strategy" 224 "$steps" 16 "$d"); results+=("$r"); row "$r" classify "$strategy"
+  done
+done
+for d in "${devices[@]}"; do
+  r=$("$bin/examples/detect_bench" 320 4 "$steps" 16 "$d"); results+=("$r"); row "$r" detect default
+done
+printf '%s\n' "${results[@]}" | python3 -c "import json,sys; json.dump([json.loads(l) for l in sys.stdin], open('$out','w'), indent=1)"
+echo "wrote $out"
