@@ -239,5 +239,9 @@ fn backends_are_listed_and_one_not_built_in_is_refused_by_name() {
         "--quiet",
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--device cuda: this fieldkit was built without it: cargo build --release --features cuda"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--device cuda: this fieldkit was built without it: cargo build --release --features cuda"),
+        "{}",
+        stderr(&o)
+    );
 }
