@@ -8,7 +8,7 @@ mod common;
 use common::*;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Whether wgpu finds an adapter here; a missing one fails the test under FIELDKIT_REQUIRE_GPU.
 fn have_gpu() -> bool {
@@ -118,17 +118,8 @@ fn resume_after_kill_on_the_gpu_finishes_the_run() {
         "0",
         "--quiet",
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldkit")).args(args).spawn().unwrap();
     // Killed (SIGKILL) during the second epoch: the first epoch's row and a checkpoint exist.
-    let t = Instant::now();
-    while !(out.join("checkpoints/last.json").exists() && out.join("metrics.csv").exists())
-        && t.elapsed() < Duration::from_secs(600)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(700));
-    child.kill().unwrap();
-    assert!(!child.wait().unwrap().success(), "the run finished before it could be killed; make it longer");
+    kill_after_first_epoch(&args, &out, Duration::from_secs(600));
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let done = losses(&csv, "train_loss").len();
     assert!((1..4).contains(&done), "{csv}");

@@ -5,8 +5,7 @@
 mod common;
 use common::*;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn weights() -> String {
     assets().join("models/mobilenetv2-imagenet/mobilenetv2_features.safetensors").display().to_string()
@@ -133,19 +132,7 @@ fn resume_after_kill_finishes_the_run() {
         "0",
         "--quiet",
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldkit")).args(args).spawn().unwrap();
-    // Kill it (SIGKILL) some time after the first epoch: checkpoints are saved after every
-    // batch, metrics.csv after every epoch (a quiet run can be followed through it).
-    let t = Instant::now();
-    while !(out.join("checkpoints/last.json").exists() && out.join("metrics.csv").exists())
-        && t.elapsed() < Duration::from_secs(120)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(700));
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "the run finished before it could be killed; make it longer");
+    kill_after_first_epoch(&args, &out, Duration::from_secs(120));
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let done: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
     assert!(!done.is_empty() && done.len() < 5 && done[0] == "1", "{csv}");

@@ -143,3 +143,18 @@ pub fn simulated_mcu(dir: &Path, faults: Option<u64>, run_for_s: u64) -> std::pr
     }
     sim
 }
+
+/// Runs `fieldkit args` and kills it (SIGKILL) 0.7 s after its first epoch ended (checkpoints
+/// are saved after every batch, `metrics.csv` after every epoch: a quiet run can be followed
+/// through it), as a crash mid-run would. Panics if the run finished first or no epoch ended
+/// within `timeout`.
+pub fn kill_after_first_epoch(args: &[&str], out: &Path, timeout: std::time::Duration) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldkit")).args(args).spawn().expect("run fieldkit");
+    let t = std::time::Instant::now();
+    while !(out.join("checkpoints/last.json").exists() && out.join("metrics.csv").exists()) && t.elapsed() < timeout {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success(), "the run finished before it could be killed; make it longer");
+}

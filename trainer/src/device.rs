@@ -19,7 +19,7 @@ pub enum DeviceKind {
     /// GPU through wgpu's Vulkan path; needs the `wgpu` build feature.
     Vulkan,
     /// NVIDIA GPU through CUDA (burn's CubeCL CUDA backend); needs the `cuda` build feature and
-    /// an NVIDIA driver when it runs (no CUDA toolkit to build).
+    /// an NVIDIA driver when it runs (no CUDA toolkit to build, but network access once).
     Cuda,
 }
 
@@ -143,6 +143,11 @@ mod gpu {
 
 /// Which build feature a GPU backend needs.
 fn not_built(kind: DeviceKind) -> String {
-    let feature = if kind == DeviceKind::Cuda { "cuda" } else { "wgpu" };
-    format!("this fieldkit was built without it: cargo build --release --features {feature}")
+    if kind == DeviceKind::Cuda {
+        // burn's CUDA runtime fetches a prebuilt LLVM while it builds (tracel-llvm).
+        return "this fieldkit was built without it: cargo build --release --features cuda (the build \
+                downloads LLVM from github.com/tracel-ai/tracel-llvm once)"
+            .into();
+    }
+    "this fieldkit was built without it: cargo build --release --features wgpu".into()
 }
