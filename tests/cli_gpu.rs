@@ -10,18 +10,23 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-/// Whether wgpu finds an adapter here; a missing one fails the test under FIELDKIT_REQUIRE_GPU.
-fn have_gpu() -> bool {
+/// The adapter wgpu finds here (`train devices`' line, e.g. `wgpu (llvmpipe (LLVM 15.0.6, 256
+/// bits))`), or `None`; a missing one fails the test under FIELDKIT_REQUIRE_GPU.
+fn gpu_adapter() -> Option<String> {
     let o = fieldkit(&["train", "devices"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let listed = stdout(&o);
     let wgpu = listed.lines().find(|l| l.starts_with("wgpu")).unwrap_or_else(|| panic!("no wgpu line in:\n{listed}"));
     if wgpu.starts_with("wgpu (") {
-        return true;
+        return Some(wgpu.to_string());
     }
     assert!(std::env::var_os("FIELDKIT_REQUIRE_GPU").is_none(), "FIELDKIT_REQUIRE_GPU is set, but: {wgpu}");
     eprintln!("skipped: {wgpu}");
-    false
+    None
+}
+
+fn have_gpu() -> bool {
+    gpu_adapter().is_some()
 }
 
 fn weights() -> String {
@@ -164,4 +169,42 @@ fn a_gpu_backend_without_its_driver_is_refused_by_name() {
     let err = stderr(&o);
     assert!(err.contains("--device vulkan:") && err.contains("mesa-vulkan-drivers"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A GPU allocation that fails ends the run with exit 2 and advice, not a panic's exit 101.
+/// lavapipe binds at most 128 MiB per buffer, and a 640-px detector batch of 8 asks for 300 MB;
+/// a real GPU has room for it, so there the test has nothing to provoke and says so.
+#[test]
+fn a_gpu_allocation_failure_is_an_error_with_advice() {
+    let Some(adapter) = gpu_adapter() else { return };
+    if !adapter.contains("llvmpipe") {
+        eprintln!("skipped: {adapter} is not lavapipe, whose buffer limit this test relies on");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = assets().join("data/sesame-mini/data.yaml");
+    let o = fieldkit(&[
+        "train",
+        "detect",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+        "--weights",
+        &weights(),
+        "--device",
+        "wgpu",
+        "--size",
+        "640",
+        "--batch",
+        "8",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: --device wgpu: the GPU failed while training: can't allocate buffer"), "{err}");
+    assert!(last.contains("lower --batch or --size"), "{last}");
 }

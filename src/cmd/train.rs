@@ -295,6 +295,42 @@ pub fn run(cmd: TrainCommand) -> Result<i32> {
     }
 }
 
+/// burn's GPU backends report a failed allocation or kernel by panicking where the host reads a
+/// tensor back (`into_data`): on a GPU device that panic becomes an error with advice (exit 2).
+/// Checkpoints are written atomically, so the run resumes from the last one.
+fn on_device<T, E>(device: DeviceKind, run: impl FnOnce() -> std::result::Result<T, E>) -> Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if !device.is_gpu() {
+        return Ok(run()?);
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(r) => Ok(r?),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            bail!(
+                "--device {}: the GPU failed while training: {}. If it ran out of memory, lower --batch or --size; \
+                 the checkpoints written so far are intact (--resume continues)",
+                device.name(),
+                root_cause(&msg)
+            )
+        }
+    }
+}
+
+/// The innermost cause of a burn / CubeCL error chain: the line after its last "Caused by:",
+/// or its first line.
+fn root_cause(msg: &str) -> &str {
+    let lines: Vec<&str> = msg.lines().map(str::trim).collect();
+    let cause = lines.iter().rposition(|l| *l == "Caused by:").and_then(|i| lines.get(i + 1)).copied();
+    cause.filter(|l| !l.is_empty()).or(lines.first().copied()).unwrap_or("no message")
+}
+
 fn devices() -> Result<i32> {
     use clap::ValueEnum;
     for kind in DeviceKind::value_variants() {
@@ -392,7 +428,7 @@ fn classify(a: ClassifyArgs) -> Result<i32> {
         );
         return Ok(0);
     }
-    let s = fieldkit_trainer::train_classify(&cfg, &a.out, a.resume, &progress)?;
+    let s = on_device(cfg.device, || fieldkit_trainer::train_classify(&cfg, &a.out, a.resume, &progress))?;
     println!(
         "model {}  valid top1 {:.4}  macro_f1 {:.4}  (best epoch {:?}, {:.1} min)",
         s.model.display(),
@@ -442,7 +478,7 @@ fn detect(a: DetectArgs) -> Result<i32> {
     } else {
         detect_config_from_args(&a)?
     };
-    let s = train::detect::train_detect(&cfg, &a.out, a.resume, &progress)?;
+    let s = on_device(cfg.device, || train::detect::train_detect(&cfg, &a.out, a.resume, &progress))?;
     println!(
         "model {}  valid mAP50 {:.4}  mAP50-95 {:.4}  count MAE {:.3}  (best epoch {:?}, {:.1} min)",
         s.model.display(),
@@ -490,7 +526,7 @@ fn segment(a: SegmentArgs) -> Result<i32> {
     } else {
         segment_config_from_args(&a)?
     };
-    let s = train::segment::train_segment(&cfg, &a.out, a.resume, &progress)?;
+    let s = on_device(cfg.device, || train::segment::train_segment(&cfg, &a.out, a.resume, &progress))?;
     let per: Vec<String> = s
         .valid
         .per_class
@@ -569,6 +605,19 @@ mod tests {
             let err = parse(task, "mosaic").err().expect("mosaic is not a preset").to_string();
             assert!(err.contains("mosaic") && err.contains("standard"), "{task}: {err}");
         }
+    }
+
+    /// The allocation failure lavapipe gives the default detector (320 px, batch 16): the
+    /// message names the allocation, not the kernel that found its memory missing.
+    #[test]
+    fn a_gpu_failure_is_reported_by_its_root_cause() {
+        let msg = "Error while reading data: use `try_into_data` instead\nCaused by:\n  Several failures at once\n\
+                   Caused by:\n  The bytes were never written (failure #595)\n  skipped `CopyKernel`\n\
+                   Caused by:\n  An IO error happened\nCaused by:\n  can't allocate buffer of size: 157286400\n\
+                   No backtrace available";
+        assert_eq!(root_cause(msg), "can't allocate buffer of size: 157286400");
+        assert_eq!(root_cause("device lost\nmore"), "device lost");
+        assert_eq!(root_cause(""), "no message");
     }
 
     #[test]
