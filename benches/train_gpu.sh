@@ -47,11 +47,14 @@ done
 for d in "${devices[@]}"; do
   # A device short of memory fails here (lavapipe: "can't allocate buffer of size 157286400"
   # at 320 px, batch 16); the row says so and the rest still runs.
-  if r=$("$bin/examples/detect_bench" 320 4 "$steps" 16 "$d" 2> "$out.$d.err"); then
+  err="$(mktemp)"
+  if r=$("$bin/examples/detect_bench" 320 4 "$steps" 16 "$d" 2> "$err"); then
     results+=("$r"); row "$r" detect default
   else
-    printf "%-8s %-10s %-44s %10s\n" detect default "fieldkit on $d: failed, see $out.$d.err" "-"
+    printf "%-8s %-10s %-44s %10s\n" detect default "fieldkit on $d: failed:" "-"
+    grep -m1 -A0 "can't allocate\|panicked" "$err" || tail -n 3 "$err"
   fi
+  rm -f "$err"
 done
 printf '%s\n' "${results[@]}" | python3 -c "import json,sys; json.dump([json.loads(l) for l in sys.stdin], open('$out','w'), indent=1)"
 echo "wrote $out"
