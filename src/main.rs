@@ -65,6 +65,16 @@ enum Command {
 }
 
 fn main() {
+    // burn's default device is where `ModuleOptimizer::load_record` puts a resumed run's
+    // optimizer state until the first step moves it to the parameters' device. With the GPU
+    // backend compiled in, that default would be the GPU: opened on every CPU resume, and a
+    // panic where no GPU driver exists. The CPU backend is the default here (`--device` names
+    // the training device explicitly); a `BURN_DEVICE` the user set wins. Set before any
+    // thread starts.
+    #[cfg(feature = "train")]
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        std::env::set_var("BURN_DEVICE", "flex");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data { command } => cmd::data::run(command),

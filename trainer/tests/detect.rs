@@ -3,6 +3,8 @@
 //! recovers its boxes, the exported ONNX matches burn in tract, and a short `train_detect`
 //! run writes every output, exports and evaluates.
 
+mod common;
+
 use std::path::PathBuf;
 
 use burn::optim::GradientsParams;
@@ -38,6 +40,7 @@ fn weights() -> PathBuf {
 
 #[test]
 fn loss_falls_on_a_fixed_batch() {
+    let _one = common::one_run_at_a_time();
     let device = Device::flex();
     device.seed(3);
     let size = 128u32;
@@ -120,6 +123,7 @@ fn synthetic_batch() -> (Vec<image::RgbImage>, Vec<Vec<GtBox>>) {
 /// `scripts/cache-geometry.sh` runs this under the other geometry (CI does).
 #[test]
 fn overfit_one_batch_recovers_the_boxes() {
+    let _one = common::one_run_at_a_time();
     let device = Device::flex();
     device.seed(5);
     let (images, boxes) = synthetic_batch();
@@ -206,6 +210,7 @@ fn overfit_one_batch_recovers_the_boxes() {
 
 #[test]
 fn exported_detector_matches_burn_in_tract() {
+    let _one = common::one_run_at_a_time();
     let device = Device::flex();
     device.seed(5);
     let size = 96u32;
@@ -255,6 +260,7 @@ fn exported_detector_matches_burn_in_tract() {
 
 #[test]
 fn a_short_run_writes_every_output_and_evaluates() {
+    let _one = common::one_run_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let mut cfg = DetectConfig::new(sesame());

@@ -1,5 +1,7 @@
 //! The segmenter (LR-ASPP on MobileNetV2): its ONNX export matches burn in tract.
 
+mod common;
+
 use burn::prelude::*;
 use fieldkit_runtime::{Engine, LoadOptions};
 use fieldkit_trainer::export::export_segmenter;
@@ -10,6 +12,7 @@ use fieldkit_trainer::model::{to_host, SegmenterConfig};
 /// LR-ASPP alone and with the stride-4 decoder.
 #[test]
 fn export_matches_burn_in_tract() {
+    let _one = common::one_run_at_a_time();
     for fine in [false, true] {
         export_matches(fine);
     }
@@ -89,6 +92,7 @@ fn synthetic_batch() -> (Vec<f32>, Vec<Vec<u8>>) {
 /// differ between CPUs' cache geometries (mIoU 0.93 vs 0.82 here), the loss does not.
 #[test]
 fn overfitting_one_batch_recovers_its_masks() {
+    let _one = common::one_run_at_a_time();
     use burn::optim::GradientsParams;
     use fieldkit_core::metrics::SegConfusion;
     use fieldkit_trainer::train::classify::optimizer_for;
@@ -135,6 +139,7 @@ fn overfitting_one_batch_recovers_its_masks() {
 /// more.
 #[test]
 fn a_short_run_trains_exports_and_scores_in_tract() {
+    let _one = common::one_run_at_a_time();
     use fieldkit_trainer::train::segment::{train_segment, SegmentConfig};
     use fieldkit_trainer::train::Progress;
     let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,5 @@
 #![allow(dead_code)]
-//! Helpers the trainer's end-to-end tests share (`train_loop.rs`, `gpu.rs`).
+//! Helpers the trainer's end-to-end tests share.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
