@@ -29,10 +29,6 @@ fn have_gpu() -> bool {
     gpu_adapter().is_some()
 }
 
-fn weights() -> String {
-    assets().join("models/mobilenetv2-imagenet/mobilenetv2_features.safetensors").display().to_string()
-}
-
 fn losses(csv: &str, column: &str) -> Vec<f64> {
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();

@@ -7,10 +7,6 @@ use common::*;
 
 use std::time::Duration;
 
-fn weights() -> String {
-    assets().join("models/mobilenetv2-imagenet/mobilenetv2_features.safetensors").display().to_string()
-}
-
 fn weed() -> String {
     assets().join("data/weed-mini").display().to_string()
 }

@@ -308,11 +308,7 @@ where
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(r) => Ok(r?),
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let msg = fieldkit_trainer::device::panic_message(panic.as_ref()).unwrap_or_default();
             bail!(
                 "--device {}: the GPU failed while training: {}. If it ran out of memory, lower --batch or --size; \
                  the checkpoints written so far are intact (--resume continues)",

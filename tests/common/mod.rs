@@ -24,6 +24,11 @@ pub fn assets() -> PathBuf {
     repo().join("assets")
 }
 
+/// The vendored ImageNet MobileNetV2 backbone, for `--weights`.
+pub fn weights() -> String {
+    assets().join("models/mobilenetv2-imagenet/mobilenetv2_features.safetensors").display().to_string()
+}
+
 /// `../shared`, or `$FIELDKIT_SHARED`.
 pub fn shared() -> PathBuf {
     let p = std::env::var_os("FIELDKIT_SHARED").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared"));

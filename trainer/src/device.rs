@@ -59,6 +59,12 @@ impl DeviceKind {
     }
 }
 
+/// The text a panic carried (`panic!` with a literal or a formatted message), if any. burn's
+/// GPU backends report a missing driver or a failed allocation by panicking.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+}
+
 fn unavailable(kind: DeviceKind, msg: impl Into<String>) -> TrainerError {
     TrainerError::Device { device: kind.name(), msg: msg.into() }
 }
@@ -100,11 +106,8 @@ mod gpu {
             Ok(0) => Err(unavailable(kind, format!("{missing}; {}", install_hint(kind)))),
             Ok(_) => Ok(device),
             Err(panic) => {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "the driver could not be loaded".into());
+                let why =
+                    super::panic_message(panic.as_ref()).unwrap_or_else(|| "the driver could not be loaded".into());
                 Err(unavailable(kind, format!("{why}; {}", install_hint(kind))))
             }
         }

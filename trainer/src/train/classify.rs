@@ -377,12 +377,12 @@ pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
     // names the images the model learnt from.
     let (train, _) =
         split_holdout(ImageFolder::open(&cfg.data, &cfg.train_split)?, cfg.holdout, cfg.seed, cfg.workers.max(1))?;
-    // On the CPU whatever trained it: export only reads the weights, and a run trained on a GPU
-    // exports on a machine without one.
-    let model = cfg.init_model(train.classes.len(), &Device::flex());
-    export_checkpoint(run, which, model, |m, source| {
-        export_with_card(m, &cfg, &train.classes, &train.fingerprint(), source, path)
-    })
+    export_checkpoint(
+        run,
+        which,
+        |d| cfg.init_model(train.classes.len(), d),
+        |m, source| export_with_card(m, &cfg, &train.classes, &train.fingerprint(), source, path),
+    )
 }
 
 /// A classification run's ending: MobileNetV2 + softmax card, scored by top-1 in tract.

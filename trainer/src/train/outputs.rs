@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
+use burn::prelude::Device;
 use burn::store::ModuleSnapshot;
 use fieldkit_core::card::{InputSpec, ModelCard};
 use fieldkit_core::{fsio, CoreError};
@@ -76,16 +77,18 @@ pub fn write_card(mut card: ModelCard, source: String, data_fingerprint: &str, p
     Ok(card)
 }
 
-/// `fieldkit export`: loads the `which` checkpoint of `run` into `model` (a network of the
-/// run's shape) and exports it with `export` (the task's ONNX + card writer, given the card's
-/// source line).
+/// `fieldkit export`: loads the `which` checkpoint of `run` into `blank(device)` (a network of
+/// the run's shape) and exports it with `export` (the task's ONNX + card writer, given the
+/// card's source line). The device is the CPU whatever trained the run: export only reads the
+/// weights, and a run trained on a GPU exports on a machine without one.
 pub fn export_checkpoint<M: Module + ModuleSnapshot>(
     run: &Path,
     which: Which,
-    mut model: M,
+    blank: impl FnOnce(&Device) -> M,
     export: impl FnOnce(&M, String) -> Result<ModelCard>,
 ) -> Result<ModelCard> {
     let (file, what) = Checkpoints::new(run).pick(which)?;
+    let mut model = blank(&Device::flex());
     checkpoint::load_module(&mut model, &file)?;
     export(&model, format!("fieldkit export of {} checkpoint {what}", run.display()))
 }

@@ -480,12 +480,12 @@ pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
         cfg.seed,
         cfg.workers.max(1),
     )?;
-    // On the CPU whatever trained it: export only reads the weights, and a run trained on a GPU
-    // exports on a machine without one.
-    let model = cfg.init_model(data.names.len(), &Device::flex());
-    export_checkpoint(run, which, model, |m, source| {
-        export_with_card(m, &cfg, &data.names, &data.fingerprint(&samples), source, path)
-    })
+    export_checkpoint(
+        run,
+        which,
+        |d| cfg.init_model(data.names.len(), d),
+        |m, source| export_with_card(m, &cfg, &data.names, &data.fingerprint(&samples), source, path),
+    )
 }
 
 /// A detection run's ending: the YOLOX-style detector + letterbox card, scored by mAP50-95

@@ -430,12 +430,12 @@ pub fn export_run(run: &Path, which: super::checkpoint::Which, path: &Path) -> R
     // The pairs trained on (held-out ones taken out), by names and sizes, without decoding.
     let (images, masks): (Vec<PathBuf>, Vec<PathBuf>) = train_pairs(&cfg, &data)?.0.into_iter().unzip();
     let fingerprint = crate::data::masks::pairs_fingerprint(&images, &masks);
-    // On the CPU whatever trained it: export only reads the weights, and a run trained on a GPU
-    // exports on a machine without one.
-    let model = cfg.init_model(classes.len(), &Device::flex());
-    super::outputs::export_checkpoint(run, which, model, |m, source| {
-        export_with_card(m, &cfg, &classes, &fingerprint, source, path)
-    })
+    super::outputs::export_checkpoint(
+        run,
+        which,
+        |d| cfg.init_model(classes.len(), d),
+        |m, source| export_with_card(m, &cfg, &classes, &fingerprint, source, path),
+    )
 }
 
 /// The card's figures of one split, under `keys` (mIoU, weed IoU, crop IoU): the weed and
