@@ -3,8 +3,9 @@
 # classification recipes (MobileNetV2 at 224 px, `partial` = features.11.. and `full`, batch 16)
 # and the detection default (320 px, features.4.., batch 16), on every `--device` this build
 # and machine can run (`fieldkit train devices`), with PyTorch beside them on the same device:
-# CPU always, CUDA where torch sees one. Precision is f32 throughout (`--precision` is not
-# built yet). On Mesa's software Vulkan (llvmpipe) the wgpu figures only show the path runs.
+# CPU always, CUDA where torch sees one. Each GPU backend runs in every `--precision` it
+# accepts (f32, f16, bf16; one it refuses is reported and skipped), torch on CUDA the same
+# with autocast. On Mesa's software Vulkan (llvmpipe) the wgpu figures only show the path runs.
 #
 #     bash benches/train_gpu.sh [STEPS] [OUT.json]
 #
@@ -17,8 +18,9 @@ out="${2:-benches/results/train_gpu.json}"
 mkdir -p "$(dirname "$out")"
 features=()
 [ -n "${FIELDKIT_CUDA:-}" ] && features=(--features cuda)
-cargo build --release -q -p fieldkit-trainer "${features[@]}" --example train_bench --example detect_bench
-cargo build --release -q --bin fieldkit "${features[@]}"
+# --workspace: `-p fieldkit-trainer` would resolve features for that package alone and build
+# the whole stack a second time.
+cargo build --release -q --workspace "${features[@]}" --example train_bench --example detect_bench --bin fieldkit
 bin="${CARGO_TARGET_DIR:-target}/release"
 py="${TORCH_PYTHON:-/usr/bin/python3}"
 weights=assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors
@@ -28,33 +30,44 @@ torch_devices=(cpu)
 "$py" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null && torch_devices+=(cuda)
 echo "backends: ${devices[*]}; torch: ${torch_devices[*]}"
 results=()
-printf "%-8s %-10s %-44s %10s\n" task recipe tool "img/s"
+printf "%-8s %-10s %-5s %-44s %10s\n" task recipe prec tool "img/s"
 row() {
   python3 - "$1" "$2" "$3" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
-print(f"{sys.argv[2]:<8} {sys.argv[3]:<10} {r['tool'][:44]:<44} {r['images_per_s']:>10.1f}")
+print(f"{sys.argv[2]:<8} {sys.argv[3]:<10} {r.get('precision', 'f32'):<5} {r['tool'][:44]:<44} {r['images_per_s']:>10.1f}")
 PY
+}
+precisions() { case "$1" in flex|cpu) echo f32 ;; *) echo f32 f16 bf16 ;; esac; }
+# One configuration; a failure (a refused precision, a device short of memory: lavapipe
+# cannot allocate the 150 MB a 320-px detector batch of 16 asks) is reported and the rest runs.
+measure() {
+  local task="$1" recipe="$2" label="$3"; shift 3
+  local err; err="$(mktemp)"
+  if r=$("$@" 2> "$err"); then
+    results+=("$r"); row "$r" "$task" "$recipe"
+  else
+    printf "%-8s %-10s %-5s %-44s %10s\n" "$task" "$recipe" "" "$label: failed:" "-"
+    grep -m1 -A0 "can't allocate\|panicked\|precision" "$err" || tail -n 3 "$err"
+  fi
+  rm -f "$err"
 }
 for strategy in partial full; do
   for d in "${devices[@]}"; do
-    r=$("$bin/examples/train_bench" "$strategy" 224 "$steps" 16 "$d"); results+=("$r"); row "$r" classify "$strategy"
+    for p in $(precisions "$d"); do
+      measure classify "$strategy" "fieldkit on $d in $p" "$bin/examples/train_bench" "$strategy" 224 "$steps" 16 "$d" "$p"
+    done
   done
   for d in "${torch_devices[@]}"; do
-    r=$("$py" benches/reference/torch_train_bench.py "$weights" "$strategy" 224 "$steps" 16 "$d"); results+=("$r"); row "$r" classify "$strategy"
+    for p in $(precisions "$d"); do
+      measure classify "$strategy" "torch on $d in $p" "$py" benches/reference/torch_train_bench.py "$weights" "$strategy" 224 "$steps" 16 "$d" "$p"
+    done
   done
 done
 for d in "${devices[@]}"; do
-  # A device short of memory fails here (lavapipe: "can't allocate buffer of size 157286400"
-  # at 320 px, batch 16); the row says so and the rest still runs.
-  err="$(mktemp)"
-  if r=$("$bin/examples/detect_bench" 320 4 "$steps" 16 "$d" 2> "$err"); then
-    results+=("$r"); row "$r" detect default
-  else
-    printf "%-8s %-10s %-44s %10s\n" detect default "fieldkit on $d: failed:" "-"
-    grep -m1 -A0 "can't allocate\|panicked" "$err" || tail -n 3 "$err"
-  fi
-  rm -f "$err"
+  for p in $(precisions "$d"); do
+    measure detect default "fieldkit on $d in $p" "$bin/examples/detect_bench" 320 4 "$steps" 16 "$d" "$p"
+  done
 done
 printf '%s\n' "${results[@]}" | python3 -c "import json,sys; json.dump([json.loads(l) for l in sys.stdin], open('$out','w'), indent=1)"
 echo "wrote $out"

@@ -204,3 +204,41 @@ fn a_gpu_allocation_failure_is_an_error_with_advice() {
     assert!(last.starts_with("error: --device wgpu: the GPU failed while training: can't allocate buffer"), "{err}");
     assert!(last.contains("lower --batch or --size"), "{last}");
 }
+
+/// `--precision bf16` on an adapter without bf16 shaders (lavapipe has f16, not bf16) is
+/// refused naming the adapter and the precisions that work, exit 2; an adapter with bf16
+/// has nothing to refuse.
+#[test]
+fn a_precision_the_gpu_lacks_is_refused_by_name() {
+    let Some(adapter) = gpu_adapter() else { return };
+    if !adapter.contains("llvmpipe") {
+        eprintln!("skipped: {adapter} is not lavapipe, which lacks bf16");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let weed = assets().join("data/weed-mini");
+    let o = fieldkit(&[
+        "train",
+        "classify",
+        "--data",
+        weed.to_str().unwrap(),
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+        "--device",
+        "wgpu",
+        "--precision",
+        "bf16",
+        "--size",
+        "32",
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--precision bf16: wgpu (llvmpipe")
+            && err.contains("cannot compute in bf16")
+            && err.contains("--precision f16 or f32"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -228,3 +228,35 @@ fn backends_are_listed_and_one_not_built_in_is_refused_by_name() {
         stderr(&o)
     );
 }
+
+/// `--precision f16|bf16` computes in half precision on a GPU backend only: on the CPU backend
+/// it is refused with the reason and the flag that works (exit 2, nothing trained).
+#[test]
+fn half_precision_on_the_cpu_backend_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (task, data, precision) in [
+        ("classify", weed(), "f16"),
+        ("detect", assets().join("data/sesame-mini/data.yaml").display().to_string(), "bf16"),
+    ] {
+        let out = dir.path().join(task);
+        let o = fieldkit(&[
+            "train",
+            task,
+            "--data",
+            &data,
+            "--out",
+            out.to_str().unwrap(),
+            "--precision",
+            precision,
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("--precision {precision}: mixed precision runs on a GPU backend"))
+                && err.contains("--device flex trains in f32"),
+            "{err}"
+        );
+        assert!(!out.join("checkpoints").exists(), "{task} started training");
+    }
+}

@@ -2,12 +2,14 @@
 layout, the same ImageNet weights), the same strategy, input size, batch and step count as
 fieldkit's `train_bench` example; prints one JSON line with images/s and peak RSS.
 
-    python3 torch_train_bench.py WEIGHTS.safetensors STRATEGY SIZE [STEPS] [BATCH] [DEVICE]
+    python3 torch_train_bench.py WEIGHTS.safetensors STRATEGY SIZE [STEPS] [BATCH] [DEVICE] [PRECISION]
 
 STRATEGY: head (frozen backbone forward in eval mode under no_grad: building the head
 strategy's feature cache), partial (features.11.. and the classifier train; frozen BatchNorm
 in eval mode), full. AdamW, plain cross-entropy, torch threads = cores. DEVICE: cpu (default)
-or cuda (benches/train_gpu.sh; the clock waits for the GPU at each step's end).
+or cuda (benches/train_gpu.sh; the clock waits for the GPU at each step's end). PRECISION:
+f32 (default), f16 or bf16: torch.autocast with f32 master weights, and a GradScaler for f16,
+what fieldkit's `--precision` does (autocast on the GPU only, as fieldkit).
 """
 import json
 import resource
@@ -25,6 +27,11 @@ def main():
     steps = int(sys.argv[4]) if len(sys.argv) > 4 else 10
     batch = int(sys.argv[5]) if len(sys.argv) > 5 else 16
     device = torch.device(sys.argv[6] if len(sys.argv) > 6 else "cpu")
+    precision = sys.argv[7] if len(sys.argv) > 7 else "f32"
+    half = {"f32": None, "f16": torch.float16, "bf16": torch.bfloat16}[precision]
+    if half is not None and device.type != "cuda":
+        sys.exit(f"--precision {precision} is benchmarked on cuda only")
+    autocast = lambda: torch.autocast(device.type, dtype=half, enabled=half is not None)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     model = torchvision.models.mobilenet_v2(num_classes=9)
@@ -54,6 +61,7 @@ def main():
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
         loss_fn = torch.nn.CrossEntropyLoss()
+        scaler = torch.amp.GradScaler(device.type, enabled=half == torch.float16)
         for k in range(steps + 2):
             t = time.perf_counter()
             model.train()
@@ -61,9 +69,11 @@ def main():
                 if j < frozen:
                     layer.eval()  # frozen BatchNorm keeps its running statistics
             opt.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
+            with autocast():
+                loss = loss_fn(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             assert torch.isfinite(loss)
             sync()
             if k >= 2:
@@ -71,7 +81,7 @@ def main():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"tool": f"torch {torch.__version__}", "strategy": strategy, "size": size, "batch": batch, "steps": steps,
                       "images_per_s": steps * batch / timed, "peak_rss_mb": rss, "threads": torch.get_num_threads(),
-                      "device": str(device)}))
+                      "device": str(device), "precision": precision}))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ use fieldkit_trainer::data::{Augment, AugmentPreset, MixKind, MixSettings};
 use fieldkit_trainer::train::detect::{BoxLoss, DetectConfig};
 use fieldkit_trainer::train::segment::{SegDecoder, SegLoss, SegmentConfig};
 use fieldkit_trainer::train::{
-    self, ClassWeights, ClassifyConfig, LoopSettings, Monitor, OptimizerKind, Progress, ScheduleKind, Strategy,
+    self, ClassWeights, ClassifyConfig, LoopSettings, Monitor, OptimizerKind, Precision, Progress, ScheduleKind,
+    Strategy,
 };
 use fieldkit_trainer::DeviceKind;
 
@@ -260,6 +261,10 @@ pub struct TrainLoopArgs {
     workers: Option<usize>,
     #[arg(long, value_enum)]
     device: Option<DeviceKind>,
+    /// What a step computes in: f32, or f16 / bf16 with f32 master weights (GPU backends only;
+    /// f16 with dynamic loss scaling).
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
     #[arg(long)]
     checkpoint_minutes: Option<f64>,
     /// Hold this fraction of the train split out, by whole photos (copies of one photo stay
@@ -276,7 +281,7 @@ impl TrainLoopArgs {
     /// The flags given, over a task's defaults. `--clip-grad 0` (or below) is no clipping.
     pub fn apply(&self, s: &mut LoopSettings) {
         set_given!(self => s; epochs, batch, optimizer, lr, lr_mult, momentum, weight_decay, schedule, warmup_epochs);
-        set_given!(self => s; step_epochs, gamma, seed, workers, device, checkpoint_minutes, holdout, ema);
+        set_given!(self => s; step_epochs, gamma, seed, workers, device, precision, checkpoint_minutes, holdout, ema);
         if self.clip_grad.is_some() {
             s.clip_grad = train::settings::clip_limit(self.clip_grad);
         }

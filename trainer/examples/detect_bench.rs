@@ -2,10 +2,11 @@
 //! assignment, YOLOX loss, backward, AdamW) of the default detector on synthetic boxes, after
 //! a warm-up, and the process's peak RSS. Prints one JSON line.
 //!
-//!     cargo run --release -p fieldkit-trainer --example detect_bench -- [SIZE] [UNFREEZE_FROM] [STEPS] [BATCH] [DEVICE]
+//!     cargo run --release -p fieldkit-trainer --example detect_bench -- [SIZE] [UNFREEZE_FROM] [STEPS] [BATCH] [DEVICE] [PRECISION]
 //!
 //! Defaults: 320 px, backbone features.4.. trainable (the `fieldkit train detect` default),
-//! 6 timed steps, batch 16, flex (CPU). DEVICE: a `--device` value (flex, ndarray, wgpu, vulkan; cuda with --features cuda).
+//! 6 timed steps, batch 16, flex (CPU). DEVICE: a `--device` value (flex, ndarray, wgpu, vulkan; cuda with --features cuda);
+//! PRECISION: a `--precision` value (f32; f16 or bf16 on a GPU backend).
 
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use fieldkit_trainer::train::classify::optimizer_for;
 use fieldkit_trainer::train::detect::assign::{Anchors, GtBox};
 use fieldkit_trainer::train::detect::loss::{yolox_loss, BoxLoss};
 use fieldkit_trainer::train::detect::DetectConfig;
+use fieldkit_trainer::train::precision::{Amp, Precision};
 use fieldkit_trainer::train::OptimizerKind;
 use fieldkit_trainer::weights::load_backbone;
 use fieldkit_trainer::DeviceKind;
@@ -33,7 +35,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let weights = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../assets/models/mobilenetv2-imagenet/mobilenetv2_features.safetensors");
+    let precision = match args.get(5) {
+        Some(p) => <Precision as clap::ValueEnum>::from_str(p, true)?,
+        None => Precision::F32,
+    };
     let device = device_kind.device()?;
+    precision.check(device_kind, &device)?;
+    let mut amp = Amp::new(precision, None);
     device.seed(0);
     let mut cfg = DetectConfig::new(".".into());
     cfg.size = size as u32;
@@ -57,19 +65,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .collect()
         })
         .collect();
-    let frozen = model.valid();
+    let frozen = amp.lower(model.valid());
     let mut timed = 0.0;
     let mut positives = 0;
     for k in 0..steps + 2 {
         let t = Instant::now();
         let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), [batch, 3, size, size]), &device);
         // The trainer's split: frozen prefix without autodiff.
-        let maps = model.backbone_maps_split(&frozen, from, x);
-        let (loss, parts) = yolox_loss(model.forward_from_maps(maps), &boxes, &anchors, BoxLoss::Iou, false);
+        let compute = amp.lower(model.clone());
+        let maps = compute.backbone_maps_split(&frozen, from, x);
+        let (loss, parts) = yolox_loss(compute.forward_from_maps(maps), &boxes, &anchors, BoxLoss::Iou, false);
         assert!(parts.total.is_finite());
         positives = parts.positives;
-        let g = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-3, model, g);
+        let g = GradientsParams::from_grads(amp.backward(loss), &model);
+        model = amp.apply(&mut optim, model, vec![(1e-3, g)]);
         if k >= 2 {
             timed += t.elapsed().as_secs_f64();
         }
@@ -77,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ips = (steps * batch) as f64 / timed;
     println!(
         "{}",
-        serde_json::json!({"tool": format!("fieldkit (burn {})", device_kind.describe(&device)), "device": device_kind.name(), "task": "detect", "size": size,
+        serde_json::json!({"tool": format!("fieldkit (burn {})", device_kind.describe(&device)), "device": device_kind.name(), "precision": precision.name(), "task": "detect", "size": size,
             "unfreeze_from": from, "batch": batch, "steps": steps, "positives_per_batch": positives,
             "images_per_s": ips, "peak_rss_mb": fieldkit_runtime::bench::peak_rss_mb().unwrap_or(0.0)})
     );

@@ -2,10 +2,11 @@
 //! warm-up, and the process's peak RSS. `benches/train_vs_torch.sh` runs it once per
 //! configuration (so each peak RSS is its own) beside the PyTorch reference.
 //!
-//!     cargo run --release -p fieldkit-trainer --example train_bench -- STRATEGY SIZE [STEPS] [BATCH] [DEVICE]
+//!     cargo run --release -p fieldkit-trainer --example train_bench -- STRATEGY SIZE [STEPS] [BATCH] [DEVICE] [PRECISION]
 //!
 //! DEVICE: a `--device` value (flex, the default; ndarray; wgpu; vulkan; cuda with
-//! `--features cuda`); `benches/train_gpu.sh` runs it per backend.
+//! `--features cuda`); PRECISION: a `--precision` value (f32, the default; f16 and bf16 on a
+//! GPU backend). `benches/train_gpu.sh` runs it per backend and precision.
 //!
 //! STRATEGY: head (features of a frozen backbone in eval mode, the cost of building the head
 //! strategy's cache; training on the cache is free by comparison), partial (features.11..
@@ -16,6 +17,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use fieldkit_trainer::model::MobileNetV2Config;
 use fieldkit_trainer::train::classify::optimizer;
+use fieldkit_trainer::train::precision::{Amp, Precision};
 use fieldkit_trainer::train::step::{Input, Stepper};
 use fieldkit_trainer::train::{ClassifyConfig, Strategy};
 use fieldkit_trainer::weights::load_backbone;
@@ -33,7 +35,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(d) => <DeviceKind as clap::ValueEnum>::from_str(d, true)?,
         None => DeviceKind::Flex,
     };
+    let precision = match args.get(5) {
+        Some(p) => <Precision as clap::ValueEnum>::from_str(p, true)?,
+        None => Precision::F32,
+    };
     let device = kind.device()?;
+    precision.check(kind, &device)?;
     device.seed(0);
     let mut cfg = ClassifyConfig::new(".".into());
     cfg.size = size as u32;
@@ -64,11 +71,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut m = model.with_trainable_from(from).train();
         let mut optim = optimizer(&cfg);
         let mut stepper = Stepper::new(&device, &cfg, None);
+        let mut amp = Amp::new(precision, None);
         for k in 0..steps + 2 {
             let t = Instant::now();
             let (next, loss) = stepper.step(
                 m,
                 &mut optim,
+                &mut amp,
                 &cfg,
                 Input::Images { pixels: pixels.clone(), size },
                 labels.clone(),
@@ -85,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ips = (steps * batch) as f64 / timed;
     println!(
         "{}",
-        serde_json::json!({"tool": format!("fieldkit (burn {})", kind.describe(&device)), "device": kind.name(), "strategy": strategy, "size": size, "batch": batch, "steps": steps,
+        serde_json::json!({"tool": format!("fieldkit (burn {})", kind.describe(&device)), "device": kind.name(), "precision": precision.name(), "strategy": strategy, "size": size, "batch": batch, "steps": steps,
             "images_per_s": ips, "peak_rss_mb": fieldkit_runtime::bench::peak_rss_mb().unwrap_or(0.0)})
     );
     Ok(())

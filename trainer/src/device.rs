@@ -98,10 +98,17 @@ mod gpu {
             DeviceKind::Cuda => (DeviceType::Cuda, Device::cuda(0), "no NVIDIA GPU was found"),
             _ => return Err(unavailable(kind, super::not_built(kind))),
         };
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let found = std::panic::catch_unwind(|| Device::enumerate(ty).len());
-        std::panic::set_hook(hook);
+        // The panic hook is the process's: two threads swapping it at once would leave the
+        // silent one installed for good (every later panic message lost), so one at a time.
+        static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let found = {
+            let _one = HOOK.lock().unwrap_or_else(|e| e.into_inner());
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let found = std::panic::catch_unwind(|| Device::enumerate(ty).len());
+            std::panic::set_hook(hook);
+            found
+        };
         match found {
             Ok(0) => Err(unavailable(kind, format!("{missing}; {}", install_hint(kind)))),
             Ok(_) => Ok(device),

@@ -12,16 +12,21 @@ use common::{input, tiny_config, vendored_weights, write_dataset};
 
 use std::collections::BTreeMap;
 
+use burn::module::{ModuleVisitor, Param};
+use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
+use burn::tensor::{DType, FloatDType};
 use fieldkit_runtime::Engine;
+use fieldkit_trainer::model::precision::{to_dtype, to_f32};
 use fieldkit_trainer::model::yolox::STRIDES;
 use fieldkit_trainer::model::{to_host, DetectorConfig};
 use fieldkit_trainer::train::checkpoint::{load_module, save_module};
 use fieldkit_trainer::train::classify::optimizer_for;
 use fieldkit_trainer::train::detect::assign::{Anchors, GtBox};
 use fieldkit_trainer::train::detect::loss::{yolox_loss, BoxLoss};
+use fieldkit_trainer::train::precision::{Amp, LossScale, Precision};
 use fieldkit_trainer::train::step::{Input, Stepper};
 use fieldkit_trainer::train::{train_classify, OptimizerKind, Progress};
 use fieldkit_trainer::weights::load_backbone;
@@ -132,7 +137,8 @@ fn a_classifier_step_on_the_gpu_equals_the_cpu_step() {
         let mut optim = optimizer_for(OptimizerKind::Sgd, 0.0, 0.9, None);
         let images = Input::Images { pixels: x.clone(), size: s };
         let labels = vec![0i64, 1, 2, 1, 0, 2, 2, 1];
-        let (model, loss) = stepper.step(model.train(), &mut optim, &cfg, images, labels, 0.05, cfg.unfreeze_from);
+        let (model, loss) =
+            stepper.step(model.train(), &mut optim, &mut Amp::f32(), &cfg, images, labels, 0.05, cfg.unfreeze_from);
         let model = model.valid();
         Step { before, loss, after: to_host(model.forward(batch())), params: parameters(&model) }
     };
@@ -180,6 +186,22 @@ fn a_detector_step_on_the_gpu_equals_the_cpu_step() {
 /// exported ONNX, run in tract, matches the best checkpoint run by burn on the GPU.
 #[test]
 fn a_run_on_the_gpu_learns_and_exports_what_it_computes() {
+    run_learns_and_exports(Precision::F32);
+}
+
+/// The same in f16 (mixed precision: f32 master weights, loss scaling): it learns as well,
+/// says so in report.md, and its checkpoints and export are f32 models.
+#[test]
+fn an_f16_run_on_the_gpu_learns_and_exports_an_f32_model() {
+    let Some(gpu) = gpu() else { return };
+    if !gpu.supports_dtype(FloatDType::F16) {
+        eprintln!("skipped: this adapter has no f16");
+        return;
+    }
+    run_learns_and_exports(Precision::F16);
+}
+
+fn run_learns_and_exports(precision: Precision) {
     let _one = common::one_run_at_a_time();
     if gpu().is_none() {
         return;
@@ -188,19 +210,29 @@ fn a_run_on_the_gpu_learns_and_exports_what_it_computes() {
     write_dataset(&dir.path().join("data"), &[("train", 16), ("valid", 6)]);
     let mut cfg = tiny_config(&dir.path().join("data"));
     cfg.device = DeviceKind::Wgpu;
+    cfg.precision = precision;
     let out = dir.path().join("run");
     let s = train_classify(&cfg, &out, false, &Progress { quiet: true }).unwrap();
     let first = s.history.first().unwrap().train_loss;
     let last = s.history.last().unwrap().train_loss;
-    assert!(last < first, "training loss did not fall on the GPU: {first} -> {last}");
-    assert!(s.top1 > 0.9, "three colour classes should be learnable on the GPU too: {:#?}", s.history);
+    assert!(last < first, "training loss did not fall on the GPU in {precision:?}: {first} -> {last}");
+    assert!(s.top1 > 0.9, "three colour classes should be learnable on the GPU in {precision:?} too: {:#?}", s.history);
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["device"], "wgpu");
+    assert_eq!(config["precision"], precision.name());
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    if precision == Precision::F16 {
+        assert!(report.contains("in f16 (f32 master weights, loss scale"), "{report}");
+    }
 
     let gpu = gpu().unwrap();
     let mut model = cfg.init_model(3, &gpu);
     load_module(&mut model, &out.join("checkpoints/best.bpk")).unwrap();
     let x = input(2, 32);
+    // The checkpoint holds the f32 master weights whatever the run computed in.
+    let mut dtypes = Dtypes::default();
+    model.visit(&mut dtypes);
+    assert!(dtypes.0.iter().all(|d| *d == DType::F32), "{:?}", dtypes.0);
     let burn = to_host(model.valid().forward(Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 3, 32, 32]), &gpu)));
     let engine = Engine::load(&out.join("model.onnx")).unwrap();
     let mut session = engine.session().unwrap();
@@ -209,4 +241,111 @@ fn a_run_on_the_gpu_learns_and_exports_what_it_computes() {
         tract.extend(session.run_tensor(one).unwrap());
     }
     assert!(max_diff(&burn, &tract) <= TOL, "tract {tract:?} vs burn on the GPU {burn:?}");
+}
+
+#[derive(Default)]
+struct Dtypes(Vec<DType>);
+
+impl ModuleVisitor for Dtypes {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(param.val().dtype());
+    }
+}
+
+/// One classifier step in f16 (the trainer's `Stepper` through `Amp`: a half copy computes,
+/// the loss is scaled, the f32 gradients unscaled) against the same step in f32: the loss
+/// agrees to f16's rounding, the weights stay f32 and move as the f32 step moves them.
+#[test]
+fn an_f16_step_follows_the_f32_step_with_f32_master_weights() {
+    let _one = common::one_run_at_a_time();
+    let Some(gpu) = gpu() else { return };
+    if !gpu.supports_dtype(FloatDType::F16) {
+        eprintln!("skipped: this adapter has no f16");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(dir.path());
+    cfg.dropout = 0.0;
+    // The last block and the head: the frozen prefix computes in f16 (0.2-0.7 % per layer
+    // here), and train-mode BatchNorm on a batch this small would magnify that into the first
+    // trainable layers' gradients (f32 on two backends parts there already, see above).
+    cfg.unfreeze_from = 17;
+    let file = dir.path().join("m.bpk");
+    let mut start = cfg.init_model(3, &gpu);
+    load_backbone(&mut start, &cfg.weights.clone().unwrap()).unwrap();
+    save_module(&start, &file).unwrap();
+    let (n, s) = (8, 64);
+    let x = input(n, s);
+    let run = |precision: Precision| -> (Step, Amp) {
+        let mut model = cfg.init_model(3, &gpu);
+        load_module(&mut model, &file).unwrap();
+        let batch = || Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, s, s]), &gpu);
+        let before = to_host(model.valid().forward(batch()));
+        let mut stepper = Stepper::new(&gpu, &cfg, None);
+        let mut optim = optimizer_for(OptimizerKind::Sgd, 0.0, 0.9, None);
+        // A scale this step does not overflow at: from 2^16 the scaler halves it over the first
+        // steps of a run (the next test and the f16 run cover that), which would leave the
+        // weights where they were.
+        let mut amp = Amp::new(precision, Some(LossScale { scale: 256.0, good_steps: 0, skipped: 0 }));
+        let images = Input::Images { pixels: x.clone(), size: s };
+        let labels = vec![0i64, 1, 2, 1, 0, 2, 2, 1];
+        let (model, loss) =
+            stepper.step(model.train(), &mut optim, &mut amp, &cfg, images, labels, 0.05, cfg.unfreeze_from);
+        let model = model.valid();
+        let mut dtypes = Dtypes::default();
+        model.visit(&mut dtypes);
+        assert!(dtypes.0.iter().all(|d| *d == DType::F32), "{precision:?} master weights: {:?}", dtypes.0);
+        (Step { before, loss, after: to_host(model.forward(batch())), params: parameters(&model) }, amp)
+    };
+    let (full, _) = run(Precision::F32);
+    let (half, amp) = run(Precision::F16);
+    let scale = amp.loss_scale().unwrap();
+    assert_eq!(scale.skipped, 0, "the step was skipped: {scale:?}");
+    assert!((full.loss - half.loss).abs() <= 0.01 * full.loss, "loss f32 {} vs f16 {}", full.loss, half.loss);
+    let (moved, _) = largest_difference(&parameters(&start), &full.params);
+    assert!(moved > 1e-2, "the step changed no weight by more than {moved}");
+    let (d, name) = largest_difference(&full.params, &half.params);
+    assert!(
+        d <= 0.05 * moved,
+        "after one step {name} differs by {d} between f32 and f16 (the step moved up to {moved})"
+    );
+}
+
+/// Loss scaling on the GPU: a loss whose scaled gradient overflows f16 leaves the weights as
+/// they were, halves the scale and counts the skip; the next step applies the unscaled
+/// gradient, the update the same step makes in f32.
+#[test]
+fn an_overflowing_f16_step_is_skipped_and_the_scale_halves() {
+    let Some(gpu) = gpu() else { return };
+    if !gpu.supports_dtype(FloatDType::F16) {
+        eprintln!("skipped: this adapter has no f16");
+        return;
+    }
+    let x: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 8.0).collect();
+    let start = LinearConfig::new(4, 3).init(&gpu);
+    let weights = |m: &Linear| to_host(m.weight.val());
+    // Sum of the outputs times `k`, through the half copy: d loss / d y = k · scale in f16.
+    let step = |amp: &mut Amp, model: Linear, k: f64| -> Linear {
+        let xs = Tensor::<2>::from_data(TensorData::new(x.clone(), [2, 4]), &gpu).autodiff();
+        let compute = amp.lower(model.clone());
+        let y = compute.forward(to_dtype(xs, compute.weight.dtype()));
+        let loss = to_f32(y).sum().mul_scalar(k);
+        let grads = GradientsParams::from_grads(amp.backward(loss), &model);
+        amp.apply(&mut optimizer_for(OptimizerKind::Sgd, 0.0, 0.0, None), model, vec![(0.1, grads)])
+    };
+    let mut amp = Amp::new(Precision::F16, None);
+    // 1e4 · 65536 is beyond f16's 65504.
+    let model = step(&mut amp, start.clone().train(), 1e4);
+    assert_eq!(weights(&model), weights(&start), "an overflowing step changed the weights");
+    let s = amp.loss_scale().unwrap();
+    assert_eq!((s.scale, s.skipped), (LossScale::INITIAL / 2.0, 1));
+    // Two rows: d loss / d bias = 2 · k · 32768, within f16 for k = 0.25.
+    let half = weights(&step(&mut amp, model, 0.25));
+    assert_eq!(amp.loss_scale().unwrap().skipped, 1);
+    let full = weights(&step(&mut Amp::f32(), start.clone().train(), 0.25));
+    let moved = max_diff(&full, &weights(&start));
+    assert!(moved > 1e-3, "the f32 step moved the weights by only {moved}");
+    // f16 rounds the gradient to about 1e-3 of itself; an unscaled-by-the-wrong-factor step
+    // would be off by a factor of 2 or more.
+    assert!(max_diff(&half, &full) <= 1e-2 * moved, "f16 step {half:?} vs f32 step {full:?}");
 }

@@ -22,6 +22,7 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::mobilenetv2::{make_divisible, ConvBn, MobileNetV2, MobileNetV2Config};
+use super::precision::to_f32;
 use super::yolox::DwSep;
 
 /// torchvision `features` index after which the stride-8 map is tapped (exclusive end), and
@@ -144,7 +145,7 @@ impl Segmenter {
         let [_, _, ih, iw] = x.dims();
         let Some(f) = &self.fine else {
             let [low, high] = self.backbone_maps(x);
-            return resize_bilinear(self.head(low, high).0, [ih, iw]);
+            return to_f32(resize_bilinear(self.head(low, high).0, [ih, iw]));
         };
         let s4 = self.backbone.layers(0, FINE_TAP, x); // [b, 24, H/4, W/4]
         let low = self.backbone.layers(FINE_TAP, LOW_TAP, s4.clone());
@@ -153,7 +154,7 @@ impl Segmenter {
         let [_, _, h4, w4] = s4.dims();
         let joined = Tensor::cat(vec![resize_bilinear(deep8, [h4, w4]), f.skip.forward(s4)], 1); // [b, inter + 32, H/4, W/4]
         let logits4 = f.classifier.forward(f.mix.forward(joined)) + resize_bilinear(logits8, [h4, w4]);
-        resize_bilinear(logits4, [ih, iw])
+        to_f32(resize_bilinear(logits4, [ih, iw]))
     }
 
     /// Freezes backbone layers `features[..from]` (gradients off, BatchNorm in eval

@@ -6,6 +6,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
+use super::precision::{to_dtype, to_f32};
+
 /// torchvision's inverted residual settings: expansion t, output channels c, repeats n, stride s.
 const SETTINGS: [(usize, usize, usize, usize); 7] =
     [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
@@ -60,13 +62,14 @@ impl ConvBn {
         ConvBn { conv, bn: BatchNormConfig::new(cout).init(device), relu6 }
     }
 
+    /// Computes in the convolution weight's dtype; BatchNorm in its own (f32 under mixed
+    /// precision, see `model::precision`).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.bn.forward(self.conv.forward(x));
-        if self.relu6 {
-            y.clamp(0.0, 6.0)
-        } else {
-            y
-        }
+        let dtype = self.conv.weight.dtype();
+        let y = self.conv.forward(to_dtype(x, dtype));
+        let y = self.bn.forward(to_dtype(y, self.bn.gamma.dtype()));
+        let y = if self.relu6 { y.clamp(0.0, 6.0) } else { y };
+        to_dtype(y, dtype)
     }
 }
 
@@ -177,10 +180,11 @@ impl MobileNetV2 {
 
     /// Dropout + classifier on pooled features (identity without a head).
     /// `f`: [batch, 1280] -> [batch, classes]
+    /// Returns f32 whatever the compute dtype (`model::precision`).
     pub fn head(&self, f: Tensor<2>) -> Tensor<2> {
         match &self.classifier {
-            Some(head) => head.forward(self.dropout.forward(f)),
-            None => f,
+            Some(head) => to_f32(head.forward(self.dropout.forward(to_dtype(f, head.weight.dtype())))),
+            None => to_f32(f),
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod lraspp;
 pub mod mobilenetv2;
+pub mod precision;
 pub mod yolox;
 
 pub use lraspp::{Segmenter, SegmenterConfig};

@@ -212,7 +212,8 @@ impl Detector {
     pub fn forward_from_maps(&self, maps: [Tensor<4>; 3]) -> Tensor<3> {
         let feats = self.neck(maps);
         let levels: Vec<Tensor<3>> = feats.into_iter().enumerate().map(|(i, f)| self.level(i, f)).collect();
-        Tensor::cat(levels, 2).swap_dims(1, 2)
+        // f32 whatever the compute dtype (`model::precision`).
+        super::precision::to_f32(Tensor::cat(levels, 2).swap_dims(1, 2))
     }
 
     /// Freezes backbone layers `features[..from]` (gradients off, BatchNorm in eval

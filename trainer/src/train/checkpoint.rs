@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use fieldkit_core::{fsio, CoreError};
 
+use super::precision::LossScale;
 use super::schedule::PlateauState;
 use crate::error::{Result, TrainerError};
 
@@ -53,6 +54,9 @@ pub struct LoopState<M = EpochMetrics> {
     /// Updates the weight average has seen (`--ema`; 0 without one).
     #[serde(default)]
     pub ema_updates: u64,
+    /// Where f16 loss scaling stands (`--precision f16`; none otherwise).
+    #[serde(default)]
+    pub loss_scale: Option<LossScale>,
 }
 
 impl<M> Default for LoopState<M> {
@@ -71,6 +75,7 @@ impl<M> Default for LoopState<M> {
             elapsed_s: 0.0,
             stopped_early: false,
             ema_updates: 0,
+            loss_scale: None,
         }
     }
 }

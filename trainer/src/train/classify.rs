@@ -22,6 +22,7 @@ use super::config::{ClassifyConfig, Strategy};
 use super::features::{cache_key, features, FeatureSet};
 use super::looping::{run_epochs, EpochTrain, LoopOutcome, Task};
 use super::outputs::{export_checkpoint, square_input, write_card, Deliver, Scored, Scores};
+use super::precision::Amp;
 use super::progress::Progress;
 use super::settings::LoopSettings;
 use super::step::{plain_cross_entropy, Input, Stepper, Targets};
@@ -304,6 +305,7 @@ impl<'a> Task<'a> for ClassifyTask<'a> {
         &mut self,
         model: MobileNetV2,
         optim: &mut ModuleOptimizer,
+        amp: &mut Amp,
         batch: Self::Batch,
         lr: f64,
         epoch: usize,
@@ -311,7 +313,7 @@ impl<'a> Task<'a> for ClassifyTask<'a> {
         let (input, targets) = batch;
         let n = targets.len();
         let from = self.p.cfg.trainable_from(epoch);
-        let (m, loss) = self.stepper.step(model, optim, &self.p.cfg, input, targets, lr, from);
+        let (m, loss) = self.stepper.step(model, optim, amp, &self.p.cfg, input, targets, lr, from);
         Ok((m, loss, n))
     }
 

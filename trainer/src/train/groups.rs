@@ -6,12 +6,14 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::Gradients;
 
+use super::precision::Amp;
 use crate::model::MobileNetV2;
 
 /// One optimiser step: `backbone(model)`'s parameters at `lr / lr_mult`, the rest at `lr`;
-/// one group when `lr_mult` is 1.
+/// one group when `lr_mult` is 1. `amp` unscales and checks the gradients first.
 pub fn step_backbone_slower<M: Module>(
     optim: &mut ModuleOptimizer,
+    amp: &mut Amp,
     model: M,
     mut grads: Gradients,
     backbone: impl Fn(&M) -> &MobileNetV2,
@@ -20,13 +22,9 @@ pub fn step_backbone_slower<M: Module>(
 ) -> M {
     if lr_mult == 1.0 {
         let g = GradientsParams::from_grads(grads, &model);
-        return optim.step(lr, model, g);
+        return amp.apply(optim, model, vec![(lr, g)]);
     }
     let slow = GradientsParams::from_module(&mut grads, backbone(&model));
     let rest = GradientsParams::from_grads(grads, &model);
-    let model = optim.step(lr, model, rest);
-    if slow.is_empty() {
-        return model;
-    }
-    optim.step(lr / lr_mult, model, slow)
+    amp.apply(optim, model, vec![(lr, rest), (lr / lr_mult, slow)])
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::checkpoint::{save_module, Checkpoints, LoopState};
 use super::ema::Ema;
+use super::precision::{Amp, Precision};
 use super::progress::Progress;
 use super::settings::LoopSettings;
 use crate::error::{Result, TrainerError};
@@ -41,15 +42,19 @@ pub trait Task<'a> {
     /// The epoch's batches from batch `skip` on, each with its index.
     fn batches(&self, epoch: usize, skip: usize) -> Box<dyn Iterator<Item = (usize, Result<Self::Batch>)> + 'a>;
     /// Forward, loss, backward, update: the new model, the batch loss and its image count.
+    /// The forward runs on `amp.lower(model)`, the loss backward through `amp.backward`, the
+    /// update through `amp.apply` (all plain f32 unless `--precision` asks otherwise).
     fn step(
         &mut self,
         model: Self::Model,
         optim: &mut ModuleOptimizer,
+        amp: &mut Amp,
         batch: Self::Batch,
         lr: f64,
         epoch: usize,
     ) -> Result<(Self::Model, f64, usize)>;
-    /// Validates after an epoch; `train` holds what the loop measured.
+    /// Validates after an epoch; `train` holds what the loop measured. `model` computes in
+    /// the run's precision (an eval-mode half copy under `--precision f16|bf16`).
     fn validate(&mut self, model: &Self::Model, train: &EpochTrain) -> Result<Self::Metrics>;
     fn monitor(&self, m: &Self::Metrics) -> f64;
     /// The epoch's line for the log.
@@ -102,6 +107,7 @@ pub fn run_epochs<'a, T: Task<'a>>(
         }
         progress.message(&format!("resumed at epoch {} batch {} (step {})", state.epoch + 1, state.batch, state.step));
     }
+    let mut amp = Amp::new(task.settings().precision, state.loss_scale);
     let mut model = model.train();
     let epochs = task.settings().epochs;
     let sched = task.settings().schedule(task.steps_per_epoch(), task.final_lr_fraction());
@@ -118,16 +124,21 @@ pub fn run_epochs<'a, T: Task<'a>>(
         for (b, item) in task.batches(epoch, state.batch) {
             let batch = item?;
             let lr = sched.lr(state.step, &state.plateau);
-            let (m, loss, n) = task.step(model, &mut optim, batch, lr, epoch)?;
+            let (m, loss, n) = task.step(model, &mut optim, &mut amp, batch, lr, epoch)?;
             model = m;
+            state.loss_scale = amp.loss_scale();
             if let Some(e) = &mut ema {
                 e.update(&model);
                 state.ema_updates = e.updates;
             }
             images += n;
             if !loss.is_finite() {
+                let precision = match amp.precision() {
+                    Precision::F32 => "",
+                    _ => ", or train with --precision f32",
+                };
                 return Err(TrainerError::Diverged(format!(
-                    "training loss became {loss} at epoch {} batch {b} (lr {lr:.2e}); lower --lr or enable --clip-grad",
+                    "training loss became {loss} at epoch {} batch {b} (lr {lr:.2e}); lower --lr or enable --clip-grad{precision}",
                     epoch + 1
                 )));
             }
@@ -153,7 +164,10 @@ pub fn run_epochs<'a, T: Task<'a>>(
         };
         // With --ema the average is what is validated, kept as best and exported.
         let kept = ema.as_ref().map_or(&model, |e| &e.model);
-        let m = task.validate(kept, &train)?;
+        let m = match amp.precision() {
+            Precision::F32 => task.validate(kept, &train)?,
+            _ => task.validate(&amp.lower(kept.valid()), &train)?,
+        };
         let value = task.monitor(&m);
         let improved = match state.best {
             None => true,

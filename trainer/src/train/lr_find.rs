@@ -10,6 +10,7 @@ use fieldkit_core::fsio;
 use fieldkit_core::report::plot_lines;
 
 use super::classify::{epoch_batches, optimizer, Prepared};
+use super::precision::Amp;
 use super::progress::Progress;
 use super::step::Stepper;
 use crate::data::class_weights;
@@ -61,6 +62,8 @@ pub fn run(p: &Prepared, out: &Path, steps: usize, start_lr: f64, end_lr: f64, p
     let mut model = p.model.clone().with_trainable_from(from).train();
     let mut optim = optimizer(cfg);
     let mut stepper = Stepper::new(&p.device, cfg, class_weights(&p.counts, cfg.class_weights));
+    // The run's precision (its loss scale starts afresh: the probe is not part of the run).
+    let mut amp = Amp::new(cfg.precision, None);
     let mult = (end_lr / start_lr).powf(1.0 / (steps.max(2) - 1) as f64);
     let (mut lrs, mut losses) = (Vec::new(), Vec::new());
     let (mut avg, mut best) = (0.0f64, f64::INFINITY);
@@ -71,7 +74,7 @@ pub fn run(p: &Prepared, out: &Path, steps: usize, start_lr: f64, end_lr: f64, p
             let (input, labels) = item?;
             let i = lrs.len();
             let lr = start_lr * mult.powi(i as i32);
-            let (m, loss) = stepper.step(model, &mut optim, cfg, input, labels, lr, from);
+            let (m, loss) = stepper.step(model, &mut optim, &mut amp, cfg, input, labels, lr, from);
             model = m;
             avg = 0.98 * avg + 0.02 * loss;
             let smoothed = avg / (1.0 - 0.98f64.powi(i as i32 + 1));

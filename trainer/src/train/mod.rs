@@ -14,6 +14,7 @@ pub mod history;
 pub mod looping;
 pub mod lr_find;
 pub mod outputs;
+pub mod precision;
 pub mod progress;
 pub mod report;
 pub mod schedule;
@@ -28,6 +29,7 @@ use fieldkit_core::card::ModelCard;
 pub use checkpoint::{EpochMetrics, LoopState, Which};
 pub use classify::export_with_card;
 pub use config::{ClassWeights, ClassifyConfig, Monitor, Strategy};
+pub use precision::Precision;
 pub use progress::Progress;
 pub use schedule::ScheduleKind;
 pub use settings::{LoopSettings, OptimizerKind};
@@ -77,6 +79,7 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
             holdout: holdout.as_ref(),
             train_seconds: state.elapsed_s,
             stopped_early: state.stopped_early,
+            loss_scale: state.loss_scale,
         },
     )?;
     Ok(TrainSummary {

@@ -66,6 +66,8 @@ pub struct ReportInputs<'a> {
     pub holdout: Option<&'a ClassificationReport>,
     pub train_seconds: f64,
     pub stopped_early: bool,
+    /// Where `--precision f16`'s loss scaling ended.
+    pub loss_scale: Option<crate::train::precision::LossScale>,
 }
 
 /// report.md: settings, per-epoch table, the deployed model's valid metrics, pictures.
@@ -89,7 +91,7 @@ pub fn write_report(out: &Path, r: &ReportInputs) -> Result<()> {
         c.size,
         c.weights.as_ref().map(|p| format!("`{}`", p.display())).unwrap_or_else(|| "none (from scratch)".into())
     );
-    let _ = writeln!(s, "- optimiser: {}", c.describe_optimiser(r.stopped_early));
+    let _ = writeln!(s, "- optimiser: {}", c.describe_optimiser(r.stopped_early, r.loss_scale.as_ref()));
     let _ = writeln!(s, "- loss: class weights {:?}, label smoothing {}", c.class_weights, c.label_smoothing);
     let _ = writeln!(s, "- training time: {:.1} min on {:?}", r.train_seconds / 60.0, c.device);
     let _ = writeln!(

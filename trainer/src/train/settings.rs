@@ -8,6 +8,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use serde::{Deserialize, Serialize};
 
+use super::precision::{LossScale, Precision};
 use super::progress::Progress;
 use super::schedule::{Schedule, ScheduleKind, ScheduleSettings};
 use crate::device::DeviceKind;
@@ -58,6 +59,9 @@ pub struct LoopSettings {
     /// this many epochs (`--ema`; what YOLOX, Ultralytics and timm do). 0: the raw weights.
     #[serde(default)]
     pub ema: f64,
+    /// The dtype steps compute in (`--precision`; half precision on GPU backends only).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// The gradient-norm limit a `clip_grad` setting asks for: none, or 0 or below (`--clip-grad 0`,
@@ -69,9 +73,15 @@ pub fn clip_limit(clip_grad: Option<f32>) -> Option<f32> {
 
 impl LoopSettings {
     /// The optimisation in one line for a run's report.md (every task writes the same).
-    pub fn describe_optimiser(&self, stopped_early: bool) -> String {
+    /// `loss_scale`: where the f16 run's loss scaling ended.
+    pub fn describe_optimiser(&self, stopped_early: bool, loss_scale: Option<&LossScale>) -> String {
+        let precision = match (self.precision, loss_scale) {
+            (Precision::F32, _) => String::new(),
+            (p, None) => format!(" in {} (f32 master weights)", p.name()),
+            (p, Some(s)) => format!(" in {} (f32 master weights, {})", p.name(), s.describe()),
+        };
         format!(
-            "{:?} lr {} (backbone / {}), {:?} schedule, weight decay {}, batch {}, {} epochs, EMA {}, on {}{}",
+            "{:?} lr {} (backbone / {}), {:?} schedule, weight decay {}, batch {}, {} epochs, EMA {}, on {}{precision}{}",
             self.optimizer,
             self.lr,
             self.lr_mult,
@@ -110,6 +120,7 @@ impl LoopSettings {
             checkpoint_minutes: 10.0,
             holdout: 0.0,
             ema: 0.0,
+            precision: Precision::F32,
         }
     }
 
@@ -137,8 +148,13 @@ impl LoopSettings {
     /// software Vulkan says so.
     pub fn open_device(&self, progress: &Progress) -> Result<burn::prelude::Device> {
         let device = self.device.device()?;
+        self.precision.check(self.device, &device)?;
         device.seed(self.seed);
-        progress.message(&format!("device: {}", self.device.describe(&device)));
+        let precision = match self.precision {
+            Precision::F32 => String::new(),
+            p => format!(", computing in {} (f32 master weights)", p.name()),
+        };
+        progress.message(&format!("device: {}{precision}", self.device.describe(&device)));
         Ok(device)
     }
 

@@ -7,6 +7,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 use super::config::ClassifyConfig;
+use super::precision::Amp;
 use crate::data::Mixed;
 use crate::model::mobilenetv2::{MobileNetV2, FEATURE_LAYERS};
 
@@ -89,11 +90,13 @@ impl Stepper {
     }
 
     /// Forward, backward and optimiser update; returns the updated model and the batch loss.
+    /// The forward runs on `amp`'s copy of the model (itself in f32).
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         model: MobileNetV2,
         optim: &mut ModuleOptimizer,
+        amp: &mut Amp,
         cfg: &ClassifyConfig,
         input: Input,
         targets: impl Into<Targets>,
@@ -102,7 +105,7 @@ impl Stepper {
     ) -> (MobileNetV2, f64) {
         let Targets { labels, mix } = targets.into();
         let n = labels.len();
-        let logits = self.forward(&model, input, n, trainable_from);
+        let logits = self.forward(&amp.lower(model.clone()), input, n, trainable_from);
         let ids = |l: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(l, [n]), &self.ad);
         let loss = match mix {
             None => self.loss.forward(logits, ids(labels)),
@@ -113,16 +116,16 @@ impl Stepper {
             }
         };
         let loss_value = loss.clone().into_scalar::<f64>();
-        let mut grads = loss.backward();
-        let mut model = model;
+        let mut grads = amp.backward(loss);
         if cfg.lr_mult == 1.0 || trainable_from >= FEATURE_LAYERS {
             let g = GradientsParams::from_grads(grads, &model);
-            model = optim.step(lr, model, g);
-            return (model, loss_value);
+            return (amp.apply(optim, model, vec![(lr, g)]), loss_value);
         }
-        // Head at the full rate; each trainable layer at its own factor.
-        let head = model.classifier.as_ref().map(|c| GradientsParams::from_module(&mut grads, c));
+        // Head at the full rate (first); each trainable layer at its own factor.
         let mut groups: Vec<(f64, GradientsParams)> = Vec::new();
+        if let Some(c) = model.classifier.as_ref() {
+            groups.push((lr, GradientsParams::from_module(&mut grads, c)));
+        }
         if cfg.lr_ramp {
             for l in trainable_from..FEATURE_LAYERS {
                 let g = match l {
@@ -135,15 +138,7 @@ impl Stepper {
         } else {
             groups.push((lr / cfg.lr_mult, GradientsParams::from_grads(grads, &model)));
         }
-        if let Some(h) = head {
-            model = optim.step(lr, model, h);
-        }
-        for (group_lr, g) in groups {
-            if !g.is_empty() {
-                model = optim.step(group_lr, model, g);
-            }
-        }
-        (model, loss_value)
+        (amp.apply(optim, model, groups), loss_value)
     }
 }
 

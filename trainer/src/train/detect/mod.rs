@@ -34,6 +34,7 @@ use super::outputs::{
     check_out_dir, deliver, export_checkpoint, square_input, write_card, write_config, write_holdout_list, Deliver,
     Scored, Scores,
 };
+use super::precision::Amp;
 use super::progress::Progress;
 use super::settings::LoopSettings;
 use crate::data::boxes::{decode_eval_boxes, BoxSet, DetAugment, EvalBoxSet};
@@ -354,6 +355,7 @@ impl<'a> Task<'a> for DetectTask<'a> {
         &mut self,
         model: Detector,
         optim: &mut ModuleOptimizer,
+        amp: &mut Amp,
         batch: DetBatch,
         lr: f64,
         epoch: usize,
@@ -362,10 +364,12 @@ impl<'a> Task<'a> for DetectTask<'a> {
         let n = batch.boxes.len();
         let s = c.size as usize;
         let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [n, 3, s, s]), &self.p.device);
-        let maps = self.maps(&model, x);
-        let out = model.forward_from_maps(maps);
+        let compute = amp.lower(model.clone());
+        let maps = self.maps(&compute, x);
+        let out = compute.forward_from_maps(maps);
         let (loss, parts) = yolox_loss(out, &batch.boxes, &self.p.anchors, c.box_loss, c.closing(epoch));
-        let model = step_backbone_slower(optim, model, loss.backward(), |m| &m.backbone, lr, c.lr_mult);
+        let grads = amp.backward(loss);
+        let model = step_backbone_slower(optim, amp, model, grads, |m| &m.backbone, lr, c.lr_mult);
         Ok((model, parts.total, n))
     }
 
@@ -429,6 +433,7 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
             holdout: holdout.as_ref().map(|h| (&h.coco, h.ground_truth.images.len())),
             train_seconds: state.elapsed_s,
             stopped_early: state.stopped_early,
+            loss_scale: state.loss_scale,
         },
     )?;
     Ok(DetectSummary {

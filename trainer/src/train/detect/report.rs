@@ -76,6 +76,8 @@ pub struct DetReportInputs<'a> {
     pub holdout: Option<(&'a CocoEval, usize)>,
     pub train_seconds: f64,
     pub stopped_early: bool,
+    /// Where `--precision f16`'s loss scaling ended.
+    pub loss_scale: Option<crate::train::precision::LossScale>,
 }
 
 pub fn write_report(out: &Path, r: &DetReportInputs) -> Result<()> {
@@ -94,7 +96,7 @@ pub fn write_report(out: &Path, r: &DetReportInputs) -> Result<()> {
         c.trainable_from(),
         c.weights.as_ref().map(|p| format!("`{}`", p.display())).unwrap_or_else(|| "none (from scratch)".into())
     );
-    let _ = writeln!(s, "- optimiser: {}", c.describe_optimiser(r.stopped_early));
+    let _ = writeln!(s, "- optimiser: {}", c.describe_optimiser(r.stopped_early, r.loss_scale.as_ref()));
     let _ = writeln!(
         s,
         "- loss: SimOTA assignment, {:?} box loss ×5 + objectness BCE + class BCE; L1 and no mosaic in the last {} epochs",

@@ -32,6 +32,7 @@ use super::groups::step_backbone_slower;
 use super::history::EpochRow;
 use super::looping::{run_epochs, EpochTrain, Task};
 use super::outputs::{check_out_dir, deliver, write_card, write_config, write_holdout_list, Deliver, Scored, Scores};
+use super::precision::Amp;
 use super::progress::Progress;
 use super::settings::LoopSettings;
 use crate::data::loader::{batch_ranges, BuildBatch, EpochLoader};
@@ -284,6 +285,7 @@ impl<'a> Task<'a> for SegmentTask<'a> {
         &mut self,
         model: Segmenter,
         optim: &mut ModuleOptimizer,
+        amp: &mut Amp,
         batch: SegBatch,
         lr: f64,
         _epoch: usize,
@@ -295,10 +297,11 @@ impl<'a> Task<'a> for SegmentTask<'a> {
         let ad = p.device.clone().autodiff();
         let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [n, 3, h, w]), &ad); // [n, 3, H, W]
         let target = SegTarget::new(&batch.masks, p.classes.len(), h, w, &ad);
-        let loss = seg_loss(model.forward(x), &target, p.weights.as_deref(), c.loss);
+        let loss = seg_loss(amp.lower(model.clone()).forward(x), &target, p.weights.as_deref(), c.loss);
         let value = loss.clone().into_scalar::<f64>();
         // The pretrained backbone moves lr_mult times slower than the new head.
-        let model = step_backbone_slower(optim, model, loss.backward(), |m| &m.backbone, lr, c.lr_mult);
+        let grads = amp.backward(loss);
+        let model = step_backbone_slower(optim, amp, model, grads, |m| &m.backbone, lr, c.lr_mult);
         Ok((model, value, n))
     }
 
@@ -387,6 +390,7 @@ pub fn train_segment(cfg: &SegmentConfig, out: &Path, resume: bool, progress: &P
             holdout: holdout.as_ref().map(|h| (h, p.holdout.as_ref().map_or(0, Vec::len))),
             train_seconds: state.elapsed_s,
             stopped_early: state.stopped_early,
+            loss_scale: state.loss_scale,
         },
     )?;
     Ok(SegmentSummary {

@@ -25,6 +25,8 @@ pub struct SegReportInputs<'a> {
     pub holdout: Option<(&'a SegmentationReport, usize)>,
     pub train_seconds: f64,
     pub stopped_early: bool,
+    /// Where `--precision f16`'s loss scaling ended.
+    pub loss_scale: Option<crate::train::precision::LossScale>,
 }
 
 /// Per-class IoU, Dice, truth and predicted pixels, as a markdown table.
@@ -59,7 +61,7 @@ pub fn write_report(out: &Path, r: &SegReportInputs) -> Result<()> {
         c.unfreeze_from,
         c.weights.as_ref().map(|p| format!("`{}`", p.display())).unwrap_or_else(|| "none (from scratch)".into())
     );
-    let _ = writeln!(s, "- optimiser: {}", c.describe_optimiser(r.stopped_early));
+    let _ = writeln!(s, "- optimiser: {}", c.describe_optimiser(r.stopped_early, r.loss_scale.as_ref()));
     let _ = writeln!(s, "- loss: {:?}, class weights {:?}", c.loss, c.class_weights);
     let _ = writeln!(s, "- augmentation: {:?}", c.augment);
     let _ = writeln!(s, "- training time: {:.1} min on {:?}", r.train_seconds / 60.0, c.device);
