@@ -45,6 +45,16 @@ fn gpu() -> Option<Device> {
     }
 }
 
+/// The wgpu device where its adapter computes in f16 (lavapipe does), else `None` saying why.
+fn gpu_with_f16() -> Option<Device> {
+    let gpu = gpu()?;
+    if !gpu.supports_dtype(FloatDType::F16) {
+        eprintln!("skipped: this adapter has no f16");
+        return None;
+    }
+    Some(gpu)
+}
+
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
@@ -193,9 +203,7 @@ fn a_run_on_the_gpu_learns_and_exports_what_it_computes() {
 /// says so in report.md, and its checkpoints and export are f32 models.
 #[test]
 fn an_f16_run_on_the_gpu_learns_and_exports_an_f32_model() {
-    let Some(gpu) = gpu() else { return };
-    if !gpu.supports_dtype(FloatDType::F16) {
-        eprintln!("skipped: this adapter has no f16");
+    if gpu_with_f16().is_none() {
         return;
     }
     run_learns_and_exports(Precision::F16);
@@ -258,11 +266,7 @@ impl ModuleVisitor for Dtypes {
 #[test]
 fn an_f16_step_follows_the_f32_step_with_f32_master_weights() {
     let _one = common::one_run_at_a_time();
-    let Some(gpu) = gpu() else { return };
-    if !gpu.supports_dtype(FloatDType::F16) {
-        eprintln!("skipped: this adapter has no f16");
-        return;
-    }
+    let Some(gpu) = gpu_with_f16() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = tiny_config(dir.path());
     cfg.dropout = 0.0;
@@ -316,11 +320,7 @@ fn an_f16_step_follows_the_f32_step_with_f32_master_weights() {
 /// gradient, the update the same step makes in f32.
 #[test]
 fn an_overflowing_f16_step_is_skipped_and_the_scale_halves() {
-    let Some(gpu) = gpu() else { return };
-    if !gpu.supports_dtype(FloatDType::F16) {
-        eprintln!("skipped: this adapter has no f16");
-        return;
-    }
+    let Some(gpu) = gpu_with_f16() else { return };
     let x: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 8.0).collect();
     let start = LinearConfig::new(4, 3).init(&gpu);
     let weights = |m: &Linear| to_host(m.weight.val());
