@@ -1,6 +1,6 @@
-//! `fieldkit train --device wgpu` end to end (issue 25): a detector learns on the GPU, a
-//! classification run killed with SIGKILL resumes on the GPU and finishes, and a GPU backend
-//! without its driver is refused in a sentence. CI runs these on Mesa's software Vulkan
+//! `fieldkit train --device wgpu` end to end (issue 25): a detector and a segmenter learn on the
+//! GPU, a classification run killed with SIGKILL resumes on the GPU and finishes, and a GPU
+//! backend without its driver is refused in a sentence. CI runs these on Mesa's software Vulkan
 //! (lavapipe) with `FIELDKIT_REQUIRE_GPU=1`; elsewhere, without an adapter, they skip.
 #![cfg(feature = "wgpu")]
 
@@ -86,6 +86,63 @@ fn detector_learns_on_the_gpu() {
     // The exported model runs on the CPU through `fieldkit eval`.
     let o = fieldkit(&["eval", "--model", out.join("model.onnx").to_str().unwrap(), "--data", data.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// The segmenter trains on the GPU too (burn 0.22.1's GPU backends cannot differentiate its
+/// own bilinear interpolation; the trainer's upsampling is written as matrix products): the
+/// loss falls, report.md says wgpu, and `eval` of the export scores what training scored.
+#[test]
+fn segmenter_learns_on_the_gpu() {
+    if !have_gpu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let data = assets().join("data/peanut-mini");
+    let o = fieldkit(&[
+        "train",
+        "segment",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--weights",
+        &weights(),
+        "--device",
+        "wgpu",
+        "--size",
+        "128x96",
+        "--epochs",
+        "4",
+        "--batch",
+        "3",
+        "--augment",
+        "none",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let loss = losses(&csv, "train_loss");
+    assert_eq!(loss.len(), 4, "{csv}");
+    assert!(loss[3] < loss[0], "the segmenter's training loss did not fall on the GPU: {csv}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("wgpu"), "report.md does not say what trained it:\n{report}");
+    let json = dir.path().join("eval.json");
+    let model = out.join("model.onnx");
+    let o = fieldkit(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let trained: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("valid_metrics.json")).unwrap()).unwrap();
+    assert_eq!(e["miou"], trained["miou"], "{e}");
 }
 
 #[test]

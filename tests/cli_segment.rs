@@ -207,36 +207,3 @@ fn yolo_seg_and_coco_polygons_train_and_score_alike() {
     ]);
     assert!(!o.status.success() && stderr(&o).contains("square"), "{}", stderr(&o));
 }
-
-/// burn 0.22.1's GPU backends have no backward for bilinear interpolation, so `train segment`
-/// on one is refused up front with the reason and the device that works (exit 2), instead of
-/// failing at its first step. Needs no GPU: the settings are checked before a device opens.
-#[cfg(feature = "train")]
-#[test]
-fn train_segment_on_a_gpu_backend_is_refused_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = assets().join("data/peanut-mini");
-    for device in ["wgpu", "cuda"] {
-        let out = dir.path().join(device);
-        let o = fieldkit(&[
-            "train",
-            "segment",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--device",
-            device,
-            "--quiet",
-        ]);
-        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-        let err = stderr(&o);
-        assert!(
-            err.contains(&format!(
-                "train segment --device {device}: burn 0.22.1's GPU backends cannot train the segmenter"
-            )) && err.contains("--device flex"),
-            "{err}"
-        );
-        assert!(!out.join("checkpoints").exists());
-    }
-}

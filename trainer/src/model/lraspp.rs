@@ -18,11 +18,10 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::mobilenetv2::{make_divisible, ConvBn, MobileNetV2, MobileNetV2Config};
 use super::precision::to_f32;
+use super::resize::resize_bilinear;
 use super::yolox::DwSep;
 
 /// torchvision `features` index after which the stride-8 map is tapped (exclusive end), and
@@ -113,12 +112,6 @@ impl SegmenterConfig {
     }
 }
 
-/// Bilinear resize with half-pixel centres (PyTorch's `align_corners=False`, ONNX Resize
-/// `linear` + `half_pixel`). `x`: [b, c, h, w] -> [b, c, size[0], size[1]]
-pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-    interpolate(x, InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size(size))
-}
-
 impl Segmenter {
     /// The stride-8 and stride-32 maps. `x`: [b, 3, H, W] -> [b, 32, H/8, W/8], [b, 1280, H/32, W/32]
     pub fn backbone_maps(&self, x: Tensor<4>) -> [Tensor<4>; 2] {
@@ -170,16 +163,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn logits_at_the_input_size_and_bilinear_half_pixel() {
+    fn logits_at_the_input_size() {
         let device = Device::flex();
         let m = SegmenterConfig::new(3).with_inter(16).init(&device);
         let y = m.forward(Tensor::zeros([2, 3, 64, 96], &device));
         assert_eq!(y.dims(), [2, 3, 64, 96]);
         let fine = SegmenterConfig::new(3).with_inter(16).with_fine(true).init(&device);
         assert_eq!(fine.forward(Tensor::zeros([1, 3, 64, 96], &device)).dims(), [1, 3, 64, 96]);
-        // 2 -> 4 samples: half-pixel centres give 1, 1.25, 1.75, 2 (edges clamped).
-        let x = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 1, 1, 2]), &device);
-        let u = crate::model::to_host(resize_bilinear(x, [1, 4]));
-        assert_eq!(u, vec![1.0, 1.25, 1.75, 2.0]);
     }
 }

@@ -3,6 +3,7 @@
 pub mod lraspp;
 pub mod mobilenetv2;
 pub mod precision;
+pub mod resize;
 pub mod yolox;
 
 pub use lraspp::{Segmenter, SegmenterConfig};

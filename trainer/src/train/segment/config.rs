@@ -82,17 +82,6 @@ impl SegmentConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainerError::Config(m));
-        if self.device.is_gpu() {
-            // Found by running it: burn 0.22.1's CubeCL backends (wgpu, vulkan, cuda) have no
-            // backward for bilinear interpolation, which the decoder's upsampling needs; the
-            // first step failed with "Bilinear interpolation backward is not supported by JIT
-            // backend".
-            return bad(format!(
-                "train segment --device {}: burn 0.22.1's GPU backends cannot train the segmenter (no \
-                 backward for its bilinear upsampling); train it with --device flex",
-                self.device.name()
-            ));
-        }
         let s = STRIDE as u32;
         let [w, h] = self.size;
         if w < 64 || h < 64 || !w.is_multiple_of(s) || !h.is_multiple_of(s) {
