@@ -145,6 +145,72 @@ fn segmenter_learns_on_the_gpu() {
     assert_eq!(e["miou"], trained["miou"], "{e}");
 }
 
+/// `--devices` end to end for each task, on the pair CI can make (wgpu's default device and its
+/// enumerated `wgpu:0`, one adapter): the run splits its batches, says so in its log and
+/// report.md, and its export scores in `eval`; an index the backend lacks is refused by name.
+/// (That a two-device step is the one-device step is `trainer/tests/gpu.rs`'s to show.)
+#[test]
+fn each_task_trains_data_parallel_on_two_devices() {
+    if !have_gpu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let weed = assets().join("data/weed-mini");
+    let sesame = assets().join("data/sesame-mini/data.yaml");
+    let peanut = assets().join("data/peanut-mini");
+    let w = weights();
+    let runs: [(&str, &std::path::Path, &[&str]); 3] = [
+        ("classify", &weed, &["--size", "32", "--batch", "8"]),
+        ("detect", &sesame, &["--size", "96", "--batch", "4", "--neck-width", "16", "--head-depth", "1"]),
+        ("segment", &peanut, &["--size", "128x96", "--batch", "4"]),
+    ];
+    for (task, data, extra) in runs {
+        let out = dir.path().join(task);
+        let mut args = vec![
+            "train",
+            task,
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--weights",
+            &w,
+            "--devices",
+            "wgpu,wgpu:0",
+            "--epochs",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let o = fieldkit(&args);
+        assert!(o.status.success(), "{task}: {}{}", stdout(&o), stderr(&o));
+        let log = stderr(&o);
+        assert!(
+            log.contains("devices: wgpu (") && (log.contains("split 4 + 4") || log.contains("split 2 + 2")),
+            "{task}: {log}"
+        );
+        let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(report.contains("on 2 devices (wgpu, wgpu:0; batch split"), "{task}: {report}");
+        let cfg = std::fs::read_to_string(out.join("config.json")).unwrap();
+        assert!(cfg.contains("\"wgpu:0\""), "{task}: config.json lacks the devices: {cfg}");
+        let model = out.join("model.onnx");
+        let o = fieldkit(&["eval", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+        assert!(o.status.success(), "{task}: {}", stderr(&o));
+    }
+    let o = fieldkit(&[
+        "train",
+        "classify",
+        "--data",
+        weed.to_str().unwrap(),
+        "--out",
+        dir.path().join("nine").to_str().unwrap(),
+        "--devices",
+        "wgpu,wgpu:9",
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("wgpu:9: burn finds 1 wgpu device(s) here (wgpu:0)"), "{}", stderr(&o));
+}
+
 #[test]
 fn resume_after_kill_on_the_gpu_finishes_the_run() {
     if !have_gpu() {

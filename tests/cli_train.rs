@@ -260,3 +260,51 @@ fn half_precision_on_the_cpu_backend_is_refused() {
         assert!(!out.join("checkpoints").exists(), "{task} started training");
     }
 }
+
+/// `--devices` that cannot run is refused before any data is read, each with the reason
+/// (exit 2, or clap's usage error for a backend that does not exist): the same device twice,
+/// one device, two backends, an index the backend lacks, an unknown backend.
+#[test]
+fn device_lists_that_cannot_train_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (devices, expected) in [
+        ("flex,flex", "--devices: flex and flex are the same device"),
+        ("flex", "--devices flex: name two or more devices"),
+        ("flex,ndarray", "ndarray is another backend than flex"),
+        ("flex:1,flex", "flex:1: the CPU backend has one device (flex:0)"),
+        ("tpu:0,tpu:1", "tpu:0: unknown backend \"tpu\""),
+    ] {
+        let out = dir.path().join(devices.replace([',', ':'], "_"));
+        let o = fieldkit(&[
+            "train",
+            "classify",
+            "--data",
+            &weed(),
+            "--out",
+            out.to_str().unwrap(),
+            "--devices",
+            devices,
+            "--batch",
+            "8",
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(2), "--devices {devices}: {}", stderr(&o));
+        assert!(stderr(&o).contains(expected), "--devices {devices}: {}", stderr(&o));
+        assert!(!out.join("checkpoints").exists(), "--devices {devices} started training");
+    }
+    // A batch too small to give each device two images says how large it must be.
+    let o = fieldkit(&[
+        "train",
+        "classify",
+        "--data",
+        &weed(),
+        "--out",
+        dir.path().join("small").to_str().unwrap(),
+        "--devices",
+        "flex,flex",
+        "--batch",
+        "2",
+        "--quiet",
+    ]);
+    assert!(stderr(&o).contains("raise --batch to 4"), "{}", stderr(&o));
+}

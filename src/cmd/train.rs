@@ -16,7 +16,7 @@ use fieldkit_trainer::train::{
     self, ClassWeights, ClassifyConfig, LoopSettings, Monitor, OptimizerKind, Precision, Progress, ScheduleKind,
     Strategy,
 };
-use fieldkit_trainer::DeviceKind;
+use fieldkit_trainer::{DeviceKind, DeviceSpec};
 
 /// Each flag given (`Some`) over the setting of the same name: `set_given!(args => config; f, ...)`.
 macro_rules! set_given {
@@ -33,7 +33,8 @@ pub enum TrainCommand {
     /// <split>/images + <split>/masks), a YOLO-seg data.yaml or COCO polygons / RLE.
     Segment(Box<SegmentArgs>),
     /// List the training backends (`--device`) this build has, and what each would run on
-    /// here: the GPU adapter's name, or why it cannot run.
+    /// here: the GPU adapter's name, or why it cannot run; under a GPU backend, its devices as
+    /// `--devices` names them.
     Devices,
 }
 
@@ -261,6 +262,12 @@ pub struct TrainLoopArgs {
     workers: Option<usize>,
     #[arg(long, value_enum)]
     device: Option<DeviceKind>,
+    /// Data-parallel training: split each batch over these devices of one backend, e.g.
+    /// `cuda:0,cuda:1` (`fieldkit train devices` lists them; a backend's name alone is its
+    /// default device). Gradients are summed on the first, which holds the model; --batch is
+    /// the total over all of them.
+    #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+    devices: Option<Vec<DeviceSpec>>,
     /// What a step computes in: f32, or f16 / bf16 with f32 master weights (GPU backends only;
     /// f16 with dynamic loss scaling).
     #[arg(long, value_enum)]
@@ -287,6 +294,10 @@ impl TrainLoopArgs {
         }
         if self.patience.is_some() {
             s.patience = self.patience;
+        }
+        if let Some(devices) = &self.devices {
+            s.devices = devices.clone();
+            s.device = devices.first().map_or(s.device, |d| d.kind);
         }
     }
 }
@@ -336,7 +347,16 @@ fn devices() -> Result<i32> {
     use clap::ValueEnum;
     for kind in DeviceKind::value_variants() {
         match kind.device() {
-            Ok(device) => println!("{}", kind.describe(&device)),
+            Ok(device) => {
+                println!("{}", kind.describe(&device));
+                // What `--devices` can name: the backend's enumerated devices.
+                if kind.is_gpu() {
+                    for (i, d) in kind.enumerate().unwrap_or_default().iter().enumerate() {
+                        let name = kind.describe(d);
+                        println!("  {}:{i}{}", kind.name(), name.strip_prefix(kind.name()).unwrap_or(&name));
+                    }
+                }
+            }
             Err(e) => println!("{}: unavailable ({e})", kind.name()),
         }
     }

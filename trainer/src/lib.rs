@@ -14,6 +14,6 @@ pub mod model;
 pub mod train;
 pub mod weights;
 
-pub use device::DeviceKind;
+pub use device::{DeviceKind, DeviceSpec};
 pub use error::{Result, TrainerError};
 pub use train::{train_classify, ClassifyConfig, Progress, TrainSummary};

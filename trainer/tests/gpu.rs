@@ -26,10 +26,11 @@ use fieldkit_trainer::train::checkpoint::{load_module, save_module};
 use fieldkit_trainer::train::classify::optimizer_for;
 use fieldkit_trainer::train::detect::assign::{Anchors, GtBox};
 use fieldkit_trainer::train::detect::loss::{yolox_loss, BoxLoss};
+use fieldkit_trainer::train::parallel::Replicas;
 use fieldkit_trainer::train::precision::{Amp, LossScale, Precision};
 use fieldkit_trainer::train::segment::{seg_loss, SegLoss, SegTarget};
 use fieldkit_trainer::train::step::{Input, Stepper};
-use fieldkit_trainer::train::{train_classify, OptimizerKind, Progress};
+use fieldkit_trainer::train::{train_classify, ClassifyConfig, OptimizerKind, Progress};
 use fieldkit_trainer::weights::load_backbone;
 use fieldkit_trainer::DeviceKind;
 
@@ -246,6 +247,107 @@ fn a_segmenter_step_on_the_gpu_equals_the_cpu_step() {
         Step { before, loss: value, after: to_host(model.forward(batch())), params: parameters(&model) }
     };
     compare(&run(&cpu), &run(&gpu), &parameters(&start));
+}
+
+/// The second device of a data-parallel pair: wgpu's first enumerated device (`--devices
+/// wgpu,wgpu:0`). On lavapipe it is the same adapter as the default device but a device of its
+/// own to burn (its own queue and memory), which is the pair CI can make.
+fn second_gpu() -> Device {
+    DeviceKind::Wgpu.open(Some(0)).expect("wgpu lists the adapter it opened")
+}
+
+/// One `Stepper` step (SGD, momentum 0.9, lr 0.05) of the model in `file` on `replicas`; the
+/// loss and the updated parameters.
+fn step_on(
+    replicas: Replicas,
+    cfg: &ClassifyConfig,
+    file: &std::path::Path,
+    input: Input,
+    labels: Vec<i64>,
+    from: usize,
+) -> (f64, BTreeMap<String, Vec<f32>>) {
+    let mut model = cfg.init_model(3, replicas.main());
+    load_module(&mut model, file).unwrap();
+    let mut stepper = Stepper::on(replicas, cfg, None);
+    let mut optim = optimizer_for(OptimizerKind::Sgd, 0.0, 0.9, None);
+    let model = model.train().with_trainable_from(from);
+    let (model, loss) = stepper.step(model, &mut optim, &mut Amp::f32(), cfg, input, labels, 0.05, from);
+    (loss, parameters(&model.valid()))
+}
+
+/// `--devices` (issue 25): one step with the batch split over two devices equals one step on
+/// one device with the whole batch, within 1e-5. The classifier's head on pooled features
+/// (`--strategy head`): nothing in it looks across the batch, so splitting the batch changes
+/// only the order of float sums.
+#[test]
+fn a_step_on_two_devices_equals_one_step_on_the_whole_batch() {
+    let _one = common::one_run_at_a_time();
+    let Some(gpu) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(dir.path());
+    cfg.dropout = 0.0;
+    let file = dir.path().join("m.bpk");
+    let mut start = cfg.init_model(3, &gpu);
+    load_backbone(&mut start, &cfg.weights.clone().unwrap()).unwrap();
+    save_module(&start, &file).unwrap();
+    let (n, dim) = (10, 1280);
+    let features: Vec<f32> = (0..n * dim).map(|i| ((i * 7919 % 509) as f32 / 254.0 - 1.0).abs()).collect();
+    let labels = vec![0i64, 1, 2, 1, 0, 2, 2, 1, 0, 0];
+    let input = || Input::Features { values: features.clone(), dim };
+    let (l1, one) = step_on(Replicas::one(&gpu), &cfg, &file, input(), labels.clone(), 19);
+    let (l2, two) = step_on(Replicas::new(vec![gpu.clone(), second_gpu()]), &cfg, &file, input(), labels, 19);
+    let (moved, _) = largest_difference(&parameters(&start), &one);
+    assert!(moved > 1e-3, "the step moved no weight by more than {moved}");
+    let (d, name) = largest_difference(&one, &two);
+    eprintln!("loss {l1} vs {l2}; {name} differs most, by {d:.2e} (the step moved weights by up to {moved:.3})");
+    assert!((l1 - l2).abs() <= 1e-5, "loss on one device {l1}, on two {l2}");
+    assert!(d <= 1e-5, "after one step {name} differs by {d} between one device and two");
+}
+
+/// With BatchNorm layers training (`features[14..]`, the partial fine-tune) each device
+/// normalises its own share, as PyTorch's DDP does without SyncBatchNorm. Then the weights
+/// after a step on two devices are the mean of the weights after each share's step alone on
+/// one device (each share's loss weighs by its size; SGD's first step is linear in the
+/// gradient), and BatchNorm's running statistics are the main device's share's (DDP keeps rank
+/// 0's buffers).
+#[test]
+fn with_batchnorm_a_two_device_step_is_the_mean_of_each_shares_step() {
+    let _one = common::one_run_at_a_time();
+    let Some(gpu) = gpu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(dir.path());
+    cfg.dropout = 0.0;
+    let file = dir.path().join("m.bpk");
+    let mut start = cfg.init_model(3, &gpu);
+    load_backbone(&mut start, &cfg.weights.clone().unwrap()).unwrap();
+    save_module(&start, &file).unwrap();
+    let (n, s) = (8, 64);
+    let x = input(n, s);
+    let labels = vec![0i64, 1, 2, 1, 0, 2, 2, 1];
+    let plane = 3 * s * s;
+    let rows =
+        |r: std::ops::Range<usize>| Input::Images { pixels: x[r.start * plane..r.end * plane].to_vec(), size: s };
+    let from = cfg.unfreeze_from;
+    let (_, a) = step_on(Replicas::one(&gpu), &cfg, &file, rows(0..4), labels[..4].to_vec(), from);
+    let (_, b) = step_on(Replicas::one(&gpu), &cfg, &file, rows(4..8), labels[4..].to_vec(), from);
+    let (_, two) = step_on(Replicas::new(vec![gpu.clone(), second_gpu()]), &cfg, &file, rows(0..n), labels, from);
+    let running = |k: &str| k.contains("running_");
+    let expected: BTreeMap<String, Vec<f32>> = a
+        .iter()
+        .map(|(k, v)| match running(k) {
+            true => (k.clone(), v.clone()),
+            false => (k.clone(), v.iter().zip(&b[k]).map(|(x, y)| (x + y) / 2.0).collect()),
+        })
+        .collect();
+    assert!(a.keys().any(|k| running(k)), "no running statistics among {:?}", a.keys().take(5).collect::<Vec<_>>());
+    let (moved, _) = largest_difference(&parameters(&start), &two);
+    assert!(moved > 1e-2, "the step moved no weight by more than {moved}");
+    let (d, name) = largest_difference(&expected, &two);
+    eprintln!("{name} differs most from the mean of the shares' steps, by {d:.2e} (moved up to {moved:.3})");
+    assert!(d <= 1e-5_f32.max(1e-4 * moved), "{name} differs from the mean of the shares' steps by {d}");
+    // And the shares differ from each other, so the mean is not trivially either of them.
+    let (apart, _) = largest_difference(&a, &b);
+    assert!(apart > 100.0 * d.max(1e-6), "the shares' steps differ by only {apart}");
 }
 
 /// `train_classify` on the GPU end to end: the loss falls, the colours are learnt, and the

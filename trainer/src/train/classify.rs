@@ -22,6 +22,7 @@ use super::config::{ClassifyConfig, Strategy};
 use super::features::{cache_key, features, FeatureSet};
 use super::looping::{run_epochs, EpochTrain, LoopOutcome, Task};
 use super::outputs::{export_checkpoint, square_input, write_card, Deliver, Scored, Scores};
+use super::parallel::Replicas;
 use super::precision::Amp;
 use super::progress::Progress;
 use super::settings::LoopSettings;
@@ -47,6 +48,8 @@ pub struct Prepared {
     pub holdout: Option<ImageFolder>,
     pub preprocess: Preprocess,
     pub device: Device,
+    /// The devices each step's batch is split over (`--devices`); the first is `device`.
+    pub replicas: Replicas,
     pub model: MobileNetV2,
     pub train: TrainInputs,
     /// Validation images (geometric preprocessing done) or their cached features.
@@ -91,7 +94,8 @@ pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
     let valid_folder = ImageFolder::open_with_classes(&cfg.data, &cfg.valid_split, &classes)?;
     let counts = train_folder.class_counts();
     let preprocess = cfg.preprocess();
-    let device = cfg.open_device(progress)?;
+    let replicas = cfg.open_devices(progress)?;
+    let device = replicas.main().clone();
     let mut model = cfg.init_model(classes.len(), &device);
     let weights_sha = match &cfg.weights {
         Some(w) => {
@@ -142,6 +146,7 @@ pub fn prepare(cfg: &ClassifyConfig, out: &Path, progress: &Progress) -> Result<
         holdout,
         preprocess,
         device,
+        replicas,
         model,
         train,
         valid,
@@ -348,7 +353,7 @@ impl<'a> Task<'a> for ClassifyTask<'a> {
 /// `checkpoints/best.bpk`.
 pub fn run_loop(p: &Prepared, out: &Path, resume: bool, progress: &Progress) -> Result<LoopOutcome<EpochMetrics>> {
     let weights = class_weights(&p.counts, p.cfg.class_weights);
-    let mut task = ClassifyTask { p, stepper: Stepper::new(&p.device, &p.cfg, weights), current_from: None };
+    let mut task = ClassifyTask { p, stepper: Stepper::on(p.replicas.clone(), &p.cfg, weights), current_from: None };
     run_epochs(&mut task, p.model.clone(), optimizer(&p.cfg), out, resume, progress)
 }
 

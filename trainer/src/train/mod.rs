@@ -14,6 +14,7 @@ pub mod history;
 pub mod looping;
 pub mod lr_find;
 pub mod outputs;
+pub mod parallel;
 pub mod precision;
 pub mod progress;
 pub mod report;

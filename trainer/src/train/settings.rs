@@ -8,10 +8,11 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use serde::{Deserialize, Serialize};
 
+use super::parallel::{split, Replicas};
 use super::precision::{LossScale, Precision};
 use super::progress::Progress;
 use super::schedule::{Schedule, ScheduleKind, ScheduleSettings};
-use crate::device::DeviceKind;
+use crate::device::{DeviceKind, DeviceSpec};
 use crate::error::{Result, TrainerError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -62,6 +63,10 @@ pub struct LoopSettings {
     /// The dtype steps compute in (`--precision`; half precision on GPU backends only).
     #[serde(default)]
     pub precision: Precision,
+    /// Data-parallel devices (`--devices`): each batch of `batch` is split over them; the first
+    /// holds the model. Empty: `device` alone.
+    #[serde(default)]
+    pub devices: Vec<DeviceSpec>,
 }
 
 /// The gradient-norm limit a `clip_grad` setting asks for: none, or 0 or below (`--clip-grad 0`,
@@ -90,7 +95,7 @@ impl LoopSettings {
             self.batch,
             self.epochs,
             self.ema,
-            self.device.name(),
+            self.describe_devices(),
             if stopped_early { " (stopped early)" } else { "" }
         )
     }
@@ -121,6 +126,7 @@ impl LoopSettings {
             holdout: 0.0,
             ema: 0.0,
             precision: Precision::F32,
+            devices: Vec::new(),
         }
     }
 
@@ -135,6 +141,29 @@ impl LoopSettings {
         }
         if !(0.0..0.5).contains(&self.holdout) {
             return bad(format!("--holdout {} must be in [0, 0.5)", self.holdout));
+        }
+        if !self.devices.is_empty() {
+            let list = self.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+            if self.devices.len() < 2 {
+                return bad(format!("--devices {list}: name two or more devices (one device is --device)"));
+            }
+            if let Some(d) = self.devices.iter().find(|d| d.kind != self.devices[0].kind) {
+                return bad(format!(
+                    "--devices {list}: {d} is another backend than {}; data-parallel steps run on devices of one backend",
+                    self.devices[0]
+                ));
+            }
+            if self.devices[0].kind != self.device {
+                return bad(format!("--devices {list} with --device {}: give one of them", self.device.name()));
+            }
+            if self.batch < 2 * self.devices.len() {
+                return bad(format!(
+                    "--batch {} over --devices {list}: each device needs at least 2 images of the batch (BatchNorm \
+                     normalises each device's share); raise --batch to {} or more",
+                    self.batch,
+                    2 * self.devices.len()
+                ));
+            }
         }
         // Written so that a NaN fails both tests.
         if self.lr <= 0.0 || !self.lr.is_finite() || self.lr_mult.is_nan() || self.lr_mult < 1.0 {
@@ -156,6 +185,77 @@ impl LoopSettings {
         };
         progress.message(&format!("device: {}{precision}", self.device.describe(&device)));
         Ok(device)
+    }
+
+    /// The devices a run steps on, opened and seeded, the main one first: `devices`, or
+    /// `device` alone. Two entries that are one device are refused; two devices on one
+    /// adapter (a GPU's default device and its enumerated entry) run, with a note.
+    pub fn open_devices(&self, progress: &Progress) -> Result<Replicas> {
+        if self.devices.is_empty() {
+            return Ok(Replicas::one(&self.open_device(progress)?));
+        }
+        let mut opened: Vec<burn::prelude::Device> = Vec::new();
+        let mut adapters: Vec<Option<String>> = Vec::new();
+        for spec in &self.devices {
+            let device = spec.open()?;
+            if let Some(i) = opened.iter().position(|d| *d == device) {
+                return Err(TrainerError::Config(format!(
+                    "--devices: {} and {spec} are the same device; name each device once",
+                    self.devices[i]
+                )));
+            }
+            self.precision.check(spec.kind, &device)?;
+            device.seed(self.seed);
+            adapters.push(crate::device::adapter_name(&device));
+            opened.push(device);
+        }
+        let names: Vec<String> = self
+            .devices
+            .iter()
+            .zip(&adapters)
+            .map(|(d, a)| format!("{d} ({})", a.as_deref().unwrap_or("CPU")))
+            .collect();
+        let precision = match self.precision {
+            Precision::F32 => String::new(),
+            p => format!(", computing in {} (f32 master weights)", p.name()),
+        };
+        progress.message(&format!(
+            "devices: {}; each batch of {} split {} (gradients summed on {}){precision}",
+            names.join(", "),
+            self.batch,
+            self.shares(),
+            self.devices[0]
+        ));
+        let gpus: Vec<&String> = adapters.iter().flatten().collect();
+        if let Some(a) = gpus.iter().enumerate().find_map(|(i, a)| gpus[..i].contains(a).then_some(a)) {
+            progress.message(&format!(
+                "note: --devices names one adapter more than once ({a}): its devices share that GPU's compute; \
+                 that tests data parallelism, it does not speed it up"
+            ));
+        }
+        let replicas = Replicas::new(opened);
+        Ok(replicas)
+    }
+
+    /// Where the steps ran, for report.md: `wgpu`, or `2 devices (wgpu, wgpu:0; batch split 8 + 8)`.
+    pub fn describe_devices(&self) -> String {
+        if self.devices.is_empty() {
+            return self.device.name().to_string();
+        }
+        let list: Vec<String> = self.devices.iter().map(|d| d.to_string()).collect();
+        format!(
+            "{} devices ({}; batch split {}, gradients summed on {})",
+            list.len(),
+            list.join(", "),
+            self.shares(),
+            list[0]
+        )
+    }
+
+    /// Each device's share of a batch: `8 + 8`.
+    fn shares(&self) -> String {
+        let shares: Vec<String> = split(self.batch, self.devices.len()).iter().map(|r| r.len().to_string()).collect();
+        shares.join(" + ")
     }
 
     /// The optimizer these settings ask for.

@@ -6,7 +6,11 @@ use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
+use std::ops::Range;
+
 use super::config::ClassifyConfig;
+use super::groups::take_module;
+use super::parallel::Replicas;
 use super::precision::Amp;
 use crate::data::Mixed;
 use crate::model::mobilenetv2::{MobileNetV2, FEATURE_LAYERS};
@@ -41,43 +45,77 @@ pub enum Input {
 }
 
 pub struct Stepper {
-    pub device: Device,
-    pub ad: Device,
-    pub loss: CrossEntropyLoss,
-    /// eval-mode snapshot of the model for the frozen layers `features[..trainable_from]`.
-    frozen: Option<(usize, MobileNetV2)>,
+    /// The devices each step's batch is split over (one, unless `--devices`).
+    pub replicas: Replicas,
+    /// The loss on each device (its class weights live there).
+    losses: Vec<CrossEntropyLoss>,
+    /// eval-mode snapshots of the model, one per device, for the frozen layers
+    /// `features[..trainable_from]`.
+    frozen: Option<(usize, Vec<MobileNetV2>)>,
 }
 
 impl Stepper {
     pub fn new(device: &Device, cfg: &ClassifyConfig, weights: Option<Vec<f32>>) -> Self {
-        let ad = device.clone().autodiff();
-        let smoothing = (cfg.label_smoothing > 0.0).then_some(cfg.label_smoothing);
-        let loss = CrossEntropyLossConfig::new().with_weights(weights).with_smoothing(smoothing).init(&ad);
-        Stepper { device: device.clone(), ad, loss, frozen: None }
+        Stepper::on(Replicas::one(device), cfg, weights)
     }
 
-    /// Forgets the frozen snapshot (call when the trainable boundary moves).
+    /// Steps that split each batch over `replicas`' devices.
+    pub fn on(replicas: Replicas, cfg: &ClassifyConfig, weights: Option<Vec<f32>>) -> Self {
+        let smoothing = (cfg.label_smoothing > 0.0).then_some(cfg.label_smoothing);
+        let losses = replicas
+            .devices()
+            .iter()
+            .map(|d| {
+                CrossEntropyLossConfig::new()
+                    .with_weights(weights.clone())
+                    .with_smoothing(smoothing)
+                    .init(&d.clone().autodiff())
+            })
+            .collect();
+        Stepper { replicas, losses, frozen: None }
+    }
+
+    /// Forgets the frozen snapshots (call when the trainable boundary moves).
     pub fn reset(&mut self) {
         self.frozen = None;
     }
 
-    /// Logits for a batch on the autodiff device.
-    /// images: [n, 3, s, s] -> [n, classes]; features: [n, dim] -> [n, classes]
-    pub fn forward(&mut self, model: &MobileNetV2, input: Input, n: usize, trainable_from: usize) -> Tensor<2> {
+    /// Takes the eval-mode snapshots of the frozen prefix when the boundary moved.
+    fn freeze(&mut self, model: &MobileNetV2, input: &Input, trainable_from: usize) {
+        let images = matches!(input, Input::Images { .. });
+        if !images || trainable_from == 0 || self.frozen.as_ref().map(|(t, _)| *t) == Some(trainable_from) {
+            return;
+        }
+        // One `valid()` per device: each snapshot with BatchNorm statistics of its own.
+        let per_device = self.replicas.devices().iter().map(|d| model.valid().to_device(d)).collect();
+        self.frozen = Some((trainable_from, per_device));
+    }
+
+    /// Logits of `rows` of a batch on device `k`'s autodiff device, by `model` (on that
+    /// device). images: [n, 3, s, s] -> [rows, classes]; features: [n, dim] -> [rows, classes]
+    fn forward_on(
+        &self,
+        k: usize,
+        model: &MobileNetV2,
+        input: &Input,
+        rows: Range<usize>,
+        trainable_from: usize,
+    ) -> Tensor<2> {
+        let device = &self.replicas.devices()[k];
+        let n = rows.len();
         match input {
             Input::Features { values, dim } => {
-                let f = Tensor::<2>::from_data(TensorData::new(values, [n, dim]), &self.device).autodiff();
-                model.head(f)
+                let v = values[rows.start * dim..rows.end * dim].to_vec();
+                model.head(Tensor::<2>::from_data(TensorData::new(v, [n, *dim]), device).autodiff())
             }
             Input::Images { pixels, size } => {
-                let x = Tensor::<4>::from_data(TensorData::new(pixels, [n, 3, size, size]), &self.device);
+                let plane = 3 * size * size;
+                let v = pixels[rows.start * plane..rows.end * plane].to_vec();
+                let x = Tensor::<4>::from_data(TensorData::new(v, [n, 3, *size, *size]), device);
                 if trainable_from == 0 {
                     return model.forward(x.autodiff());
                 }
-                if self.frozen.as_ref().map(|(t, _)| *t) != Some(trainable_from) {
-                    self.frozen = Some((trainable_from, model.valid()));
-                }
-                let frozen = &self.frozen.as_ref().expect("set above").1;
+                let frozen = &self.frozen.as_ref().expect("freeze() ran first").1[k];
                 // The frozen prefix runs without autodiff: no graph, no stored activations.
                 let y = frozen.layers(0, trainable_from, x);
                 if trainable_from >= FEATURE_LAYERS {
@@ -89,8 +127,16 @@ impl Stepper {
         }
     }
 
+    /// Logits for a whole batch on the main device's autodiff device.
+    /// images: [n, 3, s, s] -> [n, classes]; features: [n, dim] -> [n, classes]
+    pub fn forward(&mut self, model: &MobileNetV2, input: Input, n: usize, trainable_from: usize) -> Tensor<2> {
+        self.freeze(model, &input, trainable_from);
+        self.forward_on(0, model, &input, 0..n, trainable_from)
+    }
+
     /// Forward, backward and optimiser update; returns the updated model and the batch loss.
-    /// The forward runs on `amp`'s copy of the model (itself in f32).
+    /// The forward runs on `amp`'s copy of the model (itself in f32), split over the
+    /// stepper's devices.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
@@ -105,38 +151,42 @@ impl Stepper {
     ) -> (MobileNetV2, f64) {
         let Targets { labels, mix } = targets.into();
         let n = labels.len();
-        let logits = self.forward(&amp.lower(model.clone()), input, n, trainable_from);
-        let ids = |l: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(l, [n]), &self.ad);
-        let loss = match mix {
-            None => self.loss.forward(logits, ids(labels)),
-            // Mixed images: λ·CE(own labels) + (1 − λ)·CE(partners' labels).
-            Some(Mixed { partner, lam }) => {
-                let own = self.loss.forward(logits.clone(), ids(labels));
-                own.mul_scalar(lam) + self.loss.forward(logits, ids(partner)).mul_scalar(1.0 - lam)
+        self.freeze(&model, &input, trainable_from);
+        let this = &*self;
+        let lower = &*amp;
+        let (mut grads, loss_value) = self.replicas.backward(lower, &model, n, |k, replica, rows| {
+            let logits = this.forward_on(k, &lower.lower(replica), &input, rows.clone(), trainable_from);
+            let ad = this.replicas.devices()[k].clone().autodiff();
+            let ids = |l: &[i64]| Tensor::<1, Int>::from_data(TensorData::new(l.to_vec(), [l.len()]), &ad);
+            let loss = &this.losses[k];
+            match &mix {
+                None => loss.forward(logits, ids(&labels[rows])),
+                // Mixed images: λ·CE(own labels) + (1 − λ)·CE(partners' labels).
+                Some(Mixed { partner, lam }) => {
+                    let own = loss.forward(logits.clone(), ids(&labels[rows.clone()]));
+                    own.mul_scalar(*lam) + loss.forward(logits, ids(&partner[rows])).mul_scalar(1.0 - lam)
+                }
             }
-        };
-        let loss_value = loss.clone().into_scalar::<f64>();
-        let mut grads = amp.backward(loss);
+        });
         if cfg.lr_mult == 1.0 || trainable_from >= FEATURE_LAYERS {
-            let g = GradientsParams::from_grads(grads, &model);
-            return (amp.apply(optim, model, vec![(lr, g)]), loss_value);
+            return (amp.apply(optim, model, vec![(lr, grads)]), loss_value);
         }
         // Head at the full rate (first); each trainable layer at its own factor.
         let mut groups: Vec<(f64, GradientsParams)> = Vec::new();
         if let Some(c) = model.classifier.as_ref() {
-            groups.push((lr, GradientsParams::from_module(&mut grads, c)));
+            groups.push((lr, take_module(&mut grads, c)));
         }
         if cfg.lr_ramp {
             for l in trainable_from..FEATURE_LAYERS {
                 let g = match l {
-                    0 => GradientsParams::from_module(&mut grads, &model.stem),
-                    18 => GradientsParams::from_module(&mut grads, &model.last),
-                    b => GradientsParams::from_module(&mut grads, &model.blocks[b - 1]),
+                    0 => take_module(&mut grads, &model.stem),
+                    18 => take_module(&mut grads, &model.last),
+                    b => take_module(&mut grads, &model.blocks[b - 1]),
                 };
                 groups.push((lr * cfg.layer_lr_factor(l), g));
             }
         } else {
-            groups.push((lr / cfg.lr_mult, GradientsParams::from_grads(grads, &model)));
+            groups.push((lr / cfg.lr_mult, grads));
         }
         (amp.apply(optim, model, groups), loss_value)
     }

@@ -34,6 +34,7 @@ use super::outputs::{
     check_out_dir, deliver, export_checkpoint, square_input, write_card, write_config, write_holdout_list, Deliver,
     Scored, Scores,
 };
+use super::parallel::Replicas;
 use super::precision::Amp;
 use super::progress::Progress;
 use super::settings::LoopSettings;
@@ -75,6 +76,8 @@ pub struct DetPrepared {
     pub data_fingerprint: String,
     pub preprocess: Preprocess,
     pub device: Device,
+    /// The devices each step's batch is split over (`--devices`); the first is `device`.
+    pub replicas: Replicas,
     pub model: Detector,
     pub anchors: Anchors,
     pub train: Arc<BoxSet>,
@@ -137,7 +140,8 @@ pub fn prepare(cfg: &DetectConfig, progress: &Progress) -> Result<DetPrepared> {
     if classes.is_empty() {
         return Err(TrainerError::Config(format!("{}: names is empty", data.yaml.display())));
     }
-    let device = cfg.open_device(progress)?;
+    let replicas = cfg.open_devices(progress)?;
+    let device = replicas.main().clone();
     let mut model = cfg.init_model(classes.len(), &device);
     if let Some(w) = &cfg.weights {
         load_backbone(&mut model.backbone, w)?;
@@ -198,6 +202,7 @@ pub fn prepare(cfg: &DetectConfig, progress: &Progress) -> Result<DetPrepared> {
         data_fingerprint,
         preprocess,
         device,
+        replicas,
         model,
         train: Arc::new(train),
         valid,
@@ -288,17 +293,8 @@ pub fn validate(p: &DetPrepared, model: &Detector) -> Result<(f64, CocoEval, Cou
 /// Detection as a [`Task`] of the shared loop.
 struct DetectTask<'a> {
     p: &'a DetPrepared,
-    /// eval-mode snapshot for the frozen backbone prefix.
-    frozen: Option<Detector>,
-}
-
-impl DetectTask<'_> {
-    /// Backbone maps: the frozen prefix without autodiff, the rest with it.
-    fn maps(&mut self, model: &Detector, x: Tensor<4>) -> [Tensor<4>; 3] {
-        let from = self.p.cfg.trainable_from();
-        let frozen = self.frozen.get_or_insert_with(|| model.valid());
-        model.backbone_maps_split(frozen, from, x)
-    }
+    /// eval-mode snapshots for the frozen backbone prefix, one per device.
+    frozen: Vec<Detector>,
 }
 
 impl<'a> Task<'a> for DetectTask<'a> {
@@ -360,17 +356,28 @@ impl<'a> Task<'a> for DetectTask<'a> {
         lr: f64,
         epoch: usize,
     ) -> Result<(Detector, f64, usize)> {
-        let c = &self.p.cfg;
+        let p = self.p;
+        let c = &p.cfg;
         let n = batch.boxes.len();
         let s = c.size as usize;
-        let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [n, 3, s, s]), &self.p.device);
-        let compute = amp.lower(model.clone());
-        let maps = self.maps(&compute, x);
-        let out = compute.forward_from_maps(maps);
-        let (loss, parts) = yolox_loss(out, &batch.boxes, &self.p.anchors, c.box_loss, c.closing(epoch));
-        let grads = amp.backward(loss);
+        let plane = 3 * s * s;
+        let (from, closing) = (c.trainable_from(), c.closing(epoch));
+        if self.frozen.is_empty() {
+            // One `valid()` per device: each snapshot with BatchNorm statistics of its own.
+            self.frozen = p.replicas.devices().iter().map(|d| model.valid().to_device(d)).collect();
+        }
+        let frozen = &self.frozen;
+        let lower = &*amp;
+        let (grads, value) = p.replicas.backward(lower, &model, n, |k, replica, rows| {
+            let pixels = batch.pixels[rows.start * plane..rows.end * plane].to_vec();
+            let x = Tensor::<4>::from_data(TensorData::new(pixels, [rows.len(), 3, s, s]), &p.replicas.devices()[k]);
+            let compute = lower.lower(replica);
+            // The frozen prefix without autodiff, the rest with it.
+            let maps = compute.backbone_maps_split(&frozen[k], from, x);
+            yolox_loss(compute.forward_from_maps(maps), &batch.boxes[rows], &p.anchors, c.box_loss, closing).0
+        });
         let model = step_backbone_slower(optim, amp, model, grads, |m| &m.backbone, lr, c.lr_mult);
-        Ok((model, parts.total, n))
+        Ok((model, value, n))
     }
 
     fn validate(&mut self, model: &Detector, t: &EpochTrain) -> Result<DetEpochMetrics> {
@@ -412,7 +419,7 @@ pub fn train_detect(cfg: &DetectConfig, out: &Path, resume: bool, progress: &Pro
     if let Some(h) = &p.holdout {
         write_holdout_list(out, h.iter().map(|s| s.image.as_path()))?;
     }
-    let mut task = DetectTask { p: &p, frozen: None };
+    let mut task = DetectTask { p: &p, frozen: Vec::new() };
     // The frozen boundary never moves: set it once (freezing survives `train()` and loading).
     let model = p.model.clone().with_trainable_from(cfg.trainable_from());
     let outcome = run_epochs(&mut task, model, cfg.train.optimizer(), out, resume, progress)?;

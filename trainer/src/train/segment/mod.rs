@@ -32,6 +32,7 @@ use super::groups::step_backbone_slower;
 use super::history::EpochRow;
 use super::looping::{run_epochs, EpochTrain, Task};
 use super::outputs::{check_out_dir, deliver, write_card, write_config, write_holdout_list, Deliver, Scored, Scores};
+use super::parallel::Replicas;
 use super::precision::Amp;
 use super::progress::Progress;
 use super::settings::LoopSettings;
@@ -102,6 +103,8 @@ pub struct SegPrepared {
     pub weights: Option<Vec<f32>>,
     pub preprocess: Preprocess,
     pub device: Device,
+    /// The devices each step's batch is split over (`--devices`); the first is `device`.
+    pub replicas: Replicas,
     pub model: Segmenter,
     pub train: Arc<SegSet>,
     pub valid: SegSet,
@@ -128,7 +131,8 @@ pub fn prepare(cfg: &SegmentConfig, progress: &Progress) -> Result<SegPrepared> 
     cfg.validate()?;
     let data = MaskDataset::open(&cfg.data)?;
     let classes: Vec<String> = data.classes.iter().map(|c| c.name.clone()).collect();
-    let device = cfg.open_device(progress)?;
+    let replicas = cfg.open_devices(progress)?;
+    let device = replicas.main().clone();
     let mut model = cfg.init_model(classes.len(), &device);
     if let Some(w) = &cfg.weights {
         load_backbone(&mut model.backbone, w)?;
@@ -169,6 +173,7 @@ pub fn prepare(cfg: &SegmentConfig, progress: &Progress) -> Result<SegPrepared> 
         classes,
         counts,
         device,
+        replicas,
         model,
         train: Arc::new(train),
         valid,
@@ -294,13 +299,16 @@ impl<'a> Task<'a> for SegmentTask<'a> {
         let c = &p.cfg;
         let n = batch.masks.len();
         let [w, h] = c.size.map(|v| v as usize);
-        let ad = p.device.clone().autodiff();
-        let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [n, 3, h, w]), &ad); // [n, 3, H, W]
-        let target = SegTarget::new(&batch.masks, p.classes.len(), h, w, &ad);
-        let loss = seg_loss(amp.lower(model.clone()).forward(x), &target, p.weights.as_deref(), c.loss);
-        let value = loss.clone().into_scalar::<f64>();
+        let plane = 3 * h * w;
+        let lower = &*amp;
+        let (grads, value) = p.replicas.backward(lower, &model, n, |k, replica, rows| {
+            let ad = p.replicas.devices()[k].clone().autodiff();
+            let pixels = batch.pixels[rows.start * plane..rows.end * plane].to_vec();
+            let x = Tensor::<4>::from_data(TensorData::new(pixels, [rows.len(), 3, h, w]), &ad); // [rows, 3, H, W]
+            let target = SegTarget::new(&batch.masks[rows], p.classes.len(), h, w, &ad);
+            seg_loss(lower.lower(replica).forward(x), &target, p.weights.as_deref(), c.loss)
+        });
         // The pretrained backbone moves lr_mult times slower than the new head.
-        let grads = amp.backward(loss);
         let model = step_backbone_slower(optim, amp, model, grads, |m| &m.backbone, lr, c.lr_mult);
         Ok((model, value, n))
     }
