@@ -256,6 +256,21 @@ fn second_gpu() -> Device {
     DeviceKind::Wgpu.open(Some(0)).expect("wgpu lists the adapter it opened")
 }
 
+/// The small classifier (ImageNet backbone, no dropout) the data-parallel tests step, saved
+/// in `dir`: its config, its file and its parameters.
+fn saved_classifier(
+    dir: &std::path::Path,
+    device: &Device,
+) -> (ClassifyConfig, std::path::PathBuf, BTreeMap<String, Vec<f32>>) {
+    let mut cfg = tiny_config(dir);
+    cfg.dropout = 0.0;
+    let file = dir.join("m.bpk");
+    let mut start = cfg.init_model(3, device);
+    load_backbone(&mut start, &cfg.weights.clone().unwrap()).unwrap();
+    save_module(&start, &file).unwrap();
+    (cfg, file, parameters(&start))
+}
+
 /// One `Stepper` step (SGD, momentum 0.9, lr 0.05) of the model in `file` on `replicas`; the
 /// loss and the updated parameters.
 fn step_on(
@@ -284,19 +299,14 @@ fn a_step_on_two_devices_equals_one_step_on_the_whole_batch() {
     let _one = common::one_run_at_a_time();
     let Some(gpu) = gpu() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = tiny_config(dir.path());
-    cfg.dropout = 0.0;
-    let file = dir.path().join("m.bpk");
-    let mut start = cfg.init_model(3, &gpu);
-    load_backbone(&mut start, &cfg.weights.clone().unwrap()).unwrap();
-    save_module(&start, &file).unwrap();
+    let (cfg, file, start) = saved_classifier(dir.path(), &gpu);
     let (n, dim) = (10, 1280);
     let features: Vec<f32> = (0..n * dim).map(|i| ((i * 7919 % 509) as f32 / 254.0 - 1.0).abs()).collect();
     let labels = vec![0i64, 1, 2, 1, 0, 2, 2, 1, 0, 0];
     let input = || Input::Features { values: features.clone(), dim };
     let (l1, one) = step_on(Replicas::one(&gpu), &cfg, &file, input(), labels.clone(), 19);
     let (l2, two) = step_on(Replicas::new(vec![gpu.clone(), second_gpu()]), &cfg, &file, input(), labels, 19);
-    let (moved, _) = largest_difference(&parameters(&start), &one);
+    let (moved, _) = largest_difference(&start, &one);
     assert!(moved > 1e-3, "the step moved no weight by more than {moved}");
     let (d, name) = largest_difference(&one, &two);
     eprintln!("loss {l1} vs {l2}; {name} differs most, by {d:.2e} (the step moved weights by up to {moved:.3})");
@@ -315,12 +325,7 @@ fn with_batchnorm_a_two_device_step_is_the_mean_of_each_shares_step() {
     let _one = common::one_run_at_a_time();
     let Some(gpu) = gpu() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = tiny_config(dir.path());
-    cfg.dropout = 0.0;
-    let file = dir.path().join("m.bpk");
-    let mut start = cfg.init_model(3, &gpu);
-    load_backbone(&mut start, &cfg.weights.clone().unwrap()).unwrap();
-    save_module(&start, &file).unwrap();
+    let (cfg, file, start) = saved_classifier(dir.path(), &gpu);
     let (n, s) = (8, 64);
     let x = input(n, s);
     let labels = vec![0i64, 1, 2, 1, 0, 2, 2, 1];
@@ -340,7 +345,7 @@ fn with_batchnorm_a_two_device_step_is_the_mean_of_each_shares_step() {
         })
         .collect();
     assert!(a.keys().any(|k| running(k)), "no running statistics among {:?}", a.keys().take(5).collect::<Vec<_>>());
-    let (moved, _) = largest_difference(&parameters(&start), &two);
+    let (moved, _) = largest_difference(&start, &two);
     assert!(moved > 1e-2, "the step moved no weight by more than {moved}");
     let (d, name) = largest_difference(&expected, &two);
     eprintln!("{name} differs most from the mean of the shares' steps, by {d:.2e} (moved up to {moved:.3})");
