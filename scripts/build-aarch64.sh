@@ -31,6 +31,13 @@ echo "needs glibc >= $(readelf --dyn-syms -W "$bin" | grep -oE 'GLIBC_[0-9.]+' |
 if [ "${1:-}" = "--test" ]; then
   shift
   [ "${1:-}" = "--" ] && shift
-  # The shipped profile, so the tests see the optimiser's output that users run.
-  cargo test --profile edge --no-default-features --target "$target" -p fieldkit-runtime -- "$@"
+  # The shipped profile, so the tests see the optimiser's output that users run. The root
+  # package is selected too (none of its targets are): cargo resolves features for the
+  # packages a command selects, and for fieldkit-runtime alone it picks other features of
+  # libc, serde_json, syn and more than the binary's build above did, so every dependency
+  # was compiled a second time in this fat-LTO profile (13 min here). With both selected, the
+  # build above is reused and only the runtime's test binaries compile.
+  tests=(--lib)
+  for t in runtime/tests/*.rs; do tests+=(--test "$(basename "$t" .rs)"); done
+  cargo test --profile edge --no-default-features --target "$target" -p fieldkit -p fieldkit-runtime "${tests[@]}" -- "$@"
 fi
