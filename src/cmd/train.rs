@@ -356,8 +356,7 @@ fn devices() -> Result<i32> {
                 // What `--devices` can name: the backend's enumerated devices.
                 if kind.is_gpu() {
                     for (i, d) in kind.enumerate().unwrap_or_default().iter().enumerate() {
-                        let name = kind.describe(d);
-                        println!("  {}:{i}{}", kind.name(), name.strip_prefix(kind.name()).unwrap_or(&name));
+                        println!("  {}", DeviceSpec { kind: *kind, index: Some(i) }.describe(d));
                     }
                 }
             }

@@ -77,10 +77,7 @@ impl DeviceKind {
     /// What runs the training, for the log and report.md: the adapter's own name on a GPU
     /// backend (`llvmpipe (LLVM 15.0.6, 256 bits)` says it is Mesa's software Vulkan).
     pub fn describe(self, device: &Device) -> String {
-        match gpu::adapter_name(device) {
-            Some(name) => format!("{} ({name})", self.name()),
-            None => format!("{} (CPU)", self.name()),
-        }
+        DeviceSpec { kind: self, index: None }.describe(device)
     }
 }
 
@@ -95,6 +92,11 @@ pub struct DeviceSpec {
 impl DeviceSpec {
     pub fn open(self) -> Result<Device> {
         self.kind.open(self.index)
+    }
+
+    /// The entry and what runs it (`wgpu:0 (llvmpipe (LLVM 15.0.6, 256 bits))`, `flex (CPU)`).
+    pub fn describe(self, device: &Device) -> String {
+        format!("{self} ({})", adapter_name(device).as_deref().unwrap_or("CPU"))
     }
 }
 

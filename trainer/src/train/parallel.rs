@@ -40,6 +40,11 @@ pub fn split(n: usize, k: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// The `rows` of a batch stored row after row, `per_row` values each: a device's share.
+pub fn share(values: &[f32], rows: &Range<usize>, per_row: usize) -> Vec<f32> {
+    values[rows.start * per_row..rows.end * per_row].to_vec()
+}
+
 /// The devices a run steps on. The first holds the model, the optimiser and validation.
 #[derive(Clone, Debug)]
 pub struct Replicas {
@@ -72,6 +77,13 @@ impl Replicas {
 
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
+    }
+
+    /// An eval-mode copy of `model` on each device, for a frozen prefix that runs without
+    /// autodiff. One `valid()` per device, so each copy has BatchNorm statistics of its own
+    /// (clones share theirs, and moving one clone would move the others').
+    pub fn snapshots<M: Module>(&self, model: &M) -> Vec<M> {
+        self.devices.iter().map(|d| model.valid().to_device(d)).collect()
     }
 
     /// The rows of a batch of `n` each device takes ([`split`]).

@@ -179,12 +179,16 @@ impl LoopSettings {
         let device = self.device.device()?;
         self.precision.check(self.device, &device)?;
         device.seed(self.seed);
-        let precision = match self.precision {
+        progress.message(&format!("device: {}{}", self.device.describe(&device), self.computing()));
+        Ok(device)
+    }
+
+    /// The log's note of a half precision: `, computing in f16 (f32 master weights)`.
+    fn computing(&self) -> String {
+        match self.precision {
             Precision::F32 => String::new(),
             p => format!(", computing in {} (f32 master weights)", p.name()),
-        };
-        progress.message(&format!("device: {}{precision}", self.device.describe(&device)));
-        Ok(device)
+        }
     }
 
     /// The devices a run steps on, opened and seeded, the main one first: `devices`, or
@@ -209,22 +213,14 @@ impl LoopSettings {
             adapters.push(crate::device::adapter_name(&device));
             opened.push(device);
         }
-        let names: Vec<String> = self
-            .devices
-            .iter()
-            .zip(&adapters)
-            .map(|(d, a)| format!("{d} ({})", a.as_deref().unwrap_or("CPU")))
-            .collect();
-        let precision = match self.precision {
-            Precision::F32 => String::new(),
-            p => format!(", computing in {} (f32 master weights)", p.name()),
-        };
+        let names: Vec<String> = self.devices.iter().zip(&opened).map(|(spec, d)| spec.describe(d)).collect();
         progress.message(&format!(
-            "devices: {}; each batch of {} split {} (gradients summed on {}){precision}",
+            "devices: {}; each batch of {} split {} (gradients summed on {}){}",
             names.join(", "),
             self.batch,
             self.shares(),
-            self.devices[0]
+            self.devices[0],
+            self.computing()
         ));
         let gpus: Vec<&String> = adapters.iter().flatten().collect();
         if let Some(a) = gpus.iter().enumerate().find_map(|(i, a)| gpus[..i].contains(a).then_some(a)) {
@@ -233,8 +229,7 @@ impl LoopSettings {
                  that tests data parallelism, it does not speed it up"
             ));
         }
-        let replicas = Replicas::new(opened);
-        Ok(replicas)
+        Ok(Replicas::new(opened))
     }
 
     /// Where the steps ran, for report.md: `wgpu`, or `2 devices (wgpu, wgpu:0; batch split 8 + 8)`.

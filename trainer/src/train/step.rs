@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use super::config::ClassifyConfig;
 use super::groups::take_module;
-use super::parallel::Replicas;
+use super::parallel::{share, Replicas};
 use super::precision::Amp;
 use crate::data::Mixed;
 use crate::model::mobilenetv2::{MobileNetV2, FEATURE_LAYERS};
@@ -86,9 +86,7 @@ impl Stepper {
         if !images || trainable_from == 0 || self.frozen.as_ref().map(|(t, _)| *t) == Some(trainable_from) {
             return;
         }
-        // One `valid()` per device: each snapshot with BatchNorm statistics of its own.
-        let per_device = self.replicas.devices().iter().map(|d| model.valid().to_device(d)).collect();
-        self.frozen = Some((trainable_from, per_device));
+        self.frozen = Some((trainable_from, self.replicas.snapshots(model)));
     }
 
     /// Logits of `rows` of a batch on device `k`'s autodiff device, by `model` (on that
@@ -105,12 +103,11 @@ impl Stepper {
         let n = rows.len();
         match input {
             Input::Features { values, dim } => {
-                let v = values[rows.start * dim..rows.end * dim].to_vec();
+                let v = share(values, &rows, *dim);
                 model.head(Tensor::<2>::from_data(TensorData::new(v, [n, *dim]), device).autodiff())
             }
             Input::Images { pixels, size } => {
-                let plane = 3 * size * size;
-                let v = pixels[rows.start * plane..rows.end * plane].to_vec();
+                let v = share(pixels, &rows, 3 * size * size);
                 let x = Tensor::<4>::from_data(TensorData::new(v, [n, 3, *size, *size]), device);
                 if trainable_from == 0 {
                     return model.forward(x.autodiff());
@@ -125,13 +122,6 @@ impl Stepper {
                 }
             }
         }
-    }
-
-    /// Logits for a whole batch on the main device's autodiff device.
-    /// images: [n, 3, s, s] -> [n, classes]; features: [n, dim] -> [n, classes]
-    pub fn forward(&mut self, model: &MobileNetV2, input: Input, n: usize, trainable_from: usize) -> Tensor<2> {
-        self.freeze(model, &input, trainable_from);
-        self.forward_on(0, model, &input, 0..n, trainable_from)
     }
 
     /// Forward, backward and optimiser update; returns the updated model and the batch loss.

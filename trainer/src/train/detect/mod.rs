@@ -34,7 +34,7 @@ use super::outputs::{
     check_out_dir, deliver, export_checkpoint, square_input, write_card, write_config, write_holdout_list, Deliver,
     Scored, Scores,
 };
-use super::parallel::Replicas;
+use super::parallel::{share, Replicas};
 use super::precision::Amp;
 use super::progress::Progress;
 use super::settings::LoopSettings;
@@ -360,16 +360,14 @@ impl<'a> Task<'a> for DetectTask<'a> {
         let c = &p.cfg;
         let n = batch.boxes.len();
         let s = c.size as usize;
-        let plane = 3 * s * s;
         let (from, closing) = (c.trainable_from(), c.closing(epoch));
         if self.frozen.is_empty() {
-            // One `valid()` per device: each snapshot with BatchNorm statistics of its own.
-            self.frozen = p.replicas.devices().iter().map(|d| model.valid().to_device(d)).collect();
+            self.frozen = p.replicas.snapshots(&model);
         }
         let frozen = &self.frozen;
         let lower = &*amp;
         let (grads, value) = p.replicas.backward(lower, &model, n, |k, replica, rows| {
-            let pixels = batch.pixels[rows.start * plane..rows.end * plane].to_vec();
+            let pixels = share(&batch.pixels, &rows, 3 * s * s);
             let x = Tensor::<4>::from_data(TensorData::new(pixels, [rows.len(), 3, s, s]), &p.replicas.devices()[k]);
             let compute = lower.lower(replica);
             // The frozen prefix without autodiff, the rest with it.

@@ -32,7 +32,7 @@ use super::groups::step_backbone_slower;
 use super::history::EpochRow;
 use super::looping::{run_epochs, EpochTrain, Task};
 use super::outputs::{check_out_dir, deliver, write_card, write_config, write_holdout_list, Deliver, Scored, Scores};
-use super::parallel::Replicas;
+use super::parallel::{share, Replicas};
 use super::precision::Amp;
 use super::progress::Progress;
 use super::settings::LoopSettings;
@@ -299,11 +299,10 @@ impl<'a> Task<'a> for SegmentTask<'a> {
         let c = &p.cfg;
         let n = batch.masks.len();
         let [w, h] = c.size.map(|v| v as usize);
-        let plane = 3 * h * w;
         let lower = &*amp;
         let (grads, value) = p.replicas.backward(lower, &model, n, |k, replica, rows| {
             let ad = p.replicas.devices()[k].clone().autodiff();
-            let pixels = batch.pixels[rows.start * plane..rows.end * plane].to_vec();
+            let pixels = share(&batch.pixels, &rows, 3 * h * w);
             let x = Tensor::<4>::from_data(TensorData::new(pixels, [rows.len(), 3, h, w]), &ad); // [rows, 3, H, W]
             let target = SegTarget::new(&batch.masks[rows], p.classes.len(), h, w, &ad);
             seg_loss(lower.lower(replica).forward(x), &target, p.weights.as_deref(), c.loss)
