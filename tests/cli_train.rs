@@ -47,6 +47,9 @@ fn head_strategy_trains_exports_and_evaluates() {
     assert_eq!(cfg["augment"]["vflip"], true, "{}", cfg["augment"]);
     assert_eq!(cfg["augment"]["rot90"], true);
     assert!(stderr(&o).contains("--augment topdown"), "{}", stderr(&o));
+    // ... and its 8 test-time views in the exported model.
+    assert_eq!(cfg["tta"], "d4");
+    assert!(stderr(&o).contains("--tta d4"), "{}", stderr(&o));
     // The exported model evaluates through `fieldkit eval` with the card written beside it.
     let json = dir.path().join("eval.json");
     let model = out.join("model.onnx");
@@ -74,6 +77,32 @@ fn head_strategy_trains_exports_and_evaluates() {
     assert!(stdout(&o).contains("robustness"), "{}", stdout(&o));
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("macro-F1") && report.contains("confusion.png"));
+    assert!(report.contains("test-time views in the exported model: d4 (8 views"), "{report}");
+    assert!(report.contains("on one view"), "{report}");
+    // `fieldkit export --tta none` writes the network alone: what the run scored on one view.
+    let plain = dir.path().join("plain.onnx");
+    let o = fieldkit(&["export", "--run", out.to_str().unwrap(), "--out", plain.to_str().unwrap(), "--tta", "none"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o =
+        fieldkit(&["eval", "--model", plain.to_str().unwrap(), "--data", &weed(), "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ev: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(ev["top1"], card["metrics"]["valid_top1_one_view"], "{}", card["metrics"]);
+    let plain_card = std::fs::read_to_string(dir.path().join("plain.json")).unwrap();
+    assert!(!plain_card.contains("test-time views"), "{plain_card}");
+    assert!(card["source"].as_str().unwrap().contains("test-time views d4"), "{}", card["source"]);
+}
+
+#[test]
+fn export_refuses_test_time_views_for_detectors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"close_mosaic": 2}"#).unwrap();
+    let out = dir.path().join("m.onnx");
+    let o =
+        fieldkit(&["export", "--run", dir.path().to_str().unwrap(), "--out", out.to_str().unwrap(), "--tta", "flip"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--tta flip") && stderr(&o).contains("detection run"), "{}", stderr(&o));
+    assert!(!out.exists());
 }
 
 #[test]

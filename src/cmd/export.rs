@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use fieldkit_trainer::train::{export_run, Which};
+use fieldkit_trainer::train::{export_run, Tta, Which};
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -16,10 +16,14 @@ pub struct ExportArgs {
     /// Output model path (its card is written beside it as .json).
     #[arg(long)]
     out: PathBuf,
+    /// Classifiers: the test-time views the model averages, over the run's own (`none` for
+    /// one view and the least compute).
+    #[arg(long, value_enum)]
+    tta: Option<Tta>,
 }
 
 pub fn run(a: ExportArgs) -> Result<i32> {
-    let card = export_run(&a.run, a.checkpoint, &a.out)?;
+    let card = export_run(&a.run, a.checkpoint, a.tta, &a.out)?;
     println!(
         "{} ({} classes, input {:?}, opset {}, sha256 {})",
         a.out.display(),

@@ -1,5 +1,5 @@
 //! Writes the artefacts of the export parity check: the vendored ImageNet MobileNetV2 with a
-//! seeded 9-class head, the YOLOX-style detector on the same backbone with a seeded 2-class
+//! seeded 9-class head (alone and with the 8 test-time views of a tile averaged), the YOLOX-style detector on the same backbone with a seeded 2-class
 //! neck and head, and the LR-ASPP segmenter (alone and with the stride-4 decoder) with a
 //! seeded 3-class head (160x128), exported to ONNX, a deterministic input and burn's outputs
 //! for it.
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 use fieldkit_core::fsio;
-use fieldkit_trainer::export::{export_classifier, export_detector, export_segmenter};
+use fieldkit_trainer::export::{export_classifier, export_detector, export_segmenter, Tta};
 use fieldkit_trainer::model::yolox::STRIDES;
 use fieldkit_trainer::model::{to_host, DetectorConfig, MobileNetV2Config, SegmenterConfig};
 use fieldkit_trainer::weights::load_backbone;
@@ -34,16 +34,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into_data()
         .try_to_vec()?;
     let path = out.join("model.onnx");
-    export_classifier(&model, size as u32, &path)?;
-    let mut card = fieldkit_core::ModelCard::new(
-        fieldkit_core::Task::Classify,
-        (0..9).map(|i| format!("c{i}")).collect(),
-        fieldkit_core::InputSpec { name: "input".into(), shape: vec![-1, 3, size as i64, size as i64] },
-        fieldkit_core::Preprocess::imagenet_stretch(size as u32),
-        fieldkit_core::Decode::Softmax { output: "logits".into() },
-    );
-    card.write_for(&path)?;
+    export_classifier(&model, size as u32, Tta::None, &path)?;
+    let classifier_card = |path: &std::path::Path| {
+        fieldkit_core::ModelCard::new(
+            fieldkit_core::Task::Classify,
+            (0..9).map(|i| format!("c{i}")).collect(),
+            fieldkit_core::InputSpec { name: "input".into(), shape: vec![-1, 3, size as i64, size as i64] },
+            fieldkit_core::Preprocess::imagenet_stretch(size as u32),
+            fieldkit_core::Decode::Softmax { output: "logits".into() },
+        )
+        .write_for(path)
+    };
+    classifier_card(&path)?;
     check_tract(&path, &input, &logits, "classifier")?;
+    // The same with the 8 test-time views of a top-down tile averaged in the graph: burn's
+    // logits of each view (flips, then H and W swapped), averaged.
+    let x = || Tensor::<1>::from_floats(input.as_slice(), &device).reshape([1, 3, size, size]);
+    let mut d4_logits = vec![0f32; logits.len()];
+    for turn in [false, true] {
+        for v in [x(), x().flip([3]), x().flip([2]), x().flip([2, 3])] {
+            let v = if turn { v.swap_dims(2, 3) } else { v };
+            for (a, l) in d4_logits.iter_mut().zip(to_host(model.forward(v))) {
+                *a += l / 8.0;
+            }
+        }
+    }
+    let tpath = out.join("model_d4.onnx");
+    export_classifier(&model, size as u32, Tta::D4, &tpath)?;
+    classifier_card(&tpath)?;
+    check_tract(&tpath, &input, &d4_logits, "classifier with 8 test-time views")?;
 
     // The detector at 320 px; the export sigmoids objectness and class scores.
     let dsize = 320usize;
@@ -96,6 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &out.join("parity.json"),
         &serde_json::json!({"models": [
             {"model": "model.onnx", "input_shape": [1, 3, size, size], "burn_output": logits},
+            {"model": "model_d4.onnx", "input_shape": [1, 3, size, size], "burn_output": d4_logits},
             {"model": "detector.onnx", "input_shape": [1, 3, dsize, dsize], "burn_output": scores},
             {"model": "segmenter.onnx", "input_shape": [1, 3, sh, sw], "burn_output": seg_logits},
             {"model": "segmenter_s4.onnx", "input_shape": [1, 3, sh, sw], "burn_output": fine_logits},

@@ -299,7 +299,7 @@ fn a_short_run_writes_every_output_and_evaluates() {
     // A finished run is never overwritten; export of its checkpoint works.
     assert!(train_detect(&cfg, &out, false, &Progress { quiet: true }).unwrap_err().to_string().contains("--resume"));
     let again = dir.path().join("again.onnx");
-    fieldkit_trainer::train::export_run(&out, fieldkit_trainer::train::Which::Last, &again).unwrap();
+    fieldkit_trainer::train::export_run(&out, fieldkit_trainer::train::Which::Last, None, &again).unwrap();
     assert!(ModelCard::load_verified(&again).is_ok());
 }
 

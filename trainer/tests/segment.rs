@@ -180,7 +180,8 @@ fn a_short_run_trains_exports_and_scores_in_tract() {
     assert_eq!(csv.lines().count(), 3, "{csv}");
     // `fieldkit export` of the best checkpoint gives the same model and card.
     let exported = dir.path().join("exported.onnx");
-    let card = fieldkit_trainer::train::export_run(&out, fieldkit_trainer::train::Which::Best, &exported).unwrap();
+    let card =
+        fieldkit_trainer::train::export_run(&out, fieldkit_trainer::train::Which::Best, None, &exported).unwrap();
     assert_eq!(card.task, fieldkit_core::Task::Segment);
     let engine = fieldkit_runtime::Engine::load(&exported).unwrap();
     let data = fieldkit_core::dataset::masks::MaskDataset::open(&cfg.data).unwrap();

@@ -12,9 +12,11 @@ use fieldkit_core::card::{Decode, InputSpec, ModelCard, Task};
 use fieldkit_core::preprocess::Preprocess;
 use fieldkit_runtime::Engine;
 use fieldkit_trainer::export::export_classifier;
+use fieldkit_trainer::export::tta::Tta;
 use fieldkit_trainer::model::{MobileNetV2, MobileNetV2Config};
 use fieldkit_trainer::train::checkpoint::{load_module, save_module};
 use fieldkit_trainer::train::{train_classify, Progress};
+use fieldkit_trainer::weights::load_backbone;
 use image::RgbImage;
 
 /// A model whose BatchNorm statistics are not the defaults (a few training steps).
@@ -59,15 +61,8 @@ fn exported_onnx_matches_burn_in_tract() {
     let m = trained_tiny(4);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.onnx");
-    export_classifier(&m, 64, &path).unwrap();
-    let mut card = ModelCard::new(
-        Task::Classify,
-        (0..4).map(|i| format!("c{i}")).collect(),
-        InputSpec { name: "input".into(), shape: vec![-1, 3, 64, 64] },
-        Preprocess::imagenet_stretch(64),
-        Decode::Softmax { output: "logits".into() },
-    );
-    card.write_for(&path).unwrap();
+    export_classifier(&m, 64, Tta::None, &path).unwrap();
+    write_classifier_card(&path, 4, 64);
     let engine = Engine::load(&path).unwrap();
     let mut s = engine.session().unwrap();
     let x = input(1, 64);
@@ -80,6 +75,69 @@ fn exported_onnx_matches_burn_in_tract() {
     let diff = ours.iter().zip(&burn).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert_eq!(ours.len(), 4);
     assert!(diff <= 1e-4, "tract vs burn max abs diff {diff}");
+}
+
+/// The card of a `classes`-way classifier taking `size` px exported at `path`.
+fn write_classifier_card(path: &Path, classes: usize, size: i64) {
+    let mut card = ModelCard::new(
+        Task::Classify,
+        (0..classes).map(|i| format!("c{i}")).collect(),
+        InputSpec { name: "input".into(), shape: vec![-1, 3, size, size] },
+        Preprocess::imagenet_stretch(size as u32),
+        Decode::Softmax { output: "logits".into() },
+    );
+    card.write_for(path).unwrap();
+}
+
+/// Test-time views in the graph: tract's logits are burn's logits averaged over the image's
+/// flipped / transposed views. (That a batch's images do not mix in the view-major stack is
+/// checked in onnxruntime by CI's export parity, batch 2; the runtime here runs batch 1.)
+#[test]
+fn exported_test_time_views_average_the_views_in_tract() {
+    let _one = common::one_run_at_a_time();
+    // The ImageNet backbone: a randomly initialised one at this size answers every input
+    // alike (its activations die), and so would every view.
+    let device = Device::flex();
+    device.seed(11);
+    let mut m = MobileNetV2Config::new(4).init(&device);
+    load_backbone(&mut m, &common::vendored_weights()).unwrap();
+    let m = m.valid();
+    let dir = tempfile::tempdir().unwrap();
+    let x = input(1, 64);
+    let batch = || Tensor::<1>::from_floats(x.as_slice(), &device).reshape([1, 3, 64, 64]);
+    let logits = |t: Tensor<4>| -> Vec<f32> { m.forward(t).into_data().try_to_vec().unwrap() };
+    let one = logits(batch());
+    for (tta, views) in [
+        (Tta::Flip, vec![batch(), batch().flip([3])]),
+        (
+            Tta::D4,
+            [false, true]
+                .into_iter()
+                .flat_map(|t| {
+                    let turn = move |v: Tensor<4>| if t { v.swap_dims(2, 3) } else { v };
+                    [turn(batch()), turn(batch().flip([3])), turn(batch().flip([2])), turn(batch().flip([2, 3]))]
+                })
+                .collect(),
+        ),
+    ] {
+        let n = views.len() as f32;
+        let mut want = vec![0f32; 4];
+        for v in views {
+            for (w, l) in want.iter_mut().zip(logits(v)) {
+                *w += l / n;
+            }
+        }
+        let path = dir.path().join(format!("{}.onnx", tta.name()));
+        export_classifier(&m, 64, tta, &path).unwrap();
+        write_classifier_card(&path, 4, 64);
+        let ours = Engine::load(&path).unwrap().session().unwrap().run_tensor(&x).unwrap();
+        assert_eq!(ours.len(), 4);
+        let diff = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-4, "{tta:?}: tract vs burn's view average, max abs diff {diff}");
+        // The views change the answer, so the comparison above can tell them apart.
+        let moved = one.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(moved > 1e-3, "{tta:?}: the views moved the logits by only {moved}");
+    }
 }
 
 #[test]
@@ -192,7 +250,8 @@ fn holdout_is_left_out_of_training_and_scored_at_the_end() {
     assert_eq!(listed.lines().count(), h.num_samples);
     // `fieldkit export` takes the same images out: the card names the same training data.
     let again = dir.path().join("exported.onnx");
-    let exported = fieldkit_trainer::train::export_run(&out, fieldkit_trainer::train::Which::Best, &again).unwrap();
+    let exported =
+        fieldkit_trainer::train::export_run(&out, fieldkit_trainer::train::Which::Best, None, &again).unwrap();
     assert_eq!(exported.data_fingerprint, card.data_fingerprint);
     let cfg_json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg_json["holdout"], 0.25);

@@ -8,6 +8,7 @@ use std::path::Path;
 use burn::nn::conv::Conv2d;
 use fieldkit_runtime::onnx_graph::{self, attr_int, attr_ints, attr_string, tensor_f32, tensor_i64, Dim, GraphBuilder};
 
+use super::tta::{Tta, View};
 use crate::error::{Result, TrainerError};
 use crate::model::lraspp::{Segmenter, FINE_TAP, HIGH_TAP, LOW_TAP, STRIDE};
 use crate::model::mobilenetv2::{ConvBn, MobileNetV2};
@@ -136,6 +137,34 @@ impl Writer {
         w
     }
 
+    /// The `views` of the square input stacked along the batch, view-major: `[V·N, 3, S, S]`.
+    /// Reversals are Gathers with a constant index list (one meaning in every runtime, where
+    /// a negative-step Slice is read differently by some), transposes swap H and W.
+    fn views(&mut self, views: &[View], size: u32) -> String {
+        let reversed: Vec<i64> = (0..size as i64).rev().collect();
+        let rev = self.g.initializer(tensor_i64("tta_reversed", &[size as i64], &reversed));
+        let mut parts = Vec::new();
+        for (i, v) in views.iter().enumerate() {
+            let mut x = INPUT.to_string();
+            for (flip, axis) in [(v.flip_w, 3), (v.flip_h, 2)] {
+                if flip {
+                    let y = format!("view{i}.flip{axis}");
+                    self.g.node("Gather", &[&x, &rev], &[&y], vec![attr_int("axis", axis)]);
+                    x = y;
+                }
+            }
+            if v.transpose {
+                let y = format!("view{i}.transpose");
+                self.g.node("Transpose", &[&x], &[&y], vec![attr_ints("perm", &[0, 1, 3, 2])]);
+                x = y;
+            }
+            parts.push(x);
+        }
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        self.g.node("Concat", &parts, &["views"], vec![attr_int("axis", 0)]);
+        "views".into()
+    }
+
     /// torchvision `features[from..to]` of `model` applied to `x`, named as torchvision does.
     fn backbone(&mut self, model: &MobileNetV2, from: usize, to: usize, mut x: String) -> String {
         for l in from..to {
@@ -164,15 +193,19 @@ impl Writer {
 }
 
 /// Writes `model` (eval mode) as ONNX taking `[N, 3, size, size]` and giving `[N, classes]`
-/// logits, atomically.
-pub fn export_classifier(model: &MobileNetV2, size: u32, path: &Path) -> Result<()> {
+/// logits, atomically. With test-time views (`tta` other than none) the graph stacks the
+/// views of each image into one batch, runs the network once on it and averages each image's
+/// logits over its views.
+pub fn export_classifier(model: &MobileNetV2, size: u32, tta: Tta, path: &Path) -> Result<()> {
     let head = model
         .classifier
         .as_ref()
         .ok_or_else(|| TrainerError::Config("export: the model has no classifier head".into()))?;
     let mut w = Writer::new("fieldkit_mobilenetv2", size);
     let batch = Dim::Param("N".into());
-    let x = w.backbone(model, 0, 19, INPUT.to_string());
+    let views = tta.views();
+    let x = if views.len() == 1 { INPUT.to_string() } else { w.views(&views, size) };
+    let x = w.backbone(model, 0, 19, x);
     w.g.node("GlobalAveragePool", &[&x], &["pooled"], vec![]);
     w.g.node("Flatten", &["pooled"], &["features"], vec![attr_int("axis", 1)]);
     // burn's Linear weight is [in, out]: Gemm without transposition.
@@ -181,7 +214,15 @@ pub fn export_classifier(model: &MobileNetV2, size: u32, path: &Path) -> Result<
     let wn = w.g.initializer(tensor_f32("classifier.weight", &wd, &weight));
     let bias = head.bias.as_ref().map(|b| to_host(b.val())).unwrap_or_else(|| vec![0.0; wd[1] as usize]);
     let bn = w.g.initializer(tensor_f32("classifier.bias", &[wd[1]], &bias));
-    w.g.node("Gemm", &["features", &wn, &bn], &[OUTPUT], vec![]);
+    if views.len() == 1 {
+        w.g.node("Gemm", &["features", &wn, &bn], &[OUTPUT], vec![]);
+    } else {
+        // [V·N, classes], view-major -> [V, N, classes] -> mean over the views: [N, classes].
+        w.g.node("Gemm", &["features", &wn, &bn], &["view_logits"], vec![]);
+        let shape = w.g.initializer(tensor_i64("views_shape", &[3], &[views.len() as i64, -1, wd[1]]));
+        w.g.node("Reshape", &["view_logits", &shape], &["per_view_logits"], vec![]);
+        w.g.node("ReduceMean", &["per_view_logits"], &[OUTPUT], vec![attr_ints("axes", &[0]), attr_int("keepdims", 0)]);
+    }
     w.g.output_f32(OUTPUT, &[batch, Dim::Fixed(wd[1])]);
     let model = w.g.into_model(OPSET, "fieldkit");
     onnx_graph::save(&model, path)?;

@@ -9,16 +9,16 @@ use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 
 use fieldkit_core::dataset::ImageFolder;
-use fieldkit_core::fsio;
 use fieldkit_core::metrics::ClassificationReport;
 use fieldkit_core::preprocess::Preprocess;
+use fieldkit_core::{fsio, CoreError};
 
 use fieldkit_core::card::{Decode, ModelCard, Task as CardTask};
 use fieldkit_runtime::eval::{eval_classifier, ClassifierEval};
 use fieldkit_runtime::Engine;
 
 use super::checkpoint::{EpochMetrics, Which};
-use super::config::{ClassifyConfig, Strategy};
+use super::config::{ClassifyConfig, Strategy, Tta};
 use super::features::{cache_key, features, FeatureSet};
 use super::looping::{run_epochs, EpochTrain, LoopOutcome, Task};
 use super::outputs::{export_checkpoint, square_input, write_card, Deliver, Scored, Scores};
@@ -357,16 +357,18 @@ pub fn run_loop(p: &Prepared, out: &Path, resume: bool, progress: &Progress) -> 
     run_epochs(&mut task, p.model.clone(), optimizer(&p.cfg), out, resume, progress)
 }
 
-/// Writes `model` as ONNX at `path` with its card (classes, input, preprocessing, decoding).
+/// Writes `model` as ONNX at `path` with its card (classes, input, preprocessing, decoding),
+/// averaging the test-time views `tta`.
 pub fn export_with_card(
     model: &MobileNetV2,
     cfg: &ClassifyConfig,
+    tta: Tta,
     classes: &[String],
     data_fingerprint: &str,
     source: String,
     path: &Path,
 ) -> Result<ModelCard> {
-    export_classifier(&model.valid(), cfg.size, path)?;
+    export_classifier(&model.valid(), cfg.size, tta, path)?;
     let card = ModelCard::new(
         CardTask::Classify,
         classes.to_vec(),
@@ -374,29 +376,42 @@ pub fn export_with_card(
         cfg.preprocess(),
         Decode::Softmax { output: OUTPUT.into() },
     );
+    let source = match tta {
+        Tta::None => source,
+        t => format!("{source}; test-time views {}", t.describe()),
+    };
     write_card(card, source, data_fingerprint, path)
 }
 
-/// `fieldkit export` of a classification run's checkpoint.
-pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
+/// `fieldkit export` of a classification run's checkpoint, with the run's test-time views
+/// unless `tta` names others.
+pub fn export_run(run: &Path, which: Which, tta: Option<Tta>, path: &Path) -> Result<ModelCard> {
     let cfg: ClassifyConfig = fsio::read_json(&run.join("config.json"))?;
     // The same split as training (the held-out part taken out), so the card's fingerprint
     // names the images the model learnt from.
     let (train, _) =
         split_holdout(ImageFolder::open(&cfg.data, &cfg.train_split)?, cfg.holdout, cfg.seed, cfg.workers.max(1))?;
+    let tta = tta.unwrap_or(cfg.tta);
     export_checkpoint(
         run,
         which,
         |d| cfg.init_model(train.classes.len(), d),
-        |m, source| export_with_card(m, &cfg, &train.classes, &train.fingerprint(), source, path),
+        |m, source| export_with_card(m, &cfg, tta, &train.classes, &train.fingerprint(), source, path),
     )
+}
+
+/// The tract scores of a classification run's exported model, and with test-time views the
+/// network alone on one view (what burn validated each epoch; what the views add).
+pub struct ClassifyScores {
+    pub scores: Scores<ClassifierEval>,
+    pub one_view: Option<ClassificationReport>,
 }
 
 /// A classification run's ending: MobileNetV2 + softmax card, scored by top-1 in tract.
 impl Deliver for Prepared {
     type Model = MobileNetV2;
     type Metrics = EpochMetrics;
-    type Eval = Scores<ClassifierEval>;
+    type Eval = ClassifyScores;
 
     fn blank_model(&self) -> MobileNetV2 {
         self.cfg.init_model(self.classes.len(), &self.device)
@@ -407,12 +422,20 @@ impl Deliver for Prepared {
     }
 
     fn export(&self, model: &MobileNetV2, source: String, path: &Path) -> Result<ModelCard> {
-        export_with_card(model, &self.cfg, &self.classes, &self.data_fingerprint, source, path)
+        export_with_card(model, &self.cfg, self.cfg.tta, &self.classes, &self.data_fingerprint, source, path)
     }
 
-    fn score(&self, engine: &Engine) -> Result<Scored<Scores<ClassifierEval>>> {
+    fn score(&self, model: &MobileNetV2, engine: &Engine) -> Result<Scored<ClassifyScores>> {
         let workers = self.cfg.workers.max(1);
         let valid = ImageFolder::open_with_classes(&self.cfg.data, &self.cfg.valid_split, &self.classes)?;
+        let one_view = if self.cfg.tta == Tta::None {
+            None
+        } else {
+            let dir = tempfile::tempdir().map_err(|e| CoreError::io(std::env::temp_dir(), e))?;
+            let path = dir.path().join("one_view.onnx");
+            export_with_card(model, &self.cfg, Tta::None, &self.classes, &self.data_fingerprint, String::new(), &path)?;
+            Some(eval_classifier(&Engine::load(&path)?, &valid, workers)?.report)
+        };
         let valid = eval_classifier(engine, &valid, workers)?;
         let holdout = self.holdout.as_ref().map(|h| eval_classifier(engine, h, workers)).transpose()?;
         let r = &valid.report;
@@ -420,7 +443,12 @@ impl Deliver for Prepared {
         if let Some(h) = &holdout {
             card_metrics.extend([("holdout_top1", h.report.top1), ("holdout_macro_f1", h.report.macro_f1)]);
         }
-        Ok(Scored { headline: r.top1, card_metrics, eval: Scores { valid, holdout } })
+        if let Some(o) = &one_view {
+            card_metrics.extend([("valid_top1_one_view", o.top1), ("valid_macro_f1_one_view", o.macro_f1)]);
+        }
+        // burn validated one view each epoch: compare like with like.
+        let headline = one_view.as_ref().map_or(r.top1, |o| o.top1);
+        Ok(Scored { headline, card_metrics, eval: ClassifyScores { scores: Scores { valid, holdout }, one_view } })
     }
 
     fn headline(&self, row: &EpochMetrics) -> (&'static str, f64) {

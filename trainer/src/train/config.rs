@@ -10,6 +10,7 @@ pub use super::settings::{LoopSettings, OptimizerKind};
 use crate::data::Augment;
 pub use crate::data::ClassWeights;
 use crate::error::{Result, TrainerError};
+pub use crate::export::Tta;
 use crate::model::mobilenetv2::FEATURE_LAYERS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -71,6 +72,10 @@ pub struct ClassifyConfig {
     pub class_weights: ClassWeights,
     pub label_smoothing: f32,
     pub augment: Augment,
+    /// Test-time views the exported model averages (`--tta`). Runs written before it
+    /// existed exported one view.
+    #[serde(default)]
+    pub tta: Tta,
     /// The loop settings every task shares, flattened: config.json keeps flat keys.
     #[serde(flatten)]
     pub train: LoopSettings,
@@ -95,6 +100,8 @@ impl ClassifyConfig {
             class_weights: ClassWeights::Sqrt,
             label_smoothing: 0.1,
             augment: Augment::standard(),
+            // One view unless asked: `fieldkit train classify` matches the augmentation.
+            tta: Tta::None,
             train: LoopSettings {
                 epochs: 12,
                 batch: 32,

@@ -29,13 +29,13 @@ use fieldkit_core::card::ModelCard;
 
 pub use checkpoint::{EpochMetrics, LoopState, Which};
 pub use classify::export_with_card;
-pub use config::{ClassWeights, ClassifyConfig, Monitor, Strategy};
+pub use config::{ClassWeights, ClassifyConfig, Monitor, Strategy, Tta};
 pub use precision::Precision;
 pub use progress::Progress;
 pub use schedule::ScheduleKind;
 pub use settings::{LoopSettings, OptimizerKind};
 
-use crate::error::Result;
+use crate::error::{Result, TrainerError};
 
 /// What `fieldkit train classify` returns.
 #[derive(Debug, Clone)]
@@ -66,8 +66,8 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
     let outcome = classify::run_loop(&prepared, out, resume, progress)?;
     let done = outputs::deliver(&prepared, &outcome, out, progress)?;
     let state = outcome.state;
-    let eval = done.eval.valid.report;
-    let holdout = done.eval.holdout.map(|h| h.report);
+    let eval = done.eval.scores.valid.report;
+    let holdout = done.eval.scores.holdout.map(|h| h.report);
     report::write_report(
         out,
         &report::ReportInputs {
@@ -78,6 +78,7 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
             best_epoch: state.best_epoch,
             final_eval: &eval,
             holdout: holdout.as_ref(),
+            one_view: done.eval.one_view.as_ref(),
             train_seconds: state.elapsed_s,
             stopped_early: state.stopped_early,
             loss_scale: state.loss_scale,
@@ -97,16 +98,27 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
 
 /// `fieldkit export`: a run's checkpoint (classification or detection) -> ONNX + card,
 /// without training further.
-pub fn export_run(run: &Path, which: Which, path: &Path) -> Result<ModelCard> {
+pub fn export_run(run: &Path, which: Which, tta: Option<Tta>, path: &Path) -> Result<ModelCard> {
     let raw: serde_json::Value = fieldkit_core::fsio::read_json(&run.join("config.json"))?;
     // Only detection runs have a mosaic schedule; only segmentation runs a Dice loss choice.
-    if raw.get("close_mosaic").is_some() {
-        return detect::export_run(run, which, path);
+    let detection = raw.get("close_mosaic").is_some();
+    let segmentation = raw.get("loss").is_some() && raw.get("inter").is_some();
+    if !detection && !segmentation {
+        return classify::export_run(run, which, tta, path);
     }
-    if raw.get("loss").is_some() && raw.get("inter").is_some() {
-        return segment::export_run(run, which, path);
+    if let Some(t) = tta {
+        return Err(TrainerError::Config(format!(
+            "--tta {}: {} is a {} run; test-time views are built into classifiers only",
+            t.name(),
+            run.display(),
+            if detection { "detection" } else { "segmentation" }
+        )));
     }
-    classify::export_run(run, which, path)
+    if detection {
+        detect::export_run(run, which, path)
+    } else {
+        segment::export_run(run, which, path)
+    }
 }
 
 /// `--lr-find`: the range test only; writes lr_find.png / lr_find.json into `out`.

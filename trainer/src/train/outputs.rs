@@ -108,8 +108,9 @@ pub trait Deliver {
     fn source(&self) -> String;
     /// Writes `model` as ONNX + card at `path`.
     fn export(&self, model: &Self::Model, source: String, path: &Path) -> Result<ModelCard>;
-    /// Scores the exported model through tract on the valid split.
-    fn score(&self, engine: &Engine) -> Result<Scored<Self::Eval>>;
+    /// Scores the exported model (`engine`, exported from `model`) through tract on the
+    /// valid split.
+    fn score(&self, model: &Self::Model, engine: &Engine) -> Result<Scored<Self::Eval>>;
     /// The figure both burn's validation and [`Deliver::score`] measure, from an epoch's row:
     /// its name and value.
     fn headline(&self, row: &Self::Metrics) -> (&'static str, f64);
@@ -156,7 +157,7 @@ pub fn deliver<D: Deliver>(
     let path = out.join("model.onnx");
     let source = format!("{}, best epoch {:?}", task.source(), state.best_epoch);
     let mut card = task.export(&best, source, &path)?;
-    let scored = task.score(&Engine::load(&path)?)?;
+    let scored = task.score(&best, &Engine::load(&path)?)?;
     card.metrics.extend(scored.card_metrics.iter().map(|&(k, v)| (k.to_string(), v)));
     card.write_for(&path)?;
     if let Some(row) = state.best_epoch.and_then(|e| state.history.iter().find(|m| m.epoch() == e)) {

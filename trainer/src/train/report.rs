@@ -64,6 +64,8 @@ pub struct ReportInputs<'a> {
     pub final_eval: &'a ClassificationReport,
     /// The exported model on the held-out part of train (`--holdout`).
     pub holdout: Option<&'a ClassificationReport>,
+    /// With test-time views: the network alone on one view, on valid.
+    pub one_view: Option<&'a ClassificationReport>,
     pub train_seconds: f64,
     pub stopped_early: bool,
     /// Where `--precision f16`'s loss scaling ended.
@@ -93,6 +95,7 @@ pub fn write_report(out: &Path, r: &ReportInputs) -> Result<()> {
     );
     let _ = writeln!(s, "- optimiser: {}", c.describe_optimiser(r.stopped_early, r.loss_scale.as_ref()));
     let _ = writeln!(s, "- loss: class weights {:?}, label smoothing {}", c.class_weights, c.label_smoothing);
+    let _ = writeln!(s, "- test-time views in the exported model: {}", c.tta.describe());
     let _ = writeln!(s, "- training time: {:.1} min on {:?}", r.train_seconds / 60.0, c.device);
     let _ = writeln!(
         s,
@@ -115,6 +118,19 @@ pub fn write_report(out: &Path, r: &ReportInputs) -> Result<()> {
         "top-1 **{:.4}**, macro-F1 **{:.4}**, weighted-F1 {:.4}, {} images\n",
         e.top1, e.macro_f1, e.weighted_f1, e.num_samples
     );
+    if let Some(o) = r.one_view {
+        let _ = writeln!(
+            s,
+            "The same network on one view (no test-time views; what the epochs above measured): top-1 {:.4}, \
+             macro-F1 {:.4}. The {} views add {:+.4} top-1 and {:+.4} macro-F1 for {}x the compute.\n",
+            o.top1,
+            o.macro_f1,
+            c.tta.views().len(),
+            e.top1 - o.top1,
+            e.macro_f1 - o.macro_f1,
+            c.tta.views().len()
+        );
+    }
     let _ = writeln!(s, "```\n{}```\n", e.table());
     if let Some(h) = r.holdout {
         let _ = writeln!(

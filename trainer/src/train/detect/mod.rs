@@ -517,7 +517,7 @@ impl Deliver for DetPrepared {
         export_with_card(model, &self.cfg, &self.classes, &self.data_fingerprint, source, path)
     }
 
-    fn score(&self, engine: &Engine) -> Result<Scored<Scores<DetectorEval>>> {
+    fn score(&self, _model: &Detector, engine: &Engine) -> Result<Scored<Scores<DetectorEval>>> {
         let data = YoloDataset::from_yaml(&self.cfg.data)?;
         let workers = self.cfg.workers.max(1);
         let eval = eval_detector(engine, &data, &self.cfg.valid_split, workers, 0.3)?;

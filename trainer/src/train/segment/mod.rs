@@ -481,7 +481,7 @@ impl Deliver for SegPrepared {
         export_with_card(model, &self.cfg, &self.classes, &self.data_fingerprint, source, path)
     }
 
-    fn score(&self, engine: &Engine) -> Result<Scored<Scores<SegmentationReport>>> {
+    fn score(&self, _model: &Segmenter, engine: &Engine) -> Result<Scored<Scores<SegmentationReport>>> {
         let data = MaskDataset::open(&self.cfg.data)?;
         let workers = self.cfg.workers.max(1);
         let valid = eval_segmenter(engine, &data, &self.cfg.valid_split, workers)?;
