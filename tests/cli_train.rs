@@ -50,6 +50,7 @@ fn head_strategy_trains_exports_and_evaluates() {
     // ... and its 8 test-time views in the exported model.
     assert_eq!(cfg["tta"], "d4");
     assert!(stderr(&o).contains("--tta d4"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("with test-time views d4 (8 views"), "{}", stdout(&o));
     // The exported model evaluates through `fieldkit eval` with the card written beside it.
     let json = dir.path().join("eval.json");
     let model = out.join("model.onnx");

@@ -492,6 +492,14 @@ fn classify(a: ClassifyArgs) -> Result<i32> {
         s.best_epoch,
         s.train_seconds / 60.0
     );
+    if let Some(o) = &s.one_view {
+        println!(
+            "  with test-time views {}; the network on one view: top1 {:.4}  macro_f1 {:.4}",
+            cfg.tta.describe(),
+            o.top1,
+            o.macro_f1
+        );
+    }
     if let Some(h) = &s.holdout {
         println!(
             "held out of train ({} images, whole photos): top1 {:.4}  macro_f1 {:.4}",

@@ -49,6 +49,8 @@ pub struct TrainSummary {
     pub macro_f1: f64,
     /// The exported model on the train images held out by whole photos (`--holdout`).
     pub holdout: Option<fieldkit_core::metrics::ClassificationReport>,
+    /// With test-time views: the network alone on one view, on valid.
+    pub one_view: Option<fieldkit_core::metrics::ClassificationReport>,
     pub train_seconds: f64,
 }
 
@@ -92,11 +94,12 @@ pub fn train_classify(cfg: &ClassifyConfig, out: &Path, resume: bool, progress: 
         top1: eval.top1,
         macro_f1: eval.macro_f1,
         holdout,
+        one_view: done.eval.one_view,
         train_seconds: state.elapsed_s,
     })
 }
 
-/// `fieldkit export`: a run's checkpoint (classification or detection) -> ONNX + card,
+/// `fieldkit export`: a run's checkpoint (classification, detection or segmentation) -> ONNX + card,
 /// without training further.
 pub fn export_run(run: &Path, which: Which, tta: Option<Tta>, path: &Path) -> Result<ModelCard> {
     let raw: serde_json::Value = fieldkit_core::fsio::read_json(&run.join("config.json"))?;
