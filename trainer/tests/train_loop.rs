@@ -35,6 +35,17 @@ fn trained_tiny(classes: usize) -> MobileNetV2 {
     m.valid()
 }
 
+/// The ImageNet backbone with a seeded `classes`-way head, eval mode. A randomly initialised
+/// network at these sizes answers every input alike (its activations die), so an export check
+/// on it would only see the head's bias.
+fn imagenet_classifier(classes: usize) -> MobileNetV2 {
+    let device = Device::flex();
+    device.seed(11);
+    let mut m = MobileNetV2Config::new(classes).init(&device);
+    load_backbone(&mut m, &common::vendored_weights()).unwrap();
+    m.valid()
+}
+
 #[test]
 fn checkpoint_round_trip_is_exact() {
     let _one = common::one_run_at_a_time();
@@ -58,7 +69,7 @@ fn checkpoint_round_trip_is_exact() {
 #[test]
 fn exported_onnx_matches_burn_in_tract() {
     let _one = common::one_run_at_a_time();
-    let m = trained_tiny(4);
+    let m = imagenet_classifier(4);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.onnx");
     export_classifier(&m, 64, Tta::None, &path).unwrap();
@@ -95,13 +106,8 @@ fn write_classifier_card(path: &Path, classes: usize, size: i64) {
 #[test]
 fn exported_test_time_views_average_the_views_in_tract() {
     let _one = common::one_run_at_a_time();
-    // The ImageNet backbone: a randomly initialised one at this size answers every input
-    // alike (its activations die), and so would every view.
+    let m = imagenet_classifier(4);
     let device = Device::flex();
-    device.seed(11);
-    let mut m = MobileNetV2Config::new(4).init(&device);
-    load_backbone(&mut m, &common::vendored_weights()).unwrap();
-    let m = m.valid();
     let dir = tempfile::tempdir().unwrap();
     let x = input(1, 64);
     let batch = || Tensor::<1>::from_floats(x.as_slice(), &device).reshape([1, 3, 64, 64]);
