@@ -1,8 +1,8 @@
 //! Writes the artefacts of the export parity check: the vendored ImageNet MobileNetV2 with a
-//! seeded 9-class head (alone and with the 8 test-time views of a tile averaged), the YOLOX-style detector on the same backbone with a seeded 2-class
-//! neck and head, and the LR-ASPP segmenter (alone and with the stride-4 decoder) with a
-//! seeded 3-class head (160x128), exported to ONNX, a deterministic input and burn's outputs
-//! for it.
+//! seeded 9-class head (alone and with the 8 test-time views of a tile averaged), the
+//! YOLOX-style detector on the same backbone with a seeded 2-class neck and head, and the
+//! LR-ASPP segmenter (alone and with the stride-4 decoder) with a seeded 3-class head
+//! (160x128), exported to ONNX, a deterministic input and burn's outputs for it.
 //! `benches/reference/ort_export_parity.py DIR` then runs each ONNX in onnxruntime and
 //! compares (CI); this program itself compares against tract.
 //!
